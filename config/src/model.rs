@@ -1,0 +1,161 @@
+//! The config file's shape. Every key here is documented in the README;
+//! unknown keys are rejected so a typo never silently falls back to a default.
+
+use crate::Secret;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub pool: PoolConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address clients connect to.
+    pub listen: String,
+    /// Address of the admin HTTP endpoint (/metrics, /healthz).
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    #[serde(default = "default_max_clients")]
+    pub max_client_connections: usize,
+    /// Largest command a client may send (the proxy's max_allowed_packet).
+    #[serde(default = "default_max_packet")]
+    pub max_packet_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Name of an environment variable holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+impl UserConfig {
+    /// The password after validation resolved `password_env`.
+    pub fn secret(&self) -> &str {
+        self.password.as_ref().map(Secret::expose).unwrap_or("")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    #[serde(default = "default_max_per_backend")]
+    pub max_connections_per_backend: usize,
+    /// How long a statement waits for a backend connection.
+    #[serde(default = "default_acquire_timeout")]
+    pub acquire_timeout_ms: u64,
+    /// TCP connect + handshake limit for a new backend connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_connections_per_backend: default_max_per_backend(),
+            acquire_timeout_ms: default_acquire_timeout(),
+            connect_timeout_ms: default_connect_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    #[serde(default)]
+    pub mode: RoutingMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingMode {
+    /// Every statement runs on the primary.
+    #[default]
+    PrimaryOnly,
+    /// Reads go to replicas (the read/write split).
+    Split,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    /// host:port
+    pub address: String,
+    pub role: Role,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter such as "info" or "sluice=debug".
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: default_log_level() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9033".into()
+}
+fn default_max_clients() -> usize {
+    10_000
+}
+fn default_max_packet() -> usize {
+    64 * 1024 * 1024
+}
+fn default_max_per_backend() -> usize {
+    50
+}
+fn default_acquire_timeout() -> u64 {
+    2000
+}
+fn default_connect_timeout() -> u64 {
+    2000
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_log_level() -> String {
+    "info".into()
+}

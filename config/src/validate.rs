@@ -1,0 +1,200 @@
+//! Checks that go beyond the file's shape; every error names the key.
+
+use crate::{Config, Role, Secret};
+use std::collections::HashSet;
+use std::net::ToSocketAddrs;
+
+/// A config problem and the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the bad key, e.g. `backends[1].address`; empty when
+    /// the problem is not about one key (unreadable file, TOML syntax).
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "invalid config key `{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn at(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), message: message.into() }
+    }
+
+    /// TOML errors already name the key and line; keep their text.
+    pub(crate) fn from_toml(e: toml::de::Error) -> Self {
+        ConfigError { key: String::new(), message: e.to_string().trim_end().to_string() }
+    }
+}
+
+/// Validates the parsed config and resolves `password_env` via `env`.
+pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    check_addr("server.listen", &config.server.listen)?;
+    check_addr("server.admin_listen", &config.server.admin_listen)?;
+    if config.server.max_client_connections == 0 {
+        return Err(ConfigError::at("server.max_client_connections", "must be at least 1"));
+    }
+    if config.server.max_packet_bytes < 1024 {
+        return Err(ConfigError::at("server.max_packet_bytes", "must be at least 1024"));
+    }
+    if config.users.is_empty() {
+        return Err(ConfigError::at("users", "at least one [[users]] entry is required"));
+    }
+    let mut names = HashSet::new();
+    for (i, user) in config.users.iter_mut().enumerate() {
+        let key = format!("users[{i}]");
+        if user.name.is_empty() {
+            return Err(ConfigError::at(format!("{key}.name"), "must not be empty"));
+        }
+        if !names.insert(user.name.clone()) {
+            return Err(ConfigError::at(format!("{key}.name"), format!("duplicate user `{}`", user.name)));
+        }
+        match (&user.password, &user.password_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::at(key, "set either `password` or `password_env`, not both"));
+            }
+            (None, None) => {
+                return Err(ConfigError::at(key, "one of `password` or `password_env` is required"));
+            }
+            (None, Some(var)) => match env(var) {
+                Some(value) => user.password = Some(Secret::new(value)),
+                None => {
+                    return Err(ConfigError::at(
+                        format!("{key}.password_env"),
+                        format!("environment variable `{var}` is not set"),
+                    ));
+                }
+            },
+            (Some(_), None) => {}
+        }
+    }
+    if config.pool.max_connections_per_backend == 0 {
+        return Err(ConfigError::at("pool.max_connections_per_backend", "must be at least 1"));
+    }
+    if config.pool.acquire_timeout_ms == 0 {
+        return Err(ConfigError::at("pool.acquire_timeout_ms", "must be at least 1"));
+    }
+    if config.pool.connect_timeout_ms == 0 {
+        return Err(ConfigError::at("pool.connect_timeout_ms", "must be at least 1"));
+    }
+    if config.backends.is_empty() {
+        return Err(ConfigError::at("backends", "at least one [[backends]] entry is required"));
+    }
+    let mut backend_names = HashSet::new();
+    for (i, backend) in config.backends.iter().enumerate() {
+        let key = format!("backends[{i}]");
+        if backend.name.is_empty() {
+            return Err(ConfigError::at(format!("{key}.name"), "must not be empty"));
+        }
+        if !backend_names.insert(backend.name.as_str()) {
+            return Err(ConfigError::at(
+                format!("{key}.name"),
+                format!("duplicate backend `{}`", backend.name),
+            ));
+        }
+        check_addr(&format!("{key}.address"), &backend.address)?;
+    }
+    let primaries = config.backends.iter().filter(|b| b.role == Role::Primary).count();
+    if primaries != 1 {
+        return Err(ConfigError::at(
+            "backends",
+            format!("exactly one backend must have role = \"primary\" (found {primaries})"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
+    match value.to_socket_addrs().map(|mut addrs| addrs.next()) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ConfigError::at(key, format!("`{value}` resolves to no address"))),
+        Err(e) => Err(ConfigError::at(key, format!("`{value}` is not a host:port address ({e})"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, RoutingMode};
+
+    const EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:6033"
+admin_listen = "127.0.0.1:9033"    # GET /metrics (Prometheus text), GET /healthz
+max_client_connections = 10000
+
+[[users]]
+name = "app"
+password = "app"                   # or password_env = "ENV_VAR_NAME"; used for clients and backends
+
+[pool]
+max_connections_per_backend = 50
+acquire_timeout_ms = 2000
+
+[routing]
+mode = "primary_only"              # the split issue adds "split"
+
+[[backends]]
+name = "primary"
+address = "127.0.0.1:13306"
+role = "primary"
+
+[[backends]]
+name = "replica1"
+address = "127.0.0.1:13307"
+role = "replica"
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(c.users[0].secret(), "app");
+        assert_eq!(c.pool.max_connections_per_backend, 50);
+        assert_eq!(c.routing.mode, RoutingMode::PrimaryOnly);
+        assert_eq!(c.primary().unwrap().name, "primary");
+        assert!(!c.to_effective_toml().contains("\"app\"\npassword = \"app\""));
+        assert!(c.to_effective_toml().contains("<redacted>"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let bad = EXAMPLE.replace("acquire_timeout_ms", "acquire_timeout");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(err.to_string().contains("acquire_timeout"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_is_named() {
+        let bad = EXAMPLE.replace("127.0.0.1:13307", "nowhere");
+        let err = Config::parse(&bad).unwrap_err();
+        assert_eq!(err.key, "backends[1].address");
+    }
+
+    #[test]
+    fn two_primaries_are_refused() {
+        let bad = EXAMPLE.replace("role = \"replica\"", "role = \"primary\"");
+        assert_eq!(Config::parse(&bad).unwrap_err().key, "backends");
+    }
+
+    #[test]
+    fn missing_password_env_is_named() {
+        let bad = EXAMPLE.replace("password = \"app\"", "password_env = \"SLUICE_TEST_SURELY_UNSET\"");
+        let err = Config::parse(&bad).unwrap_err();
+        assert_eq!(err.key, "users[0].password_env");
+    }
+
+    #[test]
+    fn bad_enum_value_is_named() {
+        let bad = EXAMPLE.replace("\"primary_only\"", "\"sideways\"");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(err.to_string().contains("mode"), "{err}");
+    }
+}

@@ -1,0 +1,224 @@
+//! One raw backend connection: its packet stream, what the server told us at
+//! connect, the session state currently applied on it, and whether it can be
+//! reused. The proxy relays client commands over [`BackendConn::stream`];
+//! the helpers here run Sluice's own small commands (SET, COM_INIT_DB, ...).
+
+use crate::connect::server_error;
+use crate::{BackendError, SessionState};
+use sluice_protocol::consts::{CapabilityFlags, MariadbCapabilities, com, set_option};
+use sluice_protocol::packets::{self, ERR_HEADER};
+use sluice_protocol::PacketStream;
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+/// What the server announced in its handshake.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub version: String,
+    pub connection_id: u32,
+    /// Capabilities negotiated for this connection.
+    pub capabilities: CapabilityFlags,
+    /// Everything the server offered.
+    pub server_capabilities: CapabilityFlags,
+    pub mariadb_capabilities: MariadbCapabilities,
+    pub default_collation: u8,
+}
+
+/// Result of a command that answers with a single OK/EOF or ERR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    Ok { status: u16, warnings: u16 },
+    Err { payload: Vec<u8> },
+}
+
+#[derive(Debug)]
+pub struct BackendConn {
+    pub stream: PacketStream<TcpStream>,
+    pub info: ServerInfo,
+    /// Session state as it is on the server right now.
+    pub state: SessionState,
+    /// Last time a packet was exchanged; drives keepalive decisions.
+    pub last_io: Instant,
+    /// The connection's protocol position is unknown (error mid-response,
+    /// client gone mid-result): it must be closed, never reused.
+    pub broken: bool,
+    /// Server's `wait_timeout` for this session, in seconds.
+    pub wait_timeout_secs: u64,
+}
+
+impl BackendConn {
+    pub(crate) fn new(stream: PacketStream<TcpStream>, info: ServerInfo, state: SessionState) -> Self {
+        BackendConn {
+            stream,
+            info,
+            state,
+            last_io: Instant::now(),
+            broken: false,
+            wait_timeout_secs: 28_800,
+        }
+    }
+
+    /// Turns on session-state tracking (so OK packets report schema and
+    /// variable changes) and records the session's starting state.
+    pub(crate) async fn setup(&mut self) -> Result<(), BackendError> {
+        self.expect_ok(
+            "SET SESSION session_track_schema=ON, session_track_state_change=ON, \
+             session_track_system_variables='*'",
+        )
+        .await?;
+        let rows = self
+            .query_rows(
+                "SELECT @@character_set_client, @@character_set_connection, \
+                 @@character_set_results, @@collation_connection, @@wait_timeout",
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| BackendError::protocol("setup query returned no row"))?;
+        let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        self.state.vars.insert("character_set_client".into(), get(0));
+        self.state.vars.insert("character_set_connection".into(), get(1));
+        self.state.vars.insert("character_set_results".into(), get(2));
+        self.state.vars.insert("collation_connection".into(), get(3));
+        self.wait_timeout_secs = get(4).parse().unwrap_or(28_800);
+        self.state.multi_statements =
+            self.info.capabilities.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS);
+        Ok(())
+    }
+
+    /// Sends one command packet (sequence 0) and flushes it.
+    pub async fn send_command(&mut self, payload: &[u8]) -> Result<(), BackendError> {
+        self.stream.send(0, payload).await?;
+        self.last_io = Instant::now();
+        Ok(())
+    }
+
+    /// Runs a command that answers with one OK, EOF or ERR packet, recording
+    /// any session-state change it reports.
+    pub async fn simple_command(&mut self, payload: &[u8]) -> Result<CommandOutcome, BackendError> {
+        self.send_command(payload).await?;
+        let reply = self.stream.read_packet().await?;
+        self.last_io = Instant::now();
+        match reply.first_byte() {
+            Some(ERR_HEADER) => Ok(CommandOutcome::Err { payload: reply.payload.to_vec() }),
+            Some(_) if packets::is_eof(&reply.payload) => {
+                let (warnings, status) = packets::parse_eof(&reply.payload);
+                Ok(CommandOutcome::Ok { status, warnings })
+            }
+            Some(packets::OK_HEADER) => {
+                let ok = packets::parse_ok(&reply.payload)
+                    .ok_or_else(|| BackendError::protocol("malformed OK packet"))?;
+                self.state.absorb(ok.session_state);
+                Ok(CommandOutcome::Ok { status: ok.status, warnings: ok.warnings })
+            }
+            _ => {
+                self.broken = true;
+                Err(BackendError::protocol("unexpected reply to a simple command"))
+            }
+        }
+    }
+
+    /// Runs a statement that must succeed with OK.
+    pub async fn expect_ok(&mut self, sql: &str) -> Result<(), BackendError> {
+        match self.simple_command(&query_packet(sql)).await? {
+            CommandOutcome::Ok { .. } => Ok(()),
+            CommandOutcome::Err { payload } => Err(server_error(&payload)),
+        }
+    }
+
+    /// Runs a query and decodes its text rows (Sluice's own small queries
+    /// only; client results are relayed, never decoded).
+    pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        self.send_command(&query_packet(sql)).await?;
+        let first = self.stream.read_packet().await?;
+        if first.first_byte() == Some(ERR_HEADER) {
+            return Err(server_error(&first.payload));
+        }
+        if packets::is_ok(&first.payload) {
+            return Ok(Vec::new());
+        }
+        // Column definitions, then EOF.
+        loop {
+            let p = self.stream.read_packet().await?;
+            if packets::is_eof(&p.payload) {
+                break;
+            }
+        }
+        let mut rows = Vec::new();
+        loop {
+            let p = self.stream.read_packet().await?;
+            if packets::is_eof(&p.payload) {
+                break;
+            }
+            if p.first_byte() == Some(ERR_HEADER) {
+                return Err(server_error(&p.payload));
+            }
+            rows.push(packets::parse_text_row(&p.payload).ok_or_else(|| BackendError::protocol("bad row"))?);
+        }
+        self.last_io = Instant::now();
+        Ok(rows)
+    }
+
+    /// Makes the server's session match `desired`: schema, multi-statement
+    /// mode and session variables, sending only the difference. Returns the
+    /// server's ERR payload if it refused (for example the schema was
+    /// dropped), which the caller relays to the client.
+    pub async fn apply(&mut self, desired: &SessionState) -> Result<Option<Vec<u8>>, BackendError> {
+        if let Some(schema) = &desired.schema {
+            if self.state.schema.as_ref() != Some(schema) {
+                let mut p = vec![com::INIT_DB];
+                p.extend_from_slice(schema.as_bytes());
+                if let CommandOutcome::Err { payload } = self.simple_command(&p).await? {
+                    return Ok(Some(payload));
+                }
+                self.state.schema = Some(schema.clone());
+            }
+        }
+        if desired.multi_statements != self.state.multi_statements {
+            let option = if desired.multi_statements {
+                set_option::MULTI_STATEMENTS_ON
+            } else {
+                set_option::MULTI_STATEMENTS_OFF
+            };
+            let mut p = vec![com::SET_OPTION];
+            p.extend_from_slice(&option.to_le_bytes());
+            if let CommandOutcome::Err { payload } = self.simple_command(&p).await? {
+                return Ok(Some(payload));
+            }
+            self.state.multi_statements = desired.multi_statements;
+        }
+        if let Some(sql) = self.state.set_statement_towards(desired) {
+            if let CommandOutcome::Err { payload } = self.simple_command(&query_packet(&sql)).await? {
+                return Ok(Some(payload));
+            }
+            self.state.vars = desired.vars.clone();
+        }
+        Ok(None)
+    }
+
+    /// COM_RESET_CONNECTION, then the setup again (a reset also resets the
+    /// session-tracking variables). Used when a pinned client leaves.
+    pub async fn reset(&mut self) -> Result<(), BackendError> {
+        if let CommandOutcome::Err { payload } = self.simple_command(&[com::RESET_CONNECTION]).await? {
+            return Err(server_error(&payload));
+        }
+        let schema = self.state.schema.take();
+        self.state = SessionState::default();
+        // A reset keeps the current database.
+        self.state.schema = schema;
+        self.setup().await
+    }
+
+    /// COM_PING.
+    pub async fn ping(&mut self) -> Result<(), BackendError> {
+        match self.simple_command(&[com::PING]).await? {
+            CommandOutcome::Ok { .. } => Ok(()),
+            CommandOutcome::Err { payload } => Err(server_error(&payload)),
+        }
+    }
+}
+
+pub fn query_packet(sql: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(1 + sql.len());
+    p.push(com::QUERY);
+    p.extend_from_slice(sql.as_bytes());
+    p
+}

@@ -1,0 +1,183 @@
+//! Opening a backend connection: TCP, the server's handshake, and client-side
+//! authentication (native, caching_sha2, ed25519 via mysql_common's helpers).
+
+use crate::{BackendConn, BackendError, ServerInfo, SessionState};
+use mysql_common::constants::{CapabilityFlags as Caps, MariadbCapabilities};
+use mysql_common::crypto;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
+use mysql_common::proto::{MyDeserialize, MySerialize};
+use sluice_protocol::packets::{self, ERR_HEADER, OK_HEADER};
+use sluice_protocol::PacketStream;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Capabilities Sluice asks of every backend connection. DEPRECATE_EOF is
+/// left off (the relay translates for clients that use it); SESSION_TRACK is
+/// on so OK packets report schema and variable changes; FOUND_ROWS is added
+/// per pool because it changes affected-row counts.
+pub const BACKEND_CAPABILITIES: Caps = Caps::from_bits_truncate(
+    Caps::CLIENT_LONG_PASSWORD.bits()
+        | Caps::CLIENT_LONG_FLAG.bits()
+        | Caps::CLIENT_PROTOCOL_41.bits()
+        | Caps::CLIENT_TRANSACTIONS.bits()
+        | Caps::CLIENT_SECURE_CONNECTION.bits()
+        | Caps::CLIENT_MULTI_STATEMENTS.bits()
+        | Caps::CLIENT_MULTI_RESULTS.bits()
+        | Caps::CLIENT_PS_MULTI_RESULTS.bits()
+        | Caps::CLIENT_PLUGIN_AUTH.bits()
+        | Caps::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.bits()
+        | Caps::CLIENT_CONNECT_ATTRS.bits()
+        | Caps::CLIENT_SESSION_TRACK.bits()
+        | Caps::CLIENT_LOCAL_FILES.bits(),
+);
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectTarget {
+    pub backend: String,
+    pub address: String,
+    pub user: String,
+    pub password: String,
+    pub found_rows: bool,
+    pub connect_timeout: Duration,
+}
+
+impl BackendConn {
+    /// Connects and authenticates within `target.connect_timeout`.
+    pub async fn connect(target: &ConnectTarget) -> Result<BackendConn, BackendError> {
+        let limit = target.connect_timeout;
+        match tokio::time::timeout(limit, connect_inner(target)).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::Timeout(limit.as_millis() as u64)),
+        }
+    }
+}
+
+async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendError> {
+    let tcp = TcpStream::connect(&target.address).await?;
+    tcp.set_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
+    let mut stream = PacketStream::new(tcp);
+
+    let greeting = stream.read_packet().await?;
+    if greeting.first_byte() == Some(ERR_HEADER) {
+        return Err(server_error(&greeting.payload));
+    }
+    let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
+        .map_err(|e| BackendError::protocol(format!("bad server handshake: {e}")))?;
+    let server_caps = handshake.capabilities();
+    let mut caps = BACKEND_CAPABILITIES & server_caps;
+    if target.found_rows {
+        caps |= Caps::CLIENT_FOUND_ROWS;
+    }
+    if !caps.contains(Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_SECURE_CONNECTION | Caps::CLIENT_PLUGIN_AUTH) {
+        return Err(BackendError::protocol("server lacks PROTOCOL_41 / SECURE_CONNECTION / PLUGIN_AUTH"));
+    }
+    // MariaDB announces its extended capabilities by clearing CLIENT_MYSQL.
+    let mariadb_caps = if server_caps.contains(Caps::CLIENT_LONG_PASSWORD) {
+        MariadbCapabilities::empty()
+    } else {
+        handshake.mariadb_ext_capabilities() & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    };
+    if !mariadb_caps.is_empty() {
+        caps.remove(Caps::CLIENT_LONG_PASSWORD);
+    }
+    let version = handshake.server_version_parsed().unwrap_or((5, 7, 0));
+    let nonce = handshake.nonce();
+    let plugin = handshake
+        .auth_plugin()
+        .map(|p| p.into_owned())
+        .unwrap_or(AuthPlugin::MysqlNativePassword);
+    let scramble = plugin.gen_data(Some(&target.password), &nonce);
+    let attrs = HashMap::from([
+        ("_client_name".to_string(), "sluice".to_string()),
+        ("program_name".to_string(), "sluice".to_string()),
+    ]);
+    let response = HandshakeResponse::new(
+        scramble.as_deref(),
+        version,
+        Some(target.user.as_bytes()),
+        None::<&[u8]>,
+        Some(plugin.clone()),
+        caps,
+        Some(attrs),
+        1 << 30,
+    )
+    .with_mariadb_ext_capabilities(mariadb_caps);
+    let mut buf = Vec::new();
+    response.serialize(&mut buf);
+    stream.send(greeting.seq.wrapping_add(1), &buf).await?;
+    authenticate(&mut stream, plugin, nonce, &target.password).await?;
+
+    let info = ServerInfo {
+        version: handshake.server_version_str().into_owned(),
+        connection_id: handshake.connection_id(),
+        capabilities: caps,
+        server_capabilities: server_caps,
+        mariadb_capabilities: mariadb_caps,
+        default_collation: handshake.default_collation(),
+    };
+    let mut conn = BackendConn::new(stream, info, SessionState::default());
+    conn.setup().await?;
+    Ok(conn)
+}
+
+/// Runs the auth exchange after the handshake response until OK or ERR.
+async fn authenticate(
+    stream: &mut PacketStream<TcpStream>,
+    mut plugin: AuthPlugin<'static>,
+    mut nonce: Vec<u8>,
+    password: &str,
+) -> Result<(), BackendError> {
+    loop {
+        let packet = stream.read_packet().await?;
+        let mut seq = packet.seq.wrapping_add(1);
+        match packet.first_byte() {
+            Some(OK_HEADER) => return Ok(()),
+            Some(ERR_HEADER) => return Err(server_error(&packet.payload)),
+            Some(0xfe) => {
+                let switch = AuthSwitchRequest::deserialize((), &mut ParseBuf(&packet.payload))
+                    .map_err(|e| BackendError::protocol(format!("bad auth switch: {e}")))?;
+                plugin = switch.auth_plugin().into_owned();
+                nonce = switch.plugin_data().to_vec();
+                if nonce.last() == Some(&0) {
+                    nonce.pop();
+                }
+                let data = plugin.gen_data(Some(password), &nonce);
+                stream.send(seq, data.as_deref().unwrap_or(&[])).await?;
+            }
+            Some(0x01) => match (packet.payload.get(1), &plugin) {
+                // caching_sha2_password: fast auth succeeded, OK follows.
+                (Some(0x03), _) => continue,
+                // Full auth: ask for the RSA key and send the encrypted password.
+                (Some(0x04), AuthPlugin::CachingSha2Password) => {
+                    stream.send(seq, &[0x02]).await?;
+                    let key = stream.read_packet().await?;
+                    seq = key.seq.wrapping_add(1);
+                    let pem = key.payload.get(1..).unwrap_or(&[]);
+                    let mut pass: Vec<u8> = password.bytes().chain(std::iter::once(0)).collect();
+                    for (i, b) in pass.iter_mut().enumerate() {
+                        *b ^= nonce[i % nonce.len().max(1)];
+                    }
+                    let encrypted = crypto::encrypt(&pass, pem);
+                    stream.send(seq, &encrypted).await?;
+                }
+                _ => return Err(BackendError::protocol("unexpected auth-more-data packet")),
+            },
+            _ => return Err(BackendError::protocol("unexpected packet during authentication")),
+        }
+    }
+}
+
+pub(crate) fn server_error(payload: &[u8]) -> BackendError {
+    let state = payload.get(4..9).map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default();
+    match packets::parse_err(payload) {
+        Some((code, message)) => BackendError::Server { code, state, message },
+        None => BackendError::protocol("malformed ERR packet"),
+    }
+}

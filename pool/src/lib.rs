@@ -1,0 +1,19 @@
+//! The backend side of Sluice: raw MySQL client connections to MariaDB/MySQL
+//! ([`BackendConn`]), the session state each one carries ([`SessionState`]),
+//! and the deadpool pools that hold them, one per (backend, user, capability
+//! profile) ([`Pools`]).
+//!
+//! Connections speak the wire protocol directly so the proxy can relay
+//! response packets without decoding rows.
+
+mod conn;
+mod connect;
+mod error;
+mod manager;
+mod session;
+
+pub use conn::{BackendConn, CommandOutcome, ServerInfo};
+pub use connect::{BACKEND_CAPABILITIES, ConnectTarget};
+pub use error::{AcquireError, BackendError};
+pub use manager::{PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};
+pub use session::{SessionState, charset_vars};

@@ -1,0 +1,202 @@
+//! Session state that must follow a client from one pooled connection to the
+//! next: the default schema, the multi-statement option, and session
+//! variables. The values are the ones the server reports through session
+//! tracking, so `SET sql_mode = CONCAT(@@sql_mode, ...)` is captured as its
+//! result and replayed as a literal.
+
+use sluice_protocol::packets::{StateChange, state_changes};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionState {
+    pub schema: Option<String>,
+    /// Session variables by lower-case name, as the server formats them.
+    pub vars: BTreeMap<String, String>,
+    pub multi_statements: bool,
+}
+
+/// Variables that are not state of their own: derived from the schema,
+/// one-shot, or Sluice's own tracking settings.
+const NOT_REPLAYED: &[&str] = &[
+    "character_set_database",
+    "collation_database",
+    "last_gtid",
+    "insert_id",
+    "last_insert_id",
+    "identity",
+    "rand_seed1",
+    "rand_seed2",
+    "warning_count",
+    "error_count",
+    "gtid_seq_no",
+    "in_transaction",
+    "session_track_schema",
+    "session_track_state_change",
+    "session_track_system_variables",
+    "session_track_transaction_info",
+];
+
+/// Charset variables go first (and collation after its charset) because
+/// setting a charset resets its collation.
+const ORDER_FIRST: &[&str] = &[
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+];
+
+/// The variables a client's handshake charset sets.
+pub fn charset_vars(charset: &str, collation: &str) -> [(String, String); 4] {
+    [
+        ("character_set_client".into(), charset.into()),
+        ("character_set_connection".into(), charset.into()),
+        ("character_set_results".into(), charset.into()),
+        ("collation_connection".into(), collation.into()),
+    ]
+}
+
+/// What an OK packet's session-state block told us.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Absorbed {
+    pub schema_or_vars_changed: bool,
+    /// The server said "state changed" without naming a schema or variable:
+    /// user variables, temporary tables, prepared statements, ...
+    pub untracked_change: bool,
+}
+
+impl SessionState {
+    /// Records the changes of a session-state block.
+    pub fn absorb(&mut self, block: &[u8]) -> Absorbed {
+        let mut out = Absorbed::default();
+        let mut state_changed = false;
+        for change in state_changes(block) {
+            match change {
+                StateChange::SystemVariable { name, value } => {
+                    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                    if NOT_REPLAYED.contains(&name.as_str()) {
+                        continue;
+                    }
+                    self.vars.insert(name, String::from_utf8_lossy(value).into_owned());
+                    out.schema_or_vars_changed = true;
+                }
+                StateChange::Schema(name) => {
+                    self.schema = Some(String::from_utf8_lossy(name).into_owned());
+                    out.schema_or_vars_changed = true;
+                }
+                StateChange::StateChanged => state_changed = true,
+                StateChange::Gtids(_) | StateChange::Other(_) => {}
+            }
+        }
+        out.untracked_change = state_changed && !out.schema_or_vars_changed;
+        out
+    }
+
+    /// The `SET SESSION` statement that turns this state's variables into
+    /// `desired`'s, or None when they already match. Variables this side has
+    /// but `desired` does not go back to the server default.
+    pub fn set_statement_towards(&self, desired: &SessionState) -> Option<String> {
+        if self.vars == desired.vars {
+            return None;
+        }
+        let mut assignments: Vec<String> = Vec::new();
+        let changed = |name: &str| desired.vars.get(name) != self.vars.get(name);
+        for name in ORDER_FIRST.iter().copied().filter(|n| changed(n)) {
+            if let Some(value) = desired.vars.get(name) {
+                assignments.push(format!("{name}={}", sql_value(value)));
+            }
+        }
+        for (name, value) in &desired.vars {
+            if ORDER_FIRST.contains(&name.as_str()) || !changed(name) || !is_identifier(name) {
+                continue;
+            }
+            assignments.push(format!("{name}={}", sql_value(value)));
+        }
+        for name in self.vars.keys() {
+            if !desired.vars.contains_key(name) && is_identifier(name) {
+                assignments.push(format!("{name}=DEFAULT"));
+            }
+        }
+        if assignments.is_empty() {
+            return None;
+        }
+        Some(format!("SET SESSION {}", assignments.join(", ")))
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A variable value as SQL: numbers bare, everything else a quoted string.
+fn sql_value(value: &str) -> String {
+    let numeric = !value.is_empty()
+        && value.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && value.trim_start_matches('-').starts_with(|c: char| c.is_ascii_digit());
+    if numeric {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            _ => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(vars: &[(&str, &str)]) -> SessionState {
+        SessionState {
+            vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn no_statement_when_equal() {
+        let a = state(&[("sql_mode", "ANSI")]);
+        assert_eq!(a.set_statement_towards(&a.clone()), None);
+    }
+
+    #[test]
+    fn sets_difference_charset_first_and_restores_defaults() {
+        let conn = state(&[("character_set_client", "utf8mb4"), ("time_zone", "+01:00")]);
+        let client = state(&[("character_set_client", "latin1"), ("sql_mode", "it's"), ("wait_timeout", "30")]);
+        assert_eq!(
+            conn.set_statement_towards(&client).unwrap(),
+            "SET SESSION character_set_client='latin1', sql_mode='it''s', wait_timeout=30, time_zone=DEFAULT"
+        );
+    }
+
+    #[test]
+    fn collation_follows_charset() {
+        let conn = state(&[]);
+        let client = state(&[("collation_connection", "latin1_swedish_ci"), ("character_set_connection", "latin1")]);
+        let sql = conn.set_statement_towards(&client).unwrap();
+        assert!(sql.find("character_set_connection").unwrap() < sql.find("collation_connection").unwrap());
+    }
+
+    #[test]
+    fn absorb_ignores_derived_variables_and_flags_untracked_changes() {
+        use sluice_protocol::packets::put_lenenc_bytes;
+        let mut block = Vec::new();
+        let mut var = Vec::new();
+        put_lenenc_bytes(&mut var, b"character_set_database");
+        put_lenenc_bytes(&mut var, b"latin1");
+        block.push(0);
+        put_lenenc_bytes(&mut block, &var);
+        block.push(2);
+        put_lenenc_bytes(&mut block, b"1");
+        let mut s = SessionState::default();
+        let absorbed = s.absorb(&block);
+        assert!(s.vars.is_empty());
+        assert!(absorbed.untracked_change);
+    }
+}

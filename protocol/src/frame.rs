@@ -1,0 +1,252 @@
+//! Physical packet framing: a 3-byte little-endian length, a sequence id, and
+//! the payload. A payload of exactly [`MAX_PAYLOAD`] bytes continues in the
+//! next packet; the relay forwards physical packets one by one, so a logical
+//! packet of any size passes through in bounded memory.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::io;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest payload of one physical packet (16 MiB - 1).
+pub const MAX_PAYLOAD: usize = 0xff_ff_ff;
+
+/// Flush the write buffer once it holds this much, even mid-response.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One physical packet.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    pub seq: u8,
+    pub payload: Bytes,
+}
+
+impl Packet {
+    /// True when the logical packet continues in the next physical packet.
+    pub fn is_continued(&self) -> bool {
+        self.payload.len() == MAX_PAYLOAD
+    }
+
+    pub fn first_byte(&self) -> Option<u8> {
+        self.payload.first().copied()
+    }
+}
+
+/// A byte stream with a read buffer and a write buffer, read and written in
+/// whole packets.
+#[derive(Debug)]
+pub struct PacketStream<S> {
+    io: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
+    pub fn new(io: S) -> Self {
+        Self {
+            io,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+        }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Reads one physical packet. A clean EOF before any byte of a packet is
+    /// `UnexpectedEof` like any other EOF: the peer went away.
+    pub async fn read_packet(&mut self) -> io::Result<Packet> {
+        loop {
+            if let Some(packet) = self.take_buffered() {
+                return Ok(packet);
+            }
+            if self.rbuf.len() >= 4 {
+                let need = 4 + payload_len(&self.rbuf);
+                self.rbuf.reserve(need.saturating_sub(self.rbuf.len()));
+            } else {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            if self.io.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed by peer",
+                ));
+            }
+        }
+    }
+
+    /// Reads a whole logical packet (joining continuations), refusing one
+    /// larger than `limit` bytes. Returns the first sequence id, the last
+    /// one, and the payload.
+    pub async fn read_logical(&mut self, limit: usize) -> io::Result<(u8, u8, Bytes)> {
+        let first = self.read_packet().await?;
+        if !first.is_continued() {
+            return Ok((first.seq, first.seq, first.payload));
+        }
+        let mut joined = BytesMut::from(&first.payload[..]);
+        let mut last_seq = first.seq;
+        loop {
+            let next = self.read_packet().await?;
+            if next.seq != last_seq.wrapping_add(1) {
+                return Err(out_of_order());
+            }
+            last_seq = next.seq;
+            if joined.len() + next.payload.len() > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "packet larger than max_allowed_packet",
+                ));
+            }
+            joined.extend_from_slice(&next.payload);
+            if !next.is_continued() {
+                return Ok((first.seq, last_seq, joined.freeze()));
+            }
+        }
+    }
+
+    /// True when a complete packet is already buffered, so reading it will
+    /// not wait on the socket.
+    pub fn has_buffered_packet(&self) -> bool {
+        self.rbuf.len() >= 4 && self.rbuf.len() >= 4 + payload_len(&self.rbuf)
+    }
+
+    fn take_buffered(&mut self) -> Option<Packet> {
+        if !self.has_buffered_packet() {
+            return None;
+        }
+        let len = payload_len(&self.rbuf);
+        let seq = self.rbuf[3];
+        self.rbuf.advance(4);
+        let payload = self.rbuf.split_to(len).freeze();
+        Some(Packet { seq, payload })
+    }
+
+    /// Queues one physical packet; the payload must fit in one packet.
+    pub fn queue_packet(&mut self, seq: u8, payload: &[u8]) {
+        debug_assert!(payload.len() <= MAX_PAYLOAD);
+        self.wbuf.reserve(4 + payload.len());
+        self.wbuf.put_uint_le(payload.len() as u64, 3);
+        self.wbuf.put_u8(seq);
+        self.wbuf.put_slice(payload);
+    }
+
+    /// Queues a logical packet, splitting it into physical packets as needed.
+    /// Returns the sequence id the next packet should carry.
+    pub fn queue_logical(&mut self, mut seq: u8, payload: &[u8]) -> u8 {
+        let mut chunks = payload.chunks(MAX_PAYLOAD);
+        let mut last_len = 0;
+        for chunk in chunks.by_ref() {
+            self.queue_packet(seq, chunk);
+            seq = seq.wrapping_add(1);
+            last_len = chunk.len();
+        }
+        // A payload that is an exact multiple of MAX_PAYLOAD (or empty) ends
+        // with an empty packet.
+        if last_len == MAX_PAYLOAD || payload.is_empty() {
+            self.queue_packet(seq, &[]);
+            seq = seq.wrapping_add(1);
+        }
+        seq
+    }
+
+    /// Queues one physical packet and flushes if the buffer grew large.
+    pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) -> io::Result<()> {
+        self.queue_packet(seq, payload);
+        if self.wbuf.len() >= FLUSH_THRESHOLD {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.io.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Queues and flushes one logical packet.
+    pub async fn send(&mut self, seq: u8, payload: &[u8]) -> io::Result<u8> {
+        let next = self.queue_logical(seq, payload);
+        self.flush().await?;
+        Ok(next)
+    }
+
+    /// Bytes held in the buffers; used to keep idle connections small.
+    pub fn buffered_capacity(&self) -> usize {
+        self.rbuf.capacity() + self.wbuf.capacity()
+    }
+
+    /// Releases buffer memory of an idle connection that grew during a big
+    /// result.
+    pub fn shrink_buffers(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
+            self.rbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * READ_CHUNK {
+            self.wbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.flush().await;
+        let _ = self.io.shutdown().await;
+    }
+}
+
+fn payload_len(buf: &[u8]) -> usize {
+    buf[0] as usize | (buf[1] as usize) << 8 | (buf[2] as usize) << 16
+}
+
+pub fn out_of_order() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "packets out of order")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn splits_and_joins_large_packets() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut w = PacketStream::new(a);
+        let mut r = PacketStream::new(b);
+        let big = vec![7u8; MAX_PAYLOAD + 10];
+        let writer = tokio::spawn(async move {
+            let next = w.send(0, &big).await.unwrap();
+            assert_eq!(next, 2);
+            w.send(2, &[1, 2, 3]).await.unwrap();
+            w
+        });
+        let (first, last, payload) = r.read_logical(64 << 20).await.unwrap();
+        assert_eq!((first, last, payload.len()), (0, 1, MAX_PAYLOAD + 10));
+        let small = r.read_packet().await.unwrap();
+        assert_eq!((small.seq, &small.payload[..]), (2, &[1u8, 2, 3][..]));
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn exact_multiple_ends_with_empty_packet() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut w = PacketStream::new(a);
+        let mut r = PacketStream::new(b);
+        let big = vec![1u8; MAX_PAYLOAD];
+        let writer = tokio::spawn(async move { w.send(5, &big).await.unwrap() });
+        let (_, last, payload) = r.read_logical(64 << 20).await.unwrap();
+        assert_eq!((last, payload.len()), (6, MAX_PAYLOAD));
+        assert_eq!(writer.await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn oversized_logical_packet_is_refused() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut w = PacketStream::new(a);
+        let mut r = PacketStream::new(b);
+        let big = vec![1u8; MAX_PAYLOAD + 100];
+        tokio::spawn(async move { w.send(0, &big).await });
+        let err = r.read_logical(MAX_PAYLOAD + 1).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,15 @@
+//! The Sluice binary's parts: the listener and per-client sessions (the
+//! frontend half of the MySQL protocol), the relay of backend responses, the
+//! admin HTTP endpoint and the CLI. Decisions come from `sluice-router`,
+//! backend connections from `sluice-pool`, settings from `sluice-config`.
+
+pub mod admin;
+pub mod cli;
+pub mod errors;
+pub mod handshake;
+pub mod listener;
+pub mod metrics;
+pub mod profile;
+pub mod relay;
+pub mod session;
+pub mod shared;

@@ -1,0 +1,53 @@
+//! The Prometheus recorder and the gauges sampled from the pools. Metric
+//! names follow Prometheus conventions: `sluice_` prefix, `_total` counters,
+//! `_seconds` histograms with explicit buckets. Labels never carry SQL text.
+
+use crate::shared::Shared;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::Arc;
+use std::time::Duration;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+pub fn build_info() {
+    metrics::gauge!("sluice_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Samples pool sizes every second into `sluice_pool_connections{backend,state}`.
+pub fn spawn_pool_gauges(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let mut per_backend: std::collections::BTreeMap<String, (usize, usize, usize)> = Default::default();
+            for status in shared.pools.status() {
+                let entry = per_backend.entry(status.key.backend.clone()).or_default();
+                entry.0 += status.idle;
+                entry.1 += status.size.saturating_sub(status.idle);
+                entry.2 += status.waiting;
+            }
+            for (backend, (idle, active, waiting)) in per_backend {
+                metrics::gauge!("sluice_pool_connections", "backend" => backend.clone(), "state" => "idle").set(idle as f64);
+                metrics::gauge!("sluice_pool_connections", "backend" => backend.clone(), "state" => "active").set(active as f64);
+                metrics::gauge!("sluice_pool_waiting", "backend" => backend).set(waiting as f64);
+            }
+        }
+    });
+}

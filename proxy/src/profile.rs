@@ -1,0 +1,68 @@
+//! What Sluice tells clients about "the server": the primary's real version
+//! string and capabilities, learned from a pooled connection to it. Drivers
+//! choose MariaDB or MySQL behaviour from the version, so it must be real.
+
+use crate::shared::Shared;
+use sluice_pool::PoolKey;
+use sluice_protocol::consts::{CapabilityFlags as Caps, MariadbCapabilities};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ServerProfile {
+    pub version: String,
+    pub capabilities: Caps,
+    pub mariadb_capabilities: MariadbCapabilities,
+    pub default_collation: u8,
+    /// False until the primary has been reached once.
+    pub learned: bool,
+}
+
+impl ServerProfile {
+    /// Used until the primary answers: a MariaDB-like profile.
+    pub fn fallback() -> Self {
+        ServerProfile {
+            version: "5.5.5-10.11.0-MariaDB-sluice".into(),
+            capabilities: Caps::all(),
+            mariadb_capabilities: MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS,
+            default_collation: 45,
+            learned: false,
+        }
+    }
+}
+
+/// Learns the profile from the primary, retrying in the background until it
+/// succeeds, so startup never blocks on a backend.
+pub fn spawn_learner(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        loop {
+            match learn(&shared).await {
+                Ok(profile) => {
+                    tracing::info!(version = %profile.version, "learned the primary's server version");
+                    shared.profile.store(Arc::new(profile));
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot reach the primary yet ({e}); advertising a default version meanwhile");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    });
+}
+
+async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
+    let config = shared.config.load_full();
+    let primary = config.primary().ok_or("no primary configured")?;
+    let user = config.users.first().ok_or("no users configured")?;
+    let key = PoolKey { backend: primary.name.clone(), user: user.name.clone(), found_rows: false };
+    let conn = shared.pools.acquire(&key, &primary.address, user.secret()).await.map_err(|e| e.to_string())?;
+    let info = &conn.info;
+    Ok(ServerProfile {
+        version: info.version.clone(),
+        capabilities: info.server_capabilities,
+        mariadb_capabilities: info.mariadb_capabilities,
+        default_collation: info.default_collation,
+        learned: true,
+    })
+}

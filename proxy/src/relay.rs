@@ -1,0 +1,342 @@
+//! Relays one command's response from a backend connection to the client,
+//! packet by packet as it arrives. Rows are never decoded: the relay only
+//! tracks packet boundaries, OK/EOF/ERR and status flags, renumbers sequence
+//! ids, and translates what differs between the client's capabilities and
+//! the pooled connection's (DEPRECATE_EOF, SESSION_TRACK, LOCAL_FILES).
+
+use crate::errors;
+use sluice_pool::{BackendConn, SessionState};
+use sluice_protocol::consts::{CapabilityFlags as Caps, status};
+use sluice_protocol::packets::{self, ERR_HEADER, LOCAL_INFILE_HEADER, OK_HEADER};
+use sluice_protocol::{Packet, PacketStream};
+use std::io;
+use tokio::net::TcpStream;
+
+/// The shape of the response a command gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseKind {
+    /// OK, ERR, LOCAL INFILE request or result sets (COM_QUERY, execute).
+    Results,
+    /// COM_STMT_PREPARE.
+    Prepare,
+    /// COM_FIELD_LIST.
+    FieldList,
+    /// COM_STMT_FETCH: rows then EOF.
+    Fetch,
+    /// One OK or ERR.
+    Simple,
+    /// One opaque packet (COM_STATISTICS).
+    Single,
+    /// No response at all (COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE).
+    None,
+}
+
+/// What the response told Sluice.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    /// Server status flags of the final OK/EOF; None after an ERR.
+    pub status: Option<u16>,
+    pub warnings: u16,
+    pub affected_rows: u64,
+    pub last_insert_id: u64,
+    /// The server reported session state Sluice cannot replay.
+    pub untracked_change: bool,
+    /// COM_STMT_EXECUTE opened a cursor.
+    pub cursor_opened: bool,
+    pub ended_with_error: bool,
+    /// COM_STMT_PREPARE succeeded.
+    pub prepared: bool,
+}
+
+#[derive(Debug)]
+pub enum RelayError {
+    /// The backend failed or broke the protocol. `client_saw_any` says
+    /// whether part of the response already reached the client.
+    Backend { error: io::Error, client_saw_any: bool },
+    /// The client went away or could not be written to.
+    Client(io::Error),
+}
+
+pub struct Relay<'a> {
+    pub client: &'a mut PacketStream<TcpStream>,
+    pub backend: &'a mut BackendConn,
+    pub client_caps: Caps,
+    pub desired: &'a mut SessionState,
+    /// Next sequence id towards the client.
+    pub seq: u8,
+    sent_any: bool,
+    outcome: Outcome,
+}
+
+impl<'a> Relay<'a> {
+    pub fn new(
+        client: &'a mut PacketStream<TcpStream>,
+        backend: &'a mut BackendConn,
+        client_caps: Caps,
+        desired: &'a mut SessionState,
+        seq: u8,
+    ) -> Self {
+        Relay { client, backend, client_caps, desired, seq, sent_any: false, outcome: Outcome::default() }
+    }
+
+    /// Relays the whole response and flushes it to the client.
+    pub async fn run(mut self, kind: ResponseKind) -> Result<Outcome, RelayError> {
+        match kind {
+            ResponseKind::Results => self.results().await?,
+            ResponseKind::Prepare => self.prepare().await?,
+            ResponseKind::FieldList => self.field_list().await?,
+            ResponseKind::Fetch => self.rows().await?,
+            ResponseKind::Simple => self.simple().await?,
+            ResponseKind::Single => {
+                let p = self.read().await?;
+                self.send(&p.payload).await?;
+            }
+            ResponseKind::None => {}
+        }
+        self.client.flush().await.map_err(RelayError::Client)?;
+        Ok(self.outcome)
+    }
+
+    fn deprecate_eof(&self) -> bool {
+        self.client_caps.contains(Caps::CLIENT_DEPRECATE_EOF)
+    }
+
+    async fn read(&mut self) -> Result<Packet, RelayError> {
+        if !self.backend.stream.has_buffered_packet() {
+            // About to wait on the backend: let the client have what we have.
+            self.client.flush().await.map_err(RelayError::Client)?;
+        }
+        let sent = self.sent_any;
+        self.backend
+            .stream
+            .read_packet()
+            .await
+            .map_err(|error| RelayError::Backend { error, client_saw_any: sent })
+    }
+
+    async fn send(&mut self, payload: &[u8]) -> Result<(), RelayError> {
+        self.sent_any = true;
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        self.client.write_packet(seq, payload).await.map_err(RelayError::Client)
+    }
+
+    /// Sends a packet and, when it is the start of a logical packet larger
+    /// than one physical packet, its continuations.
+    async fn forward(&mut self, first: &Packet) -> Result<(), RelayError> {
+        self.send(&first.payload).await?;
+        let mut continued = first.is_continued();
+        while continued {
+            let next = self.read().await?;
+            self.send(&next.payload).await?;
+            continued = next.is_continued();
+        }
+        Ok(())
+    }
+
+    fn protocol_error(&self, what: &str) -> RelayError {
+        RelayError::Backend {
+            error: io::Error::new(io::ErrorKind::InvalidData, what.to_string()),
+            client_saw_any: self.sent_any,
+        }
+    }
+
+    async fn results(&mut self) -> Result<(), RelayError> {
+        loop {
+            let p = self.read().await?;
+            match p.first_byte() {
+                Some(ERR_HEADER) => return self.error(&p).await,
+                Some(OK_HEADER) => {
+                    if !self.ok(&p).await? {
+                        return Ok(());
+                    }
+                }
+                Some(LOCAL_INFILE_HEADER) => {
+                    if !self.local_infile(&p).await? {
+                        return Ok(());
+                    }
+                }
+                Some(_) => {
+                    if !self.result_set(&p).await? {
+                        return Ok(());
+                    }
+                }
+                None => return Err(self.protocol_error("empty packet where a result was expected")),
+            }
+        }
+    }
+
+    async fn error(&mut self, p: &Packet) -> Result<(), RelayError> {
+        self.outcome.ended_with_error = true;
+        self.outcome.status = None;
+        self.send(&p.payload).await
+    }
+
+    /// Relays an OK packet; returns whether more results follow.
+    async fn ok(&mut self, p: &Packet) -> Result<bool, RelayError> {
+        let Some(ok) = packets::parse_ok(&p.payload) else {
+            return Err(self.protocol_error("malformed OK packet"));
+        };
+        let absorbed = self.backend.state.absorb(ok.session_state);
+        self.desired.absorb(ok.session_state);
+        self.outcome.untracked_change |= absorbed.untracked_change;
+        self.outcome.status = Some(ok.status);
+        self.outcome.warnings = ok.warnings;
+        self.outcome.affected_rows = ok.affected_rows;
+        if ok.last_insert_id != 0 {
+            self.outcome.last_insert_id = ok.last_insert_id;
+        }
+        if self.client_caps.contains(Caps::CLIENT_SESSION_TRACK) {
+            self.send(&p.payload).await?;
+        } else {
+            let header = p.payload[0];
+            self.send(&packets::ok_for_client_without_session_track(&ok, header)).await?;
+        }
+        Ok(ok.status & status::MORE_RESULTS_EXISTS != 0)
+    }
+
+    /// One result set: column count, definitions, rows, terminator. Returns
+    /// whether more results follow.
+    async fn result_set(&mut self, count: &Packet) -> Result<bool, RelayError> {
+        let mut pos = 0;
+        let Some(columns) = packets::read_lenenc_int(&count.payload, &mut pos) else {
+            return Err(self.protocol_error("bad column count"));
+        };
+        self.send(&count.payload).await?;
+        for _ in 0..columns {
+            let def = self.read().await?;
+            self.forward(&def).await?;
+        }
+        let eof = self.read().await?;
+        if !packets::is_eof(&eof.payload) {
+            return Err(self.protocol_error("missing EOF after column definitions"));
+        }
+        let (_, st) = packets::parse_eof(&eof.payload);
+        if st & status::CURSOR_EXISTS != 0 {
+            // A cursor was opened: rows come later through COM_STMT_FETCH.
+            self.outcome.cursor_opened = true;
+            self.outcome.status = Some(st);
+            self.send(&eof.payload).await?;
+            return Ok(false);
+        }
+        if !self.deprecate_eof() {
+            self.send(&eof.payload).await?;
+        }
+        self.rows().await?;
+        Ok(self.outcome.status.is_some_and(|s| s & status::MORE_RESULTS_EXISTS != 0))
+    }
+
+    /// Rows until the terminating EOF (translated for DEPRECATE_EOF
+    /// clients) or an ERR.
+    async fn rows(&mut self) -> Result<(), RelayError> {
+        loop {
+            let row = self.read().await?;
+            if packets::is_eof(&row.payload) {
+                let (warnings, st) = packets::parse_eof(&row.payload);
+                self.outcome.status = Some(st);
+                self.outcome.warnings = warnings;
+                if self.deprecate_eof() {
+                    self.send(&packets::ok_as_eof(warnings, st)).await?;
+                } else {
+                    self.send(&row.payload).await?;
+                }
+                return Ok(());
+            }
+            if row.first_byte() == Some(ERR_HEADER) {
+                return self.error(&row).await;
+            }
+            self.forward(&row).await?;
+        }
+    }
+
+    async fn prepare(&mut self) -> Result<(), RelayError> {
+        let p = self.read().await?;
+        if p.first_byte() == Some(ERR_HEADER) {
+            return self.error(&p).await;
+        }
+        if p.first_byte() != Some(OK_HEADER) || p.payload.len() < 12 {
+            return Err(self.protocol_error("bad COM_STMT_PREPARE response"));
+        }
+        let columns = packets::le16(&p.payload, 5);
+        let params = packets::le16(&p.payload, 7);
+        self.send(&p.payload).await?;
+        for count in [params, columns] {
+            if count == 0 {
+                continue;
+            }
+            for _ in 0..count {
+                let def = self.read().await?;
+                self.forward(&def).await?;
+            }
+            let eof = self.read().await?;
+            if !packets::is_eof(&eof.payload) {
+                return Err(self.protocol_error("missing EOF after prepared statement definitions"));
+            }
+            if !self.deprecate_eof() {
+                self.send(&eof.payload).await?;
+            }
+        }
+        self.outcome.prepared = true;
+        Ok(())
+    }
+
+    async fn field_list(&mut self) -> Result<(), RelayError> {
+        loop {
+            let p = self.read().await?;
+            if p.first_byte() == Some(ERR_HEADER) {
+                return self.error(&p).await;
+            }
+            if packets::is_eof(&p.payload) {
+                let (warnings, st) = packets::parse_eof(&p.payload);
+                self.outcome.status = Some(st);
+                if self.deprecate_eof() {
+                    return self.send(&packets::ok_as_eof(warnings, st)).await;
+                }
+                return self.send(&p.payload).await;
+            }
+            self.forward(&p).await?;
+        }
+    }
+
+    async fn simple(&mut self) -> Result<(), RelayError> {
+        let p = self.read().await?;
+        match p.first_byte() {
+            Some(OK_HEADER) => self.ok(&p).await.map(|_| ()),
+            Some(ERR_HEADER) => self.error(&p).await,
+            _ if packets::is_eof(&p.payload) => self.send(&p.payload).await,
+            _ => Err(self.protocol_error("unexpected reply")),
+        }
+    }
+
+    /// LOAD DATA LOCAL INFILE: the server asks for a file. Relay the request
+    /// to the client and the file back, or refuse for clients that did not
+    /// enable LOCAL INFILE. Returns whether to keep reading results.
+    async fn local_infile(&mut self, request: &Packet) -> Result<bool, RelayError> {
+        let mut backend_seq = request.seq.wrapping_add(1);
+        let backend_err = |error: io::Error| RelayError::Backend { error, client_saw_any: true };
+        if !self.client_caps.contains(Caps::CLIENT_LOCAL_FILES) {
+            // Give the server an empty file, swallow its answer, tell the client.
+            self.backend.stream.send(backend_seq, &[]).await.map_err(backend_err)?;
+            let answer = self.read().await?;
+            if packets::parse_ok(&answer.payload).is_some_and(|ok| ok.status & status::MORE_RESULTS_EXISTS != 0) {
+                return Err(self.protocol_error("LOCAL INFILE refusal inside a multi-statement"));
+            }
+            self.outcome.ended_with_error = true;
+            self.send(&errors::local_infile_disabled()).await?;
+            return Ok(false);
+        }
+        self.send(&request.payload).await?;
+        self.client.flush().await.map_err(RelayError::Client)?;
+        loop {
+            let chunk = self.client.read_packet().await.map_err(RelayError::Client)?;
+            self.backend.stream.write_packet(backend_seq, &chunk.payload).await.map_err(backend_err)?;
+            backend_seq = backend_seq.wrapping_add(1);
+            self.seq = chunk.seq.wrapping_add(1);
+            if chunk.payload.is_empty() {
+                break;
+            }
+        }
+        self.backend.stream.flush().await.map_err(backend_err)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,494 @@
+//! One client connection from handshake to quit: read a command, decide
+//! where it runs, check out (or keep) a backend connection whose session
+//! matches the client's, forward the command, relay the response, and decide
+//! whether to keep the connection (transaction, pin, or a follow-up read of
+//! the statement's state) or give it back to the pool.
+
+use crate::errors;
+use crate::handshake::{self, HandshakeError};
+use crate::relay::{Outcome, Relay, RelayError, ResponseKind};
+use crate::shared::{ClientGuard, Shared};
+use bytes::Bytes;
+use mysql_common::collations::{Collation, CollationId};
+use sluice_pool::{AcquireError, PoolKey, Pooled, SessionState, charset_vars, discard};
+use sluice_protocol::consts::{CapabilityFlags as Caps, com, set_option, status};
+use sluice_protocol::packets;
+use sluice_protocol::PacketStream;
+use sluice_router::{Kind, PinReason, Route, RouteInput, Statement, classify, route};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+/// How long a connection kept for a follow-up statement (LAST_INSERT_ID(),
+/// SHOW WARNINGS, FOUND_ROWS()) waits for it before going back to the pool.
+const FOLLOW_UP_LINGER: Duration = Duration::from_millis(250);
+
+/// Why a client keeps its backend connection between statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldReason {
+    Transaction,
+    Pinned(PinReason),
+    /// The next statement may read this one's state.
+    FollowUp,
+}
+
+struct Held {
+    conn: Pooled,
+    backend: String,
+    reason: HoldReason,
+}
+
+/// Why the session ended.
+enum End {
+    Quit,
+    ClientGone,
+}
+
+pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard: ClientGuard) {
+    let id = shared.next_connection_id();
+    let span = tracing::info_span!("client", conn_id = id);
+    async move {
+        tracing::debug!(%peer, "accepted");
+        metrics::counter!("sluice_client_connections_accepted_total").increment(1);
+        let mut client = PacketStream::new(stream);
+        let config = shared.config.load_full();
+        let profile = shared.profile.load_full();
+        let peer_host = peer.ip().to_string();
+        let hello = match handshake::accept(&mut client, id, &profile, &config, &peer_host).await {
+            Ok(hello) => hello,
+            Err(HandshakeError::Refused(why)) => {
+                tracing::info!(reason = why, "connection refused at handshake");
+                return;
+            }
+            Err(HandshakeError::Io(e)) => {
+                tracing::debug!("client left during handshake: {e}");
+                return;
+            }
+        };
+        let mut session = Session::new(shared, client, hello.clone(), peer_host, id);
+        if !session.finish_handshake(hello.next_seq).await {
+            return;
+        }
+        tracing::debug!(user = %session.user, "authenticated");
+        let end = session.serve().await;
+        session.close(end).await;
+        drop(guard);
+    }
+    .instrument(span)
+    .await
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    id: u32,
+    client: PacketStream<TcpStream>,
+    caps: Caps,
+    user: String,
+    peer_host: String,
+    nonce: [u8; 20],
+    /// State right after connecting (for COM_RESET_CONNECTION).
+    initial: SessionState,
+    /// The state the client's statements must see.
+    desired: SessionState,
+    held: Option<Held>,
+    pinned: Option<PinReason>,
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>, client: PacketStream<TcpStream>, hello: handshake::ClientHello, peer_host: String, id: u32) -> Self {
+        let default_collation = shared.profile.load().default_collation;
+        let mut initial = SessionState {
+            schema: None,
+            vars: charset_vars_for(hello.collation, default_collation).into_iter().collect(),
+            multi_statements: hello.capabilities.contains(Caps::CLIENT_MULTI_STATEMENTS),
+        };
+        let desired = SessionState { schema: hello.schema.clone(), ..initial.clone() };
+        initial.schema = hello.schema.clone();
+        Session {
+            shared,
+            id,
+            client,
+            caps: hello.capabilities,
+            user: hello.user,
+            peer_host,
+            nonce: hello.nonce,
+            initial,
+            desired,
+            held: None,
+            pinned: None,
+        }
+    }
+
+    /// Sends the final OK of the handshake; a requested schema is checked on
+    /// a backend first, as the server would. Returns false if the client was
+    /// refused.
+    async fn finish_handshake(&mut self, seq: u8) -> bool {
+        if self.desired.schema.is_some() {
+            match self.checkout(false).await {
+                Ok(Some(err)) => {
+                    let _ = self.client.send(seq, &err).await;
+                    return false;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = self.client.send(seq, &errors::acquire(&e)).await;
+                    return false;
+                }
+            }
+        }
+        self.client.send(seq, &packets::ok(0, 0, status::AUTOCOMMIT, 0)).await.is_ok()
+    }
+
+    async fn serve(&mut self) -> End {
+        let max_packet = self.shared.config.load().server.max_packet_bytes;
+        loop {
+            let read = match self.read_command(max_packet).await {
+                Ok(r) => r,
+                Err(e) => return self.on_read_error(e, max_packet).await,
+            };
+            let (seq, payload) = read;
+            if seq != 0 {
+                self.refuse_and_close(&errors::packets_out_of_order(), "out_of_order").await;
+                return End::ClientGone;
+            }
+            let Some(&command) = payload.first() else {
+                self.refuse_and_close(&errors::malformed_packet("empty command packet"), "malformed_packet").await;
+                return End::ClientGone;
+            };
+            let result = match command {
+                com::QUIT => return End::Quit,
+                com::PING => self.reply_ok().await,
+                com::QUERY => self.query(payload).await,
+                com::INIT_DB | com::STMT_RESET => self.execute(payload, ResponseKind::Simple, None).await,
+                com::FIELD_LIST => self.execute(payload, ResponseKind::FieldList, None).await,
+                com::STATISTICS => self.execute(payload, ResponseKind::Single, None).await,
+                com::SET_OPTION => self.set_option(&payload).await,
+                com::RESET_CONNECTION => self.reset_connection().await,
+                com::CHANGE_USER => self.change_user(&payload).await,
+                com::STMT_PREPARE => self.execute(payload, ResponseKind::Prepare, None).await,
+                com::STMT_EXECUTE | com::STMT_BULK_EXECUTE => self.statement_command(payload, ResponseKind::Results).await,
+                com::STMT_FETCH => self.statement_command(payload, ResponseKind::Fetch).await,
+                com::STMT_SEND_LONG_DATA | com::STMT_CLOSE => self.statement_command(payload, ResponseKind::None).await,
+                other => {
+                    metrics::counter!("sluice_errors_total", "cause" => "unsupported_command").increment(1);
+                    self.reply(&errors::unsupported_command(other)).await
+                }
+            };
+            if let Err(end) = result {
+                return end;
+            }
+        }
+    }
+
+    /// Reads the next command. A connection kept only for a follow-up goes
+    /// back to the pool if the client is slow to send one.
+    async fn read_command(&mut self, max_packet: usize) -> io::Result<(u8, Bytes)> {
+        if self.held.as_ref().is_some_and(|h| h.reason == HoldReason::FollowUp) {
+            match tokio::time::timeout(FOLLOW_UP_LINGER, self.client.read_logical(max_packet)).await {
+                Ok(r) => return r.map(|(seq, _, payload)| (seq, payload)),
+                Err(_) => self.held = None,
+            }
+        }
+        self.client.read_logical(max_packet).await.map(|(seq, _, payload)| (seq, payload))
+    }
+
+    async fn on_read_error(&mut self, e: io::Error, max_packet: usize) -> End {
+        match e.kind() {
+            io::ErrorKind::InvalidData if e.to_string().contains("max_allowed_packet") => {
+                self.refuse_and_close(&errors::packet_too_large(max_packet), "packet_too_large").await;
+            }
+            io::ErrorKind::InvalidData => {
+                self.refuse_and_close(&errors::packets_out_of_order(), "out_of_order").await;
+            }
+            _ => tracing::debug!("client gone: {e}"),
+        }
+        End::ClientGone
+    }
+
+    async fn refuse_and_close(&mut self, err: &[u8], cause: &'static str) {
+        tracing::info!(cause, "closing client after a protocol error");
+        metrics::counter!("sluice_errors_total", "cause" => cause).increment(1);
+        let _ = self.client.send(1, err).await;
+        self.client.shutdown().await;
+    }
+
+    async fn reply(&mut self, payload: &[u8]) -> Result<(), End> {
+        self.client.send(1, payload).await.map(|_| ()).map_err(|_| End::ClientGone)
+    }
+
+    async fn reply_ok(&mut self) -> Result<(), End> {
+        let in_trans = if self.held.as_ref().is_some_and(|h| h.reason == HoldReason::Transaction) {
+            status::IN_TRANS
+        } else {
+            0
+        };
+        self.reply(&packets::ok(0, 0, status::AUTOCOMMIT | in_trans, 0)).await
+    }
+
+    async fn query(&mut self, payload: Bytes) -> Result<(), End> {
+        let sql = String::from_utf8_lossy(&payload[1..]);
+        let statement = classify(&sql);
+        self.execute(payload.clone(), ResponseKind::Results, Some(&statement)).await
+    }
+
+    /// Binary-protocol commands need the connection the statement was
+    /// prepared on, which the client holds (prepared statements pin).
+    async fn statement_command(&mut self, payload: Bytes, kind: ResponseKind) -> Result<(), End> {
+        if self.held.is_some() {
+            return self.execute(payload, kind, None).await;
+        }
+        if kind == ResponseKind::None {
+            return Ok(()); // no response expected, nothing to close
+        }
+        let id = u32::from_le_bytes(payload.get(1..5).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]));
+        let name = com::name(payload[0]);
+        self.reply(&errors::unknown_statement(id, name)).await
+    }
+
+    async fn set_option(&mut self, payload: &[u8]) -> Result<(), End> {
+        match packets::le16(payload, 1) {
+            set_option::MULTI_STATEMENTS_ON => self.desired.multi_statements = true,
+            set_option::MULTI_STATEMENTS_OFF => self.desired.multi_statements = false,
+            _ => return self.reply(&errors::malformed_packet("unknown COM_SET_OPTION value")).await,
+        }
+        if self.caps.contains(Caps::CLIENT_DEPRECATE_EOF) {
+            self.reply(&packets::ok(0, 0, status::AUTOCOMMIT, 0)).await
+        } else {
+            self.reply(&packets::eof(0, status::AUTOCOMMIT)).await
+        }
+    }
+
+    async fn reset_connection(&mut self) -> Result<(), End> {
+        self.release_held().await;
+        let schema = self.desired.schema.take();
+        self.desired = SessionState { schema, ..self.initial.clone() };
+        self.reply_ok().await
+    }
+
+    async fn change_user(&mut self, payload: &[u8]) -> Result<(), End> {
+        let config = self.shared.config.load_full();
+        let changed = handshake::change_user(&mut self.client, payload, self.caps, &self.nonce, &config, &self.peer_host)
+            .await
+            .map_err(|_| End::ClientGone)?;
+        let Some(changed) = changed else {
+            return Err(End::ClientGone);
+        };
+        self.release_held().await;
+        self.user = changed.user;
+        let default_collation = self.shared.profile.load().default_collation;
+        if let Some(collation) = changed.collation {
+            self.initial.vars = charset_vars_for(collation, default_collation).into_iter().collect();
+        }
+        self.initial.schema = changed.schema.clone();
+        self.desired = self.initial.clone();
+        self.client
+            .send(changed.next_seq, &packets::ok(0, 0, status::AUTOCOMMIT, 0))
+            .await
+            .map(|_| ())
+            .map_err(|_| End::ClientGone)
+    }
+
+    /// Runs a command on a backend and relays its response.
+    async fn execute(&mut self, payload: Bytes, kind: ResponseKind, statement: Option<&Statement>) -> Result<(), End> {
+        let needs_previous = statement.is_some_and(|s| s.needs_previous);
+        if self.held.as_ref().is_some_and(|h| h.reason == HoldReason::FollowUp) && !needs_previous {
+            self.held = None;
+        }
+        let config = self.shared.config.load();
+        let routed = route(RouteInput {
+            mode: config.routing.mode,
+            statement: statement.unwrap_or(&NO_STATEMENT),
+            holds_connection: self.held.is_some(),
+        });
+        let route_label = match routed {
+            Route::Held => "held",
+            Route::Primary => "primary",
+        };
+        let started = Instant::now();
+        // A fresh connection that fails before the command is sent is
+        // replaced once: nothing of the client's has reached the server.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let fresh = self.held.is_none();
+            match self.checkout(true).await {
+                Ok(None) => {}
+                Ok(Some(err)) => {
+                    self.after_statement(&Outcome { ended_with_error: true, ..Outcome::default() }, statement);
+                    return self.reply(&err).await;
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    metrics::counter!("sluice_errors_total", "cause" => e.cause()).increment(1);
+                    return self.reply(&errors::acquire(&e)).await;
+                }
+            }
+            let held = self.held.as_mut().expect("checkout holds a connection");
+            if let Err(e) = held.conn.send_command(&payload).await {
+                let backend = held.backend.clone();
+                self.drop_broken_connection();
+                if fresh && attempts < 2 {
+                    tracing::info!(backend, "backend connection failed before the command was sent ({e}); retrying");
+                    continue;
+                }
+                metrics::counter!("sluice_errors_total", "cause" => "backend_lost").increment(1);
+                return self.reply(&errors::backend_lost(&backend, &e.to_string())).await;
+            }
+            break;
+        }
+        let held = self.held.as_mut().expect("connection is held");
+        let backend = held.backend.clone();
+        let relay = Relay::new(&mut self.client, &mut held.conn, self.caps, &mut self.desired, 1);
+        let result = relay.run(kind).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let kind_label = statement.map(|s| s.kind.label()).unwrap_or_else(|| com::name(payload[0]));
+        metrics::counter!("sluice_queries_total", "backend" => backend.clone(), "route" => route_label, "kind" => kind_label)
+            .increment(1);
+        metrics::histogram!("sluice_query_duration_seconds", "route" => route_label).record(elapsed);
+        match result {
+            Ok(outcome) => {
+                self.after_statement(&outcome, statement);
+                Ok(())
+            }
+            Err(RelayError::Client(e)) => {
+                tracing::debug!("client gone mid-response: {e}");
+                self.drop_broken_connection();
+                Err(End::ClientGone)
+            }
+            Err(RelayError::Backend { error, client_saw_any }) => {
+                tracing::warn!(backend, "backend connection failed mid-response: {error}");
+                metrics::counter!("sluice_errors_total", "cause" => "backend_lost").increment(1);
+                self.drop_broken_connection();
+                if client_saw_any {
+                    // The client's stream is mid-result; it cannot take an ERR.
+                    self.client.shutdown().await;
+                    return Err(End::ClientGone);
+                }
+                self.reply(&errors::backend_lost(&backend, &error.to_string())).await
+            }
+        }
+    }
+
+    /// Makes sure the client holds a connection whose session matches
+    /// `desired`. Returns the server's ERR if applying the state failed
+    /// (e.g. the schema no longer exists).
+    async fn checkout(&mut self, _for_statement: bool) -> Result<Option<Vec<u8>>, AcquireError> {
+        if self.held.is_none() {
+            let config = self.shared.config.load();
+            let primary = config.primary().ok_or_else(|| AcquireError::Closed { backend: "primary".into() })?;
+            let password = config.user(&self.user).map(|u| u.secret().to_string()).unwrap_or_default();
+            let key = PoolKey {
+                backend: primary.name.clone(),
+                user: self.user.clone(),
+                found_rows: self.caps.contains(Caps::CLIENT_FOUND_ROWS),
+            };
+            let waited = Instant::now();
+            let conn = self.shared.pools.acquire(&key, &primary.address, &password).await?;
+            metrics::histogram!("sluice_pool_wait_seconds", "backend" => primary.name.clone())
+                .record(waited.elapsed().as_secs_f64());
+            self.held = Some(Held { conn, backend: primary.name.clone(), reason: HoldReason::FollowUp });
+        }
+        let held = self.held.as_mut().expect("held above");
+        match held.conn.apply(&self.desired).await {
+            Ok(None) => Ok(None),
+            Ok(Some(err)) => {
+                // Keep the client's view consistent: the schema it asked for is gone.
+                if packets::parse_err(&err).is_some_and(|(code, _)| code == 1049) {
+                    self.desired.schema = held.conn.state.schema.clone();
+                }
+                Ok(Some(err))
+            }
+            Err(e) => {
+                let backend = held.backend.clone();
+                self.drop_broken_connection();
+                Err(AcquireError::Unreachable {
+                    backend,
+                    address: String::new(),
+                    reason: format!("connection failed while restoring the session: {e}"),
+                })
+            }
+        }
+    }
+
+    /// Decides whether the client keeps its connection after a statement.
+    fn after_statement(&mut self, outcome: &Outcome, statement: Option<&Statement>) {
+        let Some(held) = self.held.as_mut() else { return };
+        let new_pin = statement
+            .and_then(|s| s.pin)
+            .or(outcome.prepared.then_some(PinReason::PreparedStatement))
+            .or(outcome.cursor_opened.then_some(PinReason::Cursor))
+            .or(outcome.untracked_change.then_some(PinReason::UntrackedState));
+        if let (None, Some(reason)) = (self.pinned, new_pin) {
+            tracing::debug!(reason = reason.label(), "client pinned to its backend connection");
+            metrics::counter!("sluice_session_pins_total", "reason" => reason.label()).increment(1);
+            self.pinned = Some(reason);
+        }
+        let in_transaction = match outcome.status {
+            Some(st) => st & status::IN_TRANS != 0,
+            // An ERR does not say; a transaction stays open until it is ended.
+            None => held.reason == HoldReason::Transaction,
+        };
+        let follow_up = statement.is_some_and(|s| {
+            s.feeds_next || matches!(s.kind, Kind::Insert | Kind::Update | Kind::Delete | Kind::Replace)
+        }) || outcome.warnings > 0
+            || outcome.last_insert_id != 0;
+        held.reason = if let Some(reason) = self.pinned {
+            HoldReason::Pinned(reason)
+        } else if in_transaction {
+            HoldReason::Transaction
+        } else if follow_up {
+            HoldReason::FollowUp
+        } else {
+            self.held = None; // back to the pool
+            return;
+        };
+    }
+
+    /// The connection's protocol state is unknown: close it, never reuse it.
+    fn drop_broken_connection(&mut self) {
+        if let Some(mut held) = self.held.take() {
+            held.conn.broken = true;
+            discard(held.conn);
+        }
+        // Whatever was pinned or open on it is gone.
+        self.pinned = None;
+    }
+
+    /// Gives the held connection back, first resetting state that must not
+    /// leak to the next client (open transaction, temporary tables, locks).
+    async fn release_held(&mut self) {
+        self.pinned = None;
+        let Some(mut held) = self.held.take() else { return };
+        if held.reason == HoldReason::FollowUp {
+            return;
+        }
+        if let Err(e) = held.conn.reset().await {
+            tracing::info!(backend = held.backend, "could not reset a backend connection, closing it: {e}");
+            held.conn.broken = true;
+            discard(held.conn);
+        }
+    }
+
+    async fn close(mut self, end: End) {
+        self.release_held().await;
+        if matches!(end, End::Quit) {
+            self.client.shutdown().await;
+        }
+        tracing::debug!(conn_id = self.id, "closed");
+    }
+}
+
+static NO_STATEMENT: Statement =
+    Statement { kind: Kind::Other, pin: None, needs_previous: false, feeds_next: false, hint: None };
+
+/// Charset variables for a handshake collation id, falling back to the
+/// server default for ids mysql_common does not know.
+fn charset_vars_for(collation: u16, default_collation: u8) -> [(String, String); 4] {
+    let id = CollationId::from(collation);
+    let id = if id == CollationId::UNKNOWN_COLLATION_ID { CollationId::from(u16::from(default_collation)) } else { id };
+    let c = Collation::from(id);
+    charset_vars(c.charset(), c.collation())
+}

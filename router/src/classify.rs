@@ -1,0 +1,275 @@
+//! What a statement is and what it does to the session, from one pass of the
+//! lexer. Anything that leaves state on the backend connection that Sluice
+//! cannot replay on another connection is a [`PinReason`].
+
+use crate::lexer::{Lexer, Token};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Replace,
+    Set,
+    Use,
+    Begin,
+    Commit,
+    Rollback,
+    Show,
+    Ddl,
+    Call,
+    Load,
+    Lock,
+    Unlock,
+    Prepare,
+    Execute,
+    Deallocate,
+    Other,
+    Empty,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Select => "select",
+            Kind::Insert => "insert",
+            Kind::Update => "update",
+            Kind::Delete => "delete",
+            Kind::Replace => "replace",
+            Kind::Set => "set",
+            Kind::Use => "use",
+            Kind::Begin => "begin",
+            Kind::Commit => "commit",
+            Kind::Rollback => "rollback",
+            Kind::Show => "show",
+            Kind::Ddl => "ddl",
+            Kind::Call => "call",
+            Kind::Load => "load",
+            Kind::Lock => "lock",
+            Kind::Unlock => "unlock",
+            Kind::Prepare => "prepare",
+            Kind::Execute => "execute",
+            Kind::Deallocate => "deallocate",
+            Kind::Other => "other",
+            Kind::Empty => "empty",
+        }
+    }
+}
+
+/// State a statement leaves on its connection that cannot follow the client
+/// to another connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PinReason {
+    TemporaryTable,
+    LockTables,
+    UserLock,
+    SqlPrepare,
+    UserVariable,
+    Handler,
+    /// COM_STMT_PREPARE (the binary protocol).
+    PreparedStatement,
+    /// A cursor opened by COM_STMT_EXECUTE.
+    Cursor,
+    /// The server reported a session change Sluice does not track.
+    UntrackedState,
+}
+
+impl PinReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            PinReason::TemporaryTable => "temporary_table",
+            PinReason::LockTables => "lock_tables",
+            PinReason::UserLock => "get_lock",
+            PinReason::SqlPrepare => "sql_prepare",
+            PinReason::UserVariable => "user_variable",
+            PinReason::Handler => "handler",
+            PinReason::PreparedStatement => "prepared_statement",
+            PinReason::Cursor => "cursor",
+            PinReason::UntrackedState => "untracked_state",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub kind: Kind,
+    pub pin: Option<PinReason>,
+    /// Reads state of the previous statement's connection: LAST_INSERT_ID(),
+    /// FOUND_ROWS(), ROW_COUNT(), SHOW WARNINGS/ERRORS.
+    pub needs_previous: bool,
+    /// Leaves state for the next statement to read (SQL_CALC_FOUND_ROWS).
+    pub feeds_next: bool,
+    /// `/* sluice:... */` hint, if any.
+    pub hint: Option<String>,
+}
+
+/// Classifies one statement (or the first of a multi-statement).
+pub fn classify(sql: &str) -> Statement {
+    let mut tokens = Lexer::new(sql).peekable();
+    let mut hint = None;
+    let mut kind = Kind::Empty;
+    let mut pin = None;
+    let mut needs_previous = false;
+    let mut feeds_next = false;
+    let mut first = true;
+    let mut prev_word: Option<&str> = None;
+    let mut pending_function: Option<&str> = None;
+
+    while let Some(token) = tokens.next() {
+        match token {
+            Token::Hint(h) => hint = Some(h.to_string()),
+            Token::Word(w) => {
+                if first {
+                    kind = first_keyword(w);
+                    first = false;
+                    if kind == Kind::Prepare {
+                        pin = pin.or(Some(PinReason::SqlPrepare));
+                    }
+                }
+                let upper = w.to_ascii_uppercase();
+                match upper.as_str() {
+                    "TEMPORARY" if kind == Kind::Ddl => pin = pin.or(Some(PinReason::TemporaryTable)),
+                    "TABLES" | "TABLE" if kind == Kind::Lock && prev_is(prev_word, "LOCK") => {
+                        pin = pin.or(Some(PinReason::LockTables))
+                    }
+                    "HANDLER" if prev_word.is_none() => pin = pin.or(Some(PinReason::Handler)),
+                    "SQL_CALC_FOUND_ROWS" => feeds_next = true,
+                    "WARNINGS" | "ERRORS" if kind == Kind::Show => needs_previous = true,
+                    _ => {}
+                }
+                pending_function = Some(w);
+                prev_word = Some(w);
+                continue;
+            }
+            Token::Punct(b'(') => {
+                if let Some(f) = pending_function {
+                    match f.to_ascii_uppercase().as_str() {
+                        "GET_LOCK" => pin = pin.or(Some(PinReason::UserLock)),
+                        "LAST_INSERT_ID" | "FOUND_ROWS" | "ROW_COUNT" => needs_previous = true,
+                        _ => {}
+                    }
+                }
+            }
+            Token::Variable(v) => {
+                if !v.starts_with("@@") && user_variable_written(kind, prev_word, tokens.peek()) {
+                    pin = pin.or(Some(PinReason::UserVariable));
+                }
+                if v.eq_ignore_ascii_case("@@warning_count") || v.eq_ignore_ascii_case("@@error_count") {
+                    needs_previous = true;
+                }
+            }
+            Token::Assign | Token::Punct(_) | Token::Quoted => {}
+        }
+        pending_function = None;
+        if first && !matches!(token, Token::Hint(_) | Token::Punct(b'(')) {
+            first = false;
+            kind = Kind::Other;
+        }
+    }
+    Statement { kind, pin, needs_previous, feeds_next, hint }
+}
+
+fn prev_is(prev: Option<&str>, word: &str) -> bool {
+    prev.is_some_and(|p| p.eq_ignore_ascii_case(word))
+}
+
+/// A user variable is written by `SET @v =`, `@v :=` and `INTO @v`.
+fn user_variable_written(kind: Kind, prev_word: Option<&str>, next: Option<&Token<'_>>) -> bool {
+    matches!(next, Some(Token::Assign))
+        || (kind == Kind::Set && matches!(next, Some(Token::Punct(b'='))))
+        || prev_is(prev_word, "INTO")
+        || kind == Kind::Set
+}
+
+fn first_keyword(word: &str) -> Kind {
+    match word.to_ascii_uppercase().as_str() {
+        "SELECT" | "WITH" | "VALUES" | "TABLE" => Kind::Select,
+        "INSERT" => Kind::Insert,
+        "UPDATE" => Kind::Update,
+        "DELETE" => Kind::Delete,
+        "REPLACE" => Kind::Replace,
+        "SET" => Kind::Set,
+        "USE" => Kind::Use,
+        "BEGIN" | "START" => Kind::Begin,
+        "COMMIT" => Kind::Commit,
+        "ROLLBACK" => Kind::Rollback,
+        "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" => Kind::Show,
+        "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "RENAME" => Kind::Ddl,
+        "CALL" => Kind::Call,
+        "LOAD" => Kind::Load,
+        "LOCK" => Kind::Lock,
+        "UNLOCK" => Kind::Unlock,
+        "PREPARE" => Kind::Prepare,
+        "EXECUTE" => Kind::Execute,
+        "DEALLOCATE" => Kind::Deallocate,
+        "HANDLER" => Kind::Other,
+        _ => Kind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pin(sql: &str) -> Option<PinReason> {
+        classify(sql).pin
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(classify("  select 1").kind, Kind::Select);
+        assert_eq!(classify("/* c */ INSERT INTO t VALUES (1)").kind, Kind::Insert);
+        assert_eq!(classify("start transaction").kind, Kind::Begin);
+        assert_eq!(classify("(SELECT 1) UNION (SELECT 2)").kind, Kind::Select);
+        assert_eq!(classify("").kind, Kind::Empty);
+    }
+
+    #[test]
+    fn temporary_tables_pin() {
+        assert_eq!(pin("CREATE TEMPORARY TABLE t (a int)"), Some(PinReason::TemporaryTable));
+        assert_eq!(pin("CREATE TABLE temporary_stuff (a int)"), None);
+    }
+
+    #[test]
+    fn lock_tables_pin() {
+        assert_eq!(pin("LOCK TABLES t WRITE"), Some(PinReason::LockTables));
+        assert_eq!(pin("SELECT * FROM t LOCK IN SHARE MODE"), None);
+    }
+
+    #[test]
+    fn get_lock_pins_but_not_in_strings() {
+        assert_eq!(pin("SELECT GET_LOCK('a', 1)"), Some(PinReason::UserLock));
+        assert_eq!(pin("SELECT 'GET_LOCK(1)'"), None);
+    }
+
+    #[test]
+    fn user_variables_pin() {
+        assert_eq!(pin("SET @a = 1"), Some(PinReason::UserVariable));
+        assert_eq!(pin("SELECT @a := 1"), Some(PinReason::UserVariable));
+        assert_eq!(pin("SELECT c INTO @v FROM t"), Some(PinReason::UserVariable));
+        assert_eq!(pin("SELECT @a"), None);
+        assert_eq!(pin("SET SESSION sql_mode = 'ANSI'"), None);
+        assert_eq!(pin("SET @@session.sql_mode = 'ANSI'"), None);
+    }
+
+    #[test]
+    fn sql_prepare_pins() {
+        assert_eq!(pin("PREPARE s FROM 'SELECT 1'"), Some(PinReason::SqlPrepare));
+    }
+
+    #[test]
+    fn reads_of_previous_statement_state() {
+        assert!(classify("SELECT LAST_INSERT_ID()").needs_previous);
+        assert!(classify("select found_rows()").needs_previous);
+        assert!(classify("SHOW WARNINGS").needs_previous);
+        assert!(classify("SELECT @@warning_count").needs_previous);
+        assert!(!classify("SELECT last_insert_id FROM t").needs_previous);
+        assert!(classify("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1").feeds_next);
+    }
+
+    #[test]
+    fn hints_are_read() {
+        assert_eq!(classify("SELECT /* sluice:primary */ 1").hint.as_deref(), Some("primary"));
+    }
+}
