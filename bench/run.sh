@@ -96,6 +96,11 @@ column() {
   awk -F'\t' -v w="$1" -v e="$2" -v c="$3" '$1 == w && $2 == e {print $c}' "$work/results.tsv" 2>/dev/null
 }
 
+sluice_version() {
+  if [[ ${SKIP_SLUICE:-0} == 1 ]]; then echo skipped; return; fi
+  echo "at commit $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
+}
+
 median() {
   sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1
     print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -177,7 +182,7 @@ done
   echo "sysbench $(sysbench --version | awk '{print $2}'), $BENCH_THREADS threads, ${BENCH_TIME} s per run," \
     "median of $BENCH_ROUNDS interleaved rounds; $tables tables x $table_size rows;" \
     "MariaDB $(mariadb --no-defaults -h"${primary%:*}" -P"${primary##*:}" -uapp -papp -N -e 'SELECT VERSION()')," \
-    "$(haproxy -v | awk 'NR == 1 {print $1, $3}'), sluice $(git rev-parse --short HEAD 2>/dev/null || echo '?')," \
+    "$(haproxy -v | awk 'NR == 1 {print $1, $3}'), sluice $(sluice_version)," \
     "$(nproc) cores."
   echo
   echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) |"
@@ -190,7 +195,8 @@ done
       ratio=n/a
       if [[ -n $qps && -n $direct ]]; then ratio=$(awk -v a="$qps" -v b="$direct" 'BEGIN {printf "%.2f", a / b}'); fi
       printf '| %s | %s | %s | %s | %s |\n' "$w" "$e" \
-        "$([[ -n $qps ]] && printf '%.0f' "$qps" || echo failed)" "${p95:-failed}" "$ratio"
+        "$([[ -n $qps ]] && printf '%.0f' "$qps" || echo failed)" \
+        "$([[ -n $p95 ]] && printf '%.2f' "$p95" || echo failed)" "$ratio"
     done
   done
   if ((${#failures[@]})); then

@@ -1,1 +1,228 @@
-//! placeholder
+//! Integration-test harness: the real MariaDB topology started by
+//! `scripts/test.sh` (a primary and two replicas, addresses in
+//! `SLUICE_TEST_*`), Sluice processes started per test with their own config
+//! and ports, and small helpers for the clients the tests drive.
+
+pub mod raw;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The backend topology, from the environment `scripts/test.sh` sets.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub primary: String,
+    pub replica1: String,
+    pub replica2: String,
+}
+
+impl Topology {
+    pub fn from_env() -> Topology {
+        let get = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run the integration tests through scripts/test.sh, which starts MariaDB")
+            })
+        };
+        Topology {
+            primary: get("SLUICE_TEST_PRIMARY"),
+            replica1: get("SLUICE_TEST_REPLICA1"),
+            replica2: get("SLUICE_TEST_REPLICA2"),
+        }
+    }
+
+    pub fn primary_port(&self) -> u16 {
+        port_of(&self.primary)
+    }
+}
+
+pub fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("address has a port")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
+}
+
+/// A running Sluice process, killed on drop.
+pub struct Sluice {
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+/// Config pieces a test can override.
+#[derive(Debug, Clone)]
+pub struct SluiceOptions {
+    pub max_client_connections: usize,
+    pub max_connections_per_backend: usize,
+    pub acquire_timeout_ms: u64,
+    pub primary: String,
+    pub replicas: Vec<String>,
+    pub extra: String,
+}
+
+impl Default for SluiceOptions {
+    fn default() -> Self {
+        let topo = Topology::from_env();
+        SluiceOptions {
+            max_client_connections: 10_000,
+            max_connections_per_backend: 20,
+            acquire_timeout_ms: 2000,
+            primary: topo.primary,
+            replicas: vec![topo.replica1, topo.replica2],
+            extra: String::new(),
+        }
+    }
+}
+
+impl Sluice {
+    pub fn start() -> Sluice {
+        Sluice::start_with(SluiceOptions::default())
+    }
+
+    pub fn start_with(opts: SluiceOptions) -> Sluice {
+        let port = free_port();
+        let admin_port = free_port();
+        let dir = std::env::temp_dir().join(format!("sluice-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        let mut config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin_port}"
+max_client_connections = {max_clients}
+
+[[users]]
+name = "app"
+password = "app"
+
+[[users]]
+name = "other"
+password_env = "SLUICE_TEST_OTHER_PASSWORD"
+
+[pool]
+max_connections_per_backend = {max_pool}
+acquire_timeout_ms = {acquire}
+
+[[backends]]
+name = "primary"
+address = "{primary}"
+role = "primary"
+"#,
+            max_clients = opts.max_client_connections,
+            max_pool = opts.max_connections_per_backend,
+            acquire = opts.acquire_timeout_ms,
+            primary = opts.primary,
+        );
+        for (i, replica) in opts.replicas.iter().enumerate() {
+            config.push_str(&format!(
+                "\n[[backends]]\nname = \"replica{}\"\naddress = \"{replica}\"\nrole = \"replica\"\n",
+                i + 1
+            ));
+        }
+        config.push_str(&opts.extra);
+        let config_path = dir.join("sluice.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = std::fs::File::create(dir.join("sluice.log")).expect("create log");
+        let child = Command::new(sluice_bin())
+            .arg("--config")
+            .arg(&config_path)
+            .env("SLUICE_TEST_OTHER_PASSWORD", "secret-other-pw")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sluice (set SLUICE_BIN or build target/release/sluice)");
+        let sluice = Sluice { port, admin_port, dir, child };
+        sluice.wait_ready();
+        sluice
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.http_get("/healthz").is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sluice did not start; log:\n{}", self.log());
+    }
+
+    pub fn url(&self, user: &str, password: &str, db: &str) -> String {
+        format!("mysql://{user}:{password}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn opts(&self) -> mysql_async::Opts {
+        mysql_async::Opts::from_url(&self.url("app", "app", "sluice_test")).expect("valid url")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sluice.log")).unwrap_or_default()
+    }
+
+    /// GET on the admin endpoint; the body, or None if it did not answer.
+    pub fn http_get(&self, path: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let body = out.split_once("\r\n\r\n")?.1.to_string();
+        Some(body)
+    }
+
+    pub fn metrics(&self) -> String {
+        self.http_get("/metrics").expect("metrics endpoint answers")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sum of every sample of a metric whose labels contain all of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn sluice_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("SLUICE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for profile in ["release", "debug"] {
+        let p = root.join("target").join(profile).join("sluice");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("no sluice binary: set SLUICE_BIN or run cargo build --release")
+}
+
+/// Direct connection options to a backend (bypassing Sluice).
+pub fn direct_opts(addr: &str) -> mysql_async::Opts {
+    mysql_async::Opts::from_url(&format!("mysql://app:app@{addr}/sluice_test")).expect("valid url")
+}
+
+/// Path of a file in the repository.
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}

@@ -1,0 +1,72 @@
+//! A bare-bones MySQL client for the cases real drivers cannot produce:
+//! malformed and oversized packets, unsupported commands, COM_FIELD_LIST and
+//! COM_STATISTICS. It reuses Sluice's own framing.
+
+use mysql_common::constants::CapabilityFlags as Caps;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
+use mysql_common::proto::{MyDeserialize, MySerialize};
+use sluice_protocol::{Packet, PacketStream};
+use tokio::net::TcpStream;
+
+pub struct RawClient {
+    pub stream: PacketStream<TcpStream>,
+}
+
+impl RawClient {
+    /// Connects and logs in with mysql_native_password.
+    pub async fn connect(port: u16, user: &str, password: &str, extra_caps: Caps) -> anyhow::Result<RawClient> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut stream = PacketStream::new(tcp);
+        let greeting = stream.read_packet().await?;
+        let hs = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))?;
+        let nonce = hs.nonce();
+        let plugin = AuthPlugin::MysqlNativePassword;
+        let data = plugin.gen_data(Some(password), &nonce);
+        let caps = Caps::CLIENT_PROTOCOL_41
+            | Caps::CLIENT_SECURE_CONNECTION
+            | Caps::CLIENT_PLUGIN_AUTH
+            | Caps::CLIENT_LONG_PASSWORD
+            | Caps::CLIENT_TRANSACTIONS
+            | extra_caps;
+        let resp = HandshakeResponse::new(
+            data.as_deref(),
+            (10, 11, 0),
+            Some(user.as_bytes()),
+            Some(&b"sluice_test"[..]),
+            Some(plugin),
+            caps,
+            None,
+            1 << 24,
+        );
+        let mut buf = Vec::new();
+        resp.serialize(&mut buf);
+        stream.send(1, &buf).await?;
+        let reply = stream.read_packet().await?;
+        anyhow::ensure!(reply.payload.first() == Some(&0), "login failed: {:?}", String::from_utf8_lossy(&reply.payload));
+        Ok(RawClient { stream })
+    }
+
+    pub async fn command(&mut self, payload: &[u8]) -> anyhow::Result<Packet> {
+        self.stream.send(0, payload).await?;
+        Ok(self.stream.read_packet().await?)
+    }
+
+    /// Reads packets until one satisfies `last`, returning them all.
+    pub async fn read_until(&mut self, last: impl Fn(&Packet) -> bool) -> anyhow::Result<Vec<Packet>> {
+        let mut out = Vec::new();
+        loop {
+            let p = self.stream.read_packet().await?;
+            let done = last(&p);
+            out.push(p);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// The error code of an ERR payload.
+pub fn err_code(payload: &[u8]) -> Option<u16> {
+    (payload.first() == Some(&0xff)).then(|| u16::from_le_bytes([payload[1], payload[2]]))
+}
