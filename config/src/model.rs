@@ -123,7 +123,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: default_log_level() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: default_log_level(),
+        }
     }
 }
 

@@ -27,27 +27,45 @@ impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     fn at(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { key: key.into(), message: message.into() }
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     /// TOML errors already name the key and line; keep their text.
     pub(crate) fn from_toml(e: toml::de::Error) -> Self {
-        ConfigError { key: String::new(), message: e.to_string().trim_end().to_string() }
+        ConfigError {
+            key: String::new(),
+            message: e.to_string().trim_end().to_string(),
+        }
     }
 }
 
 /// Validates the parsed config and resolves `password_env` via `env`.
-pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+pub fn validate(
+    config: &mut Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     check_addr("server.listen", &config.server.listen)?;
     check_addr("server.admin_listen", &config.server.admin_listen)?;
     if config.server.max_client_connections == 0 {
-        return Err(ConfigError::at("server.max_client_connections", "must be at least 1"));
+        return Err(ConfigError::at(
+            "server.max_client_connections",
+            "must be at least 1",
+        ));
     }
     if config.server.max_packet_bytes < 1024 {
-        return Err(ConfigError::at("server.max_packet_bytes", "must be at least 1024"));
+        return Err(ConfigError::at(
+            "server.max_packet_bytes",
+            "must be at least 1024",
+        ));
     }
     if config.users.is_empty() {
-        return Err(ConfigError::at("users", "at least one [[users]] entry is required"));
+        return Err(ConfigError::at(
+            "users",
+            "at least one [[users]] entry is required",
+        ));
     }
     let mut names = HashSet::new();
     for (i, user) in config.users.iter_mut().enumerate() {
@@ -56,14 +74,23 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
             return Err(ConfigError::at(format!("{key}.name"), "must not be empty"));
         }
         if !names.insert(user.name.clone()) {
-            return Err(ConfigError::at(format!("{key}.name"), format!("duplicate user `{}`", user.name)));
+            return Err(ConfigError::at(
+                format!("{key}.name"),
+                format!("duplicate user `{}`", user.name),
+            ));
         }
         match (&user.password, &user.password_env) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::at(key, "set either `password` or `password_env`, not both"));
+                return Err(ConfigError::at(
+                    key,
+                    "set either `password` or `password_env`, not both",
+                ));
             }
             (None, None) => {
-                return Err(ConfigError::at(key, "one of `password` or `password_env` is required"));
+                return Err(ConfigError::at(
+                    key,
+                    "one of `password` or `password_env` is required",
+                ));
             }
             (None, Some(var)) => match env(var) {
                 Some(value) => user.password = Some(Secret::new(value)),
@@ -78,16 +105,28 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
         }
     }
     if config.pool.max_connections_per_backend == 0 {
-        return Err(ConfigError::at("pool.max_connections_per_backend", "must be at least 1"));
+        return Err(ConfigError::at(
+            "pool.max_connections_per_backend",
+            "must be at least 1",
+        ));
     }
     if config.pool.acquire_timeout_ms == 0 {
-        return Err(ConfigError::at("pool.acquire_timeout_ms", "must be at least 1"));
+        return Err(ConfigError::at(
+            "pool.acquire_timeout_ms",
+            "must be at least 1",
+        ));
     }
     if config.pool.connect_timeout_ms == 0 {
-        return Err(ConfigError::at("pool.connect_timeout_ms", "must be at least 1"));
+        return Err(ConfigError::at(
+            "pool.connect_timeout_ms",
+            "must be at least 1",
+        ));
     }
     if config.backends.is_empty() {
-        return Err(ConfigError::at("backends", "at least one [[backends]] entry is required"));
+        return Err(ConfigError::at(
+            "backends",
+            "at least one [[backends]] entry is required",
+        ));
     }
     let mut backend_names = HashSet::new();
     for (i, backend) in config.backends.iter().enumerate() {
@@ -103,7 +142,11 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
         }
         check_addr(&format!("{key}.address"), &backend.address)?;
     }
-    let primaries = config.backends.iter().filter(|b| b.role == Role::Primary).count();
+    let primaries = config
+        .backends
+        .iter()
+        .filter(|b| b.role == Role::Primary)
+        .count();
     if primaries != 1 {
         return Err(ConfigError::at(
             "backends",
@@ -116,8 +159,14 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
 fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
     match value.to_socket_addrs().map(|mut addrs| addrs.next()) {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(ConfigError::at(key, format!("`{value}` resolves to no address"))),
-        Err(e) => Err(ConfigError::at(key, format!("`{value}` is not a host:port address ({e})"))),
+        Ok(None) => Err(ConfigError::at(
+            key,
+            format!("`{value}` resolves to no address"),
+        )),
+        Err(e) => Err(ConfigError::at(
+            key,
+            format!("`{value}` is not a host:port address ({e})"),
+        )),
     }
 }
 
@@ -160,7 +209,10 @@ role = "replica"
         assert_eq!(c.pool.max_connections_per_backend, 50);
         assert_eq!(c.routing.mode, RoutingMode::PrimaryOnly);
         assert_eq!(c.primary().unwrap().name, "primary");
-        assert!(!c.to_effective_toml().contains("\"app\"\npassword = \"app\""));
+        assert!(
+            !c.to_effective_toml()
+                .contains("\"app\"\npassword = \"app\"")
+        );
         assert!(c.to_effective_toml().contains("<redacted>"));
     }
 
@@ -186,7 +238,10 @@ role = "replica"
 
     #[test]
     fn missing_password_env_is_named() {
-        let bad = EXAMPLE.replace("password = \"app\"", "password_env = \"SLUICE_TEST_SURELY_UNSET\"");
+        let bad = EXAMPLE.replace(
+            "password = \"app\"",
+            "password_env = \"SLUICE_TEST_SURELY_UNSET\"",
+        );
         let err = Config::parse(&bad).unwrap_err();
         assert_eq!(err.key, "users[0].password_env");
     }

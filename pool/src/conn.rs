@@ -5,9 +5,9 @@
 
 use crate::connect::server_error;
 use crate::{BackendError, SessionState};
+use sluice_protocol::PacketStream;
 use sluice_protocol::consts::{CapabilityFlags, MariadbCapabilities, com, set_option};
 use sluice_protocol::packets::{self, ERR_HEADER};
-use sluice_protocol::PacketStream;
 use std::time::Instant;
 use tokio::net::TcpStream;
 
@@ -47,7 +47,11 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
-    pub(crate) fn new(stream: PacketStream<TcpStream>, info: ServerInfo, state: SessionState) -> Self {
+    pub(crate) fn new(
+        stream: PacketStream<TcpStream>,
+        info: ServerInfo,
+        state: SessionState,
+    ) -> Self {
         BackendConn {
             stream,
             info,
@@ -72,15 +76,27 @@ impl BackendConn {
                  @@character_set_results, @@collation_connection, @@wait_timeout",
             )
             .await?;
-        let row = rows.first().ok_or_else(|| BackendError::protocol("setup query returned no row"))?;
+        let row = rows
+            .first()
+            .ok_or_else(|| BackendError::protocol("setup query returned no row"))?;
         let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        self.state.vars.insert("character_set_client".into(), get(0));
-        self.state.vars.insert("character_set_connection".into(), get(1));
-        self.state.vars.insert("character_set_results".into(), get(2));
-        self.state.vars.insert("collation_connection".into(), get(3));
+        self.state
+            .vars
+            .insert("character_set_client".into(), get(0));
+        self.state
+            .vars
+            .insert("character_set_connection".into(), get(1));
+        self.state
+            .vars
+            .insert("character_set_results".into(), get(2));
+        self.state
+            .vars
+            .insert("collation_connection".into(), get(3));
         self.wait_timeout_secs = get(4).parse().unwrap_or(28_800);
-        self.state.multi_statements =
-            self.info.capabilities.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS);
+        self.state.multi_statements = self
+            .info
+            .capabilities
+            .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS);
         Ok(())
     }
 
@@ -98,7 +114,9 @@ impl BackendConn {
         let reply = self.stream.read_packet().await?;
         self.last_io = Instant::now();
         match reply.first_byte() {
-            Some(ERR_HEADER) => Ok(CommandOutcome::Err { payload: reply.payload.to_vec() }),
+            Some(ERR_HEADER) => Ok(CommandOutcome::Err {
+                payload: reply.payload.to_vec(),
+            }),
             Some(_) if packets::is_eof(&reply.payload) => {
                 let (warnings, status) = packets::parse_eof(&reply.payload);
                 Ok(CommandOutcome::Ok { status, warnings })
@@ -107,11 +125,16 @@ impl BackendConn {
                 let ok = packets::parse_ok(&reply.payload)
                     .ok_or_else(|| BackendError::protocol("malformed OK packet"))?;
                 self.state.absorb(ok.session_state);
-                Ok(CommandOutcome::Ok { status: ok.status, warnings: ok.warnings })
+                Ok(CommandOutcome::Ok {
+                    status: ok.status,
+                    warnings: ok.warnings,
+                })
             }
             _ => {
                 self.broken = true;
-                Err(BackendError::protocol("unexpected reply to a simple command"))
+                Err(BackendError::protocol(
+                    "unexpected reply to a simple command",
+                ))
             }
         }
     }
@@ -126,7 +149,10 @@ impl BackendConn {
 
     /// Runs a query and decodes its text rows (Sluice's own small queries
     /// only; client results are relayed, never decoded).
-    pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+    pub async fn query_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, BackendError> {
         self.send_command(&query_packet(sql)).await?;
         let first = self.stream.read_packet().await?;
         if first.first_byte() == Some(ERR_HEADER) {
@@ -151,7 +177,10 @@ impl BackendConn {
             if p.first_byte() == Some(ERR_HEADER) {
                 return Err(server_error(&p.payload));
             }
-            rows.push(packets::parse_text_row(&p.payload).ok_or_else(|| BackendError::protocol("bad row"))?);
+            rows.push(
+                packets::parse_text_row(&p.payload)
+                    .ok_or_else(|| BackendError::protocol("bad row"))?,
+            );
         }
         self.last_io = Instant::now();
         Ok(rows)
@@ -186,7 +215,9 @@ impl BackendConn {
             self.state.multi_statements = desired.multi_statements;
         }
         if let Some(sql) = self.state.set_statement_towards(desired) {
-            if let CommandOutcome::Err { payload } = self.simple_command(&query_packet(&sql)).await? {
+            if let CommandOutcome::Err { payload } =
+                self.simple_command(&query_packet(&sql)).await?
+            {
                 return Ok(Some(payload));
             }
             self.state.vars = desired.vars.clone();
@@ -197,7 +228,9 @@ impl BackendConn {
     /// COM_RESET_CONNECTION, then the setup again (a reset also resets the
     /// session-tracking variables). Used when a pinned client leaves.
     pub async fn reset(&mut self) -> Result<(), BackendError> {
-        if let CommandOutcome::Err { payload } = self.simple_command(&[com::RESET_CONNECTION]).await? {
+        if let CommandOutcome::Err { payload } =
+            self.simple_command(&[com::RESET_CONNECTION]).await?
+        {
             return Err(server_error(&payload));
         }
         let schema = self.state.schema.take();

@@ -7,8 +7,8 @@ use mysql_common::crypto;
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::{MyDeserialize, MySerialize};
-use sluice_protocol::packets::{self, ERR_HEADER, OK_HEADER};
 use sluice_protocol::PacketStream;
+use sluice_protocol::packets::{self, ERR_HEADER, OK_HEADER};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -75,14 +75,19 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
     if target.found_rows {
         caps |= Caps::CLIENT_FOUND_ROWS;
     }
-    if !caps.contains(Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_SECURE_CONNECTION | Caps::CLIENT_PLUGIN_AUTH) {
-        return Err(BackendError::protocol("server lacks PROTOCOL_41 / SECURE_CONNECTION / PLUGIN_AUTH"));
+    if !caps.contains(
+        Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_SECURE_CONNECTION | Caps::CLIENT_PLUGIN_AUTH,
+    ) {
+        return Err(BackendError::protocol(
+            "server lacks PROTOCOL_41 / SECURE_CONNECTION / PLUGIN_AUTH",
+        ));
     }
     // MariaDB announces its extended capabilities by clearing CLIENT_MYSQL.
     let mariadb_caps = if server_caps.contains(Caps::CLIENT_LONG_PASSWORD) {
         MariadbCapabilities::empty()
     } else {
-        handshake.mariadb_ext_capabilities() & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
+        handshake.mariadb_ext_capabilities()
+            & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
     };
     if !mariadb_caps.is_empty() {
         caps.remove(Caps::CLIENT_LONG_PASSWORD);
@@ -169,15 +174,26 @@ async fn authenticate(
                 }
                 _ => return Err(BackendError::protocol("unexpected auth-more-data packet")),
             },
-            _ => return Err(BackendError::protocol("unexpected packet during authentication")),
+            _ => {
+                return Err(BackendError::protocol(
+                    "unexpected packet during authentication",
+                ));
+            }
         }
     }
 }
 
 pub(crate) fn server_error(payload: &[u8]) -> BackendError {
-    let state = payload.get(4..9).map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default();
+    let state = payload
+        .get(4..9)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .unwrap_or_default();
     match packets::parse_err(payload) {
-        Some((code, message)) => BackendError::Server { code, state, message },
+        Some((code, message)) => BackendError::Server {
+            code,
+            state,
+            message,
+        },
         None => BackendError::protocol("malformed ERR packet"),
     }
 }

@@ -8,7 +8,11 @@ pub enum BackendError {
     Io(#[from] io::Error),
     /// The server answered with an ERR packet.
     #[error("server error {code} ({state}): {message}")]
-    Server { code: u16, state: String, message: String },
+    Server {
+        code: u16,
+        state: String,
+        message: String,
+    },
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("timed out after {0} ms")]
@@ -28,10 +32,18 @@ pub enum AcquireError {
     #[error(
         "backend '{backend}' pool exhausted: all {max} connections stayed busy for {waited_ms} ms; retry later or raise pool.max_connections_per_backend"
     )]
-    PoolExhausted { backend: String, max: usize, waited_ms: u64 },
+    PoolExhausted {
+        backend: String,
+        max: usize,
+        waited_ms: u64,
+    },
     /// A new connection could not be made.
     #[error("backend '{backend}' ({address}) is unreachable: {reason}")]
-    Unreachable { backend: String, address: String, reason: String },
+    Unreachable {
+        backend: String,
+        address: String,
+        reason: String,
+    },
     #[error("backend '{backend}' is shutting down")]
     Closed { backend: String },
 }

@@ -3,8 +3,10 @@
 //! [`AcquireError`] per cause.
 
 use crate::{AcquireError, BackendConn, BackendError, ConnectTarget};
-use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, TimeoutType};
 use deadpool::Runtime;
+use deadpool::managed::{
+    self, Metrics, Object, PoolError, RecycleError, RecycleResult, TimeoutType,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -75,7 +77,10 @@ pub struct Pools {
 
 impl Pools {
     pub fn new(settings: PoolSettings) -> Arc<Self> {
-        Arc::new(Pools { pools: RwLock::new(HashMap::new()), settings: RwLock::new(settings) })
+        Arc::new(Pools {
+            pools: RwLock::new(HashMap::new()),
+            settings: RwLock::new(settings),
+        })
     }
 
     fn settings(&self) -> PoolSettings {
@@ -102,7 +107,10 @@ impl Pools {
             Err(PoolError::Timeout(_)) => Err(AcquireError::Unreachable {
                 backend: key.backend.clone(),
                 address: address.to_string(),
-                reason: format!("no connection within {} ms", settings.connect_timeout.as_millis()),
+                reason: format!(
+                    "no connection within {} ms",
+                    settings.connect_timeout.as_millis()
+                ),
             }),
             Err(PoolError::Backend(e)) => Err(AcquireError::Unreachable {
                 backend: key.backend.clone(),
@@ -114,14 +122,25 @@ impl Pools {
                 address: address.to_string(),
                 reason: e.to_string(),
             }),
-            Err(PoolError::Closed | PoolError::NoRuntimeSpecified) => {
-                Err(AcquireError::Closed { backend: key.backend.clone() })
-            }
+            Err(PoolError::Closed | PoolError::NoRuntimeSpecified) => Err(AcquireError::Closed {
+                backend: key.backend.clone(),
+            }),
         }
     }
 
-    fn pool_for(&self, key: &PoolKey, address: &str, password: &str, settings: PoolSettings) -> Pool {
-        if let Some(pool) = self.pools.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+    fn pool_for(
+        &self,
+        key: &PoolKey,
+        address: &str,
+        password: &str,
+        settings: PoolSettings,
+    ) -> Pool {
+        if let Some(pool) = self
+            .pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
             return pool.clone();
         }
         let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
@@ -159,14 +178,25 @@ impl Pools {
             .iter()
             .map(|(key, pool)| {
                 let s = pool.status();
-                PoolStatus { key: key.clone(), max: s.max_size, size: s.size, idle: s.available, waiting: s.waiting }
+                PoolStatus {
+                    key: key.clone(),
+                    max: s.max_size,
+                    size: s.size,
+                    idle: s.available,
+                    waiting: s.waiting,
+                }
             })
             .collect()
     }
 
     /// Closes every pool (shutdown).
     pub fn close(&self) {
-        for pool in self.pools.read().unwrap_or_else(|e| e.into_inner()).values() {
+        for pool in self
+            .pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             pool.close();
         }
     }

@@ -76,7 +76,8 @@ impl SessionState {
                     if NOT_REPLAYED.contains(&name.as_str()) {
                         continue;
                     }
-                    self.vars.insert(name, String::from_utf8_lossy(value).into_owned());
+                    self.vars
+                        .insert(name, String::from_utf8_lossy(value).into_owned());
                     out.schema_or_vars_changed = true;
                 }
                 StateChange::Schema(name) => {
@@ -130,8 +131,13 @@ fn is_identifier(name: &str) -> bool {
 /// A variable value as SQL: numbers bare, everything else a quoted string.
 fn sql_value(value: &str) -> String {
     let numeric = !value.is_empty()
-        && value.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && value.trim_start_matches('-').starts_with(|c: char| c.is_ascii_digit());
+        && value
+            .trim_start_matches('-')
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.')
+        && value
+            .trim_start_matches('-')
+            .starts_with(|c: char| c.is_ascii_digit());
     if numeric {
         return value.to_string();
     }
@@ -154,7 +160,10 @@ mod tests {
 
     fn state(vars: &[(&str, &str)]) -> SessionState {
         SessionState {
-            vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Default::default()
         }
     }
@@ -168,7 +177,11 @@ mod tests {
     #[test]
     fn sets_difference_charset_first_and_restores_defaults() {
         let conn = state(&[("character_set_client", "utf8mb4"), ("time_zone", "+01:00")]);
-        let client = state(&[("character_set_client", "latin1"), ("sql_mode", "it's"), ("wait_timeout", "30")]);
+        let client = state(&[
+            ("character_set_client", "latin1"),
+            ("sql_mode", "it's"),
+            ("wait_timeout", "30"),
+        ]);
         assert_eq!(
             conn.set_statement_towards(&client).unwrap(),
             "SET SESSION character_set_client='latin1', sql_mode='it''s', wait_timeout=30, time_zone=DEFAULT"
@@ -178,9 +191,15 @@ mod tests {
     #[test]
     fn collation_follows_charset() {
         let conn = state(&[]);
-        let client = state(&[("collation_connection", "latin1_swedish_ci"), ("character_set_connection", "latin1")]);
+        let client = state(&[
+            ("collation_connection", "latin1_swedish_ci"),
+            ("character_set_connection", "latin1"),
+        ]);
         let sql = conn.set_statement_towards(&client).unwrap();
-        assert!(sql.find("character_set_connection").unwrap() < sql.find("collation_connection").unwrap());
+        assert!(
+            sql.find("character_set_connection").unwrap()
+                < sql.find("collation_connection").unwrap()
+        );
     }
 
     #[test]

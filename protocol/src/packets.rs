@@ -77,7 +77,11 @@ pub fn parse_eof(payload: &[u8]) -> (u16, u16) {
 /// Error code and message of an ERR packet, for logs and retries.
 pub fn parse_err(payload: &[u8]) -> Option<(u16, String)> {
     let mut buf = ParseBuf(payload);
-    let err = ErrPacket::deserialize(mysql_common::constants::CapabilityFlags::CLIENT_PROTOCOL_41, &mut buf).ok()?;
+    let err = ErrPacket::deserialize(
+        mysql_common::constants::CapabilityFlags::CLIENT_PROTOCOL_41,
+        &mut buf,
+    )
+    .ok()?;
     match err {
         ErrPacket::Error(e) => Some((e.error_code(), e.message_str().into_owned())),
         ErrPacket::Progress(_) => None,
@@ -116,12 +120,20 @@ pub fn parse_ok(payload: &[u8]) -> Option<OkInfo<'_>> {
             session_state = read_lenenc_bytes(payload, &mut pos)?;
         }
     }
-    Some(OkInfo { affected_rows, last_insert_id, status, warnings, info, session_state })
+    Some(OkInfo {
+        affected_rows,
+        last_insert_id,
+        status,
+        warnings,
+        info,
+        session_state,
+    })
 }
 
 /// Re-encodes an OK packet from a session-tracking backend for a client
-/// without CLIENT_SESSION_TRACK: the info becomes a plain trailing string and
-/// the session-state block is dropped.
+/// without CLIENT_SESSION_TRACK: the session-state block is dropped. The
+/// info stays length-encoded, as MariaDB and MySQL servers really send it
+/// (the documented string<EOF> form breaks drivers such as mysql_async).
 pub fn ok_for_client_without_session_track(ok: &OkInfo<'_>, header: u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + ok.info.len());
     out.push(header);
@@ -129,14 +141,19 @@ pub fn ok_for_client_without_session_track(ok: &OkInfo<'_>, header: u8) -> Vec<u
     put_lenenc_int(&mut out, ok.last_insert_id);
     out.extend_from_slice(&(ok.status & !status::SESSION_STATE_CHANGED).to_le_bytes());
     out.extend_from_slice(&ok.warnings.to_le_bytes());
-    out.extend_from_slice(ok.info);
+    if !ok.info.is_empty() {
+        put_lenenc_bytes(&mut out, ok.info);
+    }
     out
 }
 
 /// One entry of the session-state-change block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateChange<'a> {
-    SystemVariable { name: &'a [u8], value: &'a [u8] },
+    SystemVariable {
+        name: &'a [u8],
+        value: &'a [u8],
+    },
     Schema(&'a [u8]),
     /// Something else changed (user variables, temporary tables, ...).
     StateChanged,
@@ -189,7 +206,10 @@ pub fn read_lenenc_int(buf: &[u8], pos: &mut usize) -> Option<u64> {
         0xfc => (3, u64::from(le16(buf, *pos + 1))),
         0xfd => {
             let b = buf.get(*pos + 1..*pos + 4)?;
-            (4, u64::from(b[0]) | u64::from(b[1]) << 8 | u64::from(b[2]) << 16)
+            (
+                4,
+                u64::from(b[0]) | u64::from(b[1]) << 8 | u64::from(b[2]) << 16,
+            )
         }
         0xfe => {
             let b: [u8; 8] = buf.get(*pos + 1..*pos + 9)?.try_into().ok()?;
@@ -257,7 +277,16 @@ mod tests {
 
     #[test]
     fn lenenc_roundtrip() {
-        for v in [0u64, 250, 251, 65535, 65536, 0xff_ffff, 0x100_0000, u64::MAX] {
+        for v in [
+            0u64,
+            250,
+            251,
+            65535,
+            65536,
+            0xff_ffff,
+            0x100_0000,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             put_lenenc_int(&mut out, v);
             let mut pos = 0;
@@ -293,12 +322,21 @@ mod tests {
             changes,
             vec![
                 StateChange::Schema(b"db"),
-                StateChange::SystemVariable { name: b"sql_mode", value: b"ANSI" },
+                StateChange::SystemVariable {
+                    name: b"sql_mode",
+                    value: b"ANSI"
+                },
                 StateChange::StateChanged,
             ]
         );
         let plain = ok_for_client_without_session_track(&ok, OK_HEADER);
         assert_eq!(plain, vec![0, 1, 7, 2, 0, 0, 0]);
+        let with_info = OkInfo {
+            info: b"Records: 1",
+            ..ok
+        };
+        let plain = ok_for_client_without_session_track(&with_info, OK_HEADER);
+        assert_eq!(&plain[7..], b"\x0aRecords: 1");
     }
 
     #[test]
@@ -312,7 +350,11 @@ mod tests {
 
     #[test]
     fn err_packet_roundtrip() {
-        let p = err(1045, b"28000", "Access denied for user 'x'@'h' (using password: YES)");
+        let p = err(
+            1045,
+            b"28000",
+            "Access denied for user 'x'@'h' (using password: YES)",
+        );
         assert!(is_err(&p));
         let (code, msg) = parse_err(&p).unwrap();
         assert_eq!(code, 1045);

@@ -10,8 +10,14 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-pub async fn spawn(addr: &str, handle: PrometheusHandle, shared: Arc<Shared>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?;
+pub async fn spawn(
+    addr: &str,
+    handle: PrometheusHandle,
+    shared: Arc<Shared>,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?;
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -21,14 +27,22 @@ pub async fn spawn(addr: &str, handle: PrometheusHandle, shared: Arc<Shared>) ->
             let handle = handle.clone();
             let shared = shared.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(10), respond(stream, &handle, &shared)).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    respond(stream, &handle, &shared),
+                )
+                .await;
             });
         }
     });
     Ok(())
 }
 
-async fn respond(mut stream: TcpStream, handle: &PrometheusHandle, shared: &Shared) -> std::io::Result<()> {
+async fn respond(
+    mut stream: TcpStream,
+    handle: &PrometheusHandle,
+    shared: &Shared,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
@@ -44,7 +58,11 @@ async fn respond(mut stream: TcpStream, handle: &PrometheusHandle, shared: &Shar
         "/metrics" => ("200 OK", "text/plain; version=0.0.4", handle.render()),
         "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
         "/status" => ("200 OK", "application/json", status_json(shared)),
-        _ => ("404 Not Found", "text/plain", "not found; try /metrics, /healthz or /status\n".to_string()),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "not found; try /metrics, /healthz or /status\n".to_string(),
+        ),
     };
     let head = format!(
         "HTTP/1.1 {code}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

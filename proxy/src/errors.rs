@@ -10,18 +10,28 @@ pub const POOL_EXHAUSTED: u16 = 9001;
 
 pub fn access_denied(user: &str, host: &str, used_password: bool) -> Vec<u8> {
     let using = if used_password { "YES" } else { "NO" };
-    err(1045, b"28000", &format!("Access denied for user '{user}'@'{host}' (using password: {using})"))
+    err(
+        1045,
+        b"28000",
+        &format!("Access denied for user '{user}'@'{host}' (using password: {using})"),
+    )
 }
 
 pub fn too_many_connections(max: usize) -> Vec<u8> {
-    err(1040, b"08004", &format!("Too many connections (sluice: server.max_client_connections = {max} reached)"))
+    err(
+        1040,
+        b"08004",
+        &format!("Too many connections (sluice: server.max_client_connections = {max} reached)"),
+    )
 }
 
 pub fn packet_too_large(limit: usize) -> Vec<u8> {
     err(
         1153,
         b"08S01",
-        &format!("Got a packet bigger than 'max_allowed_packet' bytes (sluice: server.max_packet_bytes = {limit})"),
+        &format!(
+            "Got a packet bigger than 'max_allowed_packet' bytes (sluice: server.max_packet_bytes = {limit})"
+        ),
     )
 }
 
@@ -30,16 +40,28 @@ pub fn packets_out_of_order() -> Vec<u8> {
 }
 
 pub fn malformed_packet(what: &str) -> Vec<u8> {
-    err(1835, b"HY000", &format!("Malformed communication packet (sluice: {what})"))
+    err(
+        1835,
+        b"HY000",
+        &format!("Malformed communication packet (sluice: {what})"),
+    )
 }
 
 pub fn unsupported_command(byte: u8) -> Vec<u8> {
     let name = sluice_protocol::consts::com::name(byte);
-    err(1047, b"08S01", &format!("Unknown command: sluice does not support {name} (0x{byte:02x})"))
+    err(
+        1047,
+        b"08S01",
+        &format!("Unknown command: sluice does not support {name} (0x{byte:02x})"),
+    )
 }
 
 pub fn unknown_statement(id: u32, command: &str) -> Vec<u8> {
-    err(1243, b"HY000", &format!("Unknown prepared statement handler ({id}) given to {command}"))
+    err(
+        1243,
+        b"HY000",
+        &format!("Unknown prepared statement handler ({id}) given to {command}"),
+    )
 }
 
 pub fn local_infile_disabled() -> Vec<u8> {
@@ -52,7 +74,9 @@ pub fn local_infile_disabled() -> Vec<u8> {
 
 pub fn acquire(e: &AcquireError) -> Vec<u8> {
     match e {
-        AcquireError::PoolExhausted { .. } => err(POOL_EXHAUSTED, b"HY000", &format!("sluice: {e}")),
+        AcquireError::PoolExhausted { .. } => {
+            err(POOL_EXHAUSTED, b"HY000", &format!("sluice: {e}"))
+        }
         AcquireError::Unreachable { .. } => err(2003, b"HY000", &format!("sluice: {e}")),
         AcquireError::Closed { .. } => err(2003, b"HY000", &format!("sluice: {e}")),
     }

@@ -12,9 +12,9 @@ use mysql_common::proto::{MyDeserialize, MySerialize};
 use mysql_common::scramble::scramble_native;
 use rand::Rng;
 use sluice_config::Config;
+use sluice_protocol::PacketStream;
 use sluice_protocol::consts::{CapabilityFlags as Caps, MariadbCapabilities};
 use sluice_protocol::packets;
-use sluice_protocol::PacketStream;
 use std::collections::HashMap;
 use std::io;
 use tokio::net::TcpStream;
@@ -97,7 +97,8 @@ pub async fn accept(
 ) -> Result<ClientHello, HandshakeError> {
     let nonce = nonce();
     let mut caps = FRONTEND_CAPABILITIES & profile.capabilities;
-    let mariadb_caps = profile.mariadb_capabilities & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS;
+    let mariadb_caps =
+        profile.mariadb_capabilities & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS;
     if !mariadb_caps.is_empty() {
         // MariaDB signals extended capabilities by clearing CLIENT_MYSQL.
         caps.remove(Caps::CLIENT_LONG_PASSWORD);
@@ -127,17 +128,29 @@ pub async fn accept(
     let response = match HandshakeResponse::deserialize((), &mut ParseBuf(&reply.payload)) {
         Ok(r) => r,
         Err(_) => {
-            client.send(seq, &errors::malformed_packet("bad handshake response")).await?;
+            client
+                .send(seq, &errors::malformed_packet("bad handshake response"))
+                .await?;
             return Err(HandshakeError::Refused("malformed handshake response"));
         }
     };
     let client_caps = response.capabilities() & caps;
     if !client_caps.contains(Caps::CLIENT_PROTOCOL_41) {
-        client.send(seq, &errors::malformed_packet("client does not speak protocol 4.1")).await?;
+        client
+            .send(
+                seq,
+                &errors::malformed_packet("client does not speak protocol 4.1"),
+            )
+            .await?;
         return Err(HandshakeError::Refused("client without PROTOCOL_41"));
     }
     if response.capabilities().contains(Caps::CLIENT_SSL) {
-        client.send(seq, &errors::malformed_packet("TLS was requested but is not offered")).await?;
+        client
+            .send(
+                seq,
+                &errors::malformed_packet("TLS was requested but is not offered"),
+            )
+            .await?;
         return Err(HandshakeError::Refused("client asked for TLS"));
     }
     let user = String::from_utf8_lossy(response.user()).into_owned();
@@ -160,7 +173,8 @@ pub async fn accept(
         auth_data = answer.payload.to_vec();
     }
     if !password_matches(config, &user, &nonce, &auth_data) {
-        metrics::counter!("sluice_client_connections_rejected_total", "cause" => "access_denied").increment(1);
+        metrics::counter!("sluice_client_connections_rejected_total", "cause" => "access_denied")
+            .increment(1);
         metrics::counter!("sluice_errors_total", "cause" => "access_denied").increment(1);
         let e = errors::access_denied(&user, peer_host, !auth_data.is_empty());
         client.send(seq, &e).await?;
@@ -224,7 +238,9 @@ pub async fn change_user(
         .ok()
         .and_then(|_| split_change_user(payload));
     let Some((user, auth, schema, collation, plugin)) = fields else {
-        client.send(1, &errors::malformed_packet("bad COM_CHANGE_USER")).await?;
+        client
+            .send(1, &errors::malformed_packet("bad COM_CHANGE_USER"))
+            .await?;
         return Ok(None);
     };
     let mut seq = 1u8;
@@ -243,13 +259,29 @@ pub async fn change_user(
     }
     if !password_matches(config, &user, &nonce, &auth_data) {
         metrics::counter!("sluice_errors_total", "cause" => "access_denied").increment(1);
-        client.send(seq, &errors::access_denied(&user, peer_host, !auth_data.is_empty())).await?;
+        client
+            .send(
+                seq,
+                &errors::access_denied(&user, peer_host, !auth_data.is_empty()),
+            )
+            .await?;
         return Ok(None);
     }
-    Ok(Some(ChangedUser { user, schema, collation, next_seq: seq }))
+    Ok(Some(ChangedUser {
+        user,
+        schema,
+        collation,
+        next_seq: seq,
+    }))
 }
 
-type ChangeUserFields = (String, Vec<u8>, Option<String>, Option<u16>, Option<Vec<u8>>);
+type ChangeUserFields = (
+    String,
+    Vec<u8>,
+    Option<String>,
+    Option<u16>,
+    Option<Vec<u8>>,
+);
 
 fn split_change_user(payload: &[u8]) -> Option<ChangeUserFields> {
     let mut pos = 1;
@@ -261,7 +293,8 @@ fn split_change_user(payload: &[u8]) -> Option<ChangeUserFields> {
     let auth = payload.get(pos..pos + auth_len)?.to_vec();
     pos += auth_len;
     let db_end = pos + payload.get(pos..)?.iter().position(|&b| b == 0)?;
-    let schema = Some(String::from_utf8_lossy(&payload[pos..db_end]).into_owned()).filter(|s| !s.is_empty());
+    let schema =
+        Some(String::from_utf8_lossy(&payload[pos..db_end]).into_owned()).filter(|s| !s.is_empty());
     pos = db_end + 1;
     let mut collation = None;
     let mut plugin = None;

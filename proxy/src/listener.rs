@@ -15,7 +15,9 @@ pub async fn serve(config: Config, _config_path: PathBuf) -> anyhow::Result<()> 
     let listen = config.server.listen.clone();
     let admin_listen = config.server.admin_listen.clone();
     let shared = Shared::new(config);
-    let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     admin::spawn(&admin_listen, handle, shared.clone()).await?;
     profile::spawn_learner(shared.clone());
     metrics::spawn_pool_gauges(shared.clone());

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -36,7 +37,8 @@ pub fn spawn_pool_gauges(shared: Arc<Shared>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            let mut per_backend: std::collections::BTreeMap<String, (usize, usize, usize)> = Default::default();
+            let mut per_backend: std::collections::BTreeMap<String, (usize, usize, usize)> =
+                Default::default();
             for status in shared.pools.status() {
                 let entry = per_backend.entry(status.key.backend.clone()).or_default();
                 entry.0 += status.idle;

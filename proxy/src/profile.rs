@@ -43,7 +43,9 @@ pub fn spawn_learner(shared: Arc<Shared>) {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!("cannot reach the primary yet ({e}); advertising a default version meanwhile");
+                    tracing::warn!(
+                        "cannot reach the primary yet ({e}); advertising a default version meanwhile"
+                    );
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
             }
@@ -55,8 +57,16 @@ async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
     let config = shared.config.load_full();
     let primary = config.primary().ok_or("no primary configured")?;
     let user = config.users.first().ok_or("no users configured")?;
-    let key = PoolKey { backend: primary.name.clone(), user: user.name.clone(), found_rows: false };
-    let conn = shared.pools.acquire(&key, &primary.address, user.secret()).await.map_err(|e| e.to_string())?;
+    let key = PoolKey {
+        backend: primary.name.clone(),
+        user: user.name.clone(),
+        found_rows: false,
+    };
+    let conn = shared
+        .pools
+        .acquire(&key, &primary.address, user.secret())
+        .await
+        .map_err(|e| e.to_string())?;
     let info = &conn.info;
     Ok(ServerProfile {
         version: info.version.clone(),

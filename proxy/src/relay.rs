@@ -52,7 +52,10 @@ pub struct Outcome {
 pub enum RelayError {
     /// The backend failed or broke the protocol. `client_saw_any` says
     /// whether part of the response already reached the client.
-    Backend { error: io::Error, client_saw_any: bool },
+    Backend {
+        error: io::Error,
+        client_saw_any: bool,
+    },
     /// The client went away or could not be written to.
     Client(io::Error),
 }
@@ -76,7 +79,15 @@ impl<'a> Relay<'a> {
         desired: &'a mut SessionState,
         seq: u8,
     ) -> Self {
-        Relay { client, backend, client_caps, desired, seq, sent_any: false, outcome: Outcome::default() }
+        Relay {
+            client,
+            backend,
+            client_caps,
+            desired,
+            seq,
+            sent_any: false,
+            outcome: Outcome::default(),
+        }
     }
 
     /// Relays the whole response and flushes it to the client.
@@ -111,14 +122,20 @@ impl<'a> Relay<'a> {
             .stream
             .read_packet()
             .await
-            .map_err(|error| RelayError::Backend { error, client_saw_any: sent })
+            .map_err(|error| RelayError::Backend {
+                error,
+                client_saw_any: sent,
+            })
     }
 
     async fn send(&mut self, payload: &[u8]) -> Result<(), RelayError> {
         self.sent_any = true;
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
-        self.client.write_packet(seq, payload).await.map_err(RelayError::Client)
+        self.client
+            .write_packet(seq, payload)
+            .await
+            .map_err(RelayError::Client)
     }
 
     /// Sends a packet and, when it is the start of a logical packet larger
@@ -190,7 +207,8 @@ impl<'a> Relay<'a> {
             self.send(&p.payload).await?;
         } else {
             let header = p.payload[0];
-            self.send(&packets::ok_for_client_without_session_track(&ok, header)).await?;
+            self.send(&packets::ok_for_client_without_session_track(&ok, header))
+                .await?;
         }
         Ok(ok.status & status::MORE_RESULTS_EXISTS != 0)
     }
@@ -223,7 +241,10 @@ impl<'a> Relay<'a> {
             self.send(&eof.payload).await?;
         }
         self.rows().await?;
-        Ok(self.outcome.status.is_some_and(|s| s & status::MORE_RESULTS_EXISTS != 0))
+        Ok(self
+            .outcome
+            .status
+            .is_some_and(|s| s & status::MORE_RESULTS_EXISTS != 0))
     }
 
     /// Rows until the terminating EOF (translated for DEPRECATE_EOF
@@ -313,12 +334,21 @@ impl<'a> Relay<'a> {
     /// enable LOCAL INFILE. Returns whether to keep reading results.
     async fn local_infile(&mut self, request: &Packet) -> Result<bool, RelayError> {
         let mut backend_seq = request.seq.wrapping_add(1);
-        let backend_err = |error: io::Error| RelayError::Backend { error, client_saw_any: true };
+        let backend_err = |error: io::Error| RelayError::Backend {
+            error,
+            client_saw_any: true,
+        };
         if !self.client_caps.contains(Caps::CLIENT_LOCAL_FILES) {
             // Give the server an empty file, swallow its answer, tell the client.
-            self.backend.stream.send(backend_seq, &[]).await.map_err(backend_err)?;
+            self.backend
+                .stream
+                .send(backend_seq, &[])
+                .await
+                .map_err(backend_err)?;
             let answer = self.read().await?;
-            if packets::parse_ok(&answer.payload).is_some_and(|ok| ok.status & status::MORE_RESULTS_EXISTS != 0) {
+            if packets::parse_ok(&answer.payload)
+                .is_some_and(|ok| ok.status & status::MORE_RESULTS_EXISTS != 0)
+            {
                 return Err(self.protocol_error("LOCAL INFILE refusal inside a multi-statement"));
             }
             self.outcome.ended_with_error = true;
@@ -328,8 +358,16 @@ impl<'a> Relay<'a> {
         self.send(&request.payload).await?;
         self.client.flush().await.map_err(RelayError::Client)?;
         loop {
-            let chunk = self.client.read_packet().await.map_err(RelayError::Client)?;
-            self.backend.stream.write_packet(backend_seq, &chunk.payload).await.map_err(backend_err)?;
+            let chunk = self
+                .client
+                .read_packet()
+                .await
+                .map_err(RelayError::Client)?;
+            self.backend
+                .stream
+                .write_packet(backend_seq, &chunk.payload)
+                .await
+                .map_err(backend_err)?;
             backend_seq = backend_seq.wrapping_add(1);
             self.seq = chunk.seq.wrapping_add(1);
             if chunk.payload.is_empty() {

@@ -11,9 +11,9 @@ use crate::shared::{ClientGuard, Shared};
 use bytes::Bytes;
 use mysql_common::collations::{Collation, CollationId};
 use sluice_pool::{AcquireError, PoolKey, Pooled, SessionState, charset_vars, discard};
+use sluice_protocol::PacketStream;
 use sluice_protocol::consts::{CapabilityFlags as Caps, com, set_option, status};
 use sluice_protocol::packets;
-use sluice_protocol::PacketStream;
 use sluice_router::{Kind, PinReason, Route, RouteInput, Statement, classify, route};
 use std::io;
 use std::net::SocketAddr;
@@ -98,14 +98,25 @@ struct Session {
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>, client: PacketStream<TcpStream>, hello: handshake::ClientHello, peer_host: String, id: u32) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        client: PacketStream<TcpStream>,
+        hello: handshake::ClientHello,
+        peer_host: String,
+        id: u32,
+    ) -> Self {
         let default_collation = shared.profile.load().default_collation;
         let mut initial = SessionState {
             schema: None,
-            vars: charset_vars_for(hello.collation, default_collation).into_iter().collect(),
+            vars: charset_vars_for(hello.collation, default_collation)
+                .into_iter()
+                .collect(),
             multi_statements: hello.capabilities.contains(Caps::CLIENT_MULTI_STATEMENTS),
         };
-        let desired = SessionState { schema: hello.schema.clone(), ..initial.clone() };
+        let desired = SessionState {
+            schema: hello.schema.clone(),
+            ..initial.clone()
+        };
         initial.schema = hello.schema.clone();
         Session {
             shared,
@@ -139,7 +150,10 @@ impl Session {
                 }
             }
         }
-        self.client.send(seq, &packets::ok(0, 0, status::AUTOCOMMIT, 0)).await.is_ok()
+        self.client
+            .send(seq, &packets::ok(0, 0, status::AUTOCOMMIT, 0))
+            .await
+            .is_ok()
     }
 
     async fn serve(&mut self) -> End {
@@ -151,29 +165,41 @@ impl Session {
             };
             let (seq, payload) = read;
             if seq != 0 {
-                self.refuse_and_close(&errors::packets_out_of_order(), "out_of_order").await;
+                self.refuse_and_close(&errors::packets_out_of_order(), "out_of_order")
+                    .await;
                 return End::ClientGone;
             }
             let Some(&command) = payload.first() else {
-                self.refuse_and_close(&errors::malformed_packet("empty command packet"), "malformed_packet").await;
+                self.refuse_and_close(
+                    &errors::malformed_packet("empty command packet"),
+                    "malformed_packet",
+                )
+                .await;
                 return End::ClientGone;
             };
             let result = match command {
                 com::QUIT => return End::Quit,
                 com::PING => self.reply_ok().await,
                 com::QUERY => self.query(payload).await,
-                com::INIT_DB | com::STMT_RESET => self.execute(payload, ResponseKind::Simple, None).await,
+                com::INIT_DB | com::STMT_RESET => {
+                    self.execute(payload, ResponseKind::Simple, None).await
+                }
                 com::FIELD_LIST => self.execute(payload, ResponseKind::FieldList, None).await,
                 com::STATISTICS => self.execute(payload, ResponseKind::Single, None).await,
                 com::SET_OPTION => self.set_option(&payload).await,
                 com::RESET_CONNECTION => self.reset_connection().await,
                 com::CHANGE_USER => self.change_user(&payload).await,
                 com::STMT_PREPARE => self.execute(payload, ResponseKind::Prepare, None).await,
-                com::STMT_EXECUTE | com::STMT_BULK_EXECUTE => self.statement_command(payload, ResponseKind::Results).await,
+                com::STMT_EXECUTE | com::STMT_BULK_EXECUTE => {
+                    self.statement_command(payload, ResponseKind::Results).await
+                }
                 com::STMT_FETCH => self.statement_command(payload, ResponseKind::Fetch).await,
-                com::STMT_SEND_LONG_DATA | com::STMT_CLOSE => self.statement_command(payload, ResponseKind::None).await,
+                com::STMT_SEND_LONG_DATA | com::STMT_CLOSE => {
+                    self.statement_command(payload, ResponseKind::None).await
+                }
                 other => {
-                    metrics::counter!("sluice_errors_total", "cause" => "unsupported_command").increment(1);
+                    metrics::counter!("sluice_errors_total", "cause" => "unsupported_command")
+                        .increment(1);
                     self.reply(&errors::unsupported_command(other)).await
                 }
             };
@@ -186,22 +212,32 @@ impl Session {
     /// Reads the next command. A connection kept only for a follow-up goes
     /// back to the pool if the client is slow to send one.
     async fn read_command(&mut self, max_packet: usize) -> io::Result<(u8, Bytes)> {
-        if self.held.as_ref().is_some_and(|h| h.reason == HoldReason::FollowUp) {
-            match tokio::time::timeout(FOLLOW_UP_LINGER, self.client.read_logical(max_packet)).await {
+        if self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.reason == HoldReason::FollowUp)
+        {
+            match tokio::time::timeout(FOLLOW_UP_LINGER, self.client.read_logical(max_packet)).await
+            {
                 Ok(r) => return r.map(|(seq, _, payload)| (seq, payload)),
                 Err(_) => self.held = None,
             }
         }
-        self.client.read_logical(max_packet).await.map(|(seq, _, payload)| (seq, payload))
+        self.client
+            .read_logical(max_packet)
+            .await
+            .map(|(seq, _, payload)| (seq, payload))
     }
 
     async fn on_read_error(&mut self, e: io::Error, max_packet: usize) -> End {
         match e.kind() {
             io::ErrorKind::InvalidData if e.to_string().contains("max_allowed_packet") => {
-                self.refuse_and_close(&errors::packet_too_large(max_packet), "packet_too_large").await;
+                self.refuse_and_close(&errors::packet_too_large(max_packet), "packet_too_large")
+                    .await;
             }
             io::ErrorKind::InvalidData => {
-                self.refuse_and_close(&errors::packets_out_of_order(), "out_of_order").await;
+                self.refuse_and_close(&errors::packets_out_of_order(), "out_of_order")
+                    .await;
             }
             _ => tracing::debug!("client gone: {e}"),
         }
@@ -216,22 +252,32 @@ impl Session {
     }
 
     async fn reply(&mut self, payload: &[u8]) -> Result<(), End> {
-        self.client.send(1, payload).await.map(|_| ()).map_err(|_| End::ClientGone)
+        self.client
+            .send(1, payload)
+            .await
+            .map(|_| ())
+            .map_err(|_| End::ClientGone)
     }
 
     async fn reply_ok(&mut self) -> Result<(), End> {
-        let in_trans = if self.held.as_ref().is_some_and(|h| h.reason == HoldReason::Transaction) {
+        let in_trans = if self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.reason == HoldReason::Transaction)
+        {
             status::IN_TRANS
         } else {
             0
         };
-        self.reply(&packets::ok(0, 0, status::AUTOCOMMIT | in_trans, 0)).await
+        self.reply(&packets::ok(0, 0, status::AUTOCOMMIT | in_trans, 0))
+            .await
     }
 
     async fn query(&mut self, payload: Bytes) -> Result<(), End> {
         let sql = String::from_utf8_lossy(&payload[1..]);
         let statement = classify(&sql);
-        self.execute(payload.clone(), ResponseKind::Results, Some(&statement)).await
+        self.execute(payload.clone(), ResponseKind::Results, Some(&statement))
+            .await
     }
 
     /// Binary-protocol commands need the connection the statement was
@@ -243,7 +289,12 @@ impl Session {
         if kind == ResponseKind::None {
             return Ok(()); // no response expected, nothing to close
         }
-        let id = u32::from_le_bytes(payload.get(1..5).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]));
+        let id = u32::from_le_bytes(
+            payload
+                .get(1..5)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or([0; 4]),
+        );
         let name = com::name(payload[0]);
         self.reply(&errors::unknown_statement(id, name)).await
     }
@@ -252,7 +303,11 @@ impl Session {
         match packets::le16(payload, 1) {
             set_option::MULTI_STATEMENTS_ON => self.desired.multi_statements = true,
             set_option::MULTI_STATEMENTS_OFF => self.desired.multi_statements = false,
-            _ => return self.reply(&errors::malformed_packet("unknown COM_SET_OPTION value")).await,
+            _ => {
+                return self
+                    .reply(&errors::malformed_packet("unknown COM_SET_OPTION value"))
+                    .await;
+            }
         }
         if self.caps.contains(Caps::CLIENT_DEPRECATE_EOF) {
             self.reply(&packets::ok(0, 0, status::AUTOCOMMIT, 0)).await
@@ -264,15 +319,25 @@ impl Session {
     async fn reset_connection(&mut self) -> Result<(), End> {
         self.release_held().await;
         let schema = self.desired.schema.take();
-        self.desired = SessionState { schema, ..self.initial.clone() };
+        self.desired = SessionState {
+            schema,
+            ..self.initial.clone()
+        };
         self.reply_ok().await
     }
 
     async fn change_user(&mut self, payload: &[u8]) -> Result<(), End> {
         let config = self.shared.config.load_full();
-        let changed = handshake::change_user(&mut self.client, payload, self.caps, &self.nonce, &config, &self.peer_host)
-            .await
-            .map_err(|_| End::ClientGone)?;
+        let changed = handshake::change_user(
+            &mut self.client,
+            payload,
+            self.caps,
+            &self.nonce,
+            &config,
+            &self.peer_host,
+        )
+        .await
+        .map_err(|_| End::ClientGone)?;
         let Some(changed) = changed else {
             return Err(End::ClientGone);
         };
@@ -280,7 +345,9 @@ impl Session {
         self.user = changed.user;
         let default_collation = self.shared.profile.load().default_collation;
         if let Some(collation) = changed.collation {
-            self.initial.vars = charset_vars_for(collation, default_collation).into_iter().collect();
+            self.initial.vars = charset_vars_for(collation, default_collation)
+                .into_iter()
+                .collect();
         }
         self.initial.schema = changed.schema.clone();
         self.desired = self.initial.clone();
@@ -292,9 +359,19 @@ impl Session {
     }
 
     /// Runs a command on a backend and relays its response.
-    async fn execute(&mut self, payload: Bytes, kind: ResponseKind, statement: Option<&Statement>) -> Result<(), End> {
+    async fn execute(
+        &mut self,
+        payload: Bytes,
+        kind: ResponseKind,
+        statement: Option<&Statement>,
+    ) -> Result<(), End> {
         let needs_previous = statement.is_some_and(|s| s.needs_previous);
-        if self.held.as_ref().is_some_and(|h| h.reason == HoldReason::FollowUp) && !needs_previous {
+        if self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.reason == HoldReason::FollowUp)
+            && !needs_previous
+        {
             self.held = None;
         }
         let config = self.shared.config.load();
@@ -317,7 +394,13 @@ impl Session {
             match self.checkout(true).await {
                 Ok(None) => {}
                 Ok(Some(err)) => {
-                    self.after_statement(&Outcome { ended_with_error: true, ..Outcome::default() }, statement);
+                    self.after_statement(
+                        &Outcome {
+                            ended_with_error: true,
+                            ..Outcome::default()
+                        },
+                        statement,
+                    );
                     return self.reply(&err).await;
                 }
                 Err(e) => {
@@ -331,23 +414,37 @@ impl Session {
                 let backend = held.backend.clone();
                 self.drop_broken_connection();
                 if fresh && attempts < 2 {
-                    tracing::info!(backend, "backend connection failed before the command was sent ({e}); retrying");
+                    tracing::info!(
+                        backend,
+                        "backend connection failed before the command was sent ({e}); retrying"
+                    );
                     continue;
                 }
                 metrics::counter!("sluice_errors_total", "cause" => "backend_lost").increment(1);
-                return self.reply(&errors::backend_lost(&backend, &e.to_string())).await;
+                return self
+                    .reply(&errors::backend_lost(&backend, &e.to_string()))
+                    .await;
             }
             break;
         }
         let held = self.held.as_mut().expect("connection is held");
         let backend = held.backend.clone();
-        let relay = Relay::new(&mut self.client, &mut held.conn, self.caps, &mut self.desired, 1);
+        let relay = Relay::new(
+            &mut self.client,
+            &mut held.conn,
+            self.caps,
+            &mut self.desired,
+            1,
+        );
         let result = relay.run(kind).await;
         let elapsed = started.elapsed().as_secs_f64();
-        let kind_label = statement.map(|s| s.kind.label()).unwrap_or_else(|| com::name(payload[0]));
+        let kind_label = statement
+            .map(|s| s.kind.label())
+            .unwrap_or_else(|| com::name(payload[0]));
         metrics::counter!("sluice_queries_total", "backend" => backend.clone(), "route" => route_label, "kind" => kind_label)
             .increment(1);
-        metrics::histogram!("sluice_query_duration_seconds", "route" => route_label).record(elapsed);
+        metrics::histogram!("sluice_query_duration_seconds", "route" => route_label)
+            .record(elapsed);
         match result {
             Ok(outcome) => {
                 self.after_statement(&outcome, statement);
@@ -358,7 +455,10 @@ impl Session {
                 self.drop_broken_connection();
                 Err(End::ClientGone)
             }
-            Err(RelayError::Backend { error, client_saw_any }) => {
+            Err(RelayError::Backend {
+                error,
+                client_saw_any,
+            }) => {
                 tracing::warn!(backend, "backend connection failed mid-response: {error}");
                 metrics::counter!("sluice_errors_total", "cause" => "backend_lost").increment(1);
                 self.drop_broken_connection();
@@ -367,7 +467,8 @@ impl Session {
                     self.client.shutdown().await;
                     return Err(End::ClientGone);
                 }
-                self.reply(&errors::backend_lost(&backend, &error.to_string())).await
+                self.reply(&errors::backend_lost(&backend, &error.to_string()))
+                    .await
             }
         }
     }
@@ -378,18 +479,31 @@ impl Session {
     async fn checkout(&mut self, _for_statement: bool) -> Result<Option<Vec<u8>>, AcquireError> {
         if self.held.is_none() {
             let config = self.shared.config.load();
-            let primary = config.primary().ok_or_else(|| AcquireError::Closed { backend: "primary".into() })?;
-            let password = config.user(&self.user).map(|u| u.secret().to_string()).unwrap_or_default();
+            let primary = config.primary().ok_or_else(|| AcquireError::Closed {
+                backend: "primary".into(),
+            })?;
+            let password = config
+                .user(&self.user)
+                .map(|u| u.secret().to_string())
+                .unwrap_or_default();
             let key = PoolKey {
                 backend: primary.name.clone(),
                 user: self.user.clone(),
                 found_rows: self.caps.contains(Caps::CLIENT_FOUND_ROWS),
             };
             let waited = Instant::now();
-            let conn = self.shared.pools.acquire(&key, &primary.address, &password).await?;
+            let conn = self
+                .shared
+                .pools
+                .acquire(&key, &primary.address, &password)
+                .await?;
             metrics::histogram!("sluice_pool_wait_seconds", "backend" => primary.name.clone())
                 .record(waited.elapsed().as_secs_f64());
-            self.held = Some(Held { conn, backend: primary.name.clone(), reason: HoldReason::FollowUp });
+            self.held = Some(Held {
+                conn,
+                backend: primary.name.clone(),
+                reason: HoldReason::FollowUp,
+            });
         }
         let held = self.held.as_mut().expect("held above");
         match held.conn.apply(&self.desired).await {
@@ -415,14 +529,21 @@ impl Session {
 
     /// Decides whether the client keeps its connection after a statement.
     fn after_statement(&mut self, outcome: &Outcome, statement: Option<&Statement>) {
-        let Some(held) = self.held.as_mut() else { return };
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
         let new_pin = statement
             .and_then(|s| s.pin)
             .or(outcome.prepared.then_some(PinReason::PreparedStatement))
             .or(outcome.cursor_opened.then_some(PinReason::Cursor))
-            .or(outcome.untracked_change.then_some(PinReason::UntrackedState));
+            .or(outcome
+                .untracked_change
+                .then_some(PinReason::UntrackedState));
         if let (None, Some(reason)) = (self.pinned, new_pin) {
-            tracing::debug!(reason = reason.label(), "client pinned to its backend connection");
+            tracing::debug!(
+                reason = reason.label(),
+                "client pinned to its backend connection"
+            );
             metrics::counter!("sluice_session_pins_total", "reason" => reason.label()).increment(1);
             self.pinned = Some(reason);
         }
@@ -432,7 +553,11 @@ impl Session {
             None => held.reason == HoldReason::Transaction,
         };
         let follow_up = statement.is_some_and(|s| {
-            s.feeds_next || matches!(s.kind, Kind::Insert | Kind::Update | Kind::Delete | Kind::Replace)
+            s.feeds_next
+                || matches!(
+                    s.kind,
+                    Kind::Insert | Kind::Update | Kind::Delete | Kind::Replace
+                )
         }) || outcome.warnings > 0
             || outcome.last_insert_id != 0;
         held.reason = if let Some(reason) = self.pinned {
@@ -461,12 +586,17 @@ impl Session {
     /// leak to the next client (open transaction, temporary tables, locks).
     async fn release_held(&mut self) {
         self.pinned = None;
-        let Some(mut held) = self.held.take() else { return };
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
         if held.reason == HoldReason::FollowUp {
             return;
         }
         if let Err(e) = held.conn.reset().await {
-            tracing::info!(backend = held.backend, "could not reset a backend connection, closing it: {e}");
+            tracing::info!(
+                backend = held.backend,
+                "could not reset a backend connection, closing it: {e}"
+            );
             held.conn.broken = true;
             discard(held.conn);
         }
@@ -481,14 +611,23 @@ impl Session {
     }
 }
 
-static NO_STATEMENT: Statement =
-    Statement { kind: Kind::Other, pin: None, needs_previous: false, feeds_next: false, hint: None };
+static NO_STATEMENT: Statement = Statement {
+    kind: Kind::Other,
+    pin: None,
+    needs_previous: false,
+    feeds_next: false,
+    hint: None,
+};
 
 /// Charset variables for a handshake collation id, falling back to the
 /// server default for ids mysql_common does not know.
 fn charset_vars_for(collation: u16, default_collation: u8) -> [(String, String); 4] {
     let id = CollationId::from(collation);
-    let id = if id == CollationId::UNKNOWN_COLLATION_ID { CollationId::from(u16::from(default_collation)) } else { id };
+    let id = if id == CollationId::UNKNOWN_COLLATION_ID {
+        CollationId::from(u16::from(default_collation))
+    } else {
+        id
+    };
     let c = Collation::from(id);
     charset_vars(c.charset(), c.collation())
 }

@@ -42,13 +42,20 @@ impl Shared {
             if current >= max {
                 return None;
             }
-            match self.clients.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            match self.clients.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break,
                 Err(now) => current = now,
             }
         }
         metrics::gauge!("sluice_client_connections").increment(1.0);
-        Some(ClientGuard { shared: self.clone() })
+        Some(ClientGuard {
+            shared: self.clone(),
+        })
     }
 
     pub fn client_count(&self) -> usize {

@@ -129,7 +129,9 @@ pub fn classify(sql: &str) -> Statement {
                 }
                 let upper = w.to_ascii_uppercase();
                 match upper.as_str() {
-                    "TEMPORARY" if kind == Kind::Ddl => pin = pin.or(Some(PinReason::TemporaryTable)),
+                    "TEMPORARY" if kind == Kind::Ddl => {
+                        pin = pin.or(Some(PinReason::TemporaryTable))
+                    }
                     "TABLES" | "TABLE" if kind == Kind::Lock && prev_is(prev_word, "LOCK") => {
                         pin = pin.or(Some(PinReason::LockTables))
                     }
@@ -155,7 +157,9 @@ pub fn classify(sql: &str) -> Statement {
                 if !v.starts_with("@@") && user_variable_written(kind, prev_word, tokens.peek()) {
                     pin = pin.or(Some(PinReason::UserVariable));
                 }
-                if v.eq_ignore_ascii_case("@@warning_count") || v.eq_ignore_ascii_case("@@error_count") {
+                if v.eq_ignore_ascii_case("@@warning_count")
+                    || v.eq_ignore_ascii_case("@@error_count")
+                {
                     needs_previous = true;
                 }
             }
@@ -167,7 +171,13 @@ pub fn classify(sql: &str) -> Statement {
             kind = Kind::Other;
         }
     }
-    Statement { kind, pin, needs_previous, feeds_next, hint }
+    Statement {
+        kind,
+        pin,
+        needs_previous,
+        feeds_next,
+        hint,
+    }
 }
 
 fn prev_is(prev: Option<&str>, word: &str) -> bool {
@@ -219,7 +229,10 @@ mod tests {
     #[test]
     fn kinds() {
         assert_eq!(classify("  select 1").kind, Kind::Select);
-        assert_eq!(classify("/* c */ INSERT INTO t VALUES (1)").kind, Kind::Insert);
+        assert_eq!(
+            classify("/* c */ INSERT INTO t VALUES (1)").kind,
+            Kind::Insert
+        );
         assert_eq!(classify("start transaction").kind, Kind::Begin);
         assert_eq!(classify("(SELECT 1) UNION (SELECT 2)").kind, Kind::Select);
         assert_eq!(classify("").kind, Kind::Empty);
@@ -227,7 +240,10 @@ mod tests {
 
     #[test]
     fn temporary_tables_pin() {
-        assert_eq!(pin("CREATE TEMPORARY TABLE t (a int)"), Some(PinReason::TemporaryTable));
+        assert_eq!(
+            pin("CREATE TEMPORARY TABLE t (a int)"),
+            Some(PinReason::TemporaryTable)
+        );
         assert_eq!(pin("CREATE TABLE temporary_stuff (a int)"), None);
     }
 
@@ -247,7 +263,10 @@ mod tests {
     fn user_variables_pin() {
         assert_eq!(pin("SET @a = 1"), Some(PinReason::UserVariable));
         assert_eq!(pin("SELECT @a := 1"), Some(PinReason::UserVariable));
-        assert_eq!(pin("SELECT c INTO @v FROM t"), Some(PinReason::UserVariable));
+        assert_eq!(
+            pin("SELECT c INTO @v FROM t"),
+            Some(PinReason::UserVariable)
+        );
         assert_eq!(pin("SELECT @a"), None);
         assert_eq!(pin("SET SESSION sql_mode = 'ANSI'"), None);
         assert_eq!(pin("SET @@session.sql_mode = 'ANSI'"), None);
@@ -255,7 +274,10 @@ mod tests {
 
     #[test]
     fn sql_prepare_pins() {
-        assert_eq!(pin("PREPARE s FROM 'SELECT 1'"), Some(PinReason::SqlPrepare));
+        assert_eq!(
+            pin("PREPARE s FROM 'SELECT 1'"),
+            Some(PinReason::SqlPrepare)
+        );
     }
 
     #[test]
@@ -270,6 +292,9 @@ mod tests {
 
     #[test]
     fn hints_are_read() {
-        assert_eq!(classify("SELECT /* sluice:primary */ 1").hint.as_deref(), Some("primary"));
+        assert_eq!(
+            classify("SELECT /* sluice:primary */ 1").hint.as_deref(),
+            Some("primary")
+        );
     }
 }

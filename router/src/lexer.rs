@@ -27,7 +27,11 @@ pub struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     pub fn new(sql: &'a str) -> Self {
-        Lexer { sql, pos: 0, in_versioned: false }
+        Lexer {
+            sql,
+            pos: 0,
+            in_versioned: false,
+        }
     }
 }
 
@@ -146,7 +150,11 @@ fn is_word_byte(c: u8) -> bool {
 }
 
 fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    haystack.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+    haystack
+        .get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
 }
 
 #[cfg(test)]
@@ -163,7 +171,16 @@ mod tests {
     #[test]
     fn versioned_comments_are_code_and_hints_are_kept() {
         let t: Vec<_> = Lexer::new("/*!40101 SET x=1*/ /* sluice:primary */").collect();
-        assert_eq!(t, vec![Word("SET"), Word("x"), Punct(b'='), Word("1"), Hint("primary")]);
+        assert_eq!(
+            t,
+            vec![
+                Word("SET"),
+                Word("x"),
+                Punct(b'='),
+                Word("1"),
+                Hint("primary")
+            ]
+        );
     }
 
     #[test]
@@ -171,7 +188,16 @@ mod tests {
         let t: Vec<_> = Lexer::new("SELECT @a := @@session.x, 'it''s', \"q\\\"\"").collect();
         assert_eq!(
             t,
-            vec![Word("SELECT"), Variable("@a"), Assign, Variable("@@session.x"), Punct(b','), Quoted, Punct(b','), Quoted]
+            vec![
+                Word("SELECT"),
+                Variable("@a"),
+                Assign,
+                Variable("@@session.x"),
+                Punct(b','),
+                Quoted,
+                Punct(b','),
+                Quoted
+            ]
         );
     }
 }

@@ -40,15 +40,28 @@ mod tests {
     #[test]
     fn held_connection_wins() {
         let s = classify("SELECT 1");
-        let r = route(RouteInput { mode: RoutingMode::PrimaryOnly, statement: &s, holds_connection: true });
+        let r = route(RouteInput {
+            mode: RoutingMode::PrimaryOnly,
+            statement: &s,
+            holds_connection: true,
+        });
         assert_eq!(r, Route::Held);
     }
 
     #[test]
     fn primary_only_sends_everything_to_the_primary() {
-        for sql in ["SELECT 1", "INSERT INTO t VALUES (1)", "SHOW TABLES", "garbage"] {
+        for sql in [
+            "SELECT 1",
+            "INSERT INTO t VALUES (1)",
+            "SHOW TABLES",
+            "garbage",
+        ] {
             let s = classify(sql);
-            let r = route(RouteInput { mode: RoutingMode::PrimaryOnly, statement: &s, holds_connection: false });
+            let r = route(RouteInput {
+                mode: RoutingMode::PrimaryOnly,
+                statement: &s,
+                holds_connection: false,
+            });
             assert_eq!(r, Route::Primary, "{sql}");
         }
     }

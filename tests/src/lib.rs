@@ -39,12 +39,18 @@ impl Topology {
 }
 
 pub fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("address has a port")
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("address has a port")
 }
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
 }
 
 /// A running Sluice process, killed on drop.
@@ -138,7 +144,12 @@ role = "primary"
             .stderr(log)
             .spawn()
             .expect("start sluice (set SLUICE_BIN or build target/release/sluice)");
-        let sluice = Sluice { port, admin_port, dir, child };
+        let sluice = Sluice {
+            port,
+            admin_port,
+            dir,
+            child,
+        };
         sluice.wait_ready();
         sluice
     }
@@ -146,7 +157,9 @@ role = "primary"
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.http_get("/healthz").is_some() {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.http_get("/healthz").is_some()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -158,8 +171,15 @@ role = "primary"
         format!("mysql://{user}:{password}@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// Driver options for Sluice. `prefer_socket` is off: otherwise
+    /// mysql_async asks for @@socket and silently reconnects to the server's
+    /// unix socket, bypassing the proxy.
     pub fn opts(&self) -> mysql_async::Opts {
-        mysql_async::Opts::from_url(&self.url("app", "app", "sluice_test")).expect("valid url")
+        let url =
+            mysql_async::Opts::from_url(&self.url("app", "app", "sluice_test")).expect("valid url");
+        mysql_async::OptsBuilder::from_opts(url)
+            .prefer_socket(false)
+            .into()
     }
 
     pub fn log(&self) -> String {
@@ -170,7 +190,11 @@ role = "primary"
     pub fn http_get(&self, path: &str) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
         let body = out.split_once("\r\n\r\n")?.1.to_string();
@@ -219,10 +243,16 @@ pub fn sluice_bin() -> PathBuf {
 
 /// Direct connection options to a backend (bypassing Sluice).
 pub fn direct_opts(addr: &str) -> mysql_async::Opts {
-    mysql_async::Opts::from_url(&format!("mysql://app:app@{addr}/sluice_test")).expect("valid url")
+    let url = mysql_async::Opts::from_url(&format!("mysql://app:app@{addr}/sluice_test"))
+        .expect("valid url");
+    mysql_async::OptsBuilder::from_opts(url)
+        .prefer_socket(false)
+        .into()
 }
 
 /// Path of a file in the repository.
 pub fn repo_path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
 }

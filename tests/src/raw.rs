@@ -15,7 +15,30 @@ pub struct RawClient {
 
 impl RawClient {
     /// Connects and logs in with mysql_native_password.
-    pub async fn connect(port: u16, user: &str, password: &str, extra_caps: Caps) -> anyhow::Result<RawClient> {
+    pub async fn connect(
+        port: u16,
+        user: &str,
+        password: &str,
+        extra_caps: Caps,
+    ) -> anyhow::Result<RawClient> {
+        Self::login(port, user, password, extra_caps, Some("sluice_test")).await
+    }
+
+    pub async fn connect_without_schema(
+        port: u16,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<RawClient> {
+        Self::login(port, user, password, Caps::empty(), None).await
+    }
+
+    async fn login(
+        port: u16,
+        user: &str,
+        password: &str,
+        extra_caps: Caps,
+        schema: Option<&str>,
+    ) -> anyhow::Result<RawClient> {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
         let mut stream = PacketStream::new(tcp);
         let greeting = stream.read_packet().await?;
@@ -33,7 +56,7 @@ impl RawClient {
             data.as_deref(),
             (10, 11, 0),
             Some(user.as_bytes()),
-            Some(&b"sluice_test"[..]),
+            schema.map(str::as_bytes),
             Some(plugin),
             caps,
             None,
@@ -43,7 +66,11 @@ impl RawClient {
         resp.serialize(&mut buf);
         stream.send(1, &buf).await?;
         let reply = stream.read_packet().await?;
-        anyhow::ensure!(reply.payload.first() == Some(&0), "login failed: {:?}", String::from_utf8_lossy(&reply.payload));
+        anyhow::ensure!(
+            reply.payload.first() == Some(&0),
+            "login failed: {:?}",
+            String::from_utf8_lossy(&reply.payload)
+        );
         Ok(RawClient { stream })
     }
 
@@ -53,7 +80,10 @@ impl RawClient {
     }
 
     /// Reads packets until one satisfies `last`, returning them all.
-    pub async fn read_until(&mut self, last: impl Fn(&Packet) -> bool) -> anyhow::Result<Vec<Packet>> {
+    pub async fn read_until(
+        &mut self,
+        last: impl Fn(&Packet) -> bool,
+    ) -> anyhow::Result<Vec<Packet>> {
         let mut out = Vec::new();
         loop {
             let p = self.stream.read_packet().await?;

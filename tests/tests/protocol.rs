@@ -14,34 +14,65 @@ async fn connect(s: &Sluice) -> Conn {
 async fn text_and_binary_protocol() {
     let s = Sluice::start();
     let mut c = connect(&s).await;
-    let (v, n): (String, i64) = c.query_first("SELECT version(), 1+1").await.unwrap().unwrap();
-    assert!(v.contains("MariaDB"), "advertises the primary's version: {v}");
+    let (v, n): (String, i64) = c
+        .query_first("SELECT version(), 1+1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        v.contains("MariaDB"),
+        "advertises the primary's version: {v}"
+    );
     assert_eq!(n, 2);
     // The version in the handshake is the primary's real one.
-    let mut direct = Conn::new(direct_opts(&Topology::from_env().primary)).await.unwrap();
+    let mut direct = Conn::new(direct_opts(&Topology::from_env().primary))
+        .await
+        .unwrap();
     assert_eq!(c.server_version(), direct.server_version());
 
     c.query_drop("DROP TABLE IF EXISTS proto_t").await.unwrap();
     c.query_drop("CREATE TABLE proto_t (id INT PRIMARY KEY AUTO_INCREMENT, name VARCHAR(50), score DOUBLE, at DATETIME(6), data BLOB)")
         .await
         .unwrap();
-    let stmt = c.prep("INSERT INTO proto_t (name, score, at, data) VALUES (?, ?, ?, ?)").await.unwrap();
+    let stmt = c
+        .prep("INSERT INTO proto_t (name, score, at, data) VALUES (?, ?, ?, ?)")
+        .await
+        .unwrap();
     for i in 0..20 {
-        c.exec_drop(&stmt, (format!("n{i}"), i as f64 * 1.5, "2024-01-02 03:04:05.123456", vec![i as u8; 10]))
-            .await
-            .unwrap();
+        c.exec_drop(
+            &stmt,
+            (
+                format!("n{i}"),
+                i as f64 * 1.5,
+                "2024-01-02 03:04:05.123456",
+                vec![i as u8; 10],
+            ),
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(c.last_insert_id(), Some(20));
-    let rows: Vec<(i32, String, f64, Value, Vec<u8>)> =
-        c.exec("SELECT id, name, score, at, data FROM proto_t WHERE id > ? ORDER BY id", (15,)).await.unwrap();
+    let rows: Vec<(i32, String, f64, Value, Vec<u8>)> = c
+        .exec(
+            "SELECT id, name, score, at, data FROM proto_t WHERE id > ? ORDER BY id",
+            (15,),
+        )
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 5);
     assert_eq!(rows[0].1, "n15");
     assert_eq!(rows[0].2, 22.5);
     assert_eq!(rows[4].4, vec![19u8; 10]);
     // NULLs in the binary protocol.
-    let r: Vec<Row> = c.exec("SELECT NULL, ?, CAST(? AS CHAR)", (Value::NULL, 5)).await.unwrap();
+    let r: Vec<Row> = c
+        .exec("SELECT NULL, ?, CAST(? AS CHAR)", (Value::NULL, 5))
+        .await
+        .unwrap();
     assert_eq!(r[0].get::<Option<i32>, _>(0).unwrap(), None);
-    assert_eq!(r[0].get::<Option<String>, _>(2).unwrap().as_deref(), Some("5"));
+    assert_eq!(
+        r[0].get::<Option<String>, _>(2).unwrap().as_deref(),
+        Some("5")
+    );
     c.close(stmt).await.unwrap();
     c.disconnect().await.unwrap();
     direct.disconnect().await.unwrap();
@@ -51,7 +82,10 @@ async fn text_and_binary_protocol() {
 async fn multi_statements_and_multi_results() {
     let s = Sluice::start();
     let mut c = connect(&s).await;
-    let mut result = c.query_iter("SELECT 1; SELECT 2, 3; DO 1; SELECT 'x'").await.unwrap();
+    let mut result = c
+        .query_iter("SELECT 1; SELECT 2, 3; DO 1; SELECT 'x'")
+        .await
+        .unwrap();
     let mut sets = Vec::new();
     while !result.is_empty() {
         let rows: Vec<Row> = result.collect().await.unwrap();
@@ -60,8 +94,12 @@ async fn multi_statements_and_multi_results() {
     drop(result);
     assert_eq!(sets, vec![1, 1, 0, 1]);
 
-    c.query_drop("DROP PROCEDURE IF EXISTS proto_multi").await.unwrap();
-    c.query_drop("CREATE PROCEDURE proto_multi() BEGIN SELECT 1 AS a; SELECT 2 AS b, 3 AS c; END").await.unwrap();
+    c.query_drop("DROP PROCEDURE IF EXISTS proto_multi")
+        .await
+        .unwrap();
+    c.query_drop("CREATE PROCEDURE proto_multi() BEGIN SELECT 1 AS a; SELECT 2 AS b, 3 AS c; END")
+        .await
+        .unwrap();
     let mut result = c.query_iter("CALL proto_multi()").await.unwrap();
     let first: Vec<(i32,)> = result.collect().await.unwrap();
     let second: Vec<(i32, i32)> = result.collect().await.unwrap();
@@ -78,15 +116,29 @@ async fn multi_statements_and_multi_results() {
 async fn blob_of_20_mb_round_trips() {
     let s = Sluice::start();
     let mut c = connect(&s).await;
-    c.query_drop("DROP TABLE IF EXISTS proto_blob").await.unwrap();
-    c.query_drop("CREATE TABLE proto_blob (id INT PRIMARY KEY, b LONGBLOB)").await.unwrap();
+    c.query_drop("DROP TABLE IF EXISTS proto_blob")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE proto_blob (id INT PRIMARY KEY, b LONGBLOB)")
+        .await
+        .unwrap();
     let blob: Vec<u8> = (0..20 * 1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
-    c.exec_drop("INSERT INTO proto_blob VALUES (1, ?)", (blob.clone(),)).await.unwrap();
-    let back: Vec<u8> = c.exec_first("SELECT b FROM proto_blob WHERE id = ?", (1,)).await.unwrap().unwrap();
+    c.exec_drop("INSERT INTO proto_blob VALUES (1, ?)", (blob.clone(),))
+        .await
+        .unwrap();
+    let back: Vec<u8> = c
+        .exec_first("SELECT b FROM proto_blob WHERE id = ?", (1,))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(back.len(), blob.len());
     assert!(back == blob, "blob differs after round trip");
     // The text protocol too (a row larger than one 16 MiB packet).
-    let back: Vec<u8> = c.query_first("SELECT b FROM proto_blob WHERE id = 1").await.unwrap().unwrap();
+    let back: Vec<u8> = c
+        .query_first("SELECT b FROM proto_blob WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(back == blob, "blob differs in the text protocol");
     c.query_drop("DROP TABLE proto_blob").await.unwrap();
     c.disconnect().await.unwrap();
@@ -98,11 +150,16 @@ async fn load_data_local_infile() {
     let path = s.dir.join("load.csv");
     let body: String = (1..=1000).map(|i| format!("{i},name{i}\n")).collect();
     std::fs::write(&path, body).unwrap();
-    let opts = OptsBuilder::from_opts(s.opts())
-        .local_infile_handler(Some(mysql_async::WhiteListFsHandler::new(vec![path.clone()])));
+    let opts = OptsBuilder::from_opts(s.opts()).local_infile_handler(Some(
+        mysql_async::WhiteListFsHandler::new(vec![path.clone()]),
+    ));
     let mut c = Conn::new(opts).await.unwrap();
-    c.query_drop("DROP TABLE IF EXISTS proto_load").await.unwrap();
-    c.query_drop("CREATE TABLE proto_load (id INT PRIMARY KEY, name VARCHAR(20))").await.unwrap();
+    c.query_drop("DROP TABLE IF EXISTS proto_load")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE proto_load (id INT PRIMARY KEY, name VARCHAR(20))")
+        .await
+        .unwrap();
     c.query_drop(format!(
         "LOAD DATA LOCAL INFILE '{}' INTO TABLE proto_load FIELDS TERMINATED BY ','",
         path.display()
@@ -110,7 +167,11 @@ async fn load_data_local_infile() {
     .await
     .unwrap();
     assert_eq!(c.affected_rows(), 1000);
-    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM proto_load").await.unwrap();
+    assert!(c.info().contains("Records: 1000"), "{}", c.info());
+    let n: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM proto_load")
+        .await
+        .unwrap();
     assert_eq!(n, Some(1000));
     c.disconnect().await.unwrap();
 }
@@ -118,7 +179,9 @@ async fn load_data_local_infile() {
 #[tokio::test]
 async fn ping_reset_change_user_and_init_db() {
     let s = Sluice::start();
-    let mut admin = Conn::new(direct_opts(&Topology::from_env().primary)).await.unwrap();
+    let mut admin = Conn::new(direct_opts(&Topology::from_env().primary))
+        .await
+        .unwrap();
     admin
         .query_drop(
             "CREATE USER IF NOT EXISTS 'other'@'%' IDENTIFIED BY 'secret-other-pw'; \
@@ -128,12 +191,22 @@ async fn ping_reset_change_user_and_init_db() {
         .unwrap();
     let mut c = connect(&s).await;
     c.ping().await.unwrap();
-    c.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'").await.unwrap();
-    assert!(c.reset().await.unwrap(), "COM_RESET_CONNECTION is supported");
+    c.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
+        .await
+        .unwrap();
+    assert!(
+        c.reset().await.unwrap(),
+        "COM_RESET_CONNECTION is supported"
+    );
     let mode: Option<String> = c.query_first("SELECT @@SESSION.sql_mode").await.unwrap();
-    assert!(!mode.unwrap().contains("ANSI_QUOTES"), "reset restores session variables");
+    assert!(
+        !mode.unwrap().contains("ANSI_QUOTES"),
+        "reset restores session variables"
+    );
 
-    c.query_drop("CREATE DATABASE IF NOT EXISTS sluice_other").await.unwrap();
+    c.query_drop("CREATE DATABASE IF NOT EXISTS sluice_other")
+        .await
+        .unwrap();
     c.query_drop("USE sluice_other").await.unwrap();
     let db: Option<String> = c.query_first("SELECT DATABASE()").await.unwrap();
     assert_eq!(db.as_deref(), Some("sluice_other"));
@@ -146,12 +219,23 @@ async fn ping_reset_change_user_and_init_db() {
     )
     .await
     .expect("change user to another configured user");
-    let (db, user): (String, String) = c.query_first("SELECT DATABASE(), CURRENT_USER()").await.unwrap().unwrap();
+    let (db, user): (String, String) = c
+        .query_first("SELECT DATABASE(), CURRENT_USER()")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(db, "sluice_test");
-    assert!(user.starts_with("other@"), "backend sessions run as the new user: {user}");
+    assert!(
+        user.starts_with("other@"),
+        "backend sessions run as the new user: {user}"
+    );
 
     let bad = c
-        .change_user(mysql_async::ChangeUserOpts::default().with_user(Some("app".into())).with_pass(Some("wrong".into())))
+        .change_user(
+            mysql_async::ChangeUserOpts::default()
+                .with_user(Some("app".into()))
+                .with_pass(Some("wrong".into())),
+        )
         .await;
     assert!(bad.is_err(), "wrong password on change user is refused");
 }

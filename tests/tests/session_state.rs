@@ -1,0 +1,237 @@
+//! Session state under multiplexing: a client's schema, charset and session
+//! variables follow it across pooled connections and never leak to another
+//! client; state that cannot follow (temporary tables, GET_LOCK, user
+//! variables, transactions) keeps the client on its connection.
+
+use futures_util::future::join_all;
+use mysql_async::Conn;
+use mysql_async::prelude::*;
+use sluice_tests::{Sluice, SluiceOptions, metric_sum};
+use std::collections::HashSet;
+
+fn small_pool(max: usize) -> Sluice {
+    Sluice::start_with(SluiceOptions {
+        max_connections_per_backend: max,
+        ..SluiceOptions::default()
+    })
+}
+
+#[tokio::test]
+async fn variables_and_charset_follow_each_client_across_connections() {
+    let s = small_pool(4);
+    let clients = (0..16).map(|i| {
+        let opts = s.opts();
+        async move {
+            let mut c = Conn::new(opts).await.unwrap();
+            let tz = format!("+{:02}:00", i % 12);
+            let charset = if i % 2 == 0 { "latin1" } else { "utf8mb4" };
+            c.query_drop(format!(
+                "SET SESSION time_zone = '{tz}', sql_mode = 'ANSI_QUOTES'"
+            ))
+            .await
+            .unwrap();
+            c.query_drop(format!("SET NAMES {charset}")).await.unwrap();
+            let mut backend_ids = HashSet::new();
+            for _ in 0..30 {
+                let (got_tz, mode, cs, id): (String, String, String, u64) = c
+                    .query_first(
+                        "SELECT @@time_zone, @@sql_mode, @@character_set_client, CONNECTION_ID()",
+                    )
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(got_tz, tz, "client {i} sees its own time_zone");
+                assert_eq!(mode, "ANSI_QUOTES");
+                assert_eq!(cs, charset);
+                backend_ids.insert(id);
+                tokio::task::yield_now().await;
+            }
+            c.disconnect().await.unwrap();
+            backend_ids.len()
+        }
+    });
+    let distinct: Vec<usize> = join_all(clients).await;
+    assert!(
+        distinct.iter().any(|&n| n > 1),
+        "clients were multiplexed over several backend connections: {distinct:?}"
+    );
+    let m = s.metrics();
+    assert!(metric_sum(&m, "sluice_pool_connections", &["backend=\"primary\""]) <= 4.0);
+
+    // Nothing leaks: a fresh client sees the server defaults.
+    let mut fresh = Conn::new(s.opts()).await.unwrap();
+    for _ in 0..10 {
+        let (mode, cs): (String, String) = fresh
+            .query_first("SELECT @@sql_mode, @@character_set_client")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!mode.contains("ANSI_QUOTES"), "sql_mode leaked: {mode}");
+        assert_eq!(cs, "utf8mb4");
+    }
+}
+
+#[tokio::test]
+async fn schema_follows_the_client() {
+    let s = small_pool(2);
+    let mut setup = Conn::new(s.opts()).await.unwrap();
+    setup
+        .query_drop(
+            "CREATE DATABASE IF NOT EXISTS sluice_s1; CREATE DATABASE IF NOT EXISTS sluice_s2",
+        )
+        .await
+        .unwrap();
+    let mut a = Conn::new(s.opts()).await.unwrap();
+    let mut b = Conn::new(s.opts()).await.unwrap();
+    a.query_drop("USE sluice_s1").await.unwrap();
+    b.query_drop("USE sluice_s2").await.unwrap();
+    for _ in 0..20 {
+        let da: Option<String> = a.query_first("SELECT DATABASE()").await.unwrap();
+        let db: Option<String> = b.query_first("SELECT DATABASE()").await.unwrap();
+        let ds: Option<String> = setup.query_first("SELECT DATABASE()").await.unwrap();
+        assert_eq!(da.as_deref(), Some("sluice_s1"));
+        assert_eq!(db.as_deref(), Some("sluice_s2"));
+        assert_eq!(ds.as_deref(), Some("sluice_test"));
+    }
+}
+
+#[tokio::test]
+async fn temporary_tables_pin_and_do_not_leak() {
+    let s = small_pool(1);
+    let mut a = Conn::new(s.opts()).await.unwrap();
+    a.query_drop("CREATE TEMPORARY TABLE tmp_pin (x INT)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO tmp_pin VALUES (42)")
+        .await
+        .unwrap();
+    let x: Option<i32> = a.query_first("SELECT x FROM tmp_pin").await.unwrap();
+    assert_eq!(x, Some(42));
+    assert!(
+        metric_sum(
+            &s.metrics(),
+            "sluice_session_pins_total",
+            &["reason=\"temporary_table\""]
+        ) >= 1.0
+    );
+    a.disconnect().await.unwrap();
+    // The only backend connection is reused by the next client, without the table.
+    let mut b = Conn::new(s.opts()).await.unwrap();
+    let err = b.query_drop("SELECT x FROM tmp_pin").await.unwrap_err();
+    assert!(err.to_string().contains("doesn't exist"), "{err}");
+}
+
+#[tokio::test]
+async fn get_lock_and_user_variables_stay_on_one_connection() {
+    let s = small_pool(4);
+    let mut a = Conn::new(s.opts()).await.unwrap();
+    let mut b = Conn::new(s.opts()).await.unwrap();
+    let got: Option<i32> = a
+        .query_first("SELECT GET_LOCK('sluice_lock', 5)")
+        .await
+        .unwrap();
+    assert_eq!(got, Some(1));
+    let free: Option<i32> = b
+        .query_first("SELECT IS_FREE_LOCK('sluice_lock')")
+        .await
+        .unwrap();
+    assert_eq!(free, Some(0), "the lock is held by a's connection");
+    // Other clients churn through the pool meanwhile.
+    for _ in 0..10 {
+        let _: Option<i32> = b.query_first("SELECT 1").await.unwrap();
+    }
+    let released: Option<i32> = a
+        .query_first("SELECT RELEASE_LOCK('sluice_lock')")
+        .await
+        .unwrap();
+    assert_eq!(released, Some(1), "released on the connection that took it");
+
+    a.query_drop("SET @mine = 'a-value'").await.unwrap();
+    let v: Option<String> = a.query_first("SELECT @mine").await.unwrap();
+    assert_eq!(v.as_deref(), Some("a-value"));
+    let other: Option<Option<String>> = b.query_first("SELECT @mine").await.unwrap();
+    assert_eq!(other, Some(None), "user variables never leak");
+}
+
+#[tokio::test]
+async fn transactions_keep_their_connection() {
+    let s = small_pool(4);
+    let mut setup = Conn::new(s.opts()).await.unwrap();
+    setup
+        .query_drop("DROP TABLE IF EXISTS tx_t; CREATE TABLE tx_t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut a = Conn::new(s.opts()).await.unwrap();
+    let mut b = Conn::new(s.opts()).await.unwrap();
+    a.query_drop("START TRANSACTION").await.unwrap();
+    a.query_drop("INSERT INTO tx_t VALUES (1)").await.unwrap();
+    let seen_by_b: Option<i64> = b.query_first("SELECT COUNT(*) FROM tx_t").await.unwrap();
+    assert_eq!(seen_by_b, Some(0), "uncommitted row is invisible to others");
+    let seen_by_a: Option<i64> = a.query_first("SELECT COUNT(*) FROM tx_t").await.unwrap();
+    assert_eq!(seen_by_a, Some(1), "the transaction sees its own row");
+    a.query_drop("COMMIT").await.unwrap();
+    let seen_by_b: Option<i64> = b.query_first("SELECT COUNT(*) FROM tx_t").await.unwrap();
+    assert_eq!(seen_by_b, Some(1));
+
+    // autocommit=0 opens a transaction implicitly.
+    a.query_drop("SET autocommit = 0").await.unwrap();
+    a.query_drop("INSERT INTO tx_t VALUES (2)").await.unwrap();
+    let seen_by_b: Option<i64> = b.query_first("SELECT COUNT(*) FROM tx_t").await.unwrap();
+    assert_eq!(seen_by_b, Some(1));
+    a.query_drop("ROLLBACK").await.unwrap();
+    let seen_by_a: Option<i64> = a.query_first("SELECT COUNT(*) FROM tx_t").await.unwrap();
+    assert_eq!(seen_by_a, Some(1));
+
+    // A client that leaves mid-transaction leaves nothing behind.
+    a.query_drop("INSERT INTO tx_t VALUES (3)").await.unwrap();
+    drop(a);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let count: Option<i64> = b.query_first("SELECT COUNT(*) FROM tx_t").await.unwrap();
+    assert_eq!(count, Some(1), "the abandoned transaction was rolled back");
+}
+
+#[tokio::test]
+async fn last_insert_id_found_rows_and_warnings_read_the_previous_statement() {
+    let s = small_pool(4);
+    let mut c = Conn::new(s.opts()).await.unwrap();
+    c.query_drop(
+        "DROP TABLE IF EXISTS lii_t; CREATE TABLE lii_t (id INT PRIMARY KEY AUTO_INCREMENT, v INT)",
+    )
+    .await
+    .unwrap();
+    // Other clients keep the pool busy.
+    let noise = {
+        let opts = s.opts();
+        tokio::spawn(async move {
+            let mut n = Conn::new(opts).await.unwrap();
+            for _ in 0..200 {
+                n.query_drop("INSERT INTO lii_t (v) VALUES (0)")
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    for _ in 0..30 {
+        c.query_drop("INSERT INTO lii_t (v) VALUES (1)")
+            .await
+            .unwrap();
+        let reported = c.last_insert_id().unwrap();
+        let id: Option<u64> = c.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
+        assert_eq!(id, Some(reported));
+    }
+    noise.await.unwrap();
+    let _: Vec<i32> = c
+        .query("SELECT SQL_CALC_FOUND_ROWS id FROM lii_t LIMIT 2")
+        .await
+        .unwrap();
+    let total: Option<i64> = c.query_first("SELECT FOUND_ROWS()").await.unwrap();
+    let count: Option<i64> = c.query_first("SELECT COUNT(*) FROM lii_t").await.unwrap();
+    assert_eq!(total, count);
+    c.query_drop("SELECT CAST('abc' AS INT)").await.unwrap();
+    let warnings: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "SHOW WARNINGS sees the previous statement's warning"
+    );
+}
