@@ -149,10 +149,8 @@ async fn authenticate(
                 let switch = AuthSwitchRequest::deserialize((), &mut ParseBuf(&packet.payload))
                     .map_err(|e| BackendError::protocol(format!("bad auth switch: {e}")))?;
                 plugin = switch.auth_plugin().into_owned();
+                // plugin_data() already drops the trailing NUL.
                 nonce = switch.plugin_data().to_vec();
-                if nonce.last() == Some(&0) {
-                    nonce.pop();
-                }
                 let data = plugin.gen_data(Some(password), &nonce);
                 stream.send(seq, data.as_deref().unwrap_or(&[])).await?;
             }

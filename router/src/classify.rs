@@ -127,8 +127,8 @@ pub fn classify(sql: &str) -> Statement {
                         pin = pin.or(Some(PinReason::SqlPrepare));
                     }
                 }
-                let upper = w.to_ascii_uppercase();
-                match upper.as_str() {
+                let mut buf = [0u8; 24];
+                match upper(w, &mut buf) {
                     "TEMPORARY" if kind == Kind::Ddl => {
                         pin = pin.or(Some(PinReason::TemporaryTable))
                     }
@@ -146,7 +146,8 @@ pub fn classify(sql: &str) -> Statement {
             }
             Token::Punct(b'(') => {
                 if let Some(f) = pending_function {
-                    match f.to_ascii_uppercase().as_str() {
+                    let mut buf = [0u8; 24];
+                    match upper(f, &mut buf) {
                         "GET_LOCK" => pin = pin.or(Some(PinReason::UserLock)),
                         "LAST_INSERT_ID" | "FOUND_ROWS" | "ROW_COUNT" => needs_previous = true,
                         _ => {}
@@ -192,8 +193,22 @@ fn user_variable_written(kind: Kind, prev_word: Option<&str>, next: Option<&Toke
         || kind == Kind::Set
 }
 
+/// Upper-cases a short word into `buf` without allocating; longer words
+/// (never keywords Sluice looks for) come back empty.
+fn upper<'b>(word: &str, buf: &'b mut [u8; 24]) -> &'b str {
+    let bytes = word.as_bytes();
+    if bytes.len() > buf.len() {
+        return "";
+    }
+    for (dst, src) in buf.iter_mut().zip(bytes) {
+        *dst = src.to_ascii_uppercase();
+    }
+    std::str::from_utf8(&buf[..bytes.len()]).unwrap_or("")
+}
+
 fn first_keyword(word: &str) -> Kind {
-    match word.to_ascii_uppercase().as_str() {
+    let mut buf = [0u8; 24];
+    match upper(word, &mut buf) {
         "SELECT" | "WITH" | "VALUES" | "TABLE" => Kind::Select,
         "INSERT" => Kind::Insert,
         "UPDATE" => Kind::Update,

@@ -69,6 +69,9 @@ pub struct SluiceOptions {
     pub acquire_timeout_ms: u64,
     pub primary: String,
     pub replicas: Vec<String>,
+    /// Appended after the built-in `[[users]]` entries.
+    pub extra_users: String,
+    /// Appended at the end of the file.
     pub extra: String,
 }
 
@@ -81,6 +84,7 @@ impl Default for SluiceOptions {
             acquire_timeout_ms: 2000,
             primary: topo.primary,
             replicas: vec![topo.replica1, topo.replica2],
+            extra_users: String::new(),
             extra: String::new(),
         }
     }
@@ -111,6 +115,7 @@ password = "app"
 name = "other"
 password_env = "SLUICE_TEST_OTHER_PASSWORD"
 
+{extra_users}
 [pool]
 max_connections_per_backend = {max_pool}
 acquire_timeout_ms = {acquire}
@@ -121,6 +126,7 @@ address = "{primary}"
 role = "primary"
 "#,
             max_clients = opts.max_client_connections,
+            extra_users = opts.extra_users,
             max_pool = opts.max_connections_per_backend,
             acquire = opts.acquire_timeout_ms,
             primary = opts.primary,
