@@ -4,7 +4,10 @@ use sluice_tests::sluice_bin;
 use std::process::Command;
 
 fn sluice(args: &[&str]) -> std::process::Output {
-    Command::new(sluice_bin()).args(args).output().expect("run sluice")
+    Command::new(sluice_bin())
+        .args(args)
+        .output()
+        .expect("run sluice")
 }
 
 #[test]
@@ -15,17 +18,38 @@ fn version_and_help() {
     let out = sluice(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("--config") && help.contains("check-config"), "{help}");
+    assert!(
+        help.contains("--config") && help.contains("check-config"),
+        "{help}"
+    );
 }
 
 #[test]
 fn check_config_prints_the_effective_config_without_passwords() {
-    let out = sluice(&["check-config", sluice_tests::repo_path("examples/sluice.toml").to_str().unwrap()]);
+    let out = sluice(&[
+        "check-config",
+        sluice_tests::repo_path("examples/sluice.toml")
+            .to_str()
+            .unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("max_connections_per_backend = 50"), "{stdout}");
-    assert!(stdout.contains("acquire_timeout_ms = 2000"), "defaults are shown: {stdout}");
-    assert!(stdout.contains("<redacted>") && !stdout.contains("password = \"app\""), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("max_connections_per_backend = 50"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("acquire_timeout_ms = 2000"),
+        "defaults are shown: {stdout}"
+    );
+    assert!(
+        stdout.contains("<redacted>") && !stdout.contains("password = \"app\""),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -34,10 +58,25 @@ fn check_config_names_the_bad_key() {
     std::fs::create_dir_all(&dir).unwrap();
     let example = std::fs::read_to_string(sluice_tests::repo_path("examples/sluice.toml")).unwrap();
     let cases = [
-        (example.replace("acquire_timeout_ms", "acquire_timout_ms"), "acquire_timout_ms"),
-        (example.replace("role = \"replica\"", "role = \"leader\""), "role"),
-        (example.replace("127.0.0.1:13307", "not-an-address"), "backends[1].address"),
-        (example.replace("max_client_connections = 10000", "max_client_connections = \"many\""), "max_client_connections"),
+        (
+            example.replace("acquire_timeout_ms", "acquire_timout_ms"),
+            "acquire_timout_ms",
+        ),
+        (
+            example.replace("role = \"replica\"", "role = \"leader\""),
+            "role",
+        ),
+        (
+            example.replace("127.0.0.1:13307", "not-an-address"),
+            "backends[1].address",
+        ),
+        (
+            example.replace(
+                "max_client_connections = 10000",
+                "max_client_connections = \"many\"",
+            ),
+            "max_client_connections",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = dir.join(format!("bad{i}.toml"));
@@ -45,7 +84,10 @@ fn check_config_names_the_bad_key() {
         let out = sluice(&["check-config", path.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "case {i} must fail");
-        assert!(stderr.contains(key), "case {i}: error must name `{key}`: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "case {i}: error must name `{key}`: {stderr}"
+        );
     }
     // Running with a bad config fails the same way, before listening.
     let out = sluice(&["--config", dir.join("bad0.toml").to_str().unwrap()]);

@@ -1,8 +1,8 @@
 //! `GET /metrics` and `GET /healthz` on the admin listener: the metric
 //! families exist and move under a workload, and no SQL text is in labels.
 
-use mysql_async::prelude::*;
 use mysql_async::Conn;
+use mysql_async::prelude::*;
 use sluice_tests::{Sluice, metric_sum};
 
 #[tokio::test]
@@ -11,19 +11,43 @@ async fn metrics_are_served_and_move() {
     assert_eq!(s.http_get("/healthz").as_deref(), Some("ok\n"));
     let mut c = Conn::new(s.opts()).await.unwrap();
     for i in 0..25 {
-        let _: Option<i32> = c.query_first(format!("SELECT {i} /* secret_literal_marker */")).await.unwrap();
+        let _: Option<i32> = c
+            .query_first(format!("SELECT {i} /* secret_literal_marker */"))
+            .await
+            .unwrap();
     }
     let _ = c.query_drop("SELECT * FROM no_such_table_x").await;
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await; // pool gauges sample every second
     let m = s.metrics();
-    assert!(metric_sum(&m, "sluice_client_connections", &[]) >= 1.0, "{m}");
+    assert!(
+        metric_sum(&m, "sluice_client_connections", &[]) >= 1.0,
+        "{m}"
+    );
     assert!(metric_sum(&m, "sluice_client_connections_accepted_total", &[]) >= 1.0);
-    assert!(metric_sum(&m, "sluice_queries_total", &["backend=\"primary\""]) >= 25.0, "{m}");
-    assert!(metric_sum(&m, "sluice_query_duration_seconds_count", &[]) >= 25.0, "{m}");
-    assert!(m.contains("sluice_query_duration_seconds_bucket{"), "latency is a real histogram");
-    assert!(m.contains("sluice_pool_connections{backend=\"primary\",state=\"idle\"}"), "{m}");
-    assert!(m.contains("sluice_pool_connections{backend=\"primary\",state=\"active\"}"), "{m}");
+    assert!(
+        metric_sum(&m, "sluice_queries_total", &["backend=\"primary\""]) >= 25.0,
+        "{m}"
+    );
+    assert!(
+        metric_sum(&m, "sluice_query_duration_seconds_count", &[]) >= 25.0,
+        "{m}"
+    );
+    assert!(
+        m.contains("sluice_query_duration_seconds_bucket{"),
+        "latency is a real histogram"
+    );
+    assert!(
+        m.contains("sluice_pool_connections{backend=\"primary\",state=\"idle\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sluice_pool_connections{backend=\"primary\",state=\"active\"}"),
+        "{m}"
+    );
     assert!(m.contains("sluice_build_info{"));
-    assert!(!m.contains("secret_literal_marker") && !m.contains("no_such_table_x"), "SQL text leaked into metrics");
+    assert!(
+        !m.contains("secret_literal_marker") && !m.contains("no_such_table_x"),
+        "SQL text leaked into metrics"
+    );
     c.disconnect().await.unwrap();
 }
