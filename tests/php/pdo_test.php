@@ -285,6 +285,38 @@ check('mysqli prepared statement bind_param/bind_result', function () use ($my) 
     $ins->close();
 });
 
+check('mysqli send_long_data', function () use ($my) {
+    $ins = $my->prepare("INSERT INTO pdo_t (n, s, f, b) VALUES (0, 'long data', 0, ?)");
+    $null = null;
+    $ins->bind_param('b', $null);
+    $chunks = [random_bytes(256 * 1024), random_bytes(256 * 1024), str_repeat("\0'\"\\", 1000)];
+    foreach ($chunks as $chunk) {
+        $ins->send_long_data(0, $chunk);
+    }
+    $ins->execute();
+    $id = $ins->insert_id;
+    $ins->close();
+    $blob = implode('', $chunks);
+    $got = $my->query("SELECT LENGTH(b), MD5(b) FROM pdo_t WHERE id = $id")->fetch_row();
+    expect_same($got, [(string) strlen($blob), md5($blob)], 'stored blob length and md5');
+});
+
+check('mysqli read-only cursor', function () use ($my) {
+    $stmt = $my->prepare('SELECT id FROM pdo_t WHERE id <= ? ORDER BY id');
+    $stmt->attr_set(MYSQLI_STMT_ATTR_CURSOR_TYPE, MYSQLI_CURSOR_TYPE_READ_ONLY);
+    $max = 20;
+    $stmt->bind_param('i', $max);
+    $stmt->execute();
+    $stmt->bind_result($id);
+    $ids = [];
+    while ($stmt->fetch()) {
+        $ids[] = $id;
+    }
+    $stmt->close();
+    expect_same($ids, range(1, 20), 'ids fetched through the cursor');
+    expect_same($my->query('SELECT 6')->fetch_row(), ['6'], 'query after the cursor');
+});
+
 $my->close();
 $pdo = null;
 
