@@ -21,7 +21,7 @@ bin=${CARGO_TARGET_DIR:-$root/target}/release/sluice
 work=$(mktemp -d -t sluice-demo.XXXXXX)
 sluice_pid=""
 cleanup() {
-  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
+  trap '' INT TERM HUP # a second Ctrl-C must not cut the cleanup short
   if [[ -n $sluice_pid ]] && kill "$sluice_pid" 2>/dev/null; then
     # give it 5 s to shut down gracefully
     for _ in {1..50}; do kill -0 "$sluice_pid" 2>/dev/null || break; sleep 0.1; done
@@ -34,6 +34,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP # terminal closed
 
 topology_start "$work/db"
 topology_sluice_config "$work/db" "$listen" "$admin" >"$work/sluice.toml"

@@ -43,7 +43,7 @@ count_tests() {
 finish() {
   local rc=$?
   # A second Ctrl-C must not cut the cleanup short (it is bounded anyway).
-  trap '' INT TERM
+  trap '' INT TERM HUP
   trap - EXIT
   if [[ -n $work ]]; then
     if [[ -f $work/test.log ]]; then tests_line=$(count_tests "$work/test.log"); fi
@@ -64,6 +64,7 @@ trap finish EXIT
 # Ctrl-C / kill: exit (after the current child stops) so that finish cleans up.
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP # terminal closed
 
 run "install deps" scripts/install-deps.sh
 run "cargo fmt" cargo fmt --all -- --check

@@ -190,7 +190,11 @@ impl BackendConn {
     /// mode and session variables, sending only the difference. Returns the
     /// server's ERR payload if it refused (for example the schema was
     /// dropped), which the caller relays to the client.
-    pub async fn apply(&mut self, desired: &SessionState) -> Result<Option<Vec<u8>>, BackendError> {
+    pub async fn apply(
+        &mut self,
+        desired: &SessionState,
+        with_last_insert_id: bool,
+    ) -> Result<Option<Vec<u8>>, BackendError> {
         if let Some(schema) = &desired.schema {
             if self.state.schema.as_ref() != Some(schema) {
                 let mut p = vec![com::INIT_DB];
@@ -214,13 +218,25 @@ impl BackendConn {
             }
             self.state.multi_statements = desired.multi_statements;
         }
-        if let Some(sql) = self.state.set_statement_towards(desired) {
+        let mut sql = self.state.set_statement_towards(desired);
+        let replay_id = with_last_insert_id && desired.last_insert_id != self.state.last_insert_id;
+        if replay_id {
+            let assignment = format!("last_insert_id={}", desired.last_insert_id);
+            sql = Some(match sql {
+                Some(s) => format!("{s}, {assignment}"),
+                None => format!("SET SESSION {assignment}"),
+            });
+        }
+        if let Some(sql) = sql {
             if let CommandOutcome::Err { payload } =
                 self.simple_command(&query_packet(&sql)).await?
             {
                 return Ok(Some(payload));
             }
             self.state.vars = desired.vars.clone();
+            if replay_id {
+                self.state.last_insert_id = desired.last_insert_id;
+            }
         }
         Ok(None)
     }

@@ -189,6 +189,17 @@ impl Pools {
             .collect()
     }
 
+    /// Clients queueing for a connection of this pool because it is full
+    /// (deadpool also counts clients that are opening a new connection as
+    /// waiting; those are not pressure).
+    pub fn waiting(&self, key: &PoolKey) -> usize {
+        let pools = self.pools.read().unwrap_or_else(|e| e.into_inner());
+        match pools.get(key).map(|p| p.status()) {
+            Some(s) if s.size >= s.max_size => s.waiting,
+            _ => 0,
+        }
+    }
+
     /// Closes every pool (shutdown).
     pub fn close(&self) {
         for pool in self

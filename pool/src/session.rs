@@ -13,6 +13,10 @@ pub struct SessionState {
     /// Session variables by lower-case name, as the server formats them.
     pub vars: BTreeMap<String, String>,
     pub multi_statements: bool,
+    /// Value LAST_INSERT_ID() returns, from the last OK packet that carried
+    /// one. Replayed (`SET last_insert_id`) only for statements that call
+    /// LAST_INSERT_ID(), so inserts cost no extra round trip.
+    pub last_insert_id: u64,
 }
 
 /// Variables that are not state of their own: derived from the schema,

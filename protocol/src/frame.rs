@@ -105,6 +105,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         }
     }
 
+    /// Waits until some input is buffered. Cancel-safe (bytes read stay in
+    /// the buffer), unlike `read_logical`, which may have taken part of a
+    /// large packet when cancelled.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        if !self.rbuf.is_empty() {
+            return Ok(());
+        }
+        self.rbuf.reserve(READ_CHUNK);
+        if self.io.read_buf(&mut self.rbuf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by peer",
+            ));
+        }
+        Ok(())
+    }
+
     /// True when a complete packet is already buffered, so reading it will
     /// not wait on the socket.
     pub fn has_buffered_packet(&self) -> bool {

@@ -64,12 +64,21 @@ pub fn unknown_statement(id: u32, command: &str) -> Vec<u8> {
     )
 }
 
-pub fn local_infile_disabled() -> Vec<u8> {
-    err(
-        1148,
-        b"42000",
-        "The used command is not allowed with this MariaDB version (sluice: the client did not enable LOCAL INFILE)",
-    )
+/// What the server itself says when the client did not enable LOCAL INFILE.
+pub fn local_infile_disabled(mariadb: bool) -> Vec<u8> {
+    if mariadb {
+        err(
+            4166,
+            b"HY000",
+            "The used command is not allowed because the MariaDB server or client has disabled the local infile capability",
+        )
+    } else {
+        err(
+            3948,
+            b"42000",
+            "Loading local data is disabled; this must be enabled on both the client and server sides",
+        )
+    }
 }
 
 pub fn acquire(e: &AcquireError) -> Vec<u8> {

@@ -202,6 +202,8 @@ impl<'a> Relay<'a> {
         self.outcome.affected_rows = ok.affected_rows;
         if ok.last_insert_id != 0 {
             self.outcome.last_insert_id = ok.last_insert_id;
+            self.backend.state.last_insert_id = ok.last_insert_id;
+            self.desired.last_insert_id = ok.last_insert_id;
         }
         if self.client_caps.contains(Caps::CLIENT_SESSION_TRACK) {
             self.send(&p.payload).await?;
@@ -352,7 +354,8 @@ impl<'a> Relay<'a> {
                 return Err(self.protocol_error("LOCAL INFILE refusal inside a multi-statement"));
             }
             self.outcome.ended_with_error = true;
-            self.send(&errors::local_infile_disabled()).await?;
+            let mariadb = self.backend.info.version.contains("MariaDB");
+            self.send(&errors::local_infile_disabled(mariadb)).await?;
             return Ok(false);
         }
         self.send(&request.payload).await?;

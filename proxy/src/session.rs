@@ -22,9 +22,11 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-/// How long a connection kept for a follow-up statement (LAST_INSERT_ID(),
-/// SHOW WARNINGS, FOUND_ROWS()) waits for it before going back to the pool.
-const FOLLOW_UP_LINGER: Duration = Duration::from_millis(250);
+/// How often a connection kept for a follow-up statement (SHOW WARNINGS,
+/// FOUND_ROWS(), ROW_COUNT()) checks whether other clients are waiting for
+/// the pool; only then does it go back early (counted), because the
+/// follow-up would otherwise read another connection's state.
+const FOLLOW_UP_CHECK: Duration = Duration::from_millis(250);
 
 /// Why a client keeps its backend connection between statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +39,7 @@ enum HoldReason {
 
 struct Held {
     conn: Pooled,
-    backend: String,
+    key: PoolKey,
     reason: HoldReason,
 }
 
@@ -112,6 +114,7 @@ impl Session {
                 .into_iter()
                 .collect(),
             multi_statements: hello.capabilities.contains(Caps::CLIENT_MULTI_STATEMENTS),
+            last_insert_id: 0,
         };
         let desired = SessionState {
             schema: hello.schema.clone(),
@@ -210,17 +213,26 @@ impl Session {
     }
 
     /// Reads the next command. A connection kept only for a follow-up goes
-    /// back to the pool if the client is slow to send one.
+    /// back to the pool early if other clients are queueing for it.
     async fn read_command(&mut self, max_packet: usize) -> io::Result<(u8, Bytes)> {
-        if self
+        while let Some(held) = self
             .held
             .as_ref()
-            .is_some_and(|h| h.reason == HoldReason::FollowUp)
+            .filter(|h| h.reason == HoldReason::FollowUp)
         {
-            match tokio::time::timeout(FOLLOW_UP_LINGER, self.client.read_logical(max_packet)).await
-            {
-                Ok(r) => return r.map(|(seq, _, payload)| (seq, payload)),
-                Err(_) => self.held = None,
+            if self.shared.pools.waiting(&held.key) > 0 {
+                metrics::counter!("sluice_follow_up_released_total", "reason" => "pool_waiters")
+                    .increment(1);
+                self.held = None;
+                break;
+            }
+            // `readable` is cancel-safe: on timeout nothing is lost.
+            match tokio::time::timeout(FOLLOW_UP_CHECK, self.client.readable()).await {
+                Ok(ready) => {
+                    ready?;
+                    break;
+                }
+                Err(_elapsed) => continue,
             }
         }
         self.client
@@ -391,7 +403,8 @@ impl Session {
         loop {
             attempts += 1;
             let fresh = self.held.is_none();
-            match self.checkout(true).await {
+            let with_last_insert_id = statement.is_some_and(|s| s.reads_last_insert_id);
+            match self.checkout(with_last_insert_id).await {
                 Ok(None) => {}
                 Ok(Some(err)) => {
                     self.after_statement(
@@ -411,7 +424,7 @@ impl Session {
             }
             let held = self.held.as_mut().expect("checkout holds a connection");
             if let Err(e) = held.conn.send_command(&payload).await {
-                let backend = held.backend.clone();
+                let backend = held.key.backend.clone();
                 self.drop_broken_connection();
                 if fresh && attempts < 2 {
                     tracing::info!(
@@ -428,7 +441,7 @@ impl Session {
             break;
         }
         let held = self.held.as_mut().expect("connection is held");
-        let backend = held.backend.clone();
+        let backend = held.key.backend.clone();
         let relay = Relay::new(
             &mut self.client,
             &mut held.conn,
@@ -476,7 +489,10 @@ impl Session {
     /// Makes sure the client holds a connection whose session matches
     /// `desired`. Returns the server's ERR if applying the state failed
     /// (e.g. the schema no longer exists).
-    async fn checkout(&mut self, _for_statement: bool) -> Result<Option<Vec<u8>>, AcquireError> {
+    async fn checkout(
+        &mut self,
+        with_last_insert_id: bool,
+    ) -> Result<Option<Vec<u8>>, AcquireError> {
         if self.held.is_none() {
             let config = self.shared.config.load();
             let primary = config.primary().ok_or_else(|| AcquireError::Closed {
@@ -501,12 +517,12 @@ impl Session {
                 .record(waited.elapsed().as_secs_f64());
             self.held = Some(Held {
                 conn,
-                backend: primary.name.clone(),
+                key,
                 reason: HoldReason::FollowUp,
             });
         }
         let held = self.held.as_mut().expect("held above");
-        match held.conn.apply(&self.desired).await {
+        match held.conn.apply(&self.desired, with_last_insert_id).await {
             Ok(None) => Ok(None),
             Ok(Some(err)) => {
                 // Keep the client's view consistent: the schema it asked for is gone.
@@ -516,7 +532,7 @@ impl Session {
                 Ok(Some(err))
             }
             Err(e) => {
-                let backend = held.backend.clone();
+                let backend = held.key.backend.clone();
                 self.drop_broken_connection();
                 Err(AcquireError::Unreachable {
                     backend,
@@ -594,7 +610,7 @@ impl Session {
         }
         if let Err(e) = held.conn.reset().await {
             tracing::info!(
-                backend = held.backend,
+                backend = held.key.backend,
                 "could not reset a backend connection, closing it: {e}"
             );
             held.conn.broken = true;
@@ -615,6 +631,7 @@ static NO_STATEMENT: Statement = Statement {
     kind: Kind::Other,
     pin: None,
     needs_previous: false,
+    reads_last_insert_id: false,
     feeds_next: false,
     hint: None,
 };

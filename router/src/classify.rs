@@ -95,9 +95,11 @@ impl PinReason {
 pub struct Statement {
     pub kind: Kind,
     pub pin: Option<PinReason>,
-    /// Reads state of the previous statement's connection: LAST_INSERT_ID(),
-    /// FOUND_ROWS(), ROW_COUNT(), SHOW WARNINGS/ERRORS.
+    /// Reads state of the previous statement's connection: FOUND_ROWS(),
+    /// ROW_COUNT(), SHOW WARNINGS/ERRORS.
     pub needs_previous: bool,
+    /// Calls LAST_INSERT_ID(), which Sluice replays on any connection.
+    pub reads_last_insert_id: bool,
     /// Leaves state for the next statement to read (SQL_CALC_FOUND_ROWS).
     pub feeds_next: bool,
     /// `/* sluice:... */` hint, if any.
@@ -111,6 +113,7 @@ pub fn classify(sql: &str) -> Statement {
     let mut kind = Kind::Empty;
     let mut pin = None;
     let mut needs_previous = false;
+    let mut reads_last_insert_id = false;
     let mut feeds_next = false;
     let mut first = true;
     let mut prev_word: Option<&str> = None;
@@ -149,7 +152,8 @@ pub fn classify(sql: &str) -> Statement {
                     let mut buf = [0u8; 24];
                     match upper(f, &mut buf) {
                         "GET_LOCK" => pin = pin.or(Some(PinReason::UserLock)),
-                        "LAST_INSERT_ID" | "FOUND_ROWS" | "ROW_COUNT" => needs_previous = true,
+                        "LAST_INSERT_ID" => reads_last_insert_id = true,
+                        "FOUND_ROWS" | "ROW_COUNT" => needs_previous = true,
                         _ => {}
                     }
                 }
@@ -176,6 +180,7 @@ pub fn classify(sql: &str) -> Statement {
         kind,
         pin,
         needs_previous,
+        reads_last_insert_id,
         feeds_next,
         hint,
     }
@@ -190,7 +195,6 @@ fn user_variable_written(kind: Kind, prev_word: Option<&str>, next: Option<&Toke
     matches!(next, Some(Token::Assign))
         || (kind == Kind::Set && matches!(next, Some(Token::Punct(b'='))))
         || prev_is(prev_word, "INTO")
-        || kind == Kind::Set
 }
 
 /// Upper-cases a short word into `buf` without allocating; longer words
@@ -283,6 +287,8 @@ mod tests {
             Some(PinReason::UserVariable)
         );
         assert_eq!(pin("SELECT @a"), None);
+        assert_eq!(pin("SET @a = 1, @b = 2"), Some(PinReason::UserVariable));
+        assert_eq!(pin("SET SESSION sql_mode = @saved"), None);
         assert_eq!(pin("SET SESSION sql_mode = 'ANSI'"), None);
         assert_eq!(pin("SET @@session.sql_mode = 'ANSI'"), None);
     }
@@ -297,11 +303,12 @@ mod tests {
 
     #[test]
     fn reads_of_previous_statement_state() {
-        assert!(classify("SELECT LAST_INSERT_ID()").needs_previous);
+        assert!(classify("SELECT LAST_INSERT_ID()").reads_last_insert_id);
+        assert!(!classify("SELECT LAST_INSERT_ID()").needs_previous);
         assert!(classify("select found_rows()").needs_previous);
         assert!(classify("SHOW WARNINGS").needs_previous);
         assert!(classify("SELECT @@warning_count").needs_previous);
-        assert!(!classify("SELECT last_insert_id FROM t").needs_previous);
+        assert!(!classify("SELECT last_insert_id FROM t").reads_last_insert_id);
         assert!(classify("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1").feeds_next);
     }
 

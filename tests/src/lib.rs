@@ -237,14 +237,15 @@ pub fn sluice_bin() -> PathBuf {
     if let Ok(bin) = std::env::var("SLUICE_BIN") {
         return PathBuf::from(bin);
     }
+    // Otherwise the most recently built of target/{release,debug}/sluice.
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    for profile in ["release", "debug"] {
-        let p = root.join("target").join(profile).join("sluice");
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("no sluice binary: set SLUICE_BIN or run cargo build --release")
+    ["release", "debug"]
+        .iter()
+        .map(|profile| root.join("target").join(profile).join("sluice"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+        .expect("no sluice binary: set SLUICE_BIN or run cargo build")
 }
 
 /// Direct connection options to a backend (bypassing Sluice).

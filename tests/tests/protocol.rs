@@ -25,7 +25,7 @@ async fn text_and_binary_protocol() {
     );
     assert_eq!(n, 2);
     // The version in the handshake is the primary's real one.
-    let mut direct = Conn::new(direct_opts(&Topology::from_env().primary))
+    let direct = Conn::new(direct_opts(&Topology::from_env().primary))
         .await
         .unwrap();
     assert_eq!(c.server_version(), direct.server_version());

@@ -235,3 +235,52 @@ async fn last_insert_id_found_rows_and_warnings_read_the_previous_statement() {
         "SHOW WARNINGS sees the previous statement's warning"
     );
 }
+
+#[tokio::test]
+async fn follow_up_reads_stay_right_after_a_pause() {
+    // LAST_INSERT_ID() is replayed on whatever connection runs the next
+    // statement, so it is right even when 6 clients share 2 connections.
+    let s = small_pool(2);
+    let mut setup = Conn::new(s.opts()).await.unwrap();
+    setup
+        .query_drop("CREATE OR REPLACE TABLE pause_t (id INT PRIMARY KEY AUTO_INCREMENT, w INT)")
+        .await
+        .unwrap();
+    let clients = (0..6).map(|i| {
+        let opts = s.opts();
+        async move {
+            let mut c = Conn::new(opts).await.unwrap();
+            for _ in 0..3 {
+                c.query_drop(format!("INSERT INTO pause_t (w) VALUES ({i})"))
+                    .await
+                    .unwrap();
+                let mine = c.last_insert_id().unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                let id: Option<u64> = c.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
+                assert_eq!(
+                    id,
+                    Some(mine),
+                    "client {i} reads its own insert id after a pause"
+                );
+            }
+        }
+    });
+    join_all(clients).await;
+
+    // SHOW WARNINGS after a pause: the connection stays with the client
+    // while nobody else waits for the pool.
+    let s = small_pool(8);
+    let clients = (0..6).map(|_| {
+        let opts = s.opts();
+        async move {
+            let mut c = Conn::new(opts).await.unwrap();
+            for _ in 0..2 {
+                c.query_drop("SELECT CAST('abc' AS INT)").await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                let w: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
+                assert_eq!(w.len(), 1, "the warning is still there after a pause");
+            }
+        }
+    });
+    join_all(clients).await;
+}
