@@ -8,6 +8,10 @@
 // so bench/run.sh parses both tools the same way. Latency = connect + query + close.
 // Workers are separate php processes (started with proc_open, so pcntl is not needed).
 
+// A peer that accepts but never answers must not hang a worker for PHP's default 60 s.
+ini_set('default_socket_timeout', '5');
+ini_set('mysqlnd.net_read_timeout', '5');
+
 if (($argv[1] ?? '') === '--worker') {
     [, , $dsn, $user, $pass, $seconds, $tableSize] = $argv;
     $deadline = hrtime(true) + (int)((float)$seconds * 1e9);

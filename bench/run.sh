@@ -33,8 +33,10 @@ source scripts/topology.sh
 
 work=$(mktemp -d -t sluice-bench.XXXXXX)
 pids=() # haproxy, sluice
+exec 3>&2 # the real stderr, for cleanup messages even when a run's output is redirected
 cleanup() {
-  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
+  trap '' INT TERM HUP # a second Ctrl-C must not cut the cleanup short
+  exec 2>&3
   local pid
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do
@@ -47,6 +49,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP # terminal closed
 
 log() { echo "bench: $*" >&2; }
 
@@ -61,11 +64,15 @@ wait_port() {
   return 1
 }
 
+# Every client run is bounded, so an endpoint that hangs costs one failed run
+# (--foreground: stay in our process group so Ctrl-C still reaches the client).
+limit=(timeout --foreground -k 5 $((BENCH_TIME + 60)))
+
 # sysbench against ADDR with the common options; the rest of the args follow.
 sb() {
   local addr=$1 test=$2
   shift 2
-  sysbench "$test" --db-driver=mysql --mysql-host="${addr%:*}" --mysql-port="${addr##*:}" \
+  "${limit[@]}" sysbench "$test" --db-driver=mysql --mysql-host="${addr%:*}" --mysql-port="${addr##*:}" \
     --mysql-user=app --mysql-password=app --mysql-db=sluice_test \
     --tables=$tables --table-size=$table_size "$@"
 }
@@ -78,7 +85,7 @@ run_workload() {
     point_select_noprep) sb "$addr" oltp_point_select --db-ps-mode=disable "${load[@]}" run ;;
     read_only_ps) sb "$addr" oltp_read_only --db-ps-mode=auto "${load[@]}" run ;;
     connect_per_query)
-      php bench/connect_per_query.php "${addr%:*}" "${addr##*:}" app app sluice_test \
+      "${limit[@]}" php bench/connect_per_query.php "${addr%:*}" "${addr##*:}" app app sluice_test \
         "$BENCH_TIME" "$BENCH_THREADS" "$table_size"
       ;;
   esac
@@ -106,6 +113,10 @@ median() {
     print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+if [[ ${SKIP_SLUICE:-0} != 1 && ! -x $SLUICE_BIN ]]; then
+  log "no sluice binary at $SLUICE_BIN (cargo build --release, or SKIP_SLUICE=1)"
+  exit 1
+fi
 scripts/install-deps.sh >&2
 
 # --- the database
@@ -128,7 +139,6 @@ wait_port "$haproxy_addr" "$!" || { cat "$work/haproxy.log" >&2; log "haproxy di
 declare -A endpoint_addr=([direct]=$primary [haproxy]=$haproxy_addr [sluice]=$sluice_addr)
 
 if [[ ${SKIP_SLUICE:-0} != 1 ]]; then
-  [[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --release, or SKIP_SLUICE=1)"; exit 1; }
   cat >"$work/sluice.toml" <<EOF
 [server]
 listen = "$sluice_addr"
@@ -201,10 +211,12 @@ done
   done
   if ((${#failures[@]})); then
     echo
-    echo "Failed runs (left out of the medians): $(IFS=';'; echo "${failures[*]}")"
+    echo "Failed runs (left out of the medians):"
+    printf -- '- %s\n' "${failures[@]}"
   fi
 } >"$work/table.md"
 
 cp "$work/table.md" "$out"
 cat "$work/table.md"
 log "written to $out"
+((${#failures[@]} == 0)) || { log "${#failures[@]} run(s) failed"; exit 1; }
