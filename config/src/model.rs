@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// Largest command a client may send (the proxy's max_allowed_packet).
     #[serde(default = "default_max_packet")]
     pub max_packet_bytes: usize,
+    /// Runtime threads: 0 = one per CPU core, 1 = a single thread.
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -15,5 +15,5 @@ mod session;
 pub use conn::{BackendConn, CommandOutcome, ServerInfo};
 pub use connect::{BACKEND_CAPABILITIES, ConnectTarget};
 pub use error::{AcquireError, BackendError};
-pub use manager::{PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};
+pub use manager::{BackendPool, PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};
 pub use session::{SessionState, charset_vars};

@@ -95,36 +95,18 @@ impl Pools {
         address: &str,
         password: &str,
     ) -> Result<Pooled, AcquireError> {
+        self.handle(key, address, password).acquire().await
+    }
+
+    /// A handle on one pool (created on first use) that a session keeps, so
+    /// a checkout costs no lookup.
+    pub fn handle(&self, key: &PoolKey, address: &str, password: &str) -> BackendPool {
         let settings = self.settings();
-        let pool = self.pool_for(key, address, password, settings);
-        match pool.get().await {
-            Ok(conn) => Ok(conn),
-            Err(PoolError::Timeout(TimeoutType::Wait)) => Err(AcquireError::PoolExhausted {
-                backend: key.backend.clone(),
-                max: pool.status().max_size,
-                waited_ms: settings.acquire_timeout.as_millis() as u64,
-            }),
-            Err(PoolError::Timeout(_)) => Err(AcquireError::Unreachable {
-                backend: key.backend.clone(),
-                address: address.to_string(),
-                reason: format!(
-                    "no connection within {} ms",
-                    settings.connect_timeout.as_millis()
-                ),
-            }),
-            Err(PoolError::Backend(e)) => Err(AcquireError::Unreachable {
-                backend: key.backend.clone(),
-                address: address.to_string(),
-                reason: e.to_string(),
-            }),
-            Err(PoolError::PostCreateHook(e)) => Err(AcquireError::Unreachable {
-                backend: key.backend.clone(),
-                address: address.to_string(),
-                reason: e.to_string(),
-            }),
-            Err(PoolError::Closed | PoolError::NoRuntimeSpecified) => Err(AcquireError::Closed {
-                backend: key.backend.clone(),
-            }),
+        BackendPool {
+            pool: self.pool_for(key, address, password, settings),
+            key: Arc::new(key.clone()),
+            address: address.into(),
+            settings,
         }
     }
 
@@ -189,17 +171,6 @@ impl Pools {
             .collect()
     }
 
-    /// Clients queueing for a connection of this pool because it is full
-    /// (deadpool also counts clients that are opening a new connection as
-    /// waiting; those are not pressure).
-    pub fn waiting(&self, key: &PoolKey) -> usize {
-        let pools = self.pools.read().unwrap_or_else(|e| e.into_inner());
-        match pools.get(key).map(|p| p.status()) {
-            Some(s) if s.size >= s.max_size => s.waiting,
-            _ => 0,
-        }
-    }
-
     /// Closes every pool (shutdown).
     pub fn close(&self) {
         for pool in self
@@ -210,6 +181,56 @@ impl Pools {
         {
             pool.close();
         }
+    }
+}
+
+/// One pool, as a session holds it.
+#[derive(Clone)]
+pub struct BackendPool {
+    pool: Pool,
+    pub key: Arc<PoolKey>,
+    pub address: Arc<str>,
+    settings: PoolSettings,
+}
+
+impl BackendPool {
+    pub fn backend(&self) -> &str {
+        &self.key.backend
+    }
+
+    /// Checks out a connection, waiting at most the acquire timeout.
+    pub async fn acquire(&self) -> Result<Pooled, AcquireError> {
+        let backend = || self.key.backend.clone();
+        let unreachable = |reason: String| AcquireError::Unreachable {
+            backend: backend(),
+            address: self.address.to_string(),
+            reason,
+        };
+        match self.pool.get().await {
+            Ok(conn) => Ok(conn),
+            Err(PoolError::Timeout(TimeoutType::Wait)) => Err(AcquireError::PoolExhausted {
+                backend: backend(),
+                max: self.pool.status().max_size,
+                waited_ms: self.settings.acquire_timeout.as_millis() as u64,
+            }),
+            Err(PoolError::Timeout(_)) => Err(unreachable(format!(
+                "no connection within {} ms",
+                self.settings.connect_timeout.as_millis()
+            ))),
+            Err(PoolError::Backend(e)) => Err(unreachable(e.to_string())),
+            Err(PoolError::PostCreateHook(e)) => Err(unreachable(e.to_string())),
+            Err(PoolError::Closed | PoolError::NoRuntimeSpecified) => {
+                Err(AcquireError::Closed { backend: backend() })
+            }
+        }
+    }
+
+    /// Clients queueing because the pool is full (deadpool also counts
+    /// clients that are opening a new connection as waiting; those are not
+    /// pressure).
+    pub fn waiting(&self) -> usize {
+        let s = self.pool.status();
+        if s.size >= s.max_size { s.waiting } else { 0 }
     }
 }
 

@@ -3,6 +3,7 @@
 //! `_seconds` histograms with explicit buckets. Labels never carry SQL text.
 
 use crate::shared::Shared;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,4 +53,71 @@ pub fn spawn_pool_gauges(shared: Arc<Shared>) {
             }
         }
     });
+}
+
+/// Per-session cache of metric handles: looking a labelled metric up in the
+/// registry on every statement costs more than the rest of the bookkeeping.
+#[derive(Default)]
+pub struct SessionMetrics {
+    queries: Vec<(String, &'static str, &'static str, Counter)>,
+    latency: Vec<(&'static str, Histogram)>,
+    pool_wait: Vec<(String, Histogram)>,
+}
+
+/// Distinct label sets a session keeps handles for before starting over.
+const MAX_CACHED: usize = 32;
+
+impl SessionMetrics {
+    pub fn query(
+        &mut self,
+        backend: &str,
+        route: &'static str,
+        kind: &'static str,
+        took: Duration,
+    ) {
+        let queries = &mut self.queries;
+        let i = match queries
+            .iter()
+            .position(|(b, r, k, _)| b == backend && *r == route && *k == kind)
+        {
+            Some(i) => i,
+            None => {
+                if queries.len() >= MAX_CACHED {
+                    queries.clear();
+                }
+                let c = metrics::counter!("sluice_queries_total", "backend" => backend.to_string(), "route" => route, "kind" => kind);
+                queries.push((backend.to_string(), route, kind, c));
+                queries.len() - 1
+            }
+        };
+        queries[i].3.increment(1);
+        let latency = &mut self.latency;
+        let j = match latency.iter().position(|(r, _)| *r == route) {
+            Some(j) => j,
+            None => {
+                latency.push((
+                    route,
+                    metrics::histogram!("sluice_query_duration_seconds", "route" => route),
+                ));
+                latency.len() - 1
+            }
+        };
+        latency[j].1.record(took.as_secs_f64());
+    }
+
+    pub fn pool_wait(&mut self, backend: &str, took: Duration) {
+        let waits = &mut self.pool_wait;
+        let i = match waits.iter().position(|(b, _)| b == backend) {
+            Some(i) => i,
+            None => {
+                if waits.len() >= MAX_CACHED {
+                    waits.clear();
+                }
+                let h = metrics::histogram!("sluice_pool_wait_seconds", "backend" => backend.to_string());
+                waits.push((backend.to_string(), h));
+                waits.len() - 1
+            }
+        };
+        waits[i].1.record(took.as_secs_f64());
+    }
 }

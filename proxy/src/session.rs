@@ -6,11 +6,14 @@
 
 use crate::errors;
 use crate::handshake::{self, HandshakeError};
+use crate::metrics::SessionMetrics;
 use crate::relay::{Outcome, Relay, RelayError, ResponseKind};
 use crate::shared::{ClientGuard, Shared};
 use bytes::Bytes;
 use mysql_common::collations::{Collation, CollationId};
-use sluice_pool::{AcquireError, PoolKey, Pooled, SessionState, charset_vars, discard};
+use sluice_pool::{
+    AcquireError, BackendPool, PoolKey, Pooled, SessionState, charset_vars, discard,
+};
 use sluice_protocol::PacketStream;
 use sluice_protocol::consts::{CapabilityFlags as Caps, com, set_option, status};
 use sluice_protocol::packets;
@@ -39,7 +42,7 @@ enum HoldReason {
 
 struct Held {
     conn: Pooled,
-    key: PoolKey,
+    pool: BackendPool,
     reason: HoldReason,
 }
 
@@ -51,7 +54,9 @@ enum End {
 
 pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard: ClientGuard) {
     let id = shared.next_connection_id();
-    let span = tracing::info_span!("client", conn_id = id);
+    // A debug-level span: entering a span on every poll is measurable on
+    // the per-query path, so info and warn lines carry conn_id themselves.
+    let span = tracing::debug_span!("client", conn_id = id);
     async move {
         tracing::debug!(%peer, "accepted");
         metrics::counter!("sluice_client_connections_accepted_total").increment(1);
@@ -62,7 +67,11 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard
         let hello = match handshake::accept(&mut client, id, &profile, &config, &peer_host).await {
             Ok(hello) => hello,
             Err(HandshakeError::Refused(why)) => {
-                tracing::info!(reason = why, "connection refused at handshake");
+                tracing::info!(
+                    conn_id = id,
+                    reason = why,
+                    "connection refused at handshake"
+                );
                 return;
             }
             Err(HandshakeError::Io(e)) => {
@@ -97,6 +106,9 @@ struct Session {
     desired: SessionState,
     held: Option<Held>,
     pinned: Option<PinReason>,
+    /// Cached pool handle for the primary.
+    primary: Option<BackendPool>,
+    metrics: SessionMetrics,
 }
 
 impl Session {
@@ -133,6 +145,8 @@ impl Session {
             desired,
             held: None,
             pinned: None,
+            primary: None,
+            metrics: SessionMetrics::default(),
         }
     }
 
@@ -220,7 +234,7 @@ impl Session {
             .as_ref()
             .filter(|h| h.reason == HoldReason::FollowUp)
         {
-            if self.shared.pools.waiting(&held.key) > 0 {
+            if held.pool.waiting() > 0 {
                 metrics::counter!("sluice_follow_up_released_total", "reason" => "pool_waiters")
                     .increment(1);
                 self.held = None;
@@ -257,7 +271,11 @@ impl Session {
     }
 
     async fn refuse_and_close(&mut self, err: &[u8], cause: &'static str) {
-        tracing::info!(cause, "closing client after a protocol error");
+        tracing::info!(
+            conn_id = self.id,
+            cause,
+            "closing client after a protocol error"
+        );
         metrics::counter!("sluice_errors_total", "cause" => cause).increment(1);
         let _ = self.client.send(1, err).await;
         self.client.shutdown().await;
@@ -355,6 +373,7 @@ impl Session {
         };
         self.release_held().await;
         self.user = changed.user;
+        self.primary = None;
         let default_collation = self.shared.profile.load().default_collation;
         if let Some(collation) = changed.collation {
             self.initial.vars = charset_vars_for(collation, default_collation)
@@ -417,17 +436,18 @@ impl Session {
                     return self.reply(&err).await;
                 }
                 Err(e) => {
-                    tracing::warn!("{e}");
+                    tracing::warn!(conn_id = self.id, "{e}");
                     metrics::counter!("sluice_errors_total", "cause" => e.cause()).increment(1);
                     return self.reply(&errors::acquire(&e)).await;
                 }
             }
             let held = self.held.as_mut().expect("checkout holds a connection");
             if let Err(e) = held.conn.send_command(&payload).await {
-                let backend = held.key.backend.clone();
+                let backend = held.pool.key.backend.clone();
                 self.drop_broken_connection();
                 if fresh && attempts < 2 {
                     tracing::info!(
+                        conn_id = self.id,
                         backend,
                         "backend connection failed before the command was sent ({e}); retrying"
                     );
@@ -441,7 +461,7 @@ impl Session {
             break;
         }
         let held = self.held.as_mut().expect("connection is held");
-        let backend = held.key.backend.clone();
+        let backend = held.pool.key.backend.clone();
         let relay = Relay::new(
             &mut self.client,
             &mut held.conn,
@@ -450,14 +470,12 @@ impl Session {
             1,
         );
         let result = relay.run(kind).await;
-        let elapsed = started.elapsed().as_secs_f64();
+        let elapsed = started.elapsed();
         let kind_label = statement
             .map(|s| s.kind.label())
             .unwrap_or_else(|| com::name(payload[0]));
-        metrics::counter!("sluice_queries_total", "backend" => backend.clone(), "route" => route_label, "kind" => kind_label)
-            .increment(1);
-        metrics::histogram!("sluice_query_duration_seconds", "route" => route_label)
-            .record(elapsed);
+        self.metrics
+            .query(&backend, route_label, kind_label, elapsed);
         match result {
             Ok(outcome) => {
                 self.after_statement(&outcome, statement);
@@ -472,7 +490,11 @@ impl Session {
                 error,
                 client_saw_any,
             }) => {
-                tracing::warn!(backend, "backend connection failed mid-response: {error}");
+                tracing::warn!(
+                    conn_id = self.id,
+                    backend,
+                    "backend connection failed mid-response: {error}"
+                );
                 metrics::counter!("sluice_errors_total", "cause" => "backend_lost").increment(1);
                 self.drop_broken_connection();
                 if client_saw_any {
@@ -486,6 +508,30 @@ impl Session {
         }
     }
 
+    /// The primary's pool for this client's user and FOUND_ROWS profile,
+    /// looked up once per session (and again after COM_CHANGE_USER).
+    fn primary_pool(&mut self) -> Result<BackendPool, AcquireError> {
+        if let Some(pool) = &self.primary {
+            return Ok(pool.clone());
+        }
+        let config = self.shared.config.load();
+        let primary = config.primary().ok_or_else(|| AcquireError::Closed {
+            backend: "primary".into(),
+        })?;
+        let password = config
+            .user(&self.user)
+            .map(|u| u.secret())
+            .unwrap_or_default();
+        let key = PoolKey {
+            backend: primary.name.clone(),
+            user: self.user.clone(),
+            found_rows: self.caps.contains(Caps::CLIENT_FOUND_ROWS),
+        };
+        let pool = self.shared.pools.handle(&key, &primary.address, password);
+        self.primary = Some(pool.clone());
+        Ok(pool)
+    }
+
     /// Makes sure the client holds a connection whose session matches
     /// `desired`. Returns the server's ERR if applying the state failed
     /// (e.g. the schema no longer exists).
@@ -494,30 +540,13 @@ impl Session {
         with_last_insert_id: bool,
     ) -> Result<Option<Vec<u8>>, AcquireError> {
         if self.held.is_none() {
-            let config = self.shared.config.load();
-            let primary = config.primary().ok_or_else(|| AcquireError::Closed {
-                backend: "primary".into(),
-            })?;
-            let password = config
-                .user(&self.user)
-                .map(|u| u.secret().to_string())
-                .unwrap_or_default();
-            let key = PoolKey {
-                backend: primary.name.clone(),
-                user: self.user.clone(),
-                found_rows: self.caps.contains(Caps::CLIENT_FOUND_ROWS),
-            };
+            let pool = self.primary_pool()?;
             let waited = Instant::now();
-            let conn = self
-                .shared
-                .pools
-                .acquire(&key, &primary.address, &password)
-                .await?;
-            metrics::histogram!("sluice_pool_wait_seconds", "backend" => primary.name.clone())
-                .record(waited.elapsed().as_secs_f64());
+            let conn = pool.acquire().await?;
+            self.metrics.pool_wait(pool.backend(), waited.elapsed());
             self.held = Some(Held {
                 conn,
-                key,
+                pool,
                 reason: HoldReason::FollowUp,
             });
         }
@@ -532,7 +561,7 @@ impl Session {
                 Ok(Some(err))
             }
             Err(e) => {
-                let backend = held.key.backend.clone();
+                let backend = held.pool.key.backend.clone();
                 self.drop_broken_connection();
                 Err(AcquireError::Unreachable {
                     backend,
@@ -610,7 +639,8 @@ impl Session {
         }
         if let Err(e) = held.conn.reset().await {
             tracing::info!(
-                backend = held.key.backend,
+                conn_id = self.id,
+                backend = held.pool.key.backend,
                 "could not reset a backend connection, closing it: {e}"
             );
             held.conn.broken = true;
