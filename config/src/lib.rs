@@ -8,7 +8,7 @@ mod secret;
 mod validate;
 
 pub use model::{
-    BackendConfig, Config, LogConfig, LogFormat, PoolConfig, Role, RoutingConfig, RoutingMode,
+    BackendConfig, Config, LogConfig, LogFormat, PoolConfig, PoolMode, Role, RoutingConfig, RoutingMode,
     ServerConfig, UserConfig,
 };
 pub use secret::Secret;

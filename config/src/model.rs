@@ -67,6 +67,23 @@ pub struct PoolConfig {
     /// TCP connect + handshake limit for a new backend connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
+    /// "transaction" (multiplexing) or "session" (one connection per client).
+    #[serde(default)]
+    pub mode: PoolMode,
+    /// Server-side prepared statements kept per backend connection.
+    #[serde(default = "default_max_prepared")]
+    pub max_prepared_per_connection: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolMode {
+    /// A client holds a backend connection only inside a transaction or
+    /// while pinned.
+    #[default]
+    Transaction,
+    /// A client keeps one backend connection (on the primary) for its life.
+    Session,
 }
 
 impl Default for PoolConfig {
@@ -75,6 +92,8 @@ impl Default for PoolConfig {
             max_connections_per_backend: default_max_per_backend(),
             acquire_timeout_ms: default_acquire_timeout(),
             connect_timeout_ms: default_connect_timeout(),
+            mode: PoolMode::default(),
+            max_prepared_per_connection: default_max_prepared(),
         }
     }
 }
@@ -158,6 +177,9 @@ fn default_acquire_timeout() -> u64 {
 }
 fn default_connect_timeout() -> u64 {
     2000
+}
+fn default_max_prepared() -> usize {
+    256
 }
 fn default_weight() -> u32 {
     1

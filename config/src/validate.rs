@@ -43,10 +43,7 @@ impl ConfigError {
 }
 
 /// Validates the parsed config and resolves `password_env` via `env`.
-pub fn validate(
-    config: &mut Config,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
+pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
     check_addr("server.listen", &config.server.listen)?;
     check_addr("server.admin_listen", &config.server.admin_listen)?;
     if config.server.max_client_connections == 0 {
@@ -111,16 +108,16 @@ pub fn validate(
         ));
     }
     if config.pool.acquire_timeout_ms == 0 {
+        return Err(ConfigError::at("pool.acquire_timeout_ms", "must be at least 1"));
+    }
+    if config.pool.max_prepared_per_connection == 0 {
         return Err(ConfigError::at(
-            "pool.acquire_timeout_ms",
+            "pool.max_prepared_per_connection",
             "must be at least 1",
         ));
     }
     if config.pool.connect_timeout_ms == 0 {
-        return Err(ConfigError::at(
-            "pool.connect_timeout_ms",
-            "must be at least 1",
-        ));
+        return Err(ConfigError::at("pool.connect_timeout_ms", "must be at least 1"));
     }
     if config.backends.is_empty() {
         return Err(ConfigError::at(
@@ -142,11 +139,7 @@ pub fn validate(
         }
         check_addr(&format!("{key}.address"), &backend.address)?;
     }
-    let primaries = config
-        .backends
-        .iter()
-        .filter(|b| b.role == Role::Primary)
-        .count();
+    let primaries = config.backends.iter().filter(|b| b.role == Role::Primary).count();
     if primaries != 1 {
         return Err(ConfigError::at(
             "backends",
@@ -159,10 +152,7 @@ pub fn validate(
 fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {
     match value.to_socket_addrs().map(|mut addrs| addrs.next()) {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(ConfigError::at(
-            key,
-            format!("`{value}` resolves to no address"),
-        )),
+        Ok(None) => Err(ConfigError::at(key, format!("`{value}` resolves to no address"))),
         Err(e) => Err(ConfigError::at(
             key,
             format!("`{value}` is not a host:port address ({e})"),
@@ -209,10 +199,7 @@ role = "replica"
         assert_eq!(c.pool.max_connections_per_backend, 50);
         assert_eq!(c.routing.mode, RoutingMode::PrimaryOnly);
         assert_eq!(c.primary().unwrap().name, "primary");
-        assert!(
-            !c.to_effective_toml()
-                .contains("\"app\"\npassword = \"app\"")
-        );
+        assert!(!c.to_effective_toml().contains("\"app\"\npassword = \"app\""));
         assert!(c.to_effective_toml().contains("<redacted>"));
     }
 

@@ -4,7 +4,7 @@
 //! the helpers here run Sluice's own small commands (SET, COM_INIT_DB, ...).
 
 use crate::connect::server_error;
-use crate::{BackendError, SessionState};
+use crate::{BackendError, BackendStatement, SessionState, StatementCache};
 use sluice_protocol::PacketStream;
 use sluice_protocol::consts::{CapabilityFlags, MariadbCapabilities, com, set_option};
 use sluice_protocol::packets::{self, ERR_HEADER};
@@ -44,14 +44,12 @@ pub struct BackendConn {
     pub broken: bool,
     /// Server's `wait_timeout` for this session, in seconds.
     pub wait_timeout_secs: u64,
+    /// Prepared statements on this connection, by SQL text.
+    pub statements: StatementCache,
 }
 
 impl BackendConn {
-    pub(crate) fn new(
-        stream: PacketStream<TcpStream>,
-        info: ServerInfo,
-        state: SessionState,
-    ) -> Self {
+    pub(crate) fn new(stream: PacketStream<TcpStream>, info: ServerInfo, state: SessionState) -> Self {
         BackendConn {
             stream,
             info,
@@ -59,6 +57,7 @@ impl BackendConn {
             last_io: Instant::now(),
             broken: false,
             wait_timeout_secs: 28_800,
+            statements: StatementCache::default(),
         }
     }
 
@@ -80,18 +79,10 @@ impl BackendConn {
             .first()
             .ok_or_else(|| BackendError::protocol("setup query returned no row"))?;
         let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        self.state
-            .vars
-            .insert("character_set_client".into(), get(0));
-        self.state
-            .vars
-            .insert("character_set_connection".into(), get(1));
-        self.state
-            .vars
-            .insert("character_set_results".into(), get(2));
-        self.state
-            .vars
-            .insert("collation_connection".into(), get(3));
+        self.state.vars.insert("character_set_client".into(), get(0));
+        self.state.vars.insert("character_set_connection".into(), get(1));
+        self.state.vars.insert("character_set_results".into(), get(2));
+        self.state.vars.insert("collation_connection".into(), get(3));
         self.wait_timeout_secs = get(4).parse().unwrap_or(28_800);
         self.state.multi_statements = self
             .info
@@ -132,9 +123,7 @@ impl BackendConn {
             }
             _ => {
                 self.broken = true;
-                Err(BackendError::protocol(
-                    "unexpected reply to a simple command",
-                ))
+                Err(BackendError::protocol("unexpected reply to a simple command"))
             }
         }
     }
@@ -149,10 +138,7 @@ impl BackendConn {
 
     /// Runs a query and decodes its text rows (Sluice's own small queries
     /// only; client results are relayed, never decoded).
-    pub async fn query_rows(
-        &mut self,
-        sql: &str,
-    ) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+    pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
         self.send_command(&query_packet(sql)).await?;
         let first = self.stream.read_packet().await?;
         if first.first_byte() == Some(ERR_HEADER) {
@@ -177,10 +163,7 @@ impl BackendConn {
             if p.first_byte() == Some(ERR_HEADER) {
                 return Err(server_error(&p.payload));
             }
-            rows.push(
-                packets::parse_text_row(&p.payload)
-                    .ok_or_else(|| BackendError::protocol("bad row"))?,
-            );
+            rows.push(packets::parse_text_row(&p.payload).ok_or_else(|| BackendError::protocol("bad row"))?);
         }
         self.last_io = Instant::now();
         Ok(rows)
@@ -228,12 +211,11 @@ impl BackendConn {
             });
         }
         if let Some(sql) = sql {
-            if let CommandOutcome::Err { payload } =
-                self.simple_command(&query_packet(&sql)).await?
-            {
+            if let CommandOutcome::Err { payload } = self.simple_command(&query_packet(&sql)).await? {
                 return Ok(Some(payload));
             }
             self.state.vars = desired.vars.clone();
+            self.state.user_vars = desired.user_vars.clone();
             if replay_id {
                 self.state.last_insert_id = desired.last_insert_id;
             }
@@ -244,16 +226,81 @@ impl BackendConn {
     /// COM_RESET_CONNECTION, then the setup again (a reset also resets the
     /// session-tracking variables). Used when a pinned client leaves.
     pub async fn reset(&mut self) -> Result<(), BackendError> {
-        if let CommandOutcome::Err { payload } =
-            self.simple_command(&[com::RESET_CONNECTION]).await?
-        {
+        if let CommandOutcome::Err { payload } = self.simple_command(&[com::RESET_CONNECTION]).await? {
             return Err(server_error(&payload));
         }
         let schema = self.state.schema.take();
         self.state = SessionState::default();
+        self.statements.clear(); // the server deallocated them
         // A reset keeps the current database.
         self.state.schema = schema;
         self.setup().await
+    }
+
+    /// The server-side id of `sql` on this connection, preparing it first if
+    /// needed (closing the least recently used statement beyond `capacity`).
+    /// `Ok(Err(payload))` is the server's ERR for the prepare.
+    pub async fn prepared(
+        &mut self,
+        sql: &std::sync::Arc<str>,
+        capacity: usize,
+    ) -> Result<Result<BackendStatement, Vec<u8>>, BackendError> {
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(Ok(stmt.clone()));
+        }
+        let mut p = vec![com::STMT_PREPARE];
+        p.extend_from_slice(sql.as_bytes());
+        self.send_command(&p).await?;
+        let ok = self.stream.read_packet().await?;
+        if ok.first_byte() == Some(ERR_HEADER) {
+            return Ok(Err(ok.payload.to_vec()));
+        }
+        let stmt = self.read_prepare_ok(&ok.payload).await?;
+        self.remember_statement(sql.clone(), stmt.clone(), capacity)
+            .await?;
+        Ok(Ok(stmt))
+    }
+
+    /// Reads the rest of a COM_STMT_PREPARE response after its first
+    /// packet, discarding the definitions.
+    pub async fn read_prepare_ok(&mut self, first: &[u8]) -> Result<BackendStatement, BackendError> {
+        if first.len() < 12 || first[0] != packets::OK_HEADER {
+            self.broken = true;
+            return Err(BackendError::protocol("bad COM_STMT_PREPARE response"));
+        }
+        let id = u32::from_le_bytes([first[1], first[2], first[3], first[4]]);
+        let columns = packets::le16(first, 5);
+        let params = packets::le16(first, 7);
+        for count in [params, columns] {
+            if count > 0 {
+                for _ in 0..=count {
+                    self.stream.read_packet().await?;
+                }
+            }
+        }
+        self.last_io = Instant::now();
+        Ok(BackendStatement {
+            id,
+            params,
+            columns,
+            types: None,
+        })
+    }
+
+    /// Records a statement prepared on this connection, closing any evicted
+    /// to stay within `capacity`.
+    pub async fn remember_statement(
+        &mut self,
+        sql: std::sync::Arc<str>,
+        stmt: BackendStatement,
+        capacity: usize,
+    ) -> Result<(), BackendError> {
+        for id in self.statements.insert(sql, stmt, capacity) {
+            let mut close = vec![com::STMT_CLOSE];
+            close.extend_from_slice(&id.to_le_bytes());
+            self.send_command(&close).await?; // no response
+        }
+        Ok(())
     }
 
     /// COM_PING.

@@ -75,9 +75,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
     if target.found_rows {
         caps |= Caps::CLIENT_FOUND_ROWS;
     }
-    if !caps.contains(
-        Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_SECURE_CONNECTION | Caps::CLIENT_PLUGIN_AUTH,
-    ) {
+    if !caps.contains(Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_SECURE_CONNECTION | Caps::CLIENT_PLUGIN_AUTH) {
         return Err(BackendError::protocol(
             "server lacks PROTOCOL_41 / SECURE_CONNECTION / PLUGIN_AUTH",
         ));
@@ -86,8 +84,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
     let mariadb_caps = if server_caps.contains(Caps::CLIENT_LONG_PASSWORD) {
         MariadbCapabilities::empty()
     } else {
-        handshake.mariadb_ext_capabilities()
-            & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
+        handshake.mariadb_ext_capabilities() & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
     };
     if !mariadb_caps.is_empty() {
         caps.remove(Caps::CLIENT_LONG_PASSWORD);
@@ -173,9 +170,7 @@ async fn authenticate(
                 _ => return Err(BackendError::protocol("unexpected auth-more-data packet")),
             },
             _ => {
-                return Err(BackendError::protocol(
-                    "unexpected packet during authentication",
-                ));
+                return Err(BackendError::protocol("unexpected packet during authentication"));
             }
         }
     }
@@ -187,11 +182,7 @@ pub(crate) fn server_error(payload: &[u8]) -> BackendError {
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .unwrap_or_default();
     match packets::parse_err(payload) {
-        Some((code, message)) => BackendError::Server {
-            code,
-            state,
-            message,
-        },
+        Some((code, message)) => BackendError::Server { code, state, message },
         None => BackendError::protocol("malformed ERR packet"),
     }
 }

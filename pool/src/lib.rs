@@ -11,9 +11,11 @@ mod connect;
 mod error;
 mod manager;
 mod session;
+mod statements;
 
 pub use conn::{BackendConn, CommandOutcome, ServerInfo};
 pub use connect::{BACKEND_CAPABILITIES, ConnectTarget};
 pub use error::{AcquireError, BackendError};
 pub use manager::{BackendPool, PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};
 pub use session::{SessionState, charset_vars};
+pub use statements::{BackendStatement, StatementCache};

@@ -4,9 +4,7 @@
 
 use crate::{AcquireError, BackendConn, BackendError, ConnectTarget};
 use deadpool::Runtime;
-use deadpool::managed::{
-    self, Metrics, Object, PoolError, RecycleError, RecycleResult, TimeoutType,
-};
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, TimeoutType};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -110,19 +108,8 @@ impl Pools {
         }
     }
 
-    fn pool_for(
-        &self,
-        key: &PoolKey,
-        address: &str,
-        password: &str,
-        settings: PoolSettings,
-    ) -> Pool {
-        if let Some(pool) = self
-            .pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-        {
+    fn pool_for(&self, key: &PoolKey, address: &str, password: &str, settings: PoolSettings) -> Pool {
+        if let Some(pool) = self.pools.read().unwrap_or_else(|e| e.into_inner()).get(key) {
             return pool.clone();
         }
         let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
@@ -173,12 +160,7 @@ impl Pools {
 
     /// Closes every pool (shutdown).
     pub fn close(&self) {
-        for pool in self
-            .pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
+        for pool in self.pools.read().unwrap_or_else(|e| e.into_inner()).values() {
             pool.close();
         }
     }

@@ -17,6 +17,8 @@ pub struct SessionState {
     /// one. Replayed (`SET last_insert_id`) only for statements that call
     /// LAST_INSERT_ID(), so inserts cost no extra round trip.
     pub last_insert_id: u64,
+    /// User variables set to literals: name → the literal's SQL text.
+    pub user_vars: BTreeMap<String, String>,
 }
 
 /// Variables that are not state of their own: derived from the schema,
@@ -100,7 +102,7 @@ impl SessionState {
     /// `desired`'s, or None when they already match. Variables this side has
     /// but `desired` does not go back to the server default.
     pub fn set_statement_towards(&self, desired: &SessionState) -> Option<String> {
-        if self.vars == desired.vars {
+        if self.vars == desired.vars && self.user_vars == desired.user_vars {
             return None;
         }
         let mut assignments: Vec<String> = Vec::new();
@@ -119,6 +121,17 @@ impl SessionState {
         for name in self.vars.keys() {
             if !desired.vars.contains_key(name) && is_identifier(name) {
                 assignments.push(format!("{name}=DEFAULT"));
+            }
+        }
+        // User variables hold literal SQL text already (quoted as written).
+        for (name, literal) in &desired.user_vars {
+            if self.user_vars.get(name) != Some(literal) && is_identifier(name) {
+                assignments.push(format!("@{name}={literal}"));
+            }
+        }
+        for name in self.user_vars.keys() {
+            if !desired.user_vars.contains_key(name) && is_identifier(name) {
+                assignments.push(format!("@{name}=NULL"));
             }
         }
         if assignments.is_empty() {
@@ -164,10 +177,7 @@ mod tests {
 
     fn state(vars: &[(&str, &str)]) -> SessionState {
         SessionState {
-            vars: vars
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..Default::default()
         }
     }
@@ -193,6 +203,18 @@ mod tests {
     }
 
     #[test]
+    fn user_variables_are_set_and_cleared() {
+        let mut conn = state(&[]);
+        conn.user_vars.insert("old".into(), "1".into());
+        let mut client = state(&[]);
+        client.user_vars.insert("v".into(), "'x'".into());
+        assert_eq!(
+            conn.set_statement_towards(&client).unwrap(),
+            "SET SESSION @v='x', @old=NULL"
+        );
+    }
+
+    #[test]
     fn collation_follows_charset() {
         let conn = state(&[]);
         let client = state(&[
@@ -200,10 +222,7 @@ mod tests {
             ("character_set_connection", "latin1"),
         ]);
         let sql = conn.set_statement_towards(&client).unwrap();
-        assert!(
-            sql.find("character_set_connection").unwrap()
-                < sql.find("collation_connection").unwrap()
-        );
+        assert!(sql.find("character_set_connection").unwrap() < sql.find("collation_connection").unwrap());
     }
 
     #[test]

@@ -206,10 +206,7 @@ pub fn read_lenenc_int(buf: &[u8], pos: &mut usize) -> Option<u64> {
         0xfc => (3, u64::from(le16(buf, *pos + 1))),
         0xfd => {
             let b = buf.get(*pos + 1..*pos + 4)?;
-            (
-                4,
-                u64::from(b[0]) | u64::from(b[1]) << 8 | u64::from(b[2]) << 16,
-            )
+            (4, u64::from(b[0]) | u64::from(b[1]) << 8 | u64::from(b[2]) << 16)
         }
         0xfe => {
             let b: [u8; 8] = buf.get(*pos + 1..*pos + 9)?.try_into().ok()?;
@@ -277,16 +274,7 @@ mod tests {
 
     #[test]
     fn lenenc_roundtrip() {
-        for v in [
-            0u64,
-            250,
-            251,
-            65535,
-            65536,
-            0xff_ffff,
-            0x100_0000,
-            u64::MAX,
-        ] {
+        for v in [0u64, 250, 251, 65535, 65536, 0xff_ffff, 0x100_0000, u64::MAX] {
             let mut out = Vec::new();
             put_lenenc_int(&mut out, v);
             let mut pos = 0;

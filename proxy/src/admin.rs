@@ -10,11 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-pub async fn spawn(
-    addr: &str,
-    handle: PrometheusHandle,
-    shared: Arc<Shared>,
-) -> anyhow::Result<()> {
+pub async fn spawn(addr: &str, handle: PrometheusHandle, shared: Arc<Shared>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?;
@@ -27,22 +23,15 @@ pub async fn spawn(
             let handle = handle.clone();
             let shared = shared.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    respond(stream, &handle, &shared),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), respond(stream, &handle, &shared)).await;
             });
         }
     });
     Ok(())
 }
 
-async fn respond(
-    mut stream: TcpStream,
-    handle: &PrometheusHandle,
-    shared: &Shared,
-) -> std::io::Result<()> {
+async fn respond(mut stream: TcpStream, handle: &PrometheusHandle, shared: &Shared) -> std::io::Result<()> {
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {

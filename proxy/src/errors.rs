@@ -65,6 +65,14 @@ pub fn unknown_statement(id: u32, command: &str) -> Vec<u8> {
 }
 
 /// What the server itself says when the client did not enable LOCAL INFILE.
+pub fn no_open_cursor(id: u32) -> Vec<u8> {
+    err(
+        1421,
+        b"HY000",
+        &format!("The statement ({id}) has no open cursor"),
+    )
+}
+
 pub fn local_infile_disabled(mariadb: bool) -> Vec<u8> {
     if mariadb {
         err(
@@ -83,9 +91,7 @@ pub fn local_infile_disabled(mariadb: bool) -> Vec<u8> {
 
 pub fn acquire(e: &AcquireError) -> Vec<u8> {
     match e {
-        AcquireError::PoolExhausted { .. } => {
-            err(POOL_EXHAUSTED, b"HY000", &format!("sluice: {e}"))
-        }
+        AcquireError::PoolExhausted { .. } => err(POOL_EXHAUSTED, b"HY000", &format!("sluice: {e}")),
         AcquireError::Unreachable { .. } => err(2003, b"HY000", &format!("sluice: {e}")),
         AcquireError::Closed { .. } => err(2003, b"HY000", &format!("sluice: {e}")),
     }

@@ -275,13 +275,7 @@ pub async fn change_user(
     }))
 }
 
-type ChangeUserFields = (
-    String,
-    Vec<u8>,
-    Option<String>,
-    Option<u16>,
-    Option<Vec<u8>>,
-);
+type ChangeUserFields = (String, Vec<u8>, Option<String>, Option<u16>, Option<Vec<u8>>);
 
 fn split_change_user(payload: &[u8]) -> Option<ChangeUserFields> {
     let mut pos = 1;
@@ -293,8 +287,7 @@ fn split_change_user(payload: &[u8]) -> Option<ChangeUserFields> {
     let auth = payload.get(pos..pos + auth_len)?.to_vec();
     pos += auth_len;
     let db_end = pos + payload.get(pos..)?.iter().position(|&b| b == 0)?;
-    let schema =
-        Some(String::from_utf8_lossy(&payload[pos..db_end]).into_owned()).filter(|s| !s.is_empty());
+    let schema = Some(String::from_utf8_lossy(&payload[pos..db_end]).into_owned()).filter(|s| !s.is_empty());
     pos = db_end + 1;
     let mut collation = None;
     let mut plugin = None;

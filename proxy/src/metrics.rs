@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 pub fn install() -> anyhow::Result<PrometheusHandle> {
@@ -47,8 +46,10 @@ pub fn spawn_pool_gauges(shared: Arc<Shared>) {
                 entry.2 += status.waiting;
             }
             for (backend, (idle, active, waiting)) in per_backend {
-                metrics::gauge!("sluice_pool_connections", "backend" => backend.clone(), "state" => "idle").set(idle as f64);
-                metrics::gauge!("sluice_pool_connections", "backend" => backend.clone(), "state" => "active").set(active as f64);
+                metrics::gauge!("sluice_pool_connections", "backend" => backend.clone(), "state" => "idle")
+                    .set(idle as f64);
+                metrics::gauge!("sluice_pool_connections", "backend" => backend.clone(), "state" => "active")
+                    .set(active as f64);
                 metrics::gauge!("sluice_pool_waiting", "backend" => backend).set(waiting as f64);
             }
         }
@@ -62,19 +63,14 @@ pub struct SessionMetrics {
     queries: Vec<(String, &'static str, &'static str, Counter)>,
     latency: Vec<(&'static str, Histogram)>,
     pool_wait: Vec<(String, Histogram)>,
+    classification: Option<[Counter; 3]>,
 }
 
 /// Distinct label sets a session keeps handles for before starting over.
 const MAX_CACHED: usize = 32;
 
 impl SessionMetrics {
-    pub fn query(
-        &mut self,
-        backend: &str,
-        route: &'static str,
-        kind: &'static str,
-        took: Duration,
-    ) {
+    pub fn query(&mut self, backend: &str, route: &'static str, kind: &'static str, took: Duration) {
         let queries = &mut self.queries;
         let i = match queries
             .iter()
@@ -103,6 +99,26 @@ impl SessionMetrics {
             }
         };
         latency[j].1.record(took.as_secs_f64());
+    }
+
+    /// Cache hit or miss, and statements sqlparser could not parse (they
+    /// run on the primary).
+    pub fn classified(&mut self, cache_hit: bool, unparsed: bool) {
+        let [hit, miss, unparsed_total] = self.classification.get_or_insert_with(|| {
+            [
+                metrics::counter!("sluice_classification_cache_total", "result" => "hit"),
+                metrics::counter!("sluice_classification_cache_total", "result" => "miss"),
+                metrics::counter!("sluice_unparsed_statements_total"),
+            ]
+        });
+        if cache_hit {
+            hit.increment(1)
+        } else {
+            miss.increment(1)
+        }
+        if unparsed {
+            unparsed_total.increment(1);
+        }
     }
 
     pub fn pool_wait(&mut self, backend: &str, took: Duration) {

@@ -5,7 +5,7 @@
 //! the pooled connection's (DEPRECATE_EOF, SESSION_TRACK, LOCAL_FILES).
 
 use crate::errors;
-use sluice_pool::{BackendConn, SessionState};
+use sluice_pool::{BackendConn, BackendStatement, SessionState};
 use sluice_protocol::consts::{CapabilityFlags as Caps, status};
 use sluice_protocol::packets::{self, ERR_HEADER, LOCAL_INFILE_HEADER, OK_HEADER};
 use sluice_protocol::{Packet, PacketStream};
@@ -44,18 +44,15 @@ pub struct Outcome {
     /// COM_STMT_EXECUTE opened a cursor.
     pub cursor_opened: bool,
     pub ended_with_error: bool,
-    /// COM_STMT_PREPARE succeeded.
-    pub prepared: bool,
+    /// COM_STMT_PREPARE succeeded: the backend's statement.
+    pub prepared: Option<BackendStatement>,
 }
 
 #[derive(Debug)]
 pub enum RelayError {
     /// The backend failed or broke the protocol. `client_saw_any` says
     /// whether part of the response already reached the client.
-    Backend {
-        error: io::Error,
-        client_saw_any: bool,
-    },
+    Backend { error: io::Error, client_saw_any: bool },
     /// The client went away or could not be written to.
     Client(io::Error),
 }
@@ -69,6 +66,8 @@ pub struct Relay<'a> {
     pub seq: u8,
     sent_any: bool,
     outcome: Outcome,
+    /// For COM_STMT_PREPARE: the id the client sees instead of the backend's.
+    client_statement_id: Option<u32>,
 }
 
 impl<'a> Relay<'a> {
@@ -87,7 +86,14 @@ impl<'a> Relay<'a> {
             seq,
             sent_any: false,
             outcome: Outcome::default(),
+            client_statement_id: None,
         }
+    }
+
+    /// Shows the client `id` in a COM_STMT_PREPARE response.
+    pub fn with_statement_id(mut self, id: u32) -> Self {
+        self.client_statement_id = Some(id);
+        self
     }
 
     /// Relays the whole response and flushes it to the client.
@@ -282,7 +288,15 @@ impl<'a> Relay<'a> {
         }
         let columns = packets::le16(&p.payload, 5);
         let params = packets::le16(&p.payload, 7);
-        self.send(&p.payload).await?;
+        let backend_id = u32::from_le_bytes([p.payload[1], p.payload[2], p.payload[3], p.payload[4]]);
+        match self.client_statement_id {
+            Some(id) => {
+                let mut ok = p.payload.to_vec();
+                ok[1..5].copy_from_slice(&id.to_le_bytes());
+                self.send(&ok).await?;
+            }
+            None => self.send(&p.payload).await?,
+        }
         for count in [params, columns] {
             if count == 0 {
                 continue;
@@ -299,7 +313,12 @@ impl<'a> Relay<'a> {
                 self.send(&eof.payload).await?;
             }
         }
-        self.outcome.prepared = true;
+        self.outcome.prepared = Some(BackendStatement {
+            id: backend_id,
+            params,
+            columns,
+            types: None,
+        });
         Ok(())
     }
 
@@ -361,11 +380,7 @@ impl<'a> Relay<'a> {
         self.send(&request.payload).await?;
         self.client.flush().await.map_err(RelayError::Client)?;
         loop {
-            let chunk = self
-                .client
-                .read_packet()
-                .await
-                .map_err(RelayError::Client)?;
+            let chunk = self.client.read_packet().await.map_err(RelayError::Client)?;
             self.backend
                 .stream
                 .write_packet(backend_seq, &chunk.payload)

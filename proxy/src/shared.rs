@@ -5,17 +5,31 @@ use crate::profile::ServerProfile;
 use arc_swap::ArcSwap;
 use sluice_config::Config;
 use sluice_pool::{PoolSettings, Pools};
-use std::sync::Arc;
+use sluice_router::Classifier;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Statement templates whose classification is cached.
+const CLASSIFICATION_CACHE_ENTRIES: usize = 10_000;
 
 pub struct Shared {
     pub config: ArcSwap<Config>,
     pub pools: Arc<Pools>,
     pub profile: ArcSwap<ServerProfile>,
+    pub classifier: Classifier,
     next_connection_id: AtomicU32,
     clients: AtomicUsize,
+    /// Statements running per backend (least-outstanding balancing).
+    load: RwLock<HashMap<String, Arc<AtomicUsize>>>,
+    /// Backends that just failed to give a connection, until when.
+    down_until: Mutex<HashMap<String, Instant>>,
+    turn: AtomicUsize,
 }
+
+/// How long a backend that refused a connection is skipped for reads.
+const DOWN_FOR: Duration = Duration::from_secs(2);
 
 impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
@@ -24,8 +38,12 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             pools,
             profile: ArcSwap::from_pointee(ServerProfile::fallback()),
+            classifier: Classifier::new(CLASSIFICATION_CACHE_ENTRIES),
             next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
+            load: RwLock::new(HashMap::new()),
+            down_until: Mutex::new(HashMap::new()),
+            turn: AtomicUsize::new(0),
         })
     }
 
@@ -53,9 +71,32 @@ impl Shared {
             }
         }
         metrics::gauge!("sluice_client_connections").increment(1.0);
-        Some(ClientGuard {
-            shared: self.clone(),
-        })
+        Some(ClientGuard { shared: self.clone() })
+    }
+
+    /// The in-flight statement counter of a backend.
+    pub fn load(&self, backend: &str) -> Arc<AtomicUsize> {
+        if let Some(l) = self.load.read().unwrap_or_else(|e| e.into_inner()).get(backend) {
+            return l.clone();
+        }
+        let mut map = self.load.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(backend.to_string()).or_default().clone()
+    }
+
+    /// Skips `backend` for reads for a moment after it refused a connection.
+    pub fn mark_down(&self, backend: &str) {
+        let mut map = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(backend.to_string(), Instant::now() + DOWN_FOR);
+    }
+
+    pub fn is_down(&self, backend: &str) -> bool {
+        let map = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(backend).is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// A counter that rotates ties between equally loaded replicas.
+    pub fn next_turn(&self) -> usize {
+        self.turn.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn client_count(&self) -> usize {

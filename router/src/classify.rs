@@ -132,9 +132,7 @@ pub fn classify(sql: &str) -> Statement {
                 }
                 let mut buf = [0u8; 24];
                 match upper(w, &mut buf) {
-                    "TEMPORARY" if kind == Kind::Ddl => {
-                        pin = pin.or(Some(PinReason::TemporaryTable))
-                    }
+                    "TEMPORARY" if kind == Kind::Ddl => pin = pin.or(Some(PinReason::TemporaryTable)),
                     "TABLES" | "TABLE" if kind == Kind::Lock && prev_is(prev_word, "LOCK") => {
                         pin = pin.or(Some(PinReason::LockTables))
                     }
@@ -162,9 +160,7 @@ pub fn classify(sql: &str) -> Statement {
                 if !v.starts_with("@@") && user_variable_written(kind, prev_word, tokens.peek()) {
                     pin = pin.or(Some(PinReason::UserVariable));
                 }
-                if v.eq_ignore_ascii_case("@@warning_count")
-                    || v.eq_ignore_ascii_case("@@error_count")
-                {
+                if v.eq_ignore_ascii_case("@@warning_count") || v.eq_ignore_ascii_case("@@error_count") {
                     needs_previous = true;
                 }
             }
@@ -248,10 +244,7 @@ mod tests {
     #[test]
     fn kinds() {
         assert_eq!(classify("  select 1").kind, Kind::Select);
-        assert_eq!(
-            classify("/* c */ INSERT INTO t VALUES (1)").kind,
-            Kind::Insert
-        );
+        assert_eq!(classify("/* c */ INSERT INTO t VALUES (1)").kind, Kind::Insert);
         assert_eq!(classify("start transaction").kind, Kind::Begin);
         assert_eq!(classify("(SELECT 1) UNION (SELECT 2)").kind, Kind::Select);
         assert_eq!(classify("").kind, Kind::Empty);
@@ -282,10 +275,7 @@ mod tests {
     fn user_variables_pin() {
         assert_eq!(pin("SET @a = 1"), Some(PinReason::UserVariable));
         assert_eq!(pin("SELECT @a := 1"), Some(PinReason::UserVariable));
-        assert_eq!(
-            pin("SELECT c INTO @v FROM t"),
-            Some(PinReason::UserVariable)
-        );
+        assert_eq!(pin("SELECT c INTO @v FROM t"), Some(PinReason::UserVariable));
         assert_eq!(pin("SELECT @a"), None);
         assert_eq!(pin("SET @a = 1, @b = 2"), Some(PinReason::UserVariable));
         assert_eq!(pin("SET SESSION sql_mode = @saved"), None);
@@ -295,10 +285,7 @@ mod tests {
 
     #[test]
     fn sql_prepare_pins() {
-        assert_eq!(
-            pin("PREPARE s FROM 'SELECT 1'"),
-            Some(PinReason::SqlPrepare)
-        );
+        assert_eq!(pin("PREPARE s FROM 'SELECT 1'"), Some(PinReason::SqlPrepare));
     }
 
     #[test]

@@ -173,13 +173,7 @@ mod tests {
         let t: Vec<_> = Lexer::new("/*!40101 SET x=1*/ /* sluice:primary */").collect();
         assert_eq!(
             t,
-            vec![
-                Word("SET"),
-                Word("x"),
-                Punct(b'='),
-                Word("1"),
-                Hint("primary")
-            ]
+            vec![Word("SET"), Word("x"), Punct(b'='), Word("1"), Hint("primary")]
         );
     }
 

@@ -163,9 +163,7 @@ role = "primary"
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && self.http_get("/healthz").is_some()
-            {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.http_get("/healthz").is_some() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -181,8 +179,7 @@ role = "primary"
     /// mysql_async asks for @@socket and silently reconnects to the server's
     /// unix socket, bypassing the proxy.
     pub fn opts(&self) -> mysql_async::Opts {
-        let url =
-            mysql_async::Opts::from_url(&self.url("app", "app", "sluice_test")).expect("valid url");
+        let url = mysql_async::Opts::from_url(&self.url("app", "app", "sluice_test")).expect("valid url");
         mysql_async::OptsBuilder::from_opts(url)
             .prefer_socket(false)
             .into()
@@ -250,8 +247,7 @@ pub fn sluice_bin() -> PathBuf {
 
 /// Direct connection options to a backend (bypassing Sluice).
 pub fn direct_opts(addr: &str) -> mysql_async::Opts {
-    let url = mysql_async::Opts::from_url(&format!("mysql://app:app@{addr}/sluice_test"))
-        .expect("valid url");
+    let url = mysql_async::Opts::from_url(&format!("mysql://app:app@{addr}/sluice_test")).expect("valid url");
     mysql_async::OptsBuilder::from_opts(url)
         .prefer_socket(false)
         .into()
@@ -259,7 +255,22 @@ pub fn direct_opts(addr: &str) -> mysql_async::Opts {
 
 /// Path of a file in the repository.
 pub fn repo_path(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// Creates the second configured user (`other`) on the topology; the
+/// primary replicates it to the replicas.
+pub async fn ensure_other_user() {
+    use mysql_async::prelude::Queryable;
+    let mut admin = mysql_async::Conn::new(direct_opts(&Topology::from_env().primary))
+        .await
+        .expect("connect to the primary");
+    admin
+        .query_drop(
+            "CREATE USER IF NOT EXISTS 'other'@'%' IDENTIFIED BY 'secret-other-pw'; \
+             GRANT ALL ON *.* TO 'other'@'%'",
+        )
+        .await
+        .expect("create user other");
+    admin.disconnect().await.ok();
 }

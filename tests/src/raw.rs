@@ -24,11 +24,7 @@ impl RawClient {
         Self::login(port, user, password, extra_caps, Some("sluice_test")).await
     }
 
-    pub async fn connect_without_schema(
-        port: u16,
-        user: &str,
-        password: &str,
-    ) -> anyhow::Result<RawClient> {
+    pub async fn connect_without_schema(port: u16, user: &str, password: &str) -> anyhow::Result<RawClient> {
         Self::login(port, user, password, Caps::empty(), None).await
     }
 
@@ -80,10 +76,7 @@ impl RawClient {
     }
 
     /// Reads packets until one satisfies `last`, returning them all.
-    pub async fn read_until(
-        &mut self,
-        last: impl Fn(&Packet) -> bool,
-    ) -> anyhow::Result<Vec<Packet>> {
+    pub async fn read_until(&mut self, last: impl Fn(&Packet) -> bool) -> anyhow::Result<Vec<Packet>> {
         let mut out = Vec::new();
         loop {
             let p = self.stream.read_packet().await?;

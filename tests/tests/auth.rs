@@ -55,9 +55,7 @@ async fn caching_sha2_client_is_switched_to_native() {
 #[tokio::test]
 async fn ed25519_backend_user() {
     if std::env::var("SLUICE_TEST_ED25519").ok().as_deref() != Some("1") {
-        panic!(
-            "the topology has no ed25519 user (auth_ed25519 plugin missing): SLUICE_TEST_ED25519 != 1"
-        );
+        panic!("the topology has no ed25519 user (auth_ed25519 plugin missing): SLUICE_TEST_ED25519 != 1");
     }
     let s = Sluice::start_with(SluiceOptions {
         extra_users: "[[users]]\nname = \"edapp\"\npassword = \"edpass\"\n".into(),

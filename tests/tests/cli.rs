@@ -28,20 +28,11 @@ fn version_and_help() {
 fn check_config_prints_the_effective_config_without_passwords() {
     let out = sluice(&[
         "check-config",
-        sluice_tests::repo_path("examples/sluice.toml")
-            .to_str()
-            .unwrap(),
+        sluice_tests::repo_path("examples/sluice.toml").to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("max_connections_per_backend = 50"),
-        "{stdout}"
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("max_connections_per_backend = 50"), "{stdout}");
     assert!(
         stdout.contains("acquire_timeout_ms = 2000"),
         "defaults are shown: {stdout}"
@@ -62,10 +53,7 @@ fn check_config_names_the_bad_key() {
             example.replace("acquire_timeout_ms", "acquire_timout_ms"),
             "acquire_timout_ms",
         ),
-        (
-            example.replace("role = \"replica\"", "role = \"leader\""),
-            "role",
-        ),
+        (example.replace("role = \"replica\"", "role = \"leader\""), "role"),
         (
             example.replace("127.0.0.1:13307", "not-an-address"),
             "backends[1].address",

@@ -40,8 +40,7 @@ fn run_ok(cmd: &mut Command) -> String {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// A private temporary directory, removed on drop.
@@ -97,11 +96,7 @@ fn mariadb_cli() {
     // A multi-statement batch: both result sets, in order.
     assert_eq!(cli(&["-e", "SELECT 1; SELECT 2"]), "1\n1\n2\n2\n");
     assert_eq!(
-        cli(&[
-            "-N",
-            "-e",
-            "SELECT 'a' AS x; SELECT 'b', 'c'; SELECT 3 AS y"
-        ]),
+        cli(&["-N", "-e", "SELECT 'a' AS x; SELECT 'b', 'c'; SELECT 3 AS y"]),
         "a\nb\tc\n3\n"
     );
 
@@ -163,10 +158,7 @@ fn mariadb_cli() {
         cli(&["--local-infile=1", "-N", "-e", &load]),
         "1000\t500500\tquoted, 999\n"
     );
-    assert_eq!(
-        cli(&["-N", "-e", "SELECT COUNT(*) FROM cli_load_t"]),
-        "1000\n"
-    );
+    assert_eq!(cli(&["-N", "-e", "SELECT COUNT(*) FROM cli_load_t"]), "1000\n");
     // A client that did not enable LOCAL INFILE is refused, and nothing is loaded.
     let refused = run(mariadb(s.port).args([
         "--local-infile=0",
@@ -200,10 +192,7 @@ fn mariadb_cli() {
         };
         assert!(line("Server version:").contains(version), "{status}");
         assert!(line("Server:").contains("MariaDB"), "{status}");
-        assert!(
-            line("Current database:").ends_with("sluice_test"),
-            "{status}"
-        );
+        assert!(line("Current database:").ends_with("sluice_test"), "{status}");
         assert!(line("Connection:").contains("TCP/IP"), "{status}");
         assert!(line("TCP port:").ends_with(&s.port.to_string()), "{status}");
     }
@@ -316,19 +305,11 @@ fn sysbench_run(s: &Sluice, seconds: u32, extra: &[&str]) {
         tail(&s.log(), 40)
     );
     println!("sysbench oltp_read_write, 8 threads, {seconds} s {extra:?}:");
-    for label in [
-        "transactions:",
-        "queries:",
-        "ignored errors:",
-        "reconnects:",
-    ] {
+    for label in ["transactions:", "queries:", "ignored errors:", "reconnects:"] {
         println!("    {}", report_line(&report, label));
     }
 
-    assert!(
-        report_number(&report, "total:") > 0.0,
-        "no queries:\n{report}"
-    );
+    assert!(report_number(&report, "total:") > 0.0, "no queries:\n{report}");
     assert!(report_number(&report, "transactions:") > 0.0, "{report}");
     assert_eq!(report_number(&report, "reconnects:"), 0.0, "{report}");
     // sysbench 1.0 aborts on any error but a deadlock or lock wait timeout,
@@ -338,10 +319,7 @@ fn sysbench_run(s: &Sluice, seconds: u32, extra: &[&str]) {
     let errors = report_number(&report, "ignored errors:");
     let transactions = report_number(&report, "transactions:");
     for line in report.lines().filter(|l| l.contains("Ignoring error")) {
-        assert!(
-            line.contains("Ignoring error 1213 "),
-            "not a deadlock: {line}"
-        );
+        assert!(line.contains("Ignoring error 1213 "), "not a deadlock: {line}");
     }
     assert!(
         errors <= transactions / 50.0,

@@ -19,10 +19,7 @@ async fn metrics_are_served_and_move() {
     let _ = c.query_drop("SELECT * FROM no_such_table_x").await;
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await; // pool gauges sample every second
     let m = s.metrics();
-    assert!(
-        metric_sum(&m, "sluice_client_connections", &[]) >= 1.0,
-        "{m}"
-    );
+    assert!(metric_sum(&m, "sluice_client_connections", &[]) >= 1.0, "{m}");
     assert!(metric_sum(&m, "sluice_client_connections_accepted_total", &[]) >= 1.0);
     assert!(
         metric_sum(&m, "sluice_queries_total", &["backend=\"primary\""]) >= 25.0,

@@ -14,15 +14,8 @@ async fn connect(s: &Sluice) -> Conn {
 async fn text_and_binary_protocol() {
     let s = Sluice::start();
     let mut c = connect(&s).await;
-    let (v, n): (String, i64) = c
-        .query_first("SELECT version(), 1+1")
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        v.contains("MariaDB"),
-        "advertises the primary's version: {v}"
-    );
+    let (v, n): (String, i64) = c.query_first("SELECT version(), 1+1").await.unwrap().unwrap();
+    assert!(v.contains("MariaDB"), "advertises the primary's version: {v}");
     assert_eq!(n, 2);
     // The version in the handshake is the primary's real one.
     let direct = Conn::new(direct_opts(&Topology::from_env().primary))
@@ -69,10 +62,7 @@ async fn text_and_binary_protocol() {
         .await
         .unwrap();
     assert_eq!(r[0].get::<Option<i32>, _>(0).unwrap(), None);
-    assert_eq!(
-        r[0].get::<Option<String>, _>(2).unwrap().as_deref(),
-        Some("5")
-    );
+    assert_eq!(r[0].get::<Option<String>, _>(2).unwrap().as_deref(), Some("5"));
     c.close(stmt).await.unwrap();
     c.disconnect().await.unwrap();
     direct.disconnect().await.unwrap();
@@ -116,9 +106,7 @@ async fn multi_statements_and_multi_results() {
 async fn blob_of_20_mb_round_trips() {
     let s = Sluice::start();
     let mut c = connect(&s).await;
-    c.query_drop("DROP TABLE IF EXISTS proto_blob")
-        .await
-        .unwrap();
+    c.query_drop("DROP TABLE IF EXISTS proto_blob").await.unwrap();
     c.query_drop("CREATE TABLE proto_blob (id INT PRIMARY KEY, b LONGBLOB)")
         .await
         .unwrap();
@@ -150,13 +138,10 @@ async fn load_data_local_infile() {
     let path = s.dir.join("load.csv");
     let body: String = (1..=1000).map(|i| format!("{i},name{i}\n")).collect();
     std::fs::write(&path, body).unwrap();
-    let opts = OptsBuilder::from_opts(s.opts()).local_infile_handler(Some(
-        mysql_async::WhiteListFsHandler::new(vec![path.clone()]),
-    ));
+    let opts = OptsBuilder::from_opts(s.opts())
+        .local_infile_handler(Some(mysql_async::WhiteListFsHandler::new(vec![path.clone()])));
     let mut c = Conn::new(opts).await.unwrap();
-    c.query_drop("DROP TABLE IF EXISTS proto_load")
-        .await
-        .unwrap();
+    c.query_drop("DROP TABLE IF EXISTS proto_load").await.unwrap();
     c.query_drop("CREATE TABLE proto_load (id INT PRIMARY KEY, name VARCHAR(20))")
         .await
         .unwrap();
@@ -168,10 +153,7 @@ async fn load_data_local_infile() {
     .unwrap();
     assert_eq!(c.affected_rows(), 1000);
     assert!(c.info().contains("Records: 1000"), "{}", c.info());
-    let n: Option<i64> = c
-        .query_first("SELECT COUNT(*) FROM proto_load")
-        .await
-        .unwrap();
+    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM proto_load").await.unwrap();
     assert_eq!(n, Some(1000));
     c.disconnect().await.unwrap();
 }
@@ -179,25 +161,13 @@ async fn load_data_local_infile() {
 #[tokio::test]
 async fn ping_reset_change_user_and_init_db() {
     let s = Sluice::start();
-    let mut admin = Conn::new(direct_opts(&Topology::from_env().primary))
-        .await
-        .unwrap();
-    admin
-        .query_drop(
-            "CREATE USER IF NOT EXISTS 'other'@'%' IDENTIFIED BY 'secret-other-pw'; \
-             GRANT ALL ON *.* TO 'other'@'%'",
-        )
-        .await
-        .unwrap();
+    sluice_tests::ensure_other_user().await;
     let mut c = connect(&s).await;
     c.ping().await.unwrap();
     c.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
         .await
         .unwrap();
-    assert!(
-        c.reset().await.unwrap(),
-        "COM_RESET_CONNECTION is supported"
-    );
+    assert!(c.reset().await.unwrap(), "COM_RESET_CONNECTION is supported");
     let mode: Option<String> = c.query_first("SELECT @@SESSION.sql_mode").await.unwrap();
     assert!(
         !mode.unwrap().contains("ANSI_QUOTES"),

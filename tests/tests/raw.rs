@@ -36,10 +36,7 @@ async fn field_list_and_statistics() {
         .await
         .unwrap();
     c.stream.send(0, &p).await.unwrap();
-    let packets = c
-        .read_until(|p| p.payload.first() == Some(&0xfe))
-        .await
-        .unwrap();
+    let packets = c.read_until(|p| p.payload.first() == Some(&0xfe)).await.unwrap();
     assert_eq!(packets.len(), 3);
 }
 

@@ -34,9 +34,7 @@ async fn variables_and_charset_follow_each_client_across_connections() {
             let mut backend_ids = HashSet::new();
             for _ in 0..30 {
                 let (got_tz, mode, cs, id): (String, String, String, u64) = c
-                    .query_first(
-                        "SELECT @@time_zone, @@sql_mode, @@character_set_client, CONNECTION_ID()",
-                    )
+                    .query_first("SELECT @@time_zone, @@sql_mode, @@character_set_client, CONNECTION_ID()")
                     .await
                     .unwrap()
                     .unwrap();
@@ -76,9 +74,7 @@ async fn schema_follows_the_client() {
     let s = small_pool(2);
     let mut setup = Conn::new(s.opts()).await.unwrap();
     setup
-        .query_drop(
-            "CREATE DATABASE IF NOT EXISTS sluice_s1; CREATE DATABASE IF NOT EXISTS sluice_s2",
-        )
+        .query_drop("CREATE DATABASE IF NOT EXISTS sluice_s1; CREATE DATABASE IF NOT EXISTS sluice_s2")
         .await
         .unwrap();
     let mut a = Conn::new(s.opts()).await.unwrap();
@@ -102,9 +98,7 @@ async fn temporary_tables_pin_and_do_not_leak() {
     a.query_drop("CREATE TEMPORARY TABLE tmp_pin (x INT)")
         .await
         .unwrap();
-    a.query_drop("INSERT INTO tmp_pin VALUES (42)")
-        .await
-        .unwrap();
+    a.query_drop("INSERT INTO tmp_pin VALUES (42)").await.unwrap();
     let x: Option<i32> = a.query_first("SELECT x FROM tmp_pin").await.unwrap();
     assert_eq!(x, Some(42));
     assert!(
@@ -126,24 +120,15 @@ async fn get_lock_and_user_variables_stay_on_one_connection() {
     let s = small_pool(4);
     let mut a = Conn::new(s.opts()).await.unwrap();
     let mut b = Conn::new(s.opts()).await.unwrap();
-    let got: Option<i32> = a
-        .query_first("SELECT GET_LOCK('sluice_lock', 5)")
-        .await
-        .unwrap();
+    let got: Option<i32> = a.query_first("SELECT GET_LOCK('sluice_lock', 5)").await.unwrap();
     assert_eq!(got, Some(1));
-    let free: Option<i32> = b
-        .query_first("SELECT IS_FREE_LOCK('sluice_lock')")
-        .await
-        .unwrap();
+    let free: Option<i32> = b.query_first("SELECT IS_FREE_LOCK('sluice_lock')").await.unwrap();
     assert_eq!(free, Some(0), "the lock is held by a's connection");
     // Other clients churn through the pool meanwhile.
     for _ in 0..10 {
         let _: Option<i32> = b.query_first("SELECT 1").await.unwrap();
     }
-    let released: Option<i32> = a
-        .query_first("SELECT RELEASE_LOCK('sluice_lock')")
-        .await
-        .unwrap();
+    let released: Option<i32> = a.query_first("SELECT RELEASE_LOCK('sluice_lock')").await.unwrap();
     assert_eq!(released, Some(1), "released on the connection that took it");
 
     a.query_drop("SET @mine = 'a-value'").await.unwrap();
@@ -194,27 +179,21 @@ async fn transactions_keep_their_connection() {
 async fn last_insert_id_found_rows_and_warnings_read_the_previous_statement() {
     let s = small_pool(4);
     let mut c = Conn::new(s.opts()).await.unwrap();
-    c.query_drop(
-        "DROP TABLE IF EXISTS lii_t; CREATE TABLE lii_t (id INT PRIMARY KEY AUTO_INCREMENT, v INT)",
-    )
-    .await
-    .unwrap();
+    c.query_drop("DROP TABLE IF EXISTS lii_t; CREATE TABLE lii_t (id INT PRIMARY KEY AUTO_INCREMENT, v INT)")
+        .await
+        .unwrap();
     // Other clients keep the pool busy.
     let noise = {
         let opts = s.opts();
         tokio::spawn(async move {
             let mut n = Conn::new(opts).await.unwrap();
             for _ in 0..200 {
-                n.query_drop("INSERT INTO lii_t (v) VALUES (0)")
-                    .await
-                    .unwrap();
+                n.query_drop("INSERT INTO lii_t (v) VALUES (0)").await.unwrap();
             }
         })
     };
     for _ in 0..30 {
-        c.query_drop("INSERT INTO lii_t (v) VALUES (1)")
-            .await
-            .unwrap();
+        c.query_drop("INSERT INTO lii_t (v) VALUES (1)").await.unwrap();
         let reported = c.last_insert_id().unwrap();
         let id: Option<u64> = c.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
         assert_eq!(id, Some(reported));
@@ -257,11 +236,7 @@ async fn follow_up_reads_stay_right_after_a_pause() {
                 let mine = c.last_insert_id().unwrap();
                 tokio::time::sleep(std::time::Duration::from_millis(400)).await;
                 let id: Option<u64> = c.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
-                assert_eq!(
-                    id,
-                    Some(mine),
-                    "client {i} reads its own insert id after a pause"
-                );
+                assert_eq!(id, Some(mine), "client {i} reads its own insert id after a pause");
             }
         }
     });

@@ -112,10 +112,7 @@ async fn long_data_reset_cursor_fetch_bulk_and_close() {
         fetch.extend_from_slice(&sel.to_le_bytes());
         fetch.extend_from_slice(&2u32.to_le_bytes());
         c.stream.send(0, &fetch).await.unwrap();
-        let packets = c
-            .read_until(|p| is_eof(p) || p.payload[0] == 0xff)
-            .await
-            .unwrap();
+        let packets = c.read_until(|p| is_eof(p) || p.payload[0] == 0xff).await.unwrap();
         let (last, data) = packets.split_last().unwrap();
         assert!(is_eof(last), "fetch ends with EOF");
         rows += data.len();
@@ -149,26 +146,23 @@ async fn found_rows_flag_is_honoured_per_client() {
     let mut plain = mysql_async::Conn::new(s.opts()).await.unwrap();
     let found = mysql_async::OptsBuilder::from_opts(s.opts()).client_found_rows(true);
     let mut found = mysql_async::Conn::new(found).await.unwrap();
-    plain.query_drop("CREATE OR REPLACE TABLE fr_t (id INT PRIMARY KEY, v INT); INSERT INTO fr_t VALUES (1, 1)").await.unwrap();
+    plain
+        .query_drop(
+            "CREATE OR REPLACE TABLE fr_t (id INT PRIMARY KEY, v INT); INSERT INTO fr_t VALUES (1, 1)",
+        )
+        .await
+        .unwrap();
     for _ in 0..5 {
         plain
             .query_drop("UPDATE fr_t SET v = 1 WHERE id = 1")
             .await
             .unwrap();
-        assert_eq!(
-            plain.affected_rows(),
-            0,
-            "changed rows without CLIENT_FOUND_ROWS"
-        );
+        assert_eq!(plain.affected_rows(), 0, "changed rows without CLIENT_FOUND_ROWS");
         found
             .query_drop("UPDATE fr_t SET v = 1 WHERE id = 1")
             .await
             .unwrap();
-        assert_eq!(
-            found.affected_rows(),
-            1,
-            "matched rows with CLIENT_FOUND_ROWS"
-        );
+        assert_eq!(found.affected_rows(), 1, "matched rows with CLIENT_FOUND_ROWS");
     }
 }
 
@@ -252,10 +246,7 @@ async fn large_results_stream_in_bounded_memory() {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap();
-    println!(
-        "sluice peak RSS after streaming 500 MB: {} MB",
-        hwm_kb / 1024
-    );
+    println!("sluice peak RSS after streaming 500 MB: {} MB", hwm_kb / 1024);
     assert!(
         hwm_kb < 100 * 1024,
         "peak RSS {hwm_kb} kB: the result was buffered, not streamed"

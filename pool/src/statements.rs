@@ -1,0 +1,97 @@
+//! The prepared statements one backend connection holds: a bounded LRU keyed
+//! by SQL text, so any client's statement with the same text reuses it and
+//! `max_prepared_stmt_count` on the server is never exhausted however many
+//! statements clients prepare. The least recently used one is closed when
+//! the bound is reached.
+
+use lru::LruCache;
+use std::sync::Arc;
+
+/// One server-side prepared statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendStatement {
+    pub id: u32,
+    pub params: u16,
+    pub columns: u16,
+    /// Parameter types last sent with an execute on this connection; the
+    /// server remembers them, so later executes may omit them.
+    pub types: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub struct StatementCache {
+    lru: LruCache<Arc<str>, BackendStatement>,
+}
+
+impl Default for StatementCache {
+    fn default() -> Self {
+        StatementCache {
+            lru: LruCache::unbounded(),
+        }
+    }
+}
+
+impl StatementCache {
+    pub fn get(&mut self, sql: &str) -> Option<&mut BackendStatement> {
+        self.lru.get_mut(sql)
+    }
+
+    pub fn contains(&self, sql: &str) -> bool {
+        self.lru.contains(sql)
+    }
+
+    /// Adds a statement; returns the ids of statements evicted to stay
+    /// within `capacity` (the caller closes them on the server).
+    pub fn insert(&mut self, sql: Arc<str>, statement: BackendStatement, capacity: usize) -> Vec<u32> {
+        self.lru.put(sql, statement);
+        let mut evicted = Vec::new();
+        while self.lru.len() > capacity.max(1) {
+            if let Some((_, old)) = self.lru.pop_lru() {
+                evicted.push(old.id);
+            }
+        }
+        evicted
+    }
+
+    /// The id a backend statement has here, by SQL text, without touching
+    /// recency.
+    pub fn id_of(&self, sql: &str) -> Option<u32> {
+        self.lru.peek(sql).map(|s| s.id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lru.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lru.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.lru.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stmt(id: u32) -> BackendStatement {
+        BackendStatement {
+            id,
+            params: 0,
+            columns: 0,
+            types: None,
+        }
+    }
+
+    #[test]
+    fn evicts_least_recently_used_beyond_capacity() {
+        let mut c = StatementCache::default();
+        assert!(c.insert("a".into(), stmt(1), 2).is_empty());
+        assert!(c.insert("b".into(), stmt(2), 2).is_empty());
+        c.get("a"); // a is now more recent than b
+        assert_eq!(c.insert("c".into(), stmt(3), 2), vec![2]);
+        assert!(c.contains("a") && c.contains("c") && !c.contains("b"));
+    }
+}

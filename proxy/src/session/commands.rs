@@ -1,0 +1,75 @@
+//! Commands Sluice answers itself: COM_SET_OPTION (the client's
+//! multi-statement flag is session state), COM_RESET_CONNECTION and
+//! COM_CHANGE_USER (which reset the client's state and give back any held
+//! connection).
+
+use super::{End, Session, charset_vars_for};
+use crate::errors;
+use crate::handshake;
+use sluice_pool::SessionState;
+use sluice_protocol::consts::{CapabilityFlags as Caps, set_option, status};
+use sluice_protocol::packets;
+
+impl Session {
+    pub(super) async fn set_option(&mut self, payload: &[u8]) -> Result<(), End> {
+        match packets::le16(payload, 1) {
+            set_option::MULTI_STATEMENTS_ON => self.desired.multi_statements = true,
+            set_option::MULTI_STATEMENTS_OFF => self.desired.multi_statements = false,
+            _ => {
+                return self
+                    .reply(&errors::malformed_packet("unknown COM_SET_OPTION value"))
+                    .await;
+            }
+        }
+        if self.caps.contains(Caps::CLIENT_DEPRECATE_EOF) {
+            self.reply(&packets::ok(0, 0, status::AUTOCOMMIT, 0)).await
+        } else {
+            self.reply(&packets::eof(0, status::AUTOCOMMIT)).await
+        }
+    }
+
+    pub(super) async fn reset_connection(&mut self) -> Result<(), End> {
+        self.release_held().await;
+        self.statements.clear();
+        let schema = self.desired.schema.take();
+        self.desired = SessionState {
+            schema,
+            ..self.initial.clone()
+        };
+        self.reply_ok().await
+    }
+
+    pub(super) async fn change_user(&mut self, payload: &[u8]) -> Result<(), End> {
+        let config = self.shared.config.load_full();
+        let changed = handshake::change_user(
+            &mut self.client,
+            payload,
+            self.caps,
+            &self.nonce,
+            &config,
+            &self.peer_host,
+        )
+        .await
+        .map_err(|_| End::ClientGone)?;
+        let Some(changed) = changed else {
+            return Err(End::ClientGone);
+        };
+        self.release_held().await;
+        self.statements.clear();
+        self.user = changed.user;
+        self.pools.clear();
+        let default_collation = self.shared.profile.load().default_collation;
+        if let Some(collation) = changed.collation {
+            self.initial.vars = charset_vars_for(collation, default_collation)
+                .into_iter()
+                .collect();
+        }
+        self.initial.schema = changed.schema.clone();
+        self.desired = self.initial.clone();
+        self.client
+            .send(changed.next_seq, &packets::ok(0, 0, status::AUTOCOMMIT, 0))
+            .await
+            .map(|_| ())
+            .map_err(|_| End::ClientGone)
+    }
+}

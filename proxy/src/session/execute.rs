@@ -1,0 +1,571 @@
+//! Running a command on a backend: route it, check out (or keep) a
+//! connection and replay the client's session state on it, send the
+//! command (preparing statements lazily on that connection), relay the
+//! response, and decide what the client keeps afterwards.
+
+use super::{End, Held, HoldReason, Session};
+use crate::errors;
+use crate::relay::{Outcome, Relay, RelayError, ResponseKind};
+use bytes::Bytes;
+use sluice_config::{PoolMode, Role, RoutingMode};
+use sluice_pool::{AcquireError, BackendConn, BackendError, BackendPool, PoolKey, discard};
+use sluice_protocol::consts::{CapabilityFlags as Caps, com, status};
+use sluice_router::{Candidate, Facts, Holding, Kind, PinReason, Route, RouteInput, pick_replica, route};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What goes to the backend once a connection is chosen.
+pub(super) enum Outgoing {
+    /// The client's packet, unchanged.
+    Raw(Bytes),
+    /// COM_STMT_PREPARE: relayed with Sluice's statement id.
+    Prepare {
+        sql: Arc<str>,
+        packet: Bytes,
+        client_id: u32,
+    },
+    /// COM_STMT_EXECUTE / COM_STMT_BULK_EXECUTE: the statement is prepared
+    /// on the chosen connection first, long data and parameter types are
+    /// re-sent as needed, and the id is rewritten.
+    Execute {
+        sql: Arc<str>,
+        packet: Bytes,
+        params: u16,
+        types: Option<Vec<u8>>,
+        long_data: Vec<(u16, Vec<u8>)>,
+    },
+    /// COM_STMT_FETCH / COM_STMT_RESET on the held connection.
+    ForStatement { sql: Arc<str>, packet: Bytes },
+}
+
+/// One command to run.
+pub(super) struct Work<'a> {
+    /// None for commands that are not statements (they run where the
+    /// client's connection is, or on the primary).
+    pub facts: Option<&'a Facts>,
+    /// Literal values of this execution (for `SET @v = literal`).
+    pub literals: Vec<&'a str>,
+    pub response: ResponseKind,
+    pub outgoing: Outgoing,
+    pub label: &'static str,
+}
+
+/// What the command did, for the caller.
+#[derive(Default)]
+pub(super) struct Done {
+    pub outcome: Option<Outcome>,
+}
+
+enum SendError {
+    /// Nothing reached the server: safe to retry on another connection.
+    NotSent(BackendError),
+    /// The command may have run.
+    Unknown(BackendError),
+}
+
+impl Session {
+    fn holding(&self) -> Option<Holding> {
+        self.held.as_ref().map(|h| match h.reason {
+            HoldReason::FollowUp => Holding::FollowUp,
+            _ => Holding::Bound,
+        })
+    }
+
+    fn decide(&self, facts: Option<&Facts>) -> Route {
+        let config = self.shared.config.load();
+        let mode = match config.pool.mode {
+            // One connection per client: it must be able to write.
+            PoolMode::Session => RoutingMode::PrimaryOnly,
+            PoolMode::Transaction => config.routing.mode,
+        };
+        match facts {
+            Some(facts) => route(RouteInput {
+                mode,
+                facts,
+                holding: self.holding(),
+                autocommit_off: self
+                    .desired
+                    .vars
+                    .get("autocommit")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("OFF")),
+            }),
+            None if self.holding() == Some(Holding::Bound) => Route::Held,
+            None => Route::Primary,
+        }
+    }
+
+    /// Runs `work` and relays its response.
+    pub(super) async fn run(&mut self, work: Work<'_>) -> Result<Done, End> {
+        let routed = self.decide(work.facts);
+        if routed != Route::Held
+            && self
+                .held
+                .as_ref()
+                .is_some_and(|h| h.reason == HoldReason::FollowUp)
+        {
+            self.held = None;
+        }
+        let started = Instant::now();
+        let with_last_insert_id = work.facts.is_some_and(|f| f.lexical.reads_last_insert_id);
+        // Before anything of the client's reaches a server, a failed
+        // connection is replaced and an unreachable replica skipped.
+        let mut attempts = 0;
+        let mut route_now = routed;
+        loop {
+            attempts += 1;
+            if self.held.is_none() {
+                if let Err(e) = self.check_out(route_now).await {
+                    if route_now == Route::Replica && attempts <= 3 {
+                        if let AcquireError::Unreachable { backend, .. } = &e {
+                            self.shared.mark_down(backend);
+                            metrics::counter!("sluice_route_fallbacks_total", "reason" => "replica_unreachable")
+                                .increment(1);
+                            continue;
+                        }
+                    }
+                    tracing::warn!(conn_id = self.id, "{e}");
+                    metrics::counter!("sluice_errors_total", "cause" => e.cause()).increment(1);
+                    self.reply(&errors::acquire(&e)).await?;
+                    return Ok(Done::default());
+                }
+            }
+            let fresh = self
+                .held
+                .as_ref()
+                .is_some_and(|h| h.reason == HoldReason::FollowUp)
+                && route_now != Route::Held;
+            let capacity = self.prepared_capacity();
+            let held = self.held.as_mut().expect("checked out above");
+            let applied = held.conn.apply(&self.desired, with_last_insert_id).await;
+            let sent = match applied {
+                Ok(None) => send(&mut held.conn, &work.outgoing, capacity).await,
+                Ok(Some(err)) => Ok(Some(err)),
+                Err(e) => Err(SendError::NotSent(e)),
+            };
+            match sent {
+                Ok(None) => break,
+                Ok(Some(server_err)) => {
+                    // The server refused the session replay or the
+                    // re-prepare: the client gets that error as the answer.
+                    self.after(
+                        &Outcome {
+                            ended_with_error: true,
+                            ..Outcome::default()
+                        },
+                        &work,
+                    );
+                    self.reply(&server_err).await?;
+                    return Ok(Done::default());
+                }
+                Err(SendError::NotSent(e)) if fresh && attempts < 3 => {
+                    let backend = held.pool.backend().to_string();
+                    self.drop_broken_connection();
+                    tracing::info!(
+                        conn_id = self.id,
+                        backend,
+                        "backend connection failed before the command was sent ({e}); retrying"
+                    );
+                    route_now = if routed == Route::Held {
+                        Route::Primary
+                    } else {
+                        routed
+                    };
+                    continue;
+                }
+                Err(SendError::NotSent(e) | SendError::Unknown(e)) => {
+                    let backend = held.pool.backend().to_string();
+                    self.drop_broken_connection();
+                    metrics::counter!("sluice_errors_total", "cause" => "backend_lost").increment(1);
+                    self.reply(&errors::backend_lost(&backend, &e.to_string()))
+                        .await?;
+                    return Ok(Done::default());
+                }
+            }
+        }
+        let held = self.held.as_mut().expect("connection is held");
+        let role = held.role;
+        let backend = held.pool.key.backend.clone();
+        let load = self.shared.load(&backend);
+        load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut relay = Relay::new(&mut self.client, &mut held.conn, self.caps, &mut self.desired, 1);
+        if let Outgoing::Prepare { client_id, .. } = &work.outgoing {
+            relay = relay.with_statement_id(*client_id);
+        }
+        let result = relay.run(work.response).await;
+        load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let label = if routed == Route::Held {
+            "held"
+        } else if role == Role::Primary {
+            "primary"
+        } else {
+            "replica"
+        };
+        self.metrics.query(&backend, label, work.label, started.elapsed());
+        match result {
+            Ok(outcome) => {
+                if let (Some(stmt), Outgoing::Prepare { sql, .. }) = (&outcome.prepared, &work.outgoing) {
+                    let capacity = self.prepared_capacity();
+                    let held = self.held.as_mut().expect("connection is held");
+                    if let Err(e) = remember(&mut held.conn, sql, stmt.clone(), capacity).await {
+                        tracing::warn!(conn_id = self.id, backend, "closing a statement failed: {e}");
+                        self.drop_broken_connection();
+                    }
+                }
+                self.after(&outcome, &work);
+                Ok(Done {
+                    outcome: Some(outcome),
+                })
+            }
+            Err(RelayError::Client(e)) => {
+                tracing::debug!("client gone mid-response: {e}");
+                self.drop_broken_connection();
+                Err(End::ClientGone)
+            }
+            Err(RelayError::Backend {
+                error,
+                client_saw_any,
+            }) => {
+                tracing::warn!(
+                    conn_id = self.id,
+                    backend,
+                    "backend connection failed mid-response: {error}"
+                );
+                metrics::counter!("sluice_errors_total", "cause" => "backend_lost").increment(1);
+                self.drop_broken_connection();
+                if client_saw_any {
+                    // The client's stream is mid-result; it cannot take an ERR.
+                    self.client.shutdown().await;
+                    return Err(End::ClientGone);
+                }
+                self.reply(&errors::backend_lost(&backend, &error.to_string()))
+                    .await?;
+                Ok(Done::default())
+            }
+        }
+    }
+
+    fn prepared_capacity(&self) -> usize {
+        self.shared.config.load().pool.max_prepared_per_connection
+    }
+
+    /// Checks a connection out for `route` (primary or a replica) and holds
+    /// it for the statement.
+    async fn check_out(&mut self, route: Route) -> Result<(), AcquireError> {
+        let (pool, role) = match route {
+            Route::Replica => match self.replica_pool() {
+                Some(pool) => (pool, Role::Replica),
+                None => {
+                    metrics::counter!("sluice_route_fallbacks_total", "reason" => "no_replica").increment(1);
+                    (self.pool_for_role(Role::Primary)?, Role::Primary)
+                }
+            },
+            Route::Primary | Route::Held => (self.pool_for_role(Role::Primary)?, Role::Primary),
+        };
+        let waited = Instant::now();
+        let conn = pool.acquire().await?;
+        self.metrics.pool_wait(pool.backend(), waited.elapsed());
+        self.held = Some(Held {
+            conn,
+            pool,
+            role,
+            reason: HoldReason::FollowUp,
+        });
+        Ok(())
+    }
+
+    fn pool_for_role(&mut self, role: Role) -> Result<BackendPool, AcquireError> {
+        let config = self.shared.config.load();
+        let backend =
+            config
+                .backends
+                .iter()
+                .find(|b| b.role == role)
+                .ok_or_else(|| AcquireError::Closed {
+                    backend: "primary".into(),
+                })?;
+        Ok(self.pool_for(&backend.name, &backend.address))
+    }
+
+    fn pool_for(&mut self, name: &str, address: &str) -> BackendPool {
+        if let Some(pool) = self.pools.get(name) {
+            return pool.clone();
+        }
+        let config = self.shared.config.load();
+        let password = config.user(&self.user).map(|u| u.secret()).unwrap_or_default();
+        let key = PoolKey {
+            backend: name.to_string(),
+            user: self.user.clone(),
+            found_rows: self.caps.contains(Caps::CLIENT_FOUND_ROWS),
+        };
+        let pool = self.shared.pools.handle(&key, address, password);
+        self.pools.insert(name.to_string(), pool.clone());
+        pool
+    }
+
+    /// The replica with the least outstanding requests for its weight,
+    /// skipping ones that just failed.
+    fn replica_pool(&mut self) -> Option<BackendPool> {
+        let config = self.shared.config.load_full();
+        let replicas: Vec<_> = config
+            .backends
+            .iter()
+            .filter(|b| b.role == Role::Replica)
+            .collect();
+        let candidates: Vec<Candidate> = replicas
+            .iter()
+            .map(|b| Candidate {
+                weight: b.weight,
+                outstanding: self
+                    .shared
+                    .load(&b.name)
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                eligible: !self.shared.is_down(&b.name),
+            })
+            .collect();
+        let chosen = pick_replica(&candidates, self.shared.next_turn())?;
+        let backend = replicas[chosen];
+        Some(self.pool_for(&backend.name, &backend.address))
+    }
+
+    /// After a statement: pins, transactions and follow-ups decide whether
+    /// the client keeps its connection.
+    fn after(&mut self, outcome: &Outcome, work: &Work<'_>) {
+        let literal_count = work.literals.len();
+        if let Some(facts) = work.facts {
+            if !outcome.ended_with_error && facts.tracked_user_vars(literal_count) {
+                let held = self.held.as_mut();
+                for (name, literal) in facts.ast.user_var_literals.iter().zip(&work.literals) {
+                    self.desired.user_vars.insert(name.clone(), literal.to_string());
+                }
+                if let Some(held) = held {
+                    held.conn.state.user_vars = self.desired.user_vars.clone();
+                }
+            }
+        }
+        let Some(held) = self.held.as_mut() else { return };
+        let explained = work.facts.is_some_and(|f| f.tracked_user_vars(literal_count));
+        let new_pin = work
+            .facts
+            .and_then(|f| f.pin_reason(literal_count))
+            .or(outcome.cursor_opened.then_some(PinReason::Cursor))
+            .or((outcome.untracked_change && !explained).then_some(PinReason::UntrackedState));
+        if let (None, Some(reason)) = (self.pinned, new_pin) {
+            tracing::debug!(reason = reason.label(), "client pinned to its backend connection");
+            metrics::counter!("sluice_session_pins_total", "reason" => reason.label()).increment(1);
+            self.pinned = Some(reason);
+        }
+        let in_transaction = match outcome.status {
+            Some(st) => st & status::IN_TRANS != 0,
+            // An ERR does not say; a transaction stays open until it ends.
+            None => held.reason == HoldReason::Transaction,
+        };
+        let follow_up = work.facts.is_some_and(|f| {
+            f.lexical.feeds_next
+                || matches!(
+                    f.kind(),
+                    Kind::Insert | Kind::Update | Kind::Delete | Kind::Replace
+                )
+        }) || outcome.warnings > 0;
+        let session_mode = self.shared.config.load().pool.mode == PoolMode::Session;
+        held.reason = if let Some(reason) = self.pinned {
+            HoldReason::Pinned(reason)
+        } else if session_mode {
+            HoldReason::Session
+        } else if in_transaction {
+            HoldReason::Transaction
+        } else if follow_up {
+            HoldReason::FollowUp
+        } else {
+            self.held = None; // back to the pool
+            return;
+        };
+    }
+
+    /// Checks the schema a client asked for at connect on the primary, as
+    /// the server would. Returns the server's ERR if it does not exist.
+    pub(super) async fn check_schema(&mut self) -> Result<Option<Vec<u8>>, AcquireError> {
+        self.check_out(Route::Primary).await?;
+        let held = self.held.as_mut().expect("checked out above");
+        match held.conn.apply(&self.desired, false).await {
+            Ok(None) => Ok(None),
+            Ok(Some(err)) => {
+                self.held = None;
+                Ok(Some(err))
+            }
+            Err(e) => {
+                let backend = held.pool.backend().to_string();
+                self.drop_broken_connection();
+                Err(AcquireError::Unreachable {
+                    backend,
+                    address: String::new(),
+                    reason: format!("connection failed while restoring the session: {e}"),
+                })
+            }
+        }
+    }
+
+    /// The connection's protocol state is unknown: close it, never reuse it.
+    pub(super) fn drop_broken_connection(&mut self) {
+        if let Some(mut held) = self.held.take() {
+            held.conn.broken = true;
+            discard(held.conn);
+        }
+        // Whatever was pinned or open on it is gone.
+        self.pinned = None;
+    }
+
+    /// Gives the held connection back, first resetting state that must not
+    /// leak to the next client (open transaction, temporary tables, locks).
+    pub(super) async fn release_held(&mut self) {
+        self.pinned = None;
+        let Some(mut held) = self.held.take() else { return };
+        if held.reason == HoldReason::FollowUp {
+            return;
+        }
+        if let Err(e) = held.conn.reset().await {
+            tracing::info!(
+                conn_id = self.id,
+                backend = held.pool.key.backend,
+                "could not reset a backend connection, closing it: {e}"
+            );
+            held.conn.broken = true;
+            discard(held.conn);
+        }
+    }
+}
+
+/// Sends the command on the chosen connection. `Ok(Some(err))` is a server
+/// refusal (for example the statement no longer prepares).
+async fn send(
+    conn: &mut BackendConn,
+    outgoing: &Outgoing,
+    capacity: usize,
+) -> Result<Option<Vec<u8>>, SendError> {
+    match outgoing {
+        Outgoing::Raw(packet) | Outgoing::Prepare { packet, .. } => {
+            conn.send_command(packet).await.map_err(SendError::NotSent)?;
+        }
+        Outgoing::ForStatement { sql, packet } => {
+            let Some(id) = conn.statements.id_of(sql) else {
+                return Ok(Some(errors::unknown_statement(0, com::name(packet[0]))));
+            };
+            let mut p = packet.to_vec();
+            p[1..5].copy_from_slice(&id.to_le_bytes());
+            conn.send_command(&p).await.map_err(SendError::NotSent)?;
+        }
+        Outgoing::Execute {
+            sql,
+            packet,
+            params,
+            types,
+            long_data,
+        } => {
+            let stmt = match conn.prepared(sql, capacity).await.map_err(SendError::NotSent)? {
+                Ok(stmt) => stmt,
+                Err(server_err) => return Ok(Some(server_err)),
+            };
+            for (param, data) in long_data {
+                let mut p = Vec::with_capacity(7 + data.len());
+                p.push(com::STMT_SEND_LONG_DATA);
+                p.extend_from_slice(&stmt.id.to_le_bytes());
+                p.extend_from_slice(&param.to_le_bytes());
+                p.extend_from_slice(data);
+                conn.send_command(&p).await.map_err(SendError::NotSent)?; // no response
+            }
+            let (p, sent_types) =
+                rewrite_execute(packet, stmt.id, *params, types.as_deref(), stmt.types.as_deref());
+            if let (Some(sent), Some(entry)) = (sent_types, conn.statements.get(sql)) {
+                entry.types = Some(sent);
+            }
+            conn.send_command(&p).await.map_err(SendError::Unknown)?;
+        }
+    }
+    Ok(None)
+}
+
+/// Puts the backend id into an execute packet and, when the client relies
+/// on types this connection has not seen, adds them. Returns the packet and
+/// the types the connection now knows (if they changed).
+pub(super) fn rewrite_execute(
+    packet: &[u8],
+    backend_id: u32,
+    params: u16,
+    client_types: Option<&[u8]>,
+    conn_types: Option<&[u8]>,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut p = packet.to_vec();
+    p[1..5].copy_from_slice(&backend_id.to_le_bytes());
+    if p[0] != com::STMT_EXECUTE || params == 0 {
+        return (p, None);
+    }
+    let bound_at = 10 + (params as usize).div_ceil(8);
+    let types_len = 2 * params as usize;
+    match p.get(bound_at) {
+        Some(1) => {
+            let sent = p.get(bound_at + 1..bound_at + 1 + types_len).map(<[u8]>::to_vec);
+            (p, sent)
+        }
+        Some(0) => match client_types {
+            Some(types) if conn_types != Some(types) && types.len() == types_len => {
+                let mut out = Vec::with_capacity(p.len() + types_len);
+                out.extend_from_slice(&p[..bound_at]);
+                out.push(1);
+                out.extend_from_slice(types);
+                out.extend_from_slice(&p[bound_at + 1..]);
+                (out, Some(types.to_vec()))
+            }
+            _ => (p, None),
+        },
+        _ => (p, None),
+    }
+}
+
+/// Records a statement the client prepared on this connection; if the
+/// connection already had the same text prepared, the duplicate is closed.
+async fn remember(
+    conn: &mut BackendConn,
+    sql: &Arc<str>,
+    stmt: sluice_pool::BackendStatement,
+    capacity: usize,
+) -> Result<(), BackendError> {
+    if conn.statements.contains(sql) {
+        let mut close = vec![com::STMT_CLOSE];
+        close.extend_from_slice(&stmt.id.to_le_bytes());
+        return conn.send_command(&close).await;
+    }
+    conn.remember_statement(sql.clone(), stmt, capacity).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn execute_packet(id: u32, bound: u8, types: &[u8], values: &[u8]) -> Vec<u8> {
+        let mut p = vec![com::STMT_EXECUTE];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.push(0);
+        p.extend_from_slice(&1u32.to_le_bytes());
+        p.push(0); // null bitmap for 2 params
+        p.push(bound);
+        p.extend_from_slice(types);
+        p.extend_from_slice(values);
+        p
+    }
+
+    #[test]
+    fn execute_gets_backend_id_and_missing_types() {
+        let types = [0x03, 0, 0xfe, 0];
+        let client = execute_packet(7, 0, &[], &[1, 2]);
+        let (p, sent) = rewrite_execute(&client, 99, 2, Some(&types), None);
+        assert_eq!(p, execute_packet(99, 1, &types, &[1, 2]));
+        assert_eq!(sent.as_deref(), Some(&types[..]));
+        // The connection already knows them: nothing added.
+        let (p, sent) = rewrite_execute(&client, 99, 2, Some(&types), Some(&types));
+        assert_eq!(p, execute_packet(99, 0, &[], &[1, 2]));
+        assert_eq!(sent, None);
+        // Types sent by the client are recorded.
+        let with = execute_packet(7, 1, &types, &[1, 2]);
+        let (_, sent) = rewrite_execute(&with, 5, 2, Some(&types), None);
+        assert_eq!(sent.as_deref(), Some(&types[..]));
+    }
+}

@@ -1,0 +1,316 @@
+//! One client connection from handshake to quit. Each command is read,
+//! classified and routed; the session checks out (or keeps) a backend
+//! connection whose session state matches the client's, forwards the
+//! command, relays the response, and decides whether to keep the connection
+//! (transaction, pin, a follow-up read of the statement's state) or give it
+//! back to the pool.
+//!
+//! - `commands`: commands Sluice answers itself (ping, set option, reset,
+//!   change user).
+//! - `execute`: routing, checkout with state replay, the relay, and what to
+//!   hold afterwards.
+//! - `prepared`: prepared statements under multiplexing (Sluice's ids, lazy
+//!   prepare per backend connection).
+
+mod commands;
+mod execute;
+mod prepared;
+mod query;
+
+use crate::errors;
+use crate::handshake::{self, HandshakeError};
+use crate::metrics::SessionMetrics;
+use crate::shared::{ClientGuard, Shared};
+use bytes::Bytes;
+use mysql_common::collations::{Collation, CollationId};
+use prepared::ClientStatements;
+use sluice_pool::{BackendPool, Pooled, SessionState, charset_vars};
+use sluice_protocol::PacketStream;
+use sluice_protocol::consts::{CapabilityFlags as Caps, com, status};
+use sluice_protocol::packets;
+use sluice_router::{PinReason, Scratch};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+/// How often a connection kept for a follow-up statement (SHOW WARNINGS,
+/// FOUND_ROWS(), ROW_COUNT()) checks whether other clients are waiting for
+/// the pool; only then does it go back early (counted), because the
+/// follow-up would otherwise read another connection's state.
+const FOLLOW_UP_CHECK: Duration = Duration::from_millis(250);
+
+/// Why a client keeps its backend connection between statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldReason {
+    Transaction,
+    Pinned(PinReason),
+    /// `pool.mode = "session"`: one backend connection for the client's life.
+    Session,
+    /// The next statement may read this one's state.
+    FollowUp,
+}
+
+struct Held {
+    conn: Pooled,
+    pool: BackendPool,
+    /// Primary or replica, for metrics.
+    role: sluice_config::Role,
+    reason: HoldReason,
+}
+
+/// Why the session ended.
+enum End {
+    Quit,
+    ClientGone,
+}
+
+pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard: ClientGuard) {
+    let id = shared.next_connection_id();
+    // A debug-level span: entering a span on every poll is measurable on
+    // the per-query path, so info and warn lines carry conn_id themselves.
+    let span = tracing::debug_span!("client", conn_id = id);
+    async move {
+        tracing::debug!(%peer, "accepted");
+        metrics::counter!("sluice_client_connections_accepted_total").increment(1);
+        let mut client = PacketStream::new(stream);
+        let config = shared.config.load_full();
+        let profile = shared.profile.load_full();
+        let peer_host = peer.ip().to_string();
+        let hello = match handshake::accept(&mut client, id, &profile, &config, &peer_host).await {
+            Ok(hello) => hello,
+            Err(HandshakeError::Refused(why)) => {
+                tracing::info!(conn_id = id, reason = why, "connection refused at handshake");
+                return;
+            }
+            Err(HandshakeError::Io(e)) => {
+                tracing::debug!("client left during handshake: {e}");
+                return;
+            }
+        };
+        let next_seq = hello.next_seq;
+        let mut session = Session::new(shared, client, hello, peer_host, id);
+        if !session.finish_handshake(next_seq).await {
+            return;
+        }
+        tracing::debug!(user = %session.user, "authenticated");
+        let end = session.serve().await;
+        session.close(end).await;
+        drop(guard);
+    }
+    .instrument(span)
+    .await
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    id: u32,
+    client: PacketStream<TcpStream>,
+    caps: Caps,
+    user: String,
+    peer_host: String,
+    nonce: [u8; 20],
+    /// State right after connecting (for COM_RESET_CONNECTION).
+    initial: SessionState,
+    /// The state the client's statements must see.
+    desired: SessionState,
+    held: Option<Held>,
+    pinned: Option<PinReason>,
+    /// Pool handles by backend name for this user and FOUND_ROWS profile.
+    pools: HashMap<String, BackendPool>,
+    statements: ClientStatements,
+    scratch: Scratch,
+    metrics: SessionMetrics,
+}
+
+impl Session {
+    fn new(
+        shared: Arc<Shared>,
+        client: PacketStream<TcpStream>,
+        hello: handshake::ClientHello,
+        peer_host: String,
+        id: u32,
+    ) -> Self {
+        let default_collation = shared.profile.load().default_collation;
+        let initial = SessionState {
+            schema: hello.schema.clone(),
+            vars: charset_vars_for(hello.collation, default_collation)
+                .into_iter()
+                .collect(),
+            multi_statements: hello.capabilities.contains(Caps::CLIENT_MULTI_STATEMENTS),
+            ..SessionState::default()
+        };
+        Session {
+            shared,
+            id,
+            client,
+            caps: hello.capabilities,
+            user: hello.user,
+            peer_host,
+            nonce: hello.nonce,
+            desired: initial.clone(),
+            initial,
+            held: None,
+            pinned: None,
+            pools: HashMap::new(),
+            statements: ClientStatements::default(),
+            scratch: Scratch::default(),
+            metrics: SessionMetrics::default(),
+        }
+    }
+
+    /// Sends the final OK of the handshake; a requested schema is checked on
+    /// a backend first, as the server would. Returns false if the client was
+    /// refused.
+    async fn finish_handshake(&mut self, seq: u8) -> bool {
+        if self.desired.schema.is_some() {
+            match self.check_schema().await {
+                Ok(None) => {}
+                Ok(Some(err)) => {
+                    let _ = self.client.send(seq, &err).await;
+                    return false;
+                }
+                Err(e) => {
+                    let _ = self.client.send(seq, &errors::acquire(&e)).await;
+                    return false;
+                }
+            }
+        }
+        self.client
+            .send(seq, &packets::ok(0, 0, status::AUTOCOMMIT, 0))
+            .await
+            .is_ok()
+    }
+
+    async fn serve(&mut self) -> End {
+        let max_packet = self.shared.config.load().server.max_packet_bytes;
+        loop {
+            let (seq, payload) = match self.read_command(max_packet).await {
+                Ok(r) => r,
+                Err(e) => return self.on_read_error(e, max_packet).await,
+            };
+            if seq != 0 {
+                self.refuse_and_close(&errors::packets_out_of_order(), "out_of_order")
+                    .await;
+                return End::ClientGone;
+            }
+            let Some(&command) = payload.first() else {
+                self.refuse_and_close(
+                    &errors::malformed_packet("empty command packet"),
+                    "malformed_packet",
+                )
+                .await;
+                return End::ClientGone;
+            };
+            let result = match command {
+                com::QUIT => return End::Quit,
+                com::PING => self.reply_ok().await,
+                com::QUERY => self.query(payload).await,
+                com::INIT_DB | com::FIELD_LIST | com::STATISTICS => self.plain_command(payload).await,
+                com::SET_OPTION => self.set_option(&payload).await,
+                com::RESET_CONNECTION => self.reset_connection().await,
+                com::CHANGE_USER => self.change_user(&payload).await,
+                com::STMT_PREPARE => self.prepare(payload).await,
+                com::STMT_EXECUTE | com::STMT_BULK_EXECUTE => self.execute_statement(payload).await,
+                com::STMT_SEND_LONG_DATA => self.send_long_data(&payload),
+                com::STMT_RESET => self.reset_statement(&payload).await,
+                com::STMT_CLOSE => self.close_statement(&payload),
+                com::STMT_FETCH => self.fetch(payload).await,
+                other => {
+                    metrics::counter!("sluice_errors_total", "cause" => "unsupported_command").increment(1);
+                    self.reply(&errors::unsupported_command(other)).await
+                }
+            };
+            if let Err(end) = result {
+                return end;
+            }
+        }
+    }
+
+    /// Reads the next command. A connection kept only for a follow-up goes
+    /// back to the pool early if other clients are queueing for it.
+    async fn read_command(&mut self, max_packet: usize) -> io::Result<(u8, Bytes)> {
+        while let Some(held) = self.held.as_ref().filter(|h| h.reason == HoldReason::FollowUp) {
+            if held.pool.waiting() > 0 {
+                metrics::counter!("sluice_follow_up_released_total", "reason" => "pool_waiters").increment(1);
+                self.held = None;
+                break;
+            }
+            // `readable` is cancel-safe: on timeout nothing is lost.
+            match tokio::time::timeout(FOLLOW_UP_CHECK, self.client.readable()).await {
+                Ok(ready) => {
+                    ready?;
+                    break;
+                }
+                Err(_elapsed) => continue,
+            }
+        }
+        self.client
+            .read_logical(max_packet)
+            .await
+            .map(|(seq, _, payload)| (seq, payload))
+    }
+
+    async fn on_read_error(&mut self, e: io::Error, max_packet: usize) -> End {
+        match e.kind() {
+            io::ErrorKind::InvalidData if e.to_string().contains("max_allowed_packet") => {
+                self.refuse_and_close(&errors::packet_too_large(max_packet), "packet_too_large")
+                    .await;
+            }
+            io::ErrorKind::InvalidData => {
+                self.refuse_and_close(&errors::packets_out_of_order(), "out_of_order")
+                    .await;
+            }
+            _ => tracing::debug!("client gone: {e}"),
+        }
+        End::ClientGone
+    }
+
+    async fn refuse_and_close(&mut self, err: &[u8], cause: &'static str) {
+        tracing::info!(conn_id = self.id, cause, "closing client after a protocol error");
+        metrics::counter!("sluice_errors_total", "cause" => cause).increment(1);
+        let _ = self.client.send(1, err).await;
+        self.client.shutdown().await;
+    }
+
+    async fn reply(&mut self, payload: &[u8]) -> Result<(), End> {
+        self.client
+            .send(1, payload)
+            .await
+            .map(|_| ())
+            .map_err(|_| End::ClientGone)
+    }
+
+    async fn reply_ok(&mut self) -> Result<(), End> {
+        let in_trans = match self.held.as_ref().map(|h| h.reason) {
+            Some(HoldReason::Transaction) => status::IN_TRANS,
+            _ => 0,
+        };
+        self.reply(&packets::ok(0, 0, status::AUTOCOMMIT | in_trans, 0))
+            .await
+    }
+
+    async fn close(mut self, end: End) {
+        self.release_held().await;
+        if matches!(end, End::Quit) {
+            self.client.shutdown().await;
+        }
+        tracing::debug!(conn_id = self.id, "closed");
+    }
+}
+
+/// Charset variables for a handshake collation id, falling back to the
+/// server default for ids mysql_common does not know.
+fn charset_vars_for(collation: u16, default_collation: u8) -> [(String, String); 4] {
+    let id = CollationId::from(collation);
+    let id = if id == CollationId::UNKNOWN_COLLATION_ID {
+        CollationId::from(u16::from(default_collation))
+    } else {
+        id
+    };
+    let c = Collation::from(id);
+    charset_vars(c.charset(), c.collation())
+}

@@ -1,0 +1,235 @@
+//! Prepared statements under multiplexing. Clients see Sluice's statement
+//! ids; a statement is remembered by its SQL text and prepared lazily on
+//! whichever backend connection runs it (see `sluice_pool::StatementCache`).
+//! Long data is buffered here and sent to the executing connection; a
+//! read-only statement runs on a replica like its text would.
+
+use super::execute::{Outgoing, Work};
+use super::{End, HoldReason, Session};
+use crate::errors;
+use crate::relay::ResponseKind;
+use bytes::Bytes;
+use sluice_protocol::consts::com;
+use sluice_router::{Facts, PinReason};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A statement as the client prepared it.
+pub(super) struct ClientStatement {
+    pub sql: Arc<str>,
+    pub facts: Arc<Facts>,
+    pub params: u16,
+    /// Types from the client's last execute that sent them.
+    pub types: Option<Vec<u8>>,
+    /// COM_STMT_SEND_LONG_DATA chunks waiting for the next execute.
+    pub long_data: Vec<(u16, Vec<u8>)>,
+    pub long_data_bytes: usize,
+    /// Long data exceeded the limit: the next execute fails.
+    pub long_data_overflow: bool,
+}
+
+#[derive(Default)]
+pub(super) struct ClientStatements {
+    map: HashMap<u32, ClientStatement>,
+    next_id: u32,
+}
+
+impl ClientStatements {
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    fn allocate(&mut self) -> u32 {
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.next_id
+    }
+}
+
+fn statement_id(payload: &[u8]) -> u32 {
+    payload
+        .get(1..5)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(0)
+}
+
+impl Session {
+    pub(super) async fn prepare(&mut self, payload: Bytes) -> Result<(), End> {
+        let Ok(text) = std::str::from_utf8(&payload[1..]) else {
+            return self
+                .reply(&errors::malformed_packet(
+                    "prepared statement text must be valid UTF-8",
+                ))
+                .await;
+        };
+        let sql: Arc<str> = Arc::from(text);
+        let classified = self.shared.classifier.classify(text, &mut self.scratch);
+        self.metrics
+            .classified(classified.cache_hit, classified.facts.unparsed());
+        let facts = classified.facts;
+        let client_id = self.statements.allocate();
+        let label = facts.kind().label();
+        let done = self
+            .run(Work {
+                facts: Some(&facts),
+                literals: Vec::new(),
+                response: ResponseKind::Prepare,
+                outgoing: Outgoing::Prepare {
+                    sql: sql.clone(),
+                    packet: payload,
+                    client_id,
+                },
+                label,
+            })
+            .await?;
+        if let Some(stmt) = done.outcome.and_then(|o| o.prepared) {
+            self.statements.map.insert(
+                client_id,
+                ClientStatement {
+                    sql,
+                    facts,
+                    params: stmt.params,
+                    types: None,
+                    long_data: Vec::new(),
+                    long_data_bytes: 0,
+                    long_data_overflow: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) async fn execute_statement(&mut self, payload: Bytes) -> Result<(), End> {
+        let id = statement_id(&payload);
+        let command = com::name(payload[0]);
+        let max_packet = self.shared.config.load().server.max_packet_bytes;
+        let Some(stmt) = self.statements.map.get_mut(&id) else {
+            return self.reply(&errors::unknown_statement(id, command)).await;
+        };
+        if std::mem::take(&mut stmt.long_data_overflow) {
+            stmt.long_data.clear();
+            stmt.long_data_bytes = 0;
+            return self.reply(&errors::packet_too_large(max_packet)).await;
+        }
+        // Remember types the client sends; later executes may omit them.
+        if payload[0] == com::STMT_EXECUTE {
+            if let Some(types) = types_in(&payload, stmt.params) {
+                stmt.types = Some(types);
+            }
+        }
+        let facts = stmt.facts.clone();
+        let outgoing = Outgoing::Execute {
+            sql: stmt.sql.clone(),
+            packet: payload.clone(),
+            params: stmt.params,
+            types: stmt.types.clone(),
+            long_data: std::mem::take(&mut stmt.long_data),
+        };
+        stmt.long_data_bytes = 0;
+        let label = facts.kind().label();
+        // A cursor pins the client once the server reports it open.
+        self.run(Work {
+            facts: Some(&facts),
+            literals: Vec::new(),
+            response: ResponseKind::Results,
+            outgoing,
+            label,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// COM_STMT_SEND_LONG_DATA has no response: buffer the chunk for the
+    /// executing connection.
+    pub(super) fn send_long_data(&mut self, payload: &[u8]) -> Result<(), End> {
+        let max_packet = self.shared.config.load().server.max_packet_bytes;
+        let id = statement_id(payload);
+        if let (Some(stmt), Some(rest)) = (self.statements.map.get_mut(&id), payload.get(5..)) {
+            if rest.len() < 2 {
+                return Ok(());
+            }
+            let param = u16::from_le_bytes([rest[0], rest[1]]);
+            let data = &rest[2..];
+            stmt.long_data_bytes += data.len();
+            if stmt.long_data_bytes > max_packet {
+                stmt.long_data_overflow = true;
+                return Ok(());
+            }
+            match stmt.long_data.iter_mut().find(|(p, _)| *p == param) {
+                Some((_, buf)) => buf.extend_from_slice(data),
+                None => stmt.long_data.push((param, data.to_vec())),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn reset_statement(&mut self, payload: &Bytes) -> Result<(), End> {
+        let id = statement_id(payload);
+        let Some(stmt) = self.statements.map.get_mut(&id) else {
+            return self
+                .reply(&errors::unknown_statement(id, "mysqld_stmt_reset"))
+                .await;
+        };
+        stmt.long_data.clear();
+        stmt.long_data_bytes = 0;
+        stmt.long_data_overflow = false;
+        let sql = stmt.sql.clone();
+        if self.pinned == Some(PinReason::Cursor) {
+            // Closes the cursor on the connection that holds it.
+            let outgoing = Outgoing::ForStatement {
+                sql,
+                packet: payload.clone(),
+            };
+            let work = Work {
+                facts: None,
+                literals: Vec::new(),
+                response: ResponseKind::Simple,
+                outgoing,
+                label: "COM_STMT_RESET",
+            };
+            return self.run(work).await.map(|_| ());
+        }
+        self.reply_ok().await
+    }
+
+    /// COM_STMT_CLOSE has no response. Backend statements stay cached on
+    /// their connections for other clients with the same text.
+    pub(super) fn close_statement(&mut self, payload: &[u8]) -> Result<(), End> {
+        self.statements.map.remove(&statement_id(payload));
+        Ok(())
+    }
+
+    pub(super) async fn fetch(&mut self, payload: Bytes) -> Result<(), End> {
+        let id = statement_id(&payload);
+        let sql = self.statements.map.get(&id).map(|s| s.sql.clone());
+        let on_cursor = self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.reason == HoldReason::Pinned(PinReason::Cursor));
+        let Some(sql) = sql.filter(|_| on_cursor) else {
+            return self.reply(&errors::no_open_cursor(id)).await;
+        };
+        let outgoing = Outgoing::ForStatement { sql, packet: payload };
+        let work = Work {
+            facts: None,
+            literals: Vec::new(),
+            response: ResponseKind::Fetch,
+            outgoing,
+            label: "COM_STMT_FETCH",
+        };
+        self.run(work).await.map(|_| ())
+    }
+}
+
+/// The parameter types an execute packet carries, if it binds new ones.
+fn types_in(packet: &[u8], params: u16) -> Option<Vec<u8>> {
+    if params == 0 {
+        return None;
+    }
+    let bound_at = 10 + (params as usize).div_ceil(8);
+    match packet.get(bound_at) {
+        Some(1) => packet
+            .get(bound_at + 1..bound_at + 1 + 2 * params as usize)
+            .map(<[u8]>::to_vec),
+        _ => None,
+    }
+}

@@ -1,0 +1,70 @@
+//! COM_QUERY and the plain commands (COM_INIT_DB, COM_FIELD_LIST,
+//! COM_STATISTICS): classify with the shared cache, count what the metrics
+//! promise, and run.
+
+use super::execute::{Outgoing, Work};
+use super::{End, Session};
+use crate::relay::ResponseKind;
+use bytes::Bytes;
+use sluice_protocol::consts::com;
+
+impl Session {
+    pub(super) async fn query(&mut self, payload: Bytes) -> Result<(), End> {
+        let sql = match std::str::from_utf8(&payload[1..]) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            // Not UTF-8 (a latin1 client, say): classify a lossy copy; the
+            // bytes sent to the server are the client's own. Literal values
+            // cannot be replayed from it, so user variables pin.
+            Err(_) => String::from_utf8_lossy(&payload[1..]),
+        };
+        let utf8 = matches!(sql, std::borrow::Cow::Borrowed(_));
+        let classified = self.shared.classifier.classify(&sql, &mut self.scratch);
+        self.metrics
+            .classified(classified.cache_hit, classified.facts.unparsed());
+        let literals: Vec<&str> = if utf8 && classified.facts.tracked_user_vars(self.scratch.literals.len()) {
+            self.scratch.literals.iter().map(|r| &sql[r.clone()]).collect()
+        } else {
+            Vec::new()
+        };
+        // Literal spans of a non-UTF-8 text are not trusted: no replay.
+        let literal_count = if utf8 {
+            self.scratch.literals.len()
+        } else {
+            usize::MAX
+        };
+        let literals = if literal_count == literals.len() {
+            literals
+        } else {
+            Vec::new()
+        };
+        let facts = classified.facts.clone();
+        let label = facts.kind().label();
+        self.run(Work {
+            facts: Some(&facts),
+            literals,
+            response: ResponseKind::Results,
+            outgoing: Outgoing::Raw(payload.clone()),
+            label,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn plain_command(&mut self, payload: Bytes) -> Result<(), End> {
+        let response = match payload[0] {
+            com::FIELD_LIST => ResponseKind::FieldList,
+            com::STATISTICS => ResponseKind::Single,
+            _ => ResponseKind::Simple,
+        };
+        let label = com::name(payload[0]);
+        self.run(Work {
+            facts: None,
+            literals: Vec::new(),
+            response,
+            outgoing: Outgoing::Raw(payload),
+            label,
+        })
+        .await
+        .map(|_| ())
+    }
+}

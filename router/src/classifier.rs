@@ -1,0 +1,165 @@
+//! Classification with a cache: the fingerprint of a statement keys a
+//! bounded LRU of [`Facts`]; sqlparser runs only on a miss, so a template
+//! is parsed once however often it runs.
+
+use crate::analyze::{AstFacts, analyze};
+use crate::classify::{Kind, PinReason, Statement, classify};
+use crate::fingerprint::fingerprint;
+use lru::LruCache;
+use std::num::NonZeroUsize;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+/// Everything known about a statement template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// From the one-pass lexer (always available).
+    pub lexical: Statement,
+    /// From sqlparser (`ast.parsed == false` if it could not parse).
+    pub ast: AstFacts,
+}
+
+impl Facts {
+    pub fn of(sql: &str) -> Facts {
+        Facts {
+            lexical: classify(sql),
+            ast: analyze(sql),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.ast.kind.unwrap_or(self.lexical.kind)
+    }
+
+    /// sqlparser could not parse it: it runs on the primary, counted.
+    pub fn unparsed(&self) -> bool {
+        !self.ast.parsed
+    }
+
+    /// A replica may run it: one parsed statement that only reads and
+    /// leaves no state behind.
+    pub fn replica_safe(&self) -> bool {
+        self.ast.parsed && self.ast.statements == 1 && self.ast.read_only && self.pin_reason(0).is_none()
+    }
+
+    /// `SET @v = literal, ...` whose values Sluice can replay on another
+    /// connection, given how many literals this execution has.
+    pub fn tracked_user_vars(&self, literal_count: usize) -> bool {
+        self.kind() == Kind::Set
+            && !self.ast.user_var_literals.is_empty()
+            && !self.ast.user_var_expression
+            && self.ast.user_var_literals.len() == literal_count
+    }
+
+    /// The state this statement leaves that pins the client, if any.
+    pub fn pin_reason(&self, literal_count: usize) -> Option<PinReason> {
+        match self.lexical.pin {
+            Some(PinReason::UserVariable) if self.tracked_user_vars(literal_count) => None,
+            other => other,
+        }
+    }
+}
+
+/// Reusable buffers for fingerprinting, one per session.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    pub normalized: Vec<u8>,
+    pub literals: Vec<Range<usize>>,
+}
+
+struct Entry {
+    key: Box<[u8]>,
+    facts: Arc<Facts>,
+}
+
+const SHARDS: usize = 16;
+
+pub struct Classifier {
+    shards: Vec<Mutex<LruCache<u64, Entry>>>,
+}
+
+/// The result of classifying one statement.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    pub facts: Arc<Facts>,
+    pub cache_hit: bool,
+}
+
+impl Classifier {
+    /// A cache holding about `capacity` templates.
+    pub fn new(capacity: usize) -> Self {
+        let per_shard = NonZeroUsize::new(capacity.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
+        Classifier {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .collect(),
+        }
+    }
+
+    /// Classifies `sql`; afterwards `scratch.literals` holds its literal spans.
+    pub fn classify(&self, sql: &str, scratch: &mut Scratch) -> Classified {
+        let hash = fingerprint(sql, &mut scratch.normalized, &mut scratch.literals);
+        let shard = &self.shards[(hash as usize) % SHARDS];
+        {
+            let mut cache = shard.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = cache.get(&hash) {
+                // Compare the text too: a hash collision must never route a
+                // write as a read.
+                if *entry.key == scratch.normalized[..] {
+                    return Classified {
+                        facts: entry.facts.clone(),
+                        cache_hit: true,
+                    };
+                }
+            }
+        }
+        let facts = Arc::new(Facts::of(sql));
+        let entry = Entry {
+            key: scratch.normalized.as_slice().into(),
+            facts: facts.clone(),
+        };
+        shard.lock().unwrap_or_else(|e| e.into_inner()).put(hash, entry);
+        Classified {
+            facts,
+            cache_hit: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_classification_hits_the_cache() {
+        let c = Classifier::new(100);
+        let mut s = Scratch::default();
+        assert!(!c.classify("SELECT c FROM t WHERE id = 1", &mut s).cache_hit);
+        let again = c.classify("SELECT c FROM t WHERE id = 2", &mut s);
+        assert!(again.cache_hit);
+        assert!(again.facts.replica_safe());
+        assert_eq!(s.literals.len(), 1);
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let c = Classifier::new(16);
+        let mut s = Scratch::default();
+        for i in 0..1000 {
+            c.classify(&format!("SELECT c{i} FROM t"), &mut s);
+        }
+        let held: usize = c.shards.iter().map(|m| m.lock().unwrap().len()).sum();
+        assert!(held <= 16, "{held}");
+    }
+
+    #[test]
+    fn literal_user_variables_are_tracked_not_pinned() {
+        let f = Facts::of("SET @a = 5, @b = 'x'");
+        assert!(f.tracked_user_vars(2));
+        assert_eq!(f.pin_reason(2), None);
+        let f = Facts::of("SET @a = NOW()");
+        assert_eq!(f.pin_reason(0), Some(PinReason::UserVariable));
+        let f = Facts::of("SELECT @a := 1");
+        assert_eq!(f.pin_reason(1), Some(PinReason::UserVariable));
+    }
+}
