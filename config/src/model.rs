@@ -98,11 +98,38 @@ impl Default for PoolConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     #[serde(default)]
     pub mode: RoutingMode,
+    /// How a session reads its own writes when reads go to replicas.
+    #[serde(default)]
+    pub read_your_writes: ReadYourWrites,
+    /// For `primary_window`: how long after a write the session reads from
+    /// the primary.
+    #[serde(default = "default_ryw_window")]
+    pub read_your_writes_window_ms: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            mode: RoutingMode::default(),
+            read_your_writes: ReadYourWrites::default(),
+            read_your_writes_window_ms: default_ryw_window(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadYourWrites {
+    /// Reads may go to a replica that has not applied the session's write.
+    Off,
+    /// After a write, the session's reads go to the primary for a while.
+    #[default]
+    PrimaryWindow,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +204,9 @@ fn default_acquire_timeout() -> u64 {
 }
 fn default_connect_timeout() -> u64 {
     2000
+}
+fn default_ryw_window() -> u64 {
+    1000
 }
 fn default_max_prepared() -> usize {
     256

@@ -204,10 +204,10 @@ impl BackendConn {
         let mut sql = self.state.set_statement_towards(desired);
         let replay_id = with_last_insert_id && desired.last_insert_id != self.state.last_insert_id;
         if replay_id {
-            let assignment = format!("last_insert_id={}", desired.last_insert_id);
+            let assignment = format!("@@session.last_insert_id={}", desired.last_insert_id);
             sql = Some(match sql {
                 Some(s) => format!("{s}, {assignment}"),
-                None => format!("SET SESSION {assignment}"),
+                None => format!("SET {assignment}"),
             });
         }
         if let Some(sql) = sql {

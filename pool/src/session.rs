@@ -98,7 +98,7 @@ impl SessionState {
         out
     }
 
-    /// The `SET SESSION` statement that turns this state's variables into
+    /// The `SET` statement that turns this state's variables into
     /// `desired`'s, or None when they already match. Variables this side has
     /// but `desired` does not go back to the server default.
     pub fn set_statement_towards(&self, desired: &SessionState) -> Option<String> {
@@ -109,18 +109,18 @@ impl SessionState {
         let changed = |name: &str| desired.vars.get(name) != self.vars.get(name);
         for name in ORDER_FIRST.iter().copied().filter(|n| changed(n)) {
             if let Some(value) = desired.vars.get(name) {
-                assignments.push(format!("{name}={}", sql_value(value)));
+                assignments.push(format!("@@session.{name}={}", sql_value(value)));
             }
         }
         for (name, value) in &desired.vars {
             if ORDER_FIRST.contains(&name.as_str()) || !changed(name) || !is_identifier(name) {
                 continue;
             }
-            assignments.push(format!("{name}={}", sql_value(value)));
+            assignments.push(format!("@@session.{name}={}", sql_value(value)));
         }
         for name in self.vars.keys() {
             if !desired.vars.contains_key(name) && is_identifier(name) {
-                assignments.push(format!("{name}=DEFAULT"));
+                assignments.push(format!("@@session.{name}=DEFAULT"));
             }
         }
         // User variables hold literal SQL text already (quoted as written).
@@ -137,7 +137,7 @@ impl SessionState {
         if assignments.is_empty() {
             return None;
         }
-        Some(format!("SET SESSION {}", assignments.join(", ")))
+        Some(format!("SET {}", assignments.join(", ")))
     }
 }
 
@@ -198,7 +198,8 @@ mod tests {
         ]);
         assert_eq!(
             conn.set_statement_towards(&client).unwrap(),
-            "SET SESSION character_set_client='latin1', sql_mode='it''s', wait_timeout=30, time_zone=DEFAULT"
+            "SET @@session.character_set_client='latin1', @@session.sql_mode='it''s', \
+             @@session.wait_timeout=30, @@session.time_zone=DEFAULT"
         );
     }
 
@@ -210,7 +211,7 @@ mod tests {
         client.user_vars.insert("v".into(), "'x'".into());
         assert_eq!(
             conn.set_statement_towards(&client).unwrap(),
-            "SET SESSION @v='x', @old=NULL"
+            "SET @v='x', @old=NULL"
         );
     }
 

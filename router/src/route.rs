@@ -42,6 +42,9 @@ pub struct RouteInput<'a> {
     pub holding: Option<Holding>,
     /// The client runs with autocommit=0: every statement is in a transaction.
     pub autocommit_off: bool,
+    /// The session wrote recently and must read its own writes from the
+    /// primary (`read_your_writes = "primary_window"`).
+    pub recent_write: bool,
 }
 
 pub fn route(input: RouteInput<'_>) -> Route {
@@ -54,6 +57,9 @@ pub fn route(input: RouteInput<'_>) -> Route {
     }
     let hint = lexical.hint.as_deref();
     if hint == Some("primary") || input.mode == RoutingMode::PrimaryOnly || input.autocommit_off {
+        return Route::Primary;
+    }
+    if input.recent_write && hint != Some("replica") {
         return Route::Primary;
     }
     if let Some(TxControl::Begin { read_only }) = facts.ast.transaction {
@@ -79,6 +85,7 @@ mod tests {
             facts: &Facts::of(sql),
             holding: None,
             autocommit_off: false,
+            recent_write: false,
         })
     }
 
@@ -147,6 +154,7 @@ mod tests {
             facts: &facts,
             holding: Some(Holding::Bound),
             autocommit_off: false,
+            recent_write: false,
         });
         assert_eq!(
             held,
@@ -158,6 +166,7 @@ mod tests {
             facts: &facts,
             holding: None,
             autocommit_off: true,
+            recent_write: false,
         });
         assert_eq!(
             ac0,
@@ -180,6 +189,7 @@ mod tests {
                 facts: &facts,
                 holding: Some(Holding::FollowUp),
                 autocommit_off: false,
+                recent_write: false,
             });
             assert_eq!(r, Route::Held, "{sql}");
         }
@@ -190,6 +200,7 @@ mod tests {
             facts: &facts,
             holding: Some(Holding::FollowUp),
             autocommit_off: false,
+            recent_write: false,
         });
         assert_eq!(r, Route::Replica);
     }
@@ -214,6 +225,28 @@ mod tests {
     }
 
     #[test]
+    fn reads_after_a_write_stay_on_the_primary_within_the_window() {
+        let facts = Facts::of("SELECT c FROM t WHERE id = 1");
+        let input = RouteInput {
+            mode: RoutingMode::Split,
+            facts: &facts,
+            holding: None,
+            autocommit_off: false,
+            recent_write: true,
+        };
+        assert_eq!(route(input), Route::Primary);
+        let hinted = Facts::of("SELECT /* sluice:replica */ c FROM t WHERE id = 1");
+        assert_eq!(
+            route(RouteInput {
+                facts: &hinted,
+                ..input
+            }),
+            Route::Replica,
+            "an explicit hint wins"
+        );
+    }
+
+    #[test]
     fn primary_only_mode() {
         let facts = Facts::of("SELECT 1");
         let r = route(RouteInput {
@@ -221,6 +254,7 @@ mod tests {
             facts: &facts,
             holding: None,
             autocommit_off: false,
+            recent_write: false,
         });
         assert_eq!(r, Route::Primary);
     }

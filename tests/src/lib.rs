@@ -69,6 +69,11 @@ pub struct SluiceOptions {
     pub acquire_timeout_ms: u64,
     pub primary: String,
     pub replicas: Vec<String>,
+    /// `routing.mode`: "split" unless a test says otherwise.
+    pub routing_mode: &'static str,
+    /// Extra lines inside `[pool]` and `[routing]`.
+    pub pool_extra: String,
+    pub routing_extra: String,
     /// Appended after the built-in `[[users]]` entries.
     pub extra_users: String,
     /// Appended at the end of the file.
@@ -84,6 +89,9 @@ impl Default for SluiceOptions {
             acquire_timeout_ms: 2000,
             primary: topo.primary,
             replicas: vec![topo.replica1, topo.replica2],
+            routing_mode: "split",
+            pool_extra: String::new(),
+            routing_extra: String::new(),
             extra_users: String::new(),
             extra: String::new(),
         }
@@ -119,12 +127,20 @@ password_env = "SLUICE_TEST_OTHER_PASSWORD"
 [pool]
 max_connections_per_backend = {max_pool}
 acquire_timeout_ms = {acquire}
+{pool_extra}
+
+[routing]
+mode = "{routing_mode}"
+{routing_extra}
 
 [[backends]]
 name = "primary"
 address = "{primary}"
 role = "primary"
 "#,
+            routing_mode = opts.routing_mode,
+            pool_extra = opts.pool_extra,
+            routing_extra = opts.routing_extra,
             max_clients = opts.max_client_connections,
             extra_users = opts.extra_users,
             max_pool = opts.max_connections_per_backend,

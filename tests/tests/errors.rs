@@ -53,6 +53,7 @@ async fn unreachable_backend_is_named_without_hanging() {
     let dead = format!("127.0.0.1:{}", free_port());
     let s = Sluice::start_with(SluiceOptions {
         primary: dead.clone(),
+        routing_mode: "primary_only",
         acquire_timeout_ms: 500,
         ..SluiceOptions::default()
     });
@@ -94,6 +95,7 @@ async fn exhausted_pool_is_named() {
     let s = Sluice::start_with(SluiceOptions {
         max_connections_per_backend: 1,
         acquire_timeout_ms: 300,
+        routing_mode: "primary_only",
         ..SluiceOptions::default()
     });
     let mut holder = Conn::new(s.opts()).await.unwrap();

@@ -7,12 +7,12 @@ use super::{End, Held, HoldReason, Session};
 use crate::errors;
 use crate::relay::{Outcome, Relay, RelayError, ResponseKind};
 use bytes::Bytes;
-use sluice_config::{PoolMode, Role, RoutingMode};
+use sluice_config::{PoolMode, ReadYourWrites, Role, RoutingMode};
 use sluice_pool::{AcquireError, BackendConn, BackendError, BackendPool, PoolKey, discard};
 use sluice_protocol::consts::{CapabilityFlags as Caps, com, status};
 use sluice_router::{Candidate, Facts, Holding, Kind, PinReason, Route, RouteInput, pick_replica, route};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What goes to the backend once a connection is chosen.
 pub(super) enum Outgoing {
@@ -88,6 +88,10 @@ impl Session {
                     .vars
                     .get("autocommit")
                     .is_some_and(|v| v.eq_ignore_ascii_case("OFF")),
+                recent_write: config.routing.read_your_writes == ReadYourWrites::PrimaryWindow
+                    && self.last_write.is_some_and(|at| {
+                        at.elapsed() < Duration::from_millis(config.routing.read_your_writes_window_ms)
+                    }),
             }),
             None if self.holding() == Some(Holding::Bound) => Route::Held,
             None => Route::Primary,
@@ -343,6 +347,14 @@ impl Session {
             }
         }
         let Some(held) = self.held.as_mut() else { return };
+        // Anything but a read, SET or USE that ran on the primary may have
+        // written: start the read-your-writes window.
+        let read_only_kind = work
+            .facts
+            .is_some_and(|f| matches!(f.kind(), Kind::Select | Kind::Show | Kind::Set | Kind::Use));
+        if held.role == Role::Primary && !read_only_kind && work.label != "COM_STMT_FETCH" {
+            self.last_write = Some(Instant::now());
+        }
         let explained = work.facts.is_some_and(|f| f.tracked_user_vars(literal_count));
         let new_pin = work
             .facts

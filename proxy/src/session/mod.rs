@@ -122,6 +122,8 @@ struct Session {
     /// Pool handles by backend name for this user and FOUND_ROWS profile.
     pools: HashMap<String, BackendPool>,
     statements: ClientStatements,
+    /// When the session last ran something that may have written.
+    last_write: Option<std::time::Instant>,
     scratch: Scratch,
     metrics: SessionMetrics,
 }
@@ -157,6 +159,7 @@ impl Session {
             pinned: None,
             pools: HashMap::new(),
             statements: ClientStatements::default(),
+            last_write: None,
             scratch: Scratch::default(),
             metrics: SessionMetrics::default(),
         }
