@@ -248,6 +248,7 @@ impl BackendConn {
         if let Some(stmt) = self.statements.get(sql) {
             return Ok(Ok(stmt.clone()));
         }
+        self.make_room(capacity).await?;
         let mut p = vec![com::STMT_PREPARE];
         p.extend_from_slice(sql.as_bytes());
         self.send_command(&p).await?;
@@ -285,6 +286,17 @@ impl BackendConn {
             columns,
             types: None,
         })
+    }
+
+    /// Closes least recently used statements until one more fits within
+    /// `capacity`: the server never holds more than `capacity` of ours.
+    pub async fn make_room(&mut self, capacity: usize) -> Result<(), BackendError> {
+        while let Some(id) = self.statements.evict_for_one_more(capacity) {
+            let mut close = vec![com::STMT_CLOSE];
+            close.extend_from_slice(&id.to_le_bytes());
+            self.send_command(&close).await?; // no response
+        }
+        Ok(())
     }
 
     /// Records a statement prepared on this connection, closing any evicted

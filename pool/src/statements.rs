@@ -53,6 +53,16 @@ impl StatementCache {
         evicted
     }
 
+    /// Removes the least recently used statement if `capacity` statements
+    /// are held, so one more can be prepared without exceeding it. Returns
+    /// its id (the caller closes it on the server).
+    pub fn evict_for_one_more(&mut self, capacity: usize) -> Option<u32> {
+        if self.lru.len() >= capacity.max(1) {
+            return self.lru.pop_lru().map(|(_, s)| s.id);
+        }
+        None
+    }
+
     /// The id a backend statement has here, by SQL text, without touching
     /// recency.
     pub fn id_of(&self, sql: &str) -> Option<u32> {

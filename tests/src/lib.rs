@@ -207,17 +207,7 @@ role = "primary"
 
     /// GET on the admin endpoint; the body, or None if it did not answer.
     pub fn http_get(&self, path: &str) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let body = out.split_once("\r\n\r\n")?.1.to_string();
-        Some(body)
+        http_get_port(self.admin_port, path)
     }
 
     pub fn metrics(&self) -> String {
@@ -289,4 +279,46 @@ pub async fn ensure_other_user() {
         .await
         .expect("create user other");
     admin.disconnect().await.ok();
+}
+
+/// Lifts this process's open-file soft limit to the hard limit (tests that
+/// open thousands of client connections).
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            let wanted = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &wanted);
+        }
+    }
+}
+
+/// GET on an admin port; the body, or None if it did not answer.
+pub fn http_get_port(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// The `size` of every pool in a `/status` body.
+pub fn pool_sizes(status: &str) -> Vec<usize> {
+    status
+        .split("\"size\":")
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect()
 }

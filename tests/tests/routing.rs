@@ -280,3 +280,54 @@ async fn primary_only_and_session_modes() {
         assert_eq!(id, first, "session mode keeps one backend connection");
     }
 }
+
+#[tokio::test]
+async fn for_update_lock_waits_and_get_lock_between_clients() {
+    let s = split_off();
+    let mut a = Conn::new(s.opts()).await.unwrap();
+    let mut b = Conn::new(s.opts()).await.unwrap();
+    a.query_drop("CREATE TABLE IF NOT EXISTS rt_lock (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT IGNORE INTO rt_lock VALUES (1, 0)")
+        .await
+        .unwrap();
+
+    // A holds the row lock; B's locking read waits for A's commit.
+    a.query_drop("BEGIN").await.unwrap();
+    let _: Option<i32> = a
+        .query_first("SELECT v FROM rt_lock WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    a.query_drop("UPDATE rt_lock SET v = v + 1 WHERE id = 1")
+        .await
+        .unwrap();
+    let waiter = tokio::spawn(async move {
+        b.query_drop("BEGIN").await.unwrap();
+        let v: Option<i32> = b
+            .query_first("SELECT v FROM rt_lock WHERE id = 1 FOR UPDATE")
+            .await
+            .unwrap();
+        b.query_drop("COMMIT").await.unwrap();
+        (v, b)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the second locking read waits for the first transaction"
+    );
+    let before: Option<i32> = a.query_first("SELECT v FROM rt_lock WHERE id = 1").await.unwrap();
+    a.query_drop("COMMIT").await.unwrap();
+    let (v, mut b) = waiter.await.unwrap();
+    assert_eq!(v, before, "after the wait it reads the committed value");
+
+    // GET_LOCK is exclusive between clients as on the server.
+    let got: Option<i32> = a.query_first("SELECT GET_LOCK('rt_named', 0)").await.unwrap();
+    assert_eq!(got, Some(1));
+    let other: Option<i32> = b.query_first("SELECT GET_LOCK('rt_named', 0)").await.unwrap();
+    assert_eq!(other, Some(0), "held by the other client");
+    let released: Option<i32> = a.query_first("SELECT RELEASE_LOCK('rt_named')").await.unwrap();
+    assert_eq!(released, Some(1));
+    let now: Option<i32> = b.query_first("SELECT GET_LOCK('rt_named', 1)").await.unwrap();
+    assert_eq!(now, Some(1));
+}

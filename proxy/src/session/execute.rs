@@ -454,7 +454,11 @@ async fn send(
     capacity: usize,
 ) -> Result<Option<Vec<u8>>, SendError> {
     match outgoing {
-        Outgoing::Raw(packet) | Outgoing::Prepare { packet, .. } => {
+        Outgoing::Raw(packet) => {
+            conn.send_command(packet).await.map_err(SendError::NotSent)?;
+        }
+        Outgoing::Prepare { packet, .. } => {
+            conn.make_room(capacity).await.map_err(SendError::NotSent)?;
             conn.send_command(packet).await.map_err(SendError::NotSent)?;
         }
         Outgoing::ForStatement { sql, packet } => {
