@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// Runtime threads: 0 = one per CPU core, 1 = a single thread.
     #[serde(default)]
     pub worker_threads: usize,
+    /// Disconnect a client idle this long (0 = never).
+    #[serde(default)]
+    pub client_idle_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +76,16 @@ pub struct PoolConfig {
     /// Server-side prepared statements kept per backend connection.
     #[serde(default = "default_max_prepared")]
     pub max_prepared_per_connection: usize,
+    /// Replace backend connections older than this (0 = never).
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime_ms: u64,
+    /// Connections per backend kept open and warm even when idle.
+    #[serde(default)]
+    pub min_idle: usize,
+    /// Requests allowed to queue for a connection before new ones are
+    /// refused at once (0 = no limit beyond acquire_timeout_ms).
+    #[serde(default)]
+    pub max_queue: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +107,9 @@ impl Default for PoolConfig {
             connect_timeout_ms: default_connect_timeout(),
             mode: PoolMode::default(),
             max_prepared_per_connection: default_max_prepared(),
+            max_lifetime_ms: default_max_lifetime(),
+            min_idle: 0,
+            max_queue: 0,
         }
     }
 }
@@ -110,6 +126,10 @@ pub struct RoutingConfig {
     /// the primary.
     #[serde(default = "default_ryw_window")]
     pub read_your_writes_window_ms: u64,
+    /// Kill a statement running longer than this on its backend (KILL
+    /// QUERY) and tell the client (0 = off).
+    #[serde(default)]
+    pub query_timeout_ms: u64,
 }
 
 impl Default for RoutingConfig {
@@ -118,6 +138,7 @@ impl Default for RoutingConfig {
             mode: RoutingMode::default(),
             read_your_writes: ReadYourWrites::default(),
             read_your_writes_window_ms: default_ryw_window(),
+            query_timeout_ms: 0,
         }
     }
 }
@@ -207,6 +228,9 @@ fn default_connect_timeout() -> u64 {
 }
 fn default_ryw_window() -> u64 {
     1000
+}
+fn default_max_lifetime() -> u64 {
+    3_600_000
 }
 fn default_max_prepared() -> usize {
     256

@@ -8,7 +8,7 @@ use crate::{BackendError, BackendStatement, SessionState, StatementCache};
 use sluice_protocol::PacketStream;
 use sluice_protocol::consts::{CapabilityFlags, MariadbCapabilities, com, set_option};
 use sluice_protocol::packets::{self, ERR_HEADER};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// What the server announced in its handshake.
@@ -46,6 +46,10 @@ pub struct BackendConn {
     pub wait_timeout_secs: u64,
     /// Prepared statements on this connection, by SQL text.
     pub statements: StatementCache,
+    pub created: Instant,
+    /// A per-connection factor in [0.8, 1.0] so pings and lifetimes of
+    /// connections opened together do not fire together.
+    pub jitter: f64,
 }
 
 impl BackendConn {
@@ -58,6 +62,8 @@ impl BackendConn {
             broken: false,
             wait_timeout_secs: 28_800,
             statements: StatementCache::default(),
+            created: Instant::now(),
+            jitter: 0.8 + rand::random::<f64>() * 0.2,
         }
     }
 
@@ -313,6 +319,25 @@ impl BackendConn {
             self.send_command(&close).await?; // no response
         }
         Ok(())
+    }
+
+    /// Idle time after which the connection is pinged: well before the
+    /// server's `wait_timeout` (a third of it, jittered), and at least every
+    /// minute.
+    pub fn keepalive_interval(&self) -> Duration {
+        let third = Duration::from_secs(self.wait_timeout_secs.max(1)).mul_f64(self.jitter / 3.0);
+        third.min(Duration::from_secs(60)).max(Duration::from_millis(300))
+    }
+
+    /// True when the server has closed the connection (or sent something
+    /// unprompted, such as a timeout error before closing): a non-blocking
+    /// peek, no round trip.
+    pub fn peer_closed(&self) -> bool {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(self.stream.get_ref()).peek(&mut buf) {
+            Ok(_) => true, // 0 = EOF; >0 = unexpected data
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
     }
 
     /// COM_PING.

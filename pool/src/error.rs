@@ -37,6 +37,11 @@ pub enum AcquireError {
         max: usize,
         waited_ms: u64,
     },
+    /// `pool.max_queue` requests already wait for this pool.
+    #[error(
+        "backend '{backend}' pool exhausted: {waiting} requests are already queued (pool.max_queue); retry later"
+    )]
+    QueueFull { backend: String, waiting: usize },
     /// A new connection could not be made.
     #[error("backend '{backend}' ({address}) is unreachable: {reason}")]
     Unreachable {
@@ -53,6 +58,7 @@ impl AcquireError {
     pub fn cause(&self) -> &'static str {
         match self {
             AcquireError::PoolExhausted { .. } => "pool_exhausted",
+            AcquireError::QueueFull { .. } => "queue_full",
             AcquireError::Unreachable { .. } => "backend_unreachable",
             AcquireError::Closed { .. } => "backend_closed",
         }

@@ -9,6 +9,7 @@
 mod conn;
 mod connect;
 mod error;
+mod keepalive;
 mod manager;
 mod session;
 mod statements;

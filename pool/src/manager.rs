@@ -11,7 +11,12 @@ use std::time::Duration;
 
 pub struct BackendManager {
     target: ConnectTarget,
+    settings: PoolSettings,
 }
+
+/// A connection idle at least this long is checked before a client gets
+/// it (a cheap non-blocking peek for a closed socket).
+const PEEK_AFTER_IDLE: Duration = Duration::from_millis(50);
 
 impl managed::Manager for BackendManager {
     type Type = BackendConn;
@@ -24,9 +29,34 @@ impl managed::Manager for BackendManager {
         Ok(conn)
     }
 
+    /// Runs at every checkout: a connection that is broken, too old, closed
+    /// by the server, or silent for too long without a successful ping is
+    /// replaced before any client sees it.
     async fn recycle(&self, conn: &mut BackendConn, _: &Metrics) -> RecycleResult<BackendError> {
+        let backend = &self.target.backend;
         if conn.broken {
-            return Err(RecycleError::message("connection marked broken"));
+            return Err(replaced(backend, "broken"));
+        }
+        if self
+            .settings
+            .max_lifetime
+            .is_some_and(|max| conn.created.elapsed() > max.mul_f64(conn.jitter))
+        {
+            return Err(replaced(backend, "max_lifetime"));
+        }
+        let idle = conn.last_io.elapsed();
+        if idle >= PEEK_AFTER_IDLE && conn.peer_closed() {
+            return Err(replaced(backend, "closed_by_server"));
+        }
+        if idle >= conn.keepalive_interval() {
+            metrics::counter!("sluice_pool_keepalive_pings_total", "backend" => backend.clone()).increment(1);
+            if let Err(e) = conn.ping().await {
+                tracing::info!(
+                    backend,
+                    "an idle backend connection failed its ping, replacing it: {e}"
+                );
+                return Err(replaced(backend, "ping_failed"));
+            }
         }
         conn.stream.shrink_buffers();
         Ok(())
@@ -36,6 +66,27 @@ impl managed::Manager for BackendManager {
         metrics::counter!("sluice_backend_connections_closed_total", "backend" => self.target.backend.clone())
             .increment(1);
     }
+}
+
+fn build_pool(target: ConnectTarget, settings: PoolSettings) -> Pool {
+    let create_timeout = settings.connect_timeout.min(settings.acquire_timeout);
+    // FIFO: a checkout takes the connection idle longest, so every
+    // connection keeps being used and the keepalive sweep reaches them all.
+    Pool::builder(BackendManager { target, settings })
+        .max_size(settings.max_per_backend)
+        .wait_timeout(Some(settings.acquire_timeout))
+        .create_timeout(Some(create_timeout))
+        .recycle_timeout(Some(create_timeout))
+        .queue_mode(deadpool::managed::QueueMode::Fifo)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .expect("runtime is set, so building cannot fail")
+}
+
+fn replaced(backend: &str, reason: &'static str) -> RecycleError<BackendError> {
+    metrics::counter!("sluice_pool_connections_replaced_total", "backend" => backend.to_string(), "reason" => reason)
+        .increment(1);
+    RecycleError::message(reason)
 }
 
 pub type Pool = managed::Pool<BackendManager>;
@@ -65,6 +116,12 @@ pub struct PoolSettings {
     pub max_per_backend: usize,
     pub acquire_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Replace connections older than this (jittered), if set.
+    pub max_lifetime: Option<Duration>,
+    /// Connections per pool kept open even when idle.
+    pub min_idle: usize,
+    /// Reject at once when this many requests already wait (0 = no limit).
+    pub max_queue: usize,
 }
 
 /// Every pool of the process.
@@ -116,26 +173,17 @@ impl Pools {
         pools
             .entry(key.clone())
             .or_insert_with(|| {
-                let manager = BackendManager {
-                    target: ConnectTarget {
-                        backend: key.backend.clone(),
-                        address: address.to_string(),
-                        user: key.user.clone(),
-                        password: password.to_string(),
-                        found_rows: key.found_rows,
-                        connect_timeout: settings.connect_timeout,
-                    },
+                let target = ConnectTarget {
+                    backend: key.backend.clone(),
+                    address: address.to_string(),
+                    user: key.user.clone(),
+                    password: password.to_string(),
+                    found_rows: key.found_rows,
+                    connect_timeout: settings.connect_timeout,
                 };
-                let create_timeout = settings.connect_timeout.min(settings.acquire_timeout);
-                Pool::builder(manager)
-                    .max_size(settings.max_per_backend)
-                    .wait_timeout(Some(settings.acquire_timeout))
-                    .create_timeout(Some(create_timeout))
-                    .recycle_timeout(Some(create_timeout))
-                    .queue_mode(deadpool::managed::QueueMode::Lifo)
-                    .runtime(Runtime::Tokio1)
-                    .build()
-                    .expect("runtime is set, so building cannot fail")
+                let pool = build_pool(target, settings);
+                crate::keepalive::spawn(pool.clone(), settings);
+                pool
             })
             .clone()
     }
@@ -180,9 +228,21 @@ impl BackendPool {
         &self.key.backend
     }
 
-    /// Checks out a connection, waiting at most the acquire timeout.
+    /// How to open a connection of this pool outside it (KILL QUERY).
+    pub fn target(&self) -> &ConnectTarget {
+        &self.pool.manager().target
+    }
+
+    /// Checks out a connection, waiting at most the acquire timeout; with
+    /// `pool.max_queue` set, refuses at once when the queue is full.
     pub async fn acquire(&self) -> Result<Pooled, AcquireError> {
         let backend = || self.key.backend.clone();
+        if self.settings.max_queue > 0 && self.waiting() >= self.settings.max_queue {
+            return Err(AcquireError::QueueFull {
+                backend: backend(),
+                waiting: self.waiting(),
+            });
+        }
         let unreachable = |reason: String| AcquireError::Unreachable {
             backend: backend(),
             address: self.address.to_string(),

@@ -39,14 +39,23 @@ pub struct PacketStream<S> {
     io: S,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// Bytes reserved per read when the buffer is empty: large for backend
+    /// connections (throughput), small for clients (thousands sit idle).
+    chunk: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     pub fn new(io: S) -> Self {
+        Self::with_chunk(io, READ_CHUNK)
+    }
+
+    /// A stream whose read buffer grows from `chunk` bytes.
+    pub fn with_chunk(io: S, chunk: usize) -> Self {
         Self {
             io,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            chunk,
         }
     }
 
@@ -65,7 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
                 let need = 4 + payload_len(&self.rbuf);
                 self.rbuf.reserve(need.saturating_sub(self.rbuf.len()));
             } else {
-                self.rbuf.reserve(READ_CHUNK);
+                self.rbuf.reserve(self.chunk);
             }
             if self.io.read_buf(&mut self.rbuf).await? == 0 {
                 return Err(io::Error::new(
@@ -199,11 +208,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     /// Releases buffer memory of an idle connection that grew during a big
     /// result.
     pub fn shrink_buffers(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
-            self.rbuf = BytesMut::with_capacity(READ_CHUNK);
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * self.chunk {
+            self.rbuf = BytesMut::new();
         }
         if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * READ_CHUNK {
-            self.wbuf = BytesMut::with_capacity(READ_CHUNK);
+            self.wbuf = BytesMut::new();
         }
     }
 

@@ -65,6 +65,16 @@ pub fn unknown_statement(id: u32, command: &str) -> Vec<u8> {
 }
 
 /// What the server itself says when the client did not enable LOCAL INFILE.
+pub fn idle_timeout(limit_ms: u64) -> Vec<u8> {
+    err(
+        4031,
+        b"HY000",
+        &format!(
+            "The client was disconnected by the server because of inactivity (sluice: server.client_idle_timeout_ms = {limit_ms})"
+        ),
+    )
+}
+
 pub fn no_open_cursor(id: u32) -> Vec<u8> {
     err(
         1421,
@@ -91,7 +101,9 @@ pub fn local_infile_disabled(mariadb: bool) -> Vec<u8> {
 
 pub fn acquire(e: &AcquireError) -> Vec<u8> {
     match e {
-        AcquireError::PoolExhausted { .. } => err(POOL_EXHAUSTED, b"HY000", &format!("sluice: {e}")),
+        AcquireError::PoolExhausted { .. } | AcquireError::QueueFull { .. } => {
+            err(POOL_EXHAUSTED, b"HY000", &format!("sluice: {e}"))
+        }
         AcquireError::Unreachable { .. } => err(2003, b"HY000", &format!("sluice: {e}")),
         AcquireError::Closed { .. } => err(2003, b"HY000", &format!("sluice: {e}")),
     }

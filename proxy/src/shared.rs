@@ -120,5 +120,9 @@ pub fn pool_settings(config: &Config) -> PoolSettings {
         max_per_backend: config.pool.max_connections_per_backend,
         acquire_timeout: Duration::from_millis(config.pool.acquire_timeout_ms),
         connect_timeout: Duration::from_millis(config.pool.connect_timeout_ms),
+        max_lifetime: (config.pool.max_lifetime_ms > 0)
+            .then(|| Duration::from_millis(config.pool.max_lifetime_ms)),
+        min_idle: config.pool.min_idle,
+        max_queue: config.pool.max_queue,
     }
 }

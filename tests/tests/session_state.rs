@@ -140,6 +140,9 @@ async fn get_lock_and_user_variables_stay_on_one_connection() {
 
 #[tokio::test]
 async fn transactions_keep_their_connection() {
+    // Reads of another client's commit use the primary: a replica may not
+    // have applied it yet (reading one's own writes is the session's own
+    // guarantee, not another client's).
     let s = small_pool(4);
     let mut setup = Conn::new(s.opts()).await.unwrap();
     setup
@@ -150,18 +153,27 @@ async fn transactions_keep_their_connection() {
     let mut b = Conn::new(s.opts()).await.unwrap();
     a.query_drop("START TRANSACTION").await.unwrap();
     a.query_drop("INSERT INTO tx_t VALUES (1)").await.unwrap();
-    let seen_by_b: Option<i64> = b.query_first("SELECT COUNT(*) FROM tx_t").await.unwrap();
+    let seen_by_b: Option<i64> = b
+        .query_first("SELECT /* sluice:primary */ COUNT(*) FROM tx_t")
+        .await
+        .unwrap();
     assert_eq!(seen_by_b, Some(0), "uncommitted row is invisible to others");
     let seen_by_a: Option<i64> = a.query_first("SELECT COUNT(*) FROM tx_t").await.unwrap();
     assert_eq!(seen_by_a, Some(1), "the transaction sees its own row");
     a.query_drop("COMMIT").await.unwrap();
-    let seen_by_b: Option<i64> = b.query_first("SELECT COUNT(*) FROM tx_t").await.unwrap();
+    let seen_by_b: Option<i64> = b
+        .query_first("SELECT /* sluice:primary */ COUNT(*) FROM tx_t")
+        .await
+        .unwrap();
     assert_eq!(seen_by_b, Some(1));
 
     // autocommit=0 opens a transaction implicitly.
     a.query_drop("SET autocommit = 0").await.unwrap();
     a.query_drop("INSERT INTO tx_t VALUES (2)").await.unwrap();
-    let seen_by_b: Option<i64> = b.query_first("SELECT COUNT(*) FROM tx_t").await.unwrap();
+    let seen_by_b: Option<i64> = b
+        .query_first("SELECT /* sluice:primary */ COUNT(*) FROM tx_t")
+        .await
+        .unwrap();
     assert_eq!(seen_by_b, Some(1));
     a.query_drop("ROLLBACK").await.unwrap();
     let seen_by_a: Option<i64> = a.query_first("SELECT COUNT(*) FROM tx_t").await.unwrap();
@@ -171,7 +183,10 @@ async fn transactions_keep_their_connection() {
     a.query_drop("INSERT INTO tx_t VALUES (3)").await.unwrap();
     drop(a);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let count: Option<i64> = b.query_first("SELECT COUNT(*) FROM tx_t").await.unwrap();
+    let count: Option<i64> = b
+        .query_first("SELECT /* sluice:primary */ COUNT(*) FROM tx_t")
+        .await
+        .unwrap();
     assert_eq!(count, Some(1), "the abandoned transaction was rolled back");
 }
 

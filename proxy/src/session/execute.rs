@@ -56,6 +56,25 @@ pub(super) struct Done {
     pub outcome: Option<Outcome>,
 }
 
+enum Step {
+    Done(Done),
+    /// A read failed before the client saw anything: run it again.
+    RetryRead,
+}
+
+/// KILL QUERY from a separate connection (the statement's own connection is
+/// busy waiting for it).
+async fn kill_query(target: sluice_pool::ConnectTarget, connection_id: u32) {
+    let result = async {
+        let mut conn = BackendConn::connect(&target).await?;
+        conn.expect_ok(&format!("KILL QUERY {connection_id}")).await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(backend = target.backend, "KILL QUERY {connection_id} failed: {e}");
+    }
+}
+
 enum SendError {
     /// Nothing reached the server: safe to retry on another connection.
     NotSent(BackendError),
@@ -98,8 +117,25 @@ impl Session {
         }
     }
 
-    /// Runs `work` and relays its response.
+    /// Runs `work` and relays its response. An autocommit read whose
+    /// backend failed before the client saw any of the answer runs once
+    /// more (on another replica if it was on one); nothing else is retried.
     pub(super) async fn run(&mut self, work: Work<'_>) -> Result<Done, End> {
+        let retryable =
+            work.facts.is_some_and(|f| f.replica_safe()) && self.holding() != Some(Holding::Bound);
+        match self.run_once(&work, retryable).await? {
+            Step::Done(done) => Ok(done),
+            Step::RetryRead => {
+                metrics::counter!("sluice_retries_total", "reason" => "read_backend_lost").increment(1);
+                match self.run_once(&work, false).await? {
+                    Step::Done(done) => Ok(done),
+                    Step::RetryRead => Ok(Done::default()),
+                }
+            }
+        }
+    }
+
+    async fn run_once(&mut self, work: &Work<'_>, retryable: bool) -> Result<Step, End> {
         let routed = self.decide(work.facts);
         if routed != Route::Held
             && self
@@ -130,7 +166,7 @@ impl Session {
                     tracing::warn!(conn_id = self.id, "{e}");
                     metrics::counter!("sluice_errors_total", "cause" => e.cause()).increment(1);
                     self.reply(&errors::acquire(&e)).await?;
-                    return Ok(Done::default());
+                    return Ok(Step::Done(Done::default()));
                 }
             }
             let fresh = self
@@ -156,10 +192,10 @@ impl Session {
                             ended_with_error: true,
                             ..Outcome::default()
                         },
-                        &work,
+                        work,
                     );
                     self.reply(&server_err).await?;
-                    return Ok(Done::default());
+                    return Ok(Step::Done(Done::default()));
                 }
                 Err(SendError::NotSent(e)) if fresh && attempts < 3 => {
                     let backend = held.pool.backend().to_string();
@@ -182,7 +218,7 @@ impl Session {
                     metrics::counter!("sluice_errors_total", "cause" => "backend_lost").increment(1);
                     self.reply(&errors::backend_lost(&backend, &e.to_string()))
                         .await?;
-                    return Ok(Done::default());
+                    return Ok(Step::Done(Done::default()));
                 }
             }
         }
@@ -190,12 +226,30 @@ impl Session {
         let role = held.role;
         let backend = held.pool.key.backend.clone();
         let load = self.shared.load(&backend);
+        let (kill_target, kill_id) = (held.pool.target().clone(), held.conn.info.connection_id);
         load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut relay = Relay::new(&mut self.client, &mut held.conn, self.caps, &mut self.desired, 1);
         if let Outgoing::Prepare { client_id, .. } = &work.outgoing {
             relay = relay.with_statement_id(*client_id);
         }
-        let result = relay.run(work.response).await;
+        let kill_after = self.shared.config.load().routing.query_timeout_ms;
+        let fut = relay.run(work.response);
+        let result = if kill_after == 0 || work.facts.is_none() {
+            fut.await
+        } else {
+            tokio::pin!(fut);
+            tokio::select! {
+                r = &mut fut => r,
+                _ = tokio::time::sleep(Duration::from_millis(kill_after)) => {
+                    // Stop it on the server; the relay then reads the
+                    // server's "interrupted" error and passes it on.
+                    tracing::info!(conn_id = self.id, backend, "statement exceeded routing.query_timeout_ms = {kill_after}; killing it");
+                    metrics::counter!("sluice_errors_total", "cause" => "query_timeout").increment(1);
+                    tokio::spawn(kill_query(kill_target.clone(), kill_id));
+                    fut.await
+                }
+            }
+        };
         load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let label = if routed == Route::Held {
             "held"
@@ -215,10 +269,10 @@ impl Session {
                         self.drop_broken_connection();
                     }
                 }
-                self.after(&outcome, &work);
-                Ok(Done {
+                self.after(&outcome, work);
+                Ok(Step::Done(Done {
                     outcome: Some(outcome),
-                })
+                }))
             }
             Err(RelayError::Client(e)) => {
                 tracing::debug!("client gone mid-response: {e}");
@@ -241,9 +295,15 @@ impl Session {
                     self.client.shutdown().await;
                     return Err(End::ClientGone);
                 }
+                if retryable {
+                    if role == Role::Replica {
+                        self.shared.mark_down(&backend);
+                    }
+                    return Ok(Step::RetryRead);
+                }
                 self.reply(&errors::backend_lost(&backend, &error.to_string()))
                     .await?;
-                Ok(Done::default())
+                Ok(Step::Done(Done::default()))
             }
         }
     }

@@ -43,6 +43,8 @@ use tracing::Instrument;
 /// follow-up would otherwise read another connection's state.
 const FOLLOW_UP_CHECK: Duration = Duration::from_millis(250);
 
+const CLIENT_READ_CHUNK: usize = 1024;
+
 /// Why a client keeps its backend connection between statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HoldReason {
@@ -76,7 +78,8 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard
     async move {
         tracing::debug!(%peer, "accepted");
         metrics::counter!("sluice_client_connections_accepted_total").increment(1);
-        let mut client = PacketStream::new(stream);
+        // Small read chunks: thousands of idle clients must stay cheap.
+        let mut client = PacketStream::with_chunk(stream, CLIENT_READ_CHUNK);
         let config = shared.config.load_full();
         let profile = shared.profile.load_full();
         let peer_host = peer.ip().to_string();
