@@ -1,14 +1,32 @@
 #!/usr/bin/env bash
-# Benchmark for issue "foundation": the same load against MariaDB directly, through
-# HAProxy (plain TCP) and through Sluice, in ONE run, interleaved (each round runs
-# every workload on every endpoint in turn), reporting the median of the rounds.
+# Benchmarks: the same load against MariaDB directly, through HAProxy (plain TCP) and
+# through Sluice, in ONE run, interleaved (each round runs every workload on every
+# endpoint in turn), reporting the median of the rounds.
+#
+# BENCH_SUITE picks what is compared:
+#   foundation (default)  point select (prepared / text), read_only (prepared),
+#                         connect-per-query; endpoints direct, haproxy, sluice (primary_only)
+#   split                 oltp_read_only and oltp_read_write (prepared, --db-ps-mode=auto),
+#                         each with sysbench's transactions and with --skip_trx=on;
+#                         endpoints direct (primary), haproxy (TCP to the primary), sluice
+#                         in primary_only mode and sluice in split mode (reads to the two
+#                         replicas, read_your_writes = "off"). Adds the ratio
+#                         split / primary_only and the share of queries Sluice ran on
+#                         replicas (from its /metrics). After every run the replicas are
+#                         given time to catch up, so one run's replication lag does not
+#                         slow the next.
 #
 #   bench/run.sh                       # starts its own topology (ports SLUICE_PORT_BASE..+2)
+#   BENCH_SUITE=split bench/run.sh
 #   SLUICE_BENCH_PRIMARY=127.0.0.1:13306 bench/run.sh   # use a running primary (user app/app, db sluice_test)
+#   SLUICE_BENCH_PRIMARY=127.0.0.1:13306 SLUICE_BENCH_REPLICAS="127.0.0.1:13307 127.0.0.1:13308" \
+#     BENCH_SUITE=split bench/run.sh                    # ... and its replicas
 #   BENCH_TIME=3 SKIP_SLUICE=1 bench/run.sh             # quick check without a sluice binary
-# Knobs: BENCH_TIME (s per run, 10), BENCH_ROUNDS (3), BENCH_THREADS (16), SLUICE_BIN,
-#   BENCH_HAPROXY_LISTEN (127.0.0.1:16033), BENCH_SLUICE_LISTEN (127.0.0.1:6034),
-#   BENCH_SLUICE_ADMIN (127.0.0.1:9034), BENCH_OUT (bench/results-DATE.md).
+# Knobs: BENCH_SUITE (foundation), BENCH_TIME (s per run, 10), BENCH_ROUNDS (3),
+#   BENCH_THREADS (16), BENCH_WORKLOADS (space-separated subset of the suite's workloads),
+#   SLUICE_BIN, BENCH_HAPROXY_LISTEN (127.0.0.1:16033), BENCH_SLUICE_LISTEN (127.0.0.1:6034),
+#   BENCH_SLUICE_ADMIN (127.0.0.1:9034), BENCH_SLUICE_SPLIT_LISTEN (127.0.0.1:6035),
+#   BENCH_SLUICE_SPLIT_ADMIN (127.0.0.1:9035), BENCH_OUT (bench/results-SUITE-DATE.md).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
@@ -20,13 +38,31 @@ SLUICE_BIN=${SLUICE_BIN:-$root/target/release/sluice}
 haproxy_addr=${BENCH_HAPROXY_LISTEN:-127.0.0.1:16033}
 sluice_addr=${BENCH_SLUICE_LISTEN:-127.0.0.1:6034}
 sluice_admin=${BENCH_SLUICE_ADMIN:-127.0.0.1:9034}
-out=${BENCH_OUT:-$root/bench/results-$(date +%F).md}
+split_addr=${BENCH_SLUICE_SPLIT_LISTEN:-127.0.0.1:6035}
+split_admin=${BENCH_SLUICE_SPLIT_ADMIN:-127.0.0.1:9035}
+BENCH_SUITE=${BENCH_SUITE:-foundation}
+out=${BENCH_OUT:-$root/bench/results-$BENCH_SUITE-$(date +%F).md}
 export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
 tables=4
 table_size=10000
-workloads=(point_select_ps point_select_noprep read_only_ps connect_per_query)
 endpoints=(direct haproxy)
-[[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice)
+case $BENCH_SUITE in
+  foundation)
+    workloads=(point_select_ps point_select_noprep read_only_ps connect_per_query)
+    [[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice)
+    ;;
+  split)
+    workloads=(read_only_ps read_write_ps read_only_ps_notrx read_write_ps_notrx)
+    [[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice-primary_only sluice-split)
+    ;;
+  *)
+    echo "bench: unknown BENCH_SUITE '$BENCH_SUITE' (foundation or split)" >&2
+    exit 2
+    ;;
+esac
+if [[ -n ${BENCH_WORKLOADS:-} ]]; then
+  read -ra workloads <<<"$BENCH_WORKLOADS"
+fi
 
 # shellcheck source=scripts/topology.sh
 source scripts/topology.sh
@@ -52,6 +88,14 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP # terminal closed
 
 log() { echo "bench: $*" >&2; }
+
+# Refuse an address somebody else already listens on: we would measure their server.
+port_free() {
+  if (: <"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; then
+    log "$1 is already in use (set the BENCH_*_LISTEN / BENCH_*_ADMIN knobs)"
+    return 1
+  fi
+}
 
 # Wait until ADDR accepts TCP connections, failing early if PID died.
 wait_port() {
@@ -84,6 +128,15 @@ run_workload() {
     point_select_ps) sb "$addr" oltp_point_select --db-ps-mode=auto "${load[@]}" run ;;
     point_select_noprep) sb "$addr" oltp_point_select --db-ps-mode=disable "${load[@]}" run ;;
     read_only_ps) sb "$addr" oltp_read_only --db-ps-mode=auto "${load[@]}" run ;;
+    read_write_ps) sb "$addr" oltp_read_write --db-ps-mode=auto "${load[@]}" run ;;
+    read_only_ps_notrx) sb "$addr" oltp_read_only --db-ps-mode=auto --skip_trx=on "${load[@]}" run ;;
+    # Without transactions two threads may delete and re-insert the same id at once:
+    # the duplicate key (1062) is sysbench's race, direct too, so it is ignored (and
+    # counted) like sysbench's default deadlock / lock-wait errors.
+    read_write_ps_notrx)
+      sb "$addr" oltp_read_write --db-ps-mode=auto --skip_trx=on \
+        --mysql-ignore-errors=1213,1020,1205,1062 "${load[@]}" run
+      ;;
     connect_per_query)
       "${limit[@]}" php bench/connect_per_query.php "${addr%:*}" "${addr##*:}" app app sluice_test \
         "$BENCH_TIME" "$BENCH_THREADS" "$table_size"
@@ -91,14 +144,19 @@ run_workload() {
   esac
 }
 
-# "QPS P95" from sysbench-format output on stdin.
+# "QPS P95 ERRORS" from sysbench-format output on stdin (ERRORS: ignored errors plus
+# reconnects, which sysbench counts but does not fail on; connect_per_query's errors).
 parse() {
   awk '$1 == "queries:" { q = $3; sub(/^\(/, "", q) }
        $1 == "95th" && $2 == "percentile:" { p = $3 }
-       END { if (q == "" || p == "") exit 1; print q, p }'
+       $1 == "ignored" && $2 == "errors:" { e += $3 }
+       $1 == "reconnects:" { e += $2 }
+       $1 == "connections+queries:" { e += $4 }
+       END { if (q == "" || p == "") exit 1; print q, p, e + 0 }'
 }
 
-# Column COL (4 = QPS, 5 = p95) of the recorded runs of WORKLOAD via ENDPOINT.
+# Column COL (4 = QPS, 5 = p95, 6 = errors, 7 = share of queries on replicas) of the
+# recorded runs of WORKLOAD via ENDPOINT.
 column() {
   awk -F'\t' -v w="$1" -v e="$2" -v c="$3" '$1 == w && $2 == e {print $c}' "$work/results.tsv" 2>/dev/null
 }
@@ -106,6 +164,74 @@ column() {
 sluice_version() {
   if [[ ${SKIP_SLUICE:-0} == 1 ]]; then echo skipped; return; fi
   echo "at commit $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
+}
+
+sum() { awk '{ s += $1 } END { print s + 0 }'; }
+
+# "TOTAL ON_REPLICAS": sluice_queries_total from the admin endpoint ADDR, summed over
+# all labels, and over the backends that are not the primary.
+query_counts() {
+  curl -fsS --max-time 5 "http://$1/metrics" | awk '
+    /^sluice_queries_total\{/ { t += $NF; if ($0 !~ /backend="primary"/) r += $NF }
+    END { printf "%d %d\n", t, r }'
+}
+
+# Sluice's config: MODE is primary_only or split. The split suite gives both modes the
+# same backends (primary and replicas); the foundation suite only the primary.
+sluice_config() {
+  local listen=$1 admin=$2 mode=$3 r i=0 backends=()
+  [[ $BENCH_SUITE != split ]] || backends=("${replicas[@]}")
+  cat <<EOF
+[server]
+listen = "$listen"
+admin_listen = "$admin"
+max_client_connections = 10000
+
+[[users]]
+name = "app"
+password = "app"
+
+[pool]
+max_connections_per_backend = 50
+acquire_timeout_ms = 2000
+
+[routing]
+mode = "$mode"
+read_your_writes = "off"
+
+[[backends]]
+name = "primary"
+address = "$primary"
+role = "primary"
+EOF
+  for r in "${backends[@]}"; do
+    i=$((i + 1))
+    printf '\n[[backends]]\nname = "replica%d"\naddress = "%s"\nrole = "replica"\n' "$i" "$r"
+  done
+}
+
+# Start a Sluice named NAME (for files) on LISTEN / ADMIN in routing MODE.
+start_sluice() {
+  local name=$1 listen=$2 admin=$3 mode=$4
+  port_free "$listen" && port_free "$admin" || exit 1
+  sluice_config "$listen" "$admin" "$mode" >"$work/$name.toml"
+  "$SLUICE_BIN" --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  wait_port "$listen" "$!" || { tail -n 30 "$work/$name.log" >&2; log "$name did not start"; exit 1; }
+}
+
+# Wait until every replica has applied what the primary has written so far; logs
+# how long that took when it was noticeable.
+sync_replicas() {
+  ((${#replicas[@]})) || return 0
+  local pos r t0=$SECONDS res
+  pos=$(mariadb --no-defaults -h"${primary%:*}" -P"${primary##*:}" -uapp -papp -N -e 'SELECT @@gtid_binlog_pos')
+  for r in "${replicas[@]}"; do
+    res=$(mariadb --no-defaults -h"${r%:*}" -P"${r##*:}" -uapp -papp -N \
+      -e "SELECT MASTER_GTID_WAIT('$pos', 300)") || res=error
+    [[ $res == 0 ]] || { log "replica $r did not reach $pos within 300 s ($res)"; return 1; }
+  done
+  ((SECONDS - t0 < 2)) || log "replicas caught up in $((SECONDS - t0)) s"
 }
 
 median() {
@@ -120,50 +246,44 @@ fi
 scripts/install-deps.sh >&2
 
 # --- the database
+replicas=()
 if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
   primary=$SLUICE_BENCH_PRIMARY
+  read -ra replicas <<<"${SLUICE_BENCH_REPLICAS//,/ }"
 else
   topology_start "$work/db" >&2
   primary=127.0.0.1:$SLUICE_PORT_BASE
+  replicas=("127.0.0.1:$((SLUICE_PORT_BASE + 1))" "127.0.0.1:$((SLUICE_PORT_BASE + 2))")
+fi
+if [[ $BENCH_SUITE == split && ${#replicas[@]} == 0 ]]; then
+  log "the split suite needs replicas: set SLUICE_BENCH_REPLICAS with SLUICE_BENCH_PRIMARY"
+  exit 1
 fi
 log "preparing $tables x $table_size rows on $primary"
 sb "$primary" oltp_read_only cleanup >/dev/null
 sb "$primary" oltp_read_only --threads=$tables prepare >"$work/prepare.log" ||
   { cat "$work/prepare.log" >&2; exit 1; }
+sync_replicas
 
 # --- the proxies
+port_free "$haproxy_addr" || exit 1
 sed -e "s/@LISTEN@/$haproxy_addr/" -e "s/@PRIMARY@/$primary/" bench/haproxy.cfg >"$work/haproxy.cfg"
 haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 wait_port "$haproxy_addr" "$!" || { cat "$work/haproxy.log" >&2; log "haproxy did not start"; exit 1; }
-declare -A endpoint_addr=([direct]=$primary [haproxy]=$haproxy_addr [sluice]=$sluice_addr)
+declare -A endpoint_addr=([direct]=$primary [haproxy]=$haproxy_addr [sluice]=$sluice_addr
+  [sluice-primary_only]=$sluice_addr [sluice-split]=$split_addr)
+declare -A endpoint_admin=([sluice]=$sluice_admin [sluice-primary_only]=$sluice_admin
+  [sluice-split]=$split_admin)
 
 if [[ ${SKIP_SLUICE:-0} != 1 ]]; then
-  cat >"$work/sluice.toml" <<EOF
-[server]
-listen = "$sluice_addr"
-admin_listen = "$sluice_admin"
-max_client_connections = 10000
-
-[[users]]
-name = "app"
-password = "app"
-
-[pool]
-max_connections_per_backend = 50
-acquire_timeout_ms = 2000
-
-[routing]
-mode = "primary_only"
-
-[[backends]]
-name = "primary"
-address = "$primary"
-role = "primary"
-EOF
-  "$SLUICE_BIN" --config "$work/sluice.toml" >"$work/sluice.log" 2>&1 &
-  pids+=($!)
-  wait_port "$sluice_addr" "$!" || { tail -n 30 "$work/sluice.log" >&2; log "sluice did not start"; exit 1; }
+  case $BENCH_SUITE in
+    foundation) start_sluice sluice "$sluice_addr" "$sluice_admin" primary_only ;;
+    split)
+      start_sluice sluice-primary_only "$sluice_addr" "$sluice_admin" primary_only
+      start_sluice sluice-split "$split_addr" "$split_admin" split
+      ;;
+  esac
 fi
 
 # --- the runs: interleaved so that drift (thermal, noisy neighbours) hits all endpoints alike
@@ -172,15 +292,28 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
   for w in "${workloads[@]}"; do
     for e in "${endpoints[@]}"; do
       logf="$work/$w-$e-$round.log"
+      admin=${endpoint_admin[$e]:-}
+      before=""
+      [[ -z $admin || $BENCH_SUITE != split ]] || before=$(query_counts "$admin" || true)
       if run_workload "$w" "${endpoint_addr[$e]}" >"$logf" 2>&1 && res=$(parse <"$logf"); then
-        read -r qps p95 <<<"$res"
-        printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$e" "$round" "$qps" "$p95" >>"$work/results.tsv"
-        log "round $round/$BENCH_ROUNDS $w via $e: $qps qps, p95 $p95 ms"
+        read -r qps p95 errors <<<"$res"
+        share=""
+        if [[ -n $before ]] && after=$(query_counts "$admin"); then
+          share=$(awk -v b="$before" -v a="$after" 'BEGIN { split(b, x, " "); split(a, y, " ")
+            t = y[1] - x[1]; if (t > 0) printf "%.1f", 100 * (y[2] - x[2]) / t }')
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$e" "$round" "$qps" "$p95" "$errors" "$share" \
+          >>"$work/results.tsv"
+        log "round $round/$BENCH_ROUNDS $w via $e: $qps qps, p95 $p95 ms, $errors errors${share:+, $share% on replicas}"
       else
         failures+=("$w via $e, round $round")
         log "round $round/$BENCH_ROUNDS $w via $e FAILED:"
         tail -n 5 "$logf" >&2
+        { echo "$w via $e, round $round:"; tail -n 5 "$logf" | sed 's/^/    /'; } >>"$work/failed.txt"
       fi
+      # Messages the client printed, even on success.
+      grep -E 'FATAL|ALERT|WARNING|connect_per_query:' "$logf" | sed "s/^/$w via $e: /" >>"$work/messages.txt" || true
+      if [[ $BENCH_SUITE == split ]]; then sync_replicas || failures+=("replicas lagged after $w via $e, round $round"); fi
     done
   done
 done
@@ -195,24 +328,54 @@ done
     "$(haproxy -v | awk 'NR == 1 {print $1, $3}'), sluice $(sluice_version)," \
     "$(nproc) cores."
   echo
-  echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) |"
-  echo "| --- | --- | ---: | ---: | ---: |"
+  if [[ $BENCH_SUITE == split ]]; then
+    echo "Sluice in both modes has the primary and ${#replicas[@]} replica(s) as backends," \
+      "read_your_writes = \"off\"; haproxy and direct go to the primary only." \
+      "*_notrx runs use sysbench --skip_trx=on (autocommit; otherwise every query is inside" \
+      "BEGIN ... COMMIT, which Sluice runs on the primary). \"on replicas\" is the share of" \
+      "Sluice's queries that ran on a replica (median, from sluice_queries_total)." \
+      "\"errors\" sums sysbench's ignored errors and reconnects over the rounds."
+    echo
+    echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) | split / primary_only (QPS) | on replicas | errors |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  else
+    echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) |"
+    echo "| --- | --- | ---: | ---: | ---: |"
+  fi
+  ratio() {
+    if [[ -n $1 && -n $2 ]]; then awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; else echo n/a; fi
+  }
   for w in "${workloads[@]}"; do
     direct=$(column "$w" direct 4 | median || true)
+    primary_only=$(column "$w" sluice-primary_only 4 | median || true)
     for e in "${endpoints[@]}"; do
       qps=$(column "$w" "$e" 4 | median || true)
       p95=$(column "$w" "$e" 5 | median || true)
-      ratio=n/a
-      if [[ -n $qps && -n $direct ]]; then ratio=$(awk -v a="$qps" -v b="$direct" 'BEGIN {printf "%.2f", a / b}'); fi
-      printf '| %s | %s | %s | %s | %s |\n' "$w" "$e" \
+      printf '| %s | %s | %s | %s | %s |' "$w" "$e" \
         "$([[ -n $qps ]] && printf '%.0f' "$qps" || echo failed)" \
-        "$([[ -n $p95 ]] && printf '%.2f' "$p95" || echo failed)" "$ratio"
+        "$([[ -n $p95 ]] && printf '%.2f' "$p95" || echo failed)" "$(ratio "$qps" "$direct")"
+      if [[ $BENCH_SUITE == split ]]; then
+        vs=""
+        [[ $e != sluice-split ]] || vs=$(ratio "$qps" "$primary_only")
+        share=$(column "$w" "$e" 7 | grep . | median || true)
+        printf ' %s | %s | %s |' "$vs" "${share:+$share%}" "$(column "$w" "$e" 6 | sum)"
+      fi
+      echo
     done
   done
   if ((${#failures[@]})); then
     echo
     echo "Failed runs (left out of the medians):"
     printf -- '- %s\n' "${failures[@]}"
+    [[ ! -s $work/failed.txt ]] || { echo; echo '```'; cat "$work/failed.txt"; echo '```'; }
+  fi
+  if [[ -s $work/messages.txt ]]; then
+    echo
+    echo "Messages from the clients (count, first 20 distinct):"
+    echo
+    echo '```'
+    sort "$work/messages.txt" | uniq -c | sort -rn | head -n 20
+    echo '```'
   fi
 } >"$work/table.md"
 

@@ -39,6 +39,10 @@ pub struct ServerConfig {
     /// Disconnect a client idle this long (0 = never).
     #[serde(default)]
     pub client_idle_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, how long running statements and open
+    /// transactions may take to finish before Sluice exits anyway.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,6 +214,9 @@ pub enum LogFormat {
 
 fn default_admin_listen() -> String {
     "127.0.0.1:9033".into()
+}
+fn default_shutdown_timeout() -> u64 {
+    30_000
 }
 fn default_max_clients() -> usize {
     10_000

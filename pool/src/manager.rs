@@ -206,6 +206,25 @@ impl Pools {
             .collect()
     }
 
+    /// Applies new pool settings: existing pools are resized, and pools of
+    /// backends that were removed or whose address or password changed are
+    /// closed (checked-out connections finish their work and are then
+    /// dropped; idle ones close now). `keep(key, address, password)` says
+    /// whether a pool still matches the configuration.
+    pub fn reconfigure(&self, settings: PoolSettings, keep: impl Fn(&PoolKey, &ConnectTarget) -> bool) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|key, pool| {
+            if keep(key, &pool.manager().target) {
+                pool.resize(settings.max_per_backend);
+                true
+            } else {
+                pool.close();
+                false
+            }
+        });
+    }
+
     /// Closes every pool (shutdown).
     pub fn close(&self) {
         for pool in self.pools.read().unwrap_or_else(|e| e.into_inner()).values() {

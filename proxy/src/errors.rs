@@ -65,6 +65,14 @@ pub fn unknown_statement(id: u32, command: &str) -> Vec<u8> {
 }
 
 /// What the server itself says when the client did not enable LOCAL INFILE.
+pub fn shutting_down() -> Vec<u8> {
+    err(
+        1053,
+        b"08S01",
+        "Server shutdown in progress (sluice is stopping; reconnect to another instance)",
+    )
+}
+
 pub fn idle_timeout(limit_ms: u64) -> Vec<u8> {
     err(
         4031,

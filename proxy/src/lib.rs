@@ -11,5 +11,6 @@ pub mod listener;
 pub mod metrics;
 pub mod profile;
 pub mod relay;
+pub mod reload;
 pub mod session;
 pub mod shared;

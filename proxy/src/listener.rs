@@ -2,7 +2,7 @@
 //! the handshake, as MySQL does), and start a session per client.
 
 use crate::shared::Shared;
-use crate::{admin, errors, metrics, profile, session};
+use crate::{admin, errors, metrics, profile, reload, session};
 use anyhow::Context;
 use sluice_config::Config;
 use sluice_protocol::PacketStream;
@@ -10,22 +10,21 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-pub async fn serve(config: Config, _config_path: PathBuf) -> anyhow::Result<()> {
+pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let handle = metrics::install()?;
     let listen = config.server.listen.clone();
     let admin_listen = config.server.admin_listen.clone();
     let shared = Shared::new(config);
-    let listener = TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+    let listener = bind(&listen).with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     admin::spawn(&admin_listen, handle, shared.clone()).await?;
     profile::spawn_learner(shared.clone());
     metrics::spawn_pool_gauges(shared.clone());
     metrics::build_info();
+    reload::spawn(shared.clone(), config_path)?;
     tracing::info!(%listen, admin = %admin_listen, "sluice {} ready", env!("CARGO_PKG_VERSION"));
 
-    let shutdown = tokio::signal::ctrl_c();
-    tokio::pin!(shutdown);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -55,11 +54,58 @@ pub async fn serve(config: Config, _config_path: PathBuf) -> anyhow::Result<()> 
                     }
                 }
             }
-            _ = &mut shutdown => {
-                tracing::info!("shutting down");
-                shared.pools.close();
-                return Ok(());
-            }
+            _ = terminate.recv() => return shut_down(&shared, listener, "SIGTERM").await,
+            _ = interrupt.recv() => return shut_down(&shared, listener, "SIGINT").await,
         }
     }
 }
+
+/// Graceful shutdown: stop accepting, let running statements and open
+/// transactions finish (idle clients are told and closed at once), then
+/// close the pools. Gives up waiting after `server.shutdown_timeout_ms`.
+async fn shut_down(shared: &Shared, listener: TcpListener, signal: &str) -> anyhow::Result<()> {
+    drop(listener);
+    let limit = Duration::from_millis(shared.config.load().server.shutdown_timeout_ms);
+    tracing::info!(
+        signal,
+        clients = shared.client_count(),
+        "shutting down; waiting up to {} ms for clients",
+        limit.as_millis()
+    );
+    shared.shutdown.send_replace(true);
+    let deadline = tokio::time::Instant::now() + limit;
+    while shared.client_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if shared.client_count() > 0 {
+        tracing::warn!(
+            clients = shared.client_count(),
+            "shutdown deadline reached; closing the remaining clients"
+        );
+    }
+    shared.pools.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds with a deep accept queue: a connection storm (thousands of clients
+/// connecting at once) must queue in the kernel, not have its SYNs dropped
+/// and retried seconds later.
+fn bind(address: &str) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addr = address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
+/// The kernel caps this at net.core.somaxconn.
+const ACCEPT_BACKLOG: u32 = 8192;

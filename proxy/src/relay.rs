@@ -64,7 +64,9 @@ pub struct Relay<'a> {
     pub desired: &'a mut SessionState,
     /// Next sequence id towards the client.
     pub seq: u8,
-    sent_any: bool,
+    /// Set once any byte of the response was queued for the client; outlives
+    /// the relay so a caller that abandons it still knows.
+    sent_any: &'a std::sync::atomic::AtomicBool,
     outcome: Outcome,
     /// For COM_STMT_PREPARE: the id the client sees instead of the backend's.
     client_statement_id: Option<u32>,
@@ -77,6 +79,7 @@ impl<'a> Relay<'a> {
         client_caps: Caps,
         desired: &'a mut SessionState,
         seq: u8,
+        sent_any: &'a std::sync::atomic::AtomicBool,
     ) -> Self {
         Relay {
             client,
@@ -84,7 +87,7 @@ impl<'a> Relay<'a> {
             client_caps,
             desired,
             seq,
-            sent_any: false,
+            sent_any,
             outcome: Outcome::default(),
             client_statement_id: None,
         }
@@ -123,7 +126,7 @@ impl<'a> Relay<'a> {
             // About to wait on the backend: let the client have what we have.
             self.client.flush().await.map_err(RelayError::Client)?;
         }
-        let sent = self.sent_any;
+        let sent = self.sent_any.load(std::sync::atomic::Ordering::Relaxed);
         self.backend
             .stream
             .read_packet()
@@ -135,7 +138,7 @@ impl<'a> Relay<'a> {
     }
 
     async fn send(&mut self, payload: &[u8]) -> Result<(), RelayError> {
-        self.sent_any = true;
+        self.sent_any.store(true, std::sync::atomic::Ordering::Relaxed);
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         self.client
@@ -160,7 +163,7 @@ impl<'a> Relay<'a> {
     fn protocol_error(&self, what: &str) -> RelayError {
         RelayError::Backend {
             error: io::Error::new(io::ErrorKind::InvalidData, what.to_string()),
-            client_saw_any: self.sent_any,
+            client_saw_any: self.sent_any.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -7,7 +7,7 @@ use sluice_config::Config;
 use sluice_pool::{PoolSettings, Pools};
 use sluice_router::Classifier;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,13 @@ pub struct Shared {
     /// Backends that just failed to give a connection, until when.
     down_until: Mutex<HashMap<String, Instant>>,
     turn: AtomicUsize,
+    /// Bumped by every applied reload; sessions re-resolve pools on change.
+    generation: AtomicU64,
+    /// Unix time of the last applied config.
+    loaded_at: AtomicU64,
+    pub started: Instant,
+    /// Set on SIGTERM/SIGINT: idle clients are closed, transactions finish.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// How long a backend that refused a connection is skipped for reads.
@@ -44,6 +51,10 @@ impl Shared {
             load: RwLock::new(HashMap::new()),
             down_until: Mutex::new(HashMap::new()),
             turn: AtomicUsize::new(0),
+            generation: AtomicU64::new(1),
+            loaded_at: AtomicU64::new(unix_now()),
+            started: Instant::now(),
+            shutdown: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -72,6 +83,26 @@ impl Shared {
         }
         metrics::gauge!("sluice_client_connections").increment(1.0);
         Some(ClientGuard { shared: self.clone() })
+    }
+
+    /// Swaps in a validated config.
+    pub fn install_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.loaded_at.store(unix_now(), Ordering::Relaxed);
+        metrics::gauge!("sluice_config_generation").set(self.generation() as f64);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn loaded_at(&self) -> u64 {
+        self.loaded_at.load(Ordering::Relaxed)
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     /// The in-flight statement counter of a backend.
@@ -125,4 +156,11 @@ pub fn pool_settings(config: &Config) -> PoolSettings {
         min_idle: config.pool.min_idle,
         max_queue: config.pool.max_queue,
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -8,6 +8,8 @@
 //! - lexer: the one-pass lexer classification (`sluice_router::classify`).
 //!
 //! `cargo bench -p sluice-router --bench classify [-- FILTER]`
+//! (FILTER: a substring of the statement names; `CLASSIFY_ONLY=hit` (or
+//! miss, fresh, lexer) runs one measurement only, e.g. under `perf record`.)
 //! Each measurement: warm-up (calibrating the iteration count to about
 //! `ROUND_MS` per round), then `ROUNDS` rounds; best and median ns/op.
 
@@ -111,6 +113,11 @@ fn statements() -> Vec<(&'static str, Gen)> {
     ]
 }
 
+/// Whether measurement `kind` runs (`CLASSIFY_ONLY` unset or equal to it).
+fn wanted(kind: &str) -> bool {
+    std::env::var("CLASSIFY_ONLY").map_or(true, |only| only == kind)
+}
+
 struct Stats {
     best: f64,
     median: f64,
@@ -120,6 +127,11 @@ impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", fmt_ns(self.median), fmt_ns(self.best))
     }
+}
+
+/// A measurement that may have been skipped.
+fn show(s: &Option<Stats>) -> String {
+    s.as_ref().map_or_else(|| "-".to_string(), Stats::to_string)
 }
 
 fn fmt_ns(ns: f64) -> String {
@@ -169,7 +181,7 @@ fn measure(mut op: impl FnMut(usize)) -> Stats {
 fn measure_fresh(variants: &[String]) -> Stats {
     const BATCH: usize = 64;
     let mut scratch = Scratch::default();
-    let mut round = |scratch: &mut Scratch| {
+    let round = |scratch: &mut Scratch| {
         let classifiers: Vec<Classifier> = (0..BATCH).map(|_| Classifier::new(CACHE_ENTRIES)).collect();
         let t = Instant::now();
         for (i, c) in classifiers.iter().enumerate() {
@@ -211,18 +223,30 @@ fn main() {
             let r = classifier.classify(v, &mut scratch);
             assert!(r.cache_hit, "{name}: variant missed the cache: {v}");
         }
-        let hit = measure(|i| {
-            let r = classifier.classify(black_box(&variants[i % VARIANTS]), &mut scratch);
-            black_box(r);
+        let hit = wanted("hit").then(|| {
+            measure(|i| {
+                let r = classifier.classify(black_box(&variants[i % VARIANTS]), &mut scratch);
+                black_box(r);
+            })
         });
-        let miss = measure(|i| {
-            black_box(Facts::of(black_box(&variants[i % VARIANTS])));
+        let miss = wanted("miss").then(|| {
+            measure(|i| {
+                black_box(Facts::of(black_box(&variants[i % VARIANTS])));
+            })
         });
-        let fresh = measure_fresh(&variants);
-        let lexer = measure(|i| {
-            black_box(classify(black_box(&variants[i % VARIANTS])));
+        let fresh = wanted("fresh").then(|| measure_fresh(&variants));
+        let lexer = wanted("lexer").then(|| {
+            measure(|i| {
+                black_box(classify(black_box(&variants[i % VARIANTS])));
+            })
         });
-        eprintln!("{name}: hit {hit}, miss {miss}, fresh {fresh}, lexer {lexer}");
+        eprintln!(
+            "{name}: hit {}, miss {}, fresh {}, lexer {}",
+            show(&hit),
+            show(&miss),
+            show(&fresh),
+            show(&lexer)
+        );
         rows.push((name, len, hit, miss, fresh, lexer));
     }
 
@@ -242,9 +266,17 @@ fn main() {
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | :---: |");
     for (name, len, hit, miss, fresh, lexer) in &rows {
+        let under = match hit {
+            Some(h) if h.median < 1000.0 => "yes",
+            Some(_) => "**no**",
+            None => "-",
+        };
         println!(
-            "| {name} | {len} | {hit} | {miss} | {fresh} | {lexer} | {} |",
-            if hit.median < 1000.0 { "yes" } else { "**no**" }
+            "| {name} | {len} | {} | {} | {} | {} | {under} |",
+            show(hit),
+            show(miss),
+            show(fresh),
+            show(lexer)
         );
     }
 }

@@ -3,6 +3,7 @@
 //! `SLUICE_TEST_*`), Sluice processes started per test with their own config
 //! and ports, and small helpers for the clients the tests drive.
 
+pub mod node;
 pub mod raw;
 
 use std::io::{Read, Write};

@@ -228,7 +228,15 @@ impl Session {
         let load = self.shared.load(&backend);
         let (kill_target, kill_id) = (held.pool.target().clone(), held.conn.info.connection_id);
         load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut relay = Relay::new(&mut self.client, &mut held.conn, self.caps, &mut self.desired, 1);
+        let sent_any = std::sync::atomic::AtomicBool::new(false);
+        let mut relay = Relay::new(
+            &mut self.client,
+            &mut held.conn,
+            self.caps,
+            &mut self.desired,
+            1,
+            &sent_any,
+        );
         if let Outgoing::Prepare { client_id, .. } = &work.outgoing {
             relay = relay.with_statement_id(*client_id);
         }
@@ -245,8 +253,20 @@ impl Session {
                     // server's "interrupted" error and passes it on.
                     tracing::info!(conn_id = self.id, backend, "statement exceeded routing.query_timeout_ms = {kill_after}; killing it");
                     metrics::counter!("sluice_errors_total", "cause" => "query_timeout").increment(1);
+                    let grace = kill_target.connect_timeout;
                     tokio::spawn(kill_query(kill_target.clone(), kill_id));
-                    fut.await
+                    // A backend that does not answer even then (frozen,
+                    // cut off) is abandoned: the connection is closed.
+                    match tokio::time::timeout(grace, fut).await {
+                        Ok(r) => r,
+                        Err(_) => Err(RelayError::Backend {
+                            error: std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no answer {} ms after KILL QUERY", grace.as_millis()),
+                            ),
+                            client_saw_any: sent_any.load(std::sync::atomic::Ordering::Relaxed),
+                        }),
+                    }
                 }
             }
         };

@@ -127,6 +127,8 @@ struct Session {
     statements: ClientStatements,
     /// When the session last ran something that may have written.
     last_write: Option<std::time::Instant>,
+    /// Config generation the cached pools belong to.
+    generation: u64,
     scratch: Scratch,
     metrics: SessionMetrics,
 }
@@ -163,6 +165,7 @@ impl Session {
             pools: HashMap::new(),
             statements: ClientStatements::default(),
             last_write: None,
+            generation: 0,
             scratch: Scratch::default(),
             metrics: SessionMetrics::default(),
         }
@@ -237,21 +240,50 @@ impl Session {
     }
 
     /// Reads the next command. A connection kept only for a follow-up goes
-    /// back to the pool early if other clients are queueing for it.
+    /// back to the pool early if other clients are queueing for it; an idle
+    /// client may time out; on shutdown a client outside a transaction is
+    /// closed.
     async fn read_command(&mut self, max_packet: usize) -> io::Result<(u8, Bytes)> {
-        while let Some(held) = self.held.as_ref().filter(|h| h.reason == HoldReason::FollowUp) {
-            if held.pool.waiting() > 0 {
-                metrics::counter!("sluice_follow_up_released_total", "reason" => "pool_waiters").increment(1);
-                self.held = None;
-                break;
+        // Between commands: give back buffer memory a big result grew.
+        self.client.shrink_buffers();
+        // A reload may have changed backends or passwords: look pools up again.
+        let generation = self.shared.generation();
+        if generation != self.generation {
+            self.generation = generation;
+            self.pools.clear();
+        }
+        let idle_limit = self.shared.config.load().server.client_idle_timeout_ms;
+        let idle_deadline =
+            (idle_limit > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(idle_limit));
+        let mut shutdown = self.shared.shutdown.subscribe();
+        loop {
+            let bound = matches!(
+                self.holding_reason(),
+                Some(HoldReason::Transaction | HoldReason::Pinned(_))
+            );
+            if *shutdown.borrow_and_update() && !bound {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "server shutdown"));
             }
-            // `readable` is cancel-safe: on timeout nothing is lost.
-            match tokio::time::timeout(FOLLOW_UP_CHECK, self.client.readable()).await {
-                Ok(ready) => {
+            if let Some(held) = self.held.as_ref().filter(|h| h.reason == HoldReason::FollowUp) {
+                if held.pool.waiting() > 0 {
+                    metrics::counter!("sluice_follow_up_released_total", "reason" => "pool_waiters")
+                        .increment(1);
+                    self.held = None;
+                }
+            }
+            let follow_up = self.holding_reason() == Some(HoldReason::FollowUp);
+            // `readable` is cancel-safe: when another branch wins nothing
+            // of the client's input is lost.
+            tokio::select! {
+                ready = self.client.readable() => {
                     ready?;
                     break;
                 }
-                Err(_elapsed) => continue,
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep(FOLLOW_UP_CHECK), if follow_up => {}
+                _ = sleep_until(idle_deadline) => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "client idle timeout"));
+                }
             }
         }
         self.client
@@ -269,6 +301,20 @@ impl Session {
             io::ErrorKind::InvalidData => {
                 self.refuse_and_close(&errors::packets_out_of_order(), "out_of_order")
                     .await;
+            }
+            io::ErrorKind::Interrupted => {
+                metrics::counter!("sluice_client_connections_closed_total", "cause" => "shutdown")
+                    .increment(1);
+                let _ = self.client.send(1, &errors::shutting_down()).await;
+                self.client.shutdown().await;
+            }
+            io::ErrorKind::TimedOut => {
+                let limit = self.shared.config.load().server.client_idle_timeout_ms;
+                tracing::info!(conn_id = self.id, "closing a client idle for {limit} ms");
+                metrics::counter!("sluice_client_connections_closed_total", "cause" => "idle_timeout")
+                    .increment(1);
+                let _ = self.client.send(1, &errors::idle_timeout(limit)).await;
+                self.client.shutdown().await;
             }
             _ => tracing::debug!("client gone: {e}"),
         }
@@ -290,6 +336,10 @@ impl Session {
             .map_err(|_| End::ClientGone)
     }
 
+    fn holding_reason(&self) -> Option<HoldReason> {
+        self.held.as_ref().map(|h| h.reason)
+    }
+
     async fn reply_ok(&mut self) -> Result<(), End> {
         let in_trans = match self.held.as_ref().map(|h| h.reason) {
             Some(HoldReason::Transaction) => status::IN_TRANS,
@@ -305,6 +355,14 @@ impl Session {
             self.client.shutdown().await;
         }
         tracing::debug!(conn_id = self.id, "closed");
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
