@@ -67,7 +67,10 @@ impl Node {
         // the test and is reaped by init, like the topology script's servers.
         let status = Command::new("sh")
             .arg("-c")
-            .arg(format!("mariadbd --defaults-file='{}' </dev/null >/dev/null 2>&1 &", cnf.display()))
+            .arg(format!(
+                "mariadbd --defaults-file='{}' </dev/null >/dev/null 2>&1 &",
+                cnf.display()
+            ))
             .stdin(Stdio::null())
             .status()
             .unwrap_or_else(|e| panic!("start {}: {e}", self.name));
