@@ -63,9 +63,29 @@ async fn respond(mut stream: TcpStream, handle: &PrometheusHandle, shared: &Shar
 }
 
 fn status_json(shared: &Shared) -> String {
-    let pools: Vec<String> = shared
-        .pools
-        .status()
+    let config = shared.config.load();
+    let pools = shared.pools.status();
+    let backends: Vec<String> = config
+        .backends
+        .iter()
+        .map(|b| {
+            let mine: Vec<_> = pools.iter().filter(|p| p.key.backend == b.name).collect();
+            let size: usize = mine.iter().map(|p| p.size).sum();
+            let idle: usize = mine.iter().map(|p| p.idle).sum();
+            let waiting: usize = mine.iter().map(|p| p.waiting).sum();
+            let state = if shared.is_down(&b.name) { "down" } else { "up" };
+            format!(
+                "{{\"name\":{:?},\"address\":{:?},\"role\":\"{}\",\"weight\":{},\"state\":\"{state}\",\"in_flight\":{},\"pool\":{{\"size\":{size},\"idle\":{idle},\"active\":{},\"waiting\":{waiting}}}}}",
+                b.name,
+                b.address,
+                if b.role == sluice_config::Role::Primary { "primary" } else { "replica" },
+                b.weight,
+                shared.load(&b.name).load(std::sync::atomic::Ordering::Relaxed),
+                size.saturating_sub(idle),
+            )
+        })
+        .collect();
+    let pool_list: Vec<String> = pools
         .iter()
         .map(|s| {
             format!(
@@ -75,9 +95,14 @@ fn status_json(shared: &Shared) -> String {
         })
         .collect();
     format!(
-        "{{\"clients\":{},\"server_version\":{:?},\"pools\":[{}]}}\n",
+        "{{\"version\":{:?},\"uptime_seconds\":{},\"clients\":{},\"server_version\":{:?},\"config\":{{\"generation\":{},\"loaded_at_unix\":{}}},\"backends\":[{}],\"pools\":[{}]}}\n",
+        env!("CARGO_PKG_VERSION"),
+        shared.started.elapsed().as_secs(),
         shared.client_count(),
         shared.profile.load().version,
-        pools.join(",")
+        shared.generation(),
+        shared.loaded_at(),
+        backends.join(","),
+        pool_list.join(",")
     )
 }

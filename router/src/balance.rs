@@ -10,25 +10,37 @@ pub struct Candidate {
     pub eligible: bool,
 }
 
-/// The index of the replica to use, or None when none is eligible. `turn`
-/// breaks ties (pass a counter that increases per decision).
+/// The index of the replica to use, or None when none is eligible. The
+/// least loaded for its weight wins; among equally loaded ones (the usual
+/// case at low concurrency) `turn` picks in proportion to weight, so pass a
+/// counter that increases per decision.
 pub fn pick_replica(candidates: &[Candidate], turn: usize) -> Option<usize> {
-    let n = candidates.len();
-    let mut best: Option<(usize, u128)> = None;
-    for k in 0..n {
-        let i = (turn + k) % n;
-        let c = candidates[i];
-        if !c.eligible || c.weight == 0 {
-            continue;
+    let usable = |c: &Candidate| c.eligible && c.weight > 0;
+    // Outstanding per unit of weight, compared by cross-multiplication.
+    let lighter = |a: &Candidate, b: &Candidate| {
+        (a.outstanding as u128) * u128::from(b.weight) < (b.outstanding as u128) * u128::from(a.weight)
+    };
+    let best = candidates
+        .iter()
+        .filter(|c| usable(c))
+        .fold(None::<&Candidate>, |best, c| match best {
+            Some(b) if !lighter(c, b) => Some(b),
+            _ => Some(c),
+        })?;
+    let tied = |c: &Candidate| usable(c) && !lighter(best, c) && !lighter(c, best);
+    let total: u64 = candidates
+        .iter()
+        .filter(|c| tied(c))
+        .map(|c| u64::from(c.weight))
+        .sum();
+    let mut point = (turn as u64) % total.max(1);
+    for (i, c) in candidates.iter().enumerate().filter(|(_, c)| tied(c)) {
+        if point < u64::from(c.weight) {
+            return Some(i);
         }
-        // outstanding / weight, compared without division: scale by the
-        // product of the other weights via cross-multiplication.
-        let score = (c.outstanding as u128 + 1) * 1_000_000 / u128::from(c.weight);
-        if best.is_none_or(|(_, s)| score < s) {
-            best = Some((i, score));
-        }
+        point -= u64::from(c.weight);
     }
-    best.map(|(i, _)| i)
+    None
 }
 
 #[cfg(test)]
@@ -59,6 +71,14 @@ mod tests {
     fn weight_scales_load() {
         // Weight 3 with 2 outstanding beats weight 1 with 1 outstanding.
         assert_eq!(pick_replica(&[c(1, 1, true), c(3, 2, true)], 0), Some(1));
+    }
+
+    #[test]
+    fn idle_replicas_share_reads_by_weight() {
+        let cands = [c(1, 0, true), c(3, 0, true)];
+        let picks: Vec<_> = (0..400).map(|t| pick_replica(&cands, t).unwrap()).collect();
+        let second = picks.iter().filter(|&&i| i == 1).count();
+        assert_eq!(second, 300, "three quarters go to the weight-3 replica");
     }
 
     #[test]

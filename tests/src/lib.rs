@@ -218,6 +218,34 @@ role = "primary"
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("sluice.toml")
+    }
+
+    /// Replaces the config file (atomically, as config management would).
+    pub fn write_config(&self, text: &str) {
+        let tmp = self.dir.join("sluice.toml.new");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, self.config_path()).expect("replace config");
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child process.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
 }
 
 impl Drop for Sluice {
