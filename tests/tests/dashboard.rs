@@ -300,6 +300,8 @@ async fn dashboard_metrics_are_served() {
     let v: Option<i32> = c.query_first("SELECT @v").await.unwrap();
     assert_eq!(v, Some(1));
     c.query_drop("SET @w = CONCAT('a', 'b')").await.unwrap();
+    // A temporary table pins too (either counts for sluice_session_pins_total).
+    c.query_drop("CREATE TEMPORARY TABLE dashboard_tmp (a INT)").await.unwrap();
     let w: Option<String> = c.query_first("SELECT @w").await.unwrap();
     assert_eq!(w.as_deref(), Some("ab"));
 
