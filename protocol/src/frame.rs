@@ -148,6 +148,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         Some(Packet { seq, payload })
     }
 
+    /// Moves every complete row-like packet already buffered here (not
+    /// EOF, ERR, empty or continued) into `dst`'s write buffer, numbering
+    /// them from `seq`. Returns how many moved. This is the relay's hot
+    /// loop for result sets: one copy per packet, no allocation.
+    pub fn move_rows_to<T>(&mut self, dst: &mut PacketStream<T>, seq: &mut u8) -> usize {
+        let mut moved = 0;
+        while self.rbuf.len() >= 4 {
+            let len = payload_len(&self.rbuf);
+            if len == 0 || len == MAX_PAYLOAD || self.rbuf.len() < 4 + len {
+                break;
+            }
+            let first = self.rbuf[4];
+            if first == 0xff || (first == 0xfe && len < 9) {
+                break;
+            }
+            let at = dst.wbuf.len();
+            dst.wbuf.extend_from_slice(&self.rbuf[..4 + len]);
+            dst.wbuf[at + 3] = *seq;
+            *seq = seq.wrapping_add(1);
+            self.rbuf.advance(4 + len);
+            moved += 1;
+        }
+        moved
+    }
+
+    /// Bytes queued for writing.
+    pub fn pending_write(&self) -> usize {
+        self.wbuf.len()
+    }
+
     /// Queues one physical packet; the payload must fit in one packet.
     pub fn queue_packet(&mut self, seq: u8, payload: &[u8]) {
         debug_assert!(payload.len() <= MAX_PAYLOAD);

@@ -40,7 +40,9 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
                 let _ = stream.set_nodelay(true);
                 match shared.admit_client() {
                     Some(guard) => {
-                        tokio::spawn(session::run(shared.clone(), stream, peer, guard));
+                        let session = session::run(shared.clone(), stream, peer, guard);
+                        tracing::trace!(bytes = std::mem::size_of_val(&session), "client task size");
+                        tokio::spawn(session);
                     }
                     None => {
                         ::metrics::counter!("sluice_client_connections_rejected_total", "cause" => "max_client_connections").increment(1);

@@ -262,6 +262,13 @@ impl<'a> Relay<'a> {
     /// clients) or an ERR.
     async fn rows(&mut self) -> Result<(), RelayError> {
         loop {
+            // Fast path: copy every complete row already buffered.
+            if self.backend.stream.move_rows_to(self.client, &mut self.seq) > 0 {
+                self.sent_any.store(true, std::sync::atomic::Ordering::Relaxed);
+                if self.client.pending_write() >= 64 * 1024 {
+                    self.client.flush().await.map_err(RelayError::Client)?;
+                }
+            }
             let row = self.read().await?;
             if packets::is_eof(&row.payload) {
                 let (warnings, st) = packets::parse_eof(&row.payload);

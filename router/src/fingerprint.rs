@@ -4,6 +4,7 @@
 //! literals collapse (`IN (?, ?, ?)` and `IN (?)` share an entry). One pass,
 //! no allocation once the caller's buffers have grown.
 
+use crate::scan::{find, is_word, line_end, quoted_end};
 use std::ops::Range;
 
 /// Normalizes `sql` into `out` and records literal spans into `literals`.
@@ -119,39 +120,8 @@ fn push_literal(out: &mut Vec<u8>) {
     push_token(out, b"?");
 }
 
-fn is_word(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
-}
-
 fn is_operator(c: u8) -> bool {
     matches!(c, b'<' | b'>' | b'=' | b'!' | b':' | b'|' | b'&' | b'-')
-}
-
-fn line_end(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && b[i] != b'\n' {
-        i += 1;
-    }
-    i
-}
-
-fn quoted_end(b: &[u8], start: usize, quote: u8) -> usize {
-    let mut i = start + 1;
-    while i < b.len() {
-        let c = b[i];
-        if c == b'\\' && quote != b'`' {
-            i += 2;
-            continue;
-        }
-        i += 1;
-        if c == quote {
-            if b.get(i) == Some(&quote) {
-                i += 1;
-                continue;
-            }
-            return i;
-        }
-    }
-    b.len()
 }
 
 fn number_end(b: &[u8], mut i: usize) -> usize {
@@ -180,14 +150,6 @@ fn number_end(b: &[u8], mut i: usize) -> usize {
         i += 1;
     }
     i
-}
-
-fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    haystack
-        .get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
 }
 
 #[cfg(test)]

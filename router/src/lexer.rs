@@ -4,6 +4,8 @@
 //! Versioned comments (`/*!40101 ... */`) are code to MySQL, so their body
 //! is scanned.
 
+use crate::scan::{find, is_word, line_end, quoted_end};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Token<'a> {
     /// An unquoted word: keyword, identifier, number.
@@ -93,7 +95,7 @@ impl<'a> Iterator for Lexer<'a> {
                     self.pos += 2;
                     return Some(Token::Assign);
                 }
-                c if is_word_byte(c) => {
+                c if is_word(c) => {
                     let start = self.pos;
                     self.skip_word();
                     return Some(Token::Word(&self.sql[start..self.pos]));
@@ -109,52 +111,19 @@ impl<'a> Iterator for Lexer<'a> {
 
 impl Lexer<'_> {
     fn skip_line(&mut self) {
-        let b = self.sql.as_bytes();
-        while self.pos < b.len() && b[self.pos] != b'\n' {
-            self.pos += 1;
-        }
+        self.pos = line_end(self.sql.as_bytes(), self.pos);
     }
 
     fn skip_word(&mut self) {
         let b = self.sql.as_bytes();
-        while self.pos < b.len() && (is_word_byte(b[self.pos]) || b[self.pos] == b'.') {
+        while self.pos < b.len() && (is_word(b[self.pos]) || b[self.pos] == b'.') {
             self.pos += 1;
         }
     }
 
     fn skip_quoted(&mut self, quote: u8) {
-        let b = self.sql.as_bytes();
-        self.pos += 1;
-        while self.pos < b.len() {
-            let c = b[self.pos];
-            if c == b'\\' && quote != b'`' {
-                self.pos += 2;
-                continue;
-            }
-            self.pos += 1;
-            if c == quote {
-                // A doubled quote is an escaped quote.
-                if b.get(self.pos) == Some(&quote) {
-                    self.pos += 1;
-                    continue;
-                }
-                return;
-            }
-        }
-        self.pos = b.len();
+        self.pos = quoted_end(self.sql.as_bytes(), self.pos, quote);
     }
-}
-
-fn is_word_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
-}
-
-fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    haystack
-        .get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
 }
 
 #[cfg(test)]

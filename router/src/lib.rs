@@ -10,6 +10,7 @@ pub mod classify;
 pub mod fingerprint;
 pub mod lexer;
 pub mod route;
+mod scan;
 
 pub use balance::{Candidate, pick_replica};
 pub use classifier::{Classified, Classifier, Facts, Scratch};

@@ -72,7 +72,8 @@ pub struct SluiceOptions {
     pub replicas: Vec<String>,
     /// `routing.mode`: "split" unless a test says otherwise.
     pub routing_mode: &'static str,
-    /// Extra lines inside `[pool]` and `[routing]`.
+    /// Extra lines inside `[server]`, `[pool]` and `[routing]`.
+    pub server_extra: String,
     pub pool_extra: String,
     pub routing_extra: String,
     /// Appended after the built-in `[[users]]` entries.
@@ -91,6 +92,7 @@ impl Default for SluiceOptions {
             primary: topo.primary,
             replicas: vec![topo.replica1, topo.replica2],
             routing_mode: "split",
+            server_extra: String::new(),
             pool_extra: String::new(),
             routing_extra: String::new(),
             extra_users: String::new(),
@@ -115,6 +117,7 @@ impl Sluice {
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin_port}"
 max_client_connections = {max_clients}
+{server_extra}
 
 [[users]]
 name = "app"
@@ -144,6 +147,7 @@ role = "primary"
             routing_extra = opts.routing_extra,
             max_clients = opts.max_client_connections,
             extra_users = opts.extra_users,
+            server_extra = opts.server_extra,
             max_pool = opts.max_connections_per_backend,
             acquire = opts.acquire_timeout_ms,
             primary = opts.primary,

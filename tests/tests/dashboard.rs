@@ -301,7 +301,9 @@ async fn dashboard_metrics_are_served() {
     assert_eq!(v, Some(1));
     c.query_drop("SET @w = CONCAT('a', 'b')").await.unwrap();
     // A temporary table pins too (either counts for sluice_session_pins_total).
-    c.query_drop("CREATE TEMPORARY TABLE dashboard_tmp (a INT)").await.unwrap();
+    c.query_drop("CREATE TEMPORARY TABLE dashboard_tmp (a INT)")
+        .await
+        .unwrap();
     let w: Option<String> = c.query_first("SELECT @w").await.unwrap();
     assert_eq!(w.as_deref(), Some("ab"));
 

@@ -9,6 +9,7 @@ use crate::handshake;
 use sluice_pool::SessionState;
 use sluice_protocol::consts::{CapabilityFlags as Caps, set_option, status};
 use sluice_protocol::packets;
+use std::sync::Arc;
 
 impl Session {
     pub(super) async fn set_option(&mut self, payload: &[u8]) -> Result<(), End> {
@@ -34,7 +35,7 @@ impl Session {
         let schema = self.desired.schema.take();
         self.desired = SessionState {
             schema,
-            ..self.initial.clone()
+            ..(*self.initial).clone()
         };
         self.reply_ok().await
     }
@@ -59,13 +60,14 @@ impl Session {
         self.user = changed.user;
         self.pools.clear();
         let default_collation = self.shared.profile.load().default_collation;
+        let initial = Arc::make_mut(&mut self.initial);
         if let Some(collation) = changed.collation {
-            self.initial.vars = charset_vars_for(collation, default_collation)
+            initial.vars = charset_vars_for(collation, default_collation)
                 .into_iter()
                 .collect();
         }
-        self.initial.schema = changed.schema.clone();
-        self.desired = self.initial.clone();
+        initial.schema = changed.schema.clone();
+        self.desired = (*self.initial).clone();
         self.client
             .send(changed.next_seq, &packets::ok(0, 0, status::AUTOCOMMIT, 0))
             .await

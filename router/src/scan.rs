@@ -1,0 +1,43 @@
+//! Byte-level scanning shared by the lexer and the fingerprint: word bytes,
+//! line comments, quoted text (with doubled-quote and backslash escapes),
+//! and substring search.
+
+pub(crate) fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+pub(crate) fn line_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && b[i] != b'\n' {
+        i += 1;
+    }
+    i
+}
+
+/// The index just past the quoted text starting at `start`.
+pub(crate) fn quoted_end(b: &[u8], start: usize, quote: u8) -> usize {
+    let mut i = start + 1;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' && quote != b'`' {
+            i += 2;
+            continue;
+        }
+        i += 1;
+        if c == quote {
+            if b.get(i) == Some(&quote) {
+                i += 1;
+                continue;
+            }
+            return i;
+        }
+    }
+    b.len()
+}
+
+pub(crate) fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    haystack
+        .get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}

@@ -1,0 +1,108 @@
+//! Pool lifecycle settings and timeouts: `pool.min_idle` keeps connections
+//! warm, `pool.max_lifetime_ms` replaces old ones, `pool.max_queue` refuses
+//! at once, `routing.query_timeout_ms` kills a long statement, and
+//! `server.client_idle_timeout_ms` disconnects an idle client.
+
+use mysql_async::Conn;
+use mysql_async::prelude::*;
+use sluice_tests::raw::{RawClient, err_code};
+use sluice_tests::{Sluice, SluiceOptions, metric_sum, pool_sizes};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn min_idle_keeps_connections_and_max_lifetime_replaces_them() {
+    let s = Sluice::start_with(SluiceOptions {
+        routing_mode: "primary_only",
+        pool_extra: "min_idle = 3\nmax_lifetime_ms = 1000".into(),
+        ..SluiceOptions::default()
+    });
+    let mut c = Conn::new(s.opts()).await.unwrap();
+    c.query_drop("DO 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let status = s.http_get("/status").unwrap();
+    let largest = pool_sizes(&status).into_iter().max().unwrap_or(0);
+    assert!(largest >= 3, "min_idle connections are open: {status}");
+    let replaced = metric_sum(
+        &s.metrics(),
+        "sluice_pool_connections_replaced_total",
+        &["reason=\"max_lifetime\""],
+    );
+    assert!(
+        replaced > 0.0,
+        "connections older than max_lifetime_ms were replaced"
+    );
+    c.query_drop("DO 2").await.expect("clients never notice");
+}
+
+#[tokio::test]
+async fn full_queue_is_refused_at_once() {
+    let s = Sluice::start_with(SluiceOptions {
+        max_connections_per_backend: 1,
+        acquire_timeout_ms: 5000,
+        routing_mode: "primary_only",
+        pool_extra: "max_queue = 1".into(),
+        ..SluiceOptions::default()
+    });
+    let mut holder = Conn::new(s.opts()).await.unwrap();
+    holder.query_drop("BEGIN").await.unwrap();
+    let mut queued = RawClient::connect_without_schema(s.port, "app", "app")
+        .await
+        .unwrap();
+    queued.stream.send(0, b"\x03SELECT 1").await.unwrap(); // waits in the queue
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = RawClient::connect_without_schema(s.port, "app", "app")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let r = refused.command(b"\x03SELECT 1").await.unwrap();
+    let msg = String::from_utf8_lossy(&r.payload).into_owned();
+    println!("refused after {:?}: {msg}", started.elapsed());
+    assert_eq!(err_code(&r.payload), Some(9001));
+    assert!(msg.contains("pool.max_queue"), "{msg}");
+    holder.query_drop("COMMIT").await.unwrap();
+    let answer = queued.stream.read_packet().await.unwrap();
+    assert_ne!(
+        answer.payload[0], 0xff,
+        "the queued statement runs once the connection frees"
+    );
+    assert!(metric_sum(&s.metrics(), "sluice_errors_total", &["cause=\"queue_full\""]) >= 1.0);
+}
+
+#[tokio::test]
+async fn query_timeout_kills_a_long_statement() {
+    let s = Sluice::start_with(SluiceOptions {
+        routing_extra: "query_timeout_ms = 500".into(),
+        ..SluiceOptions::default()
+    });
+    let mut c = Conn::new(s.opts()).await.unwrap();
+    let started = Instant::now();
+    let err = c.query_drop("SELECT SLEEP(20) /* sluice:primary */").await;
+    println!(
+        "SLEEP(20) with query_timeout_ms=500 answered after {:?}: {err:?}",
+        started.elapsed()
+    );
+    // MariaDB ends a killed SLEEP() with 1 (or an interrupted error).
+    let finished_early = started.elapsed() < Duration::from_secs(15);
+    assert!(finished_early, "the statement was stopped on the server");
+    assert!(metric_sum(&s.metrics(), "sluice_errors_total", &["cause=\"query_timeout\""]) >= 1.0);
+    let one: Option<i32> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "the client connection goes on");
+}
+
+#[tokio::test]
+async fn idle_clients_are_disconnected_after_the_idle_timeout() {
+    let s = Sluice::start_with(SluiceOptions {
+        server_extra: "client_idle_timeout_ms = 500".into(),
+        ..SluiceOptions::default()
+    });
+    let mut c = RawClient::connect_without_schema(s.port, "app", "app")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let notice = c.stream.read_packet().await.unwrap();
+    assert_eq!(err_code(&notice.payload), Some(4031));
+    assert!(
+        c.stream.read_packet().await.is_err(),
+        "then the connection is closed"
+    );
+}
