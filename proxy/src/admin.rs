@@ -73,9 +73,24 @@ fn status_json(shared: &Shared) -> String {
             let size: usize = mine.iter().map(|p| p.size).sum();
             let idle: usize = mine.iter().map(|p| p.idle).sum();
             let waiting: usize = mine.iter().map(|p| p.waiting).sum();
-            let state = if shared.is_down(&b.name) { "down" } else { "up" };
+            let health = shared.monitor.health(&b.name);
+            let state = match &health {
+                Some(h) if !h.up => "down",
+                _ if shared.is_down(&b.name) => "down",
+                Some(_) => "up",
+                None => "unknown",
+            };
+            let lag = match health.as_ref().and_then(|h| h.lag_seconds) {
+                Some(l) if l.is_finite() => format!("{l}"),
+                Some(_) => "\"stopped\"".to_string(),
+                None => "null".to_string(),
+            };
+            let read_only = match health.as_ref().and_then(|h| h.read_only) {
+                Some(r) => r.to_string(),
+                None => "null".to_string(),
+            };
             format!(
-                "{{\"name\":{:?},\"address\":{:?},\"role\":\"{}\",\"weight\":{},\"state\":\"{state}\",\"in_flight\":{},\"pool\":{{\"size\":{size},\"idle\":{idle},\"active\":{},\"waiting\":{waiting}}}}}",
+                "{{\"name\":{:?},\"address\":{:?},\"role\":\"{}\",\"weight\":{},\"state\":\"{state}\",\"read_only\":{read_only},\"lag_seconds\":{lag},\"in_flight\":{},\"pool\":{{\"size\":{size},\"idle\":{idle},\"active\":{},\"waiting\":{waiting}}}}}",
                 b.name,
                 b.address,
                 if b.role == sluice_config::Role::Primary { "primary" } else { "replica" },

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod handshake;
 pub mod listener;
 pub mod metrics;
+pub mod monitor;
 pub mod profile;
 pub mod relay;
 pub mod reload;

@@ -19,6 +19,7 @@ pub struct Shared {
     pub pools: Arc<Pools>,
     pub profile: ArcSwap<ServerProfile>,
     pub classifier: Classifier,
+    pub monitor: crate::monitor::Monitor,
     next_connection_id: AtomicU32,
     clients: AtomicUsize,
     /// Statements running per backend (least-outstanding balancing).
@@ -46,6 +47,7 @@ impl Shared {
             pools,
             profile: ArcSwap::from_pointee(ServerProfile::fallback()),
             classifier: Classifier::new(CLASSIFICATION_CACHE_ENTRIES),
+            monitor: crate::monitor::Monitor::default(),
             next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
             load: RwLock::new(HashMap::new()),

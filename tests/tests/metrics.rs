@@ -45,3 +45,44 @@ async fn metrics_are_served_and_move() {
     );
     c.disconnect().await.unwrap();
 }
+
+#[tokio::test]
+async fn monitor_reports_backends_and_a_stopped_replica() {
+    let s = Sluice::start();
+    let wait_for = |pred: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let m = s.metrics();
+            if pred(&m) {
+                return m;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "monitor did not report in time:\n{m}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let m = wait_for(&|m| m.contains("sluice_backend_replication_lag_seconds{backend=\"replica2\"}"));
+    assert_eq!(
+        metric_sum(&m, "sluice_backend_up", &[]),
+        3.0,
+        "all three backends up"
+    );
+    assert_eq!(
+        metric_sum(&m, "sluice_backend_read_only", &["backend=\"primary\""]),
+        0.0
+    );
+    assert_eq!(
+        metric_sum(&m, "sluice_backend_read_only", &["backend=\"replica1\""]),
+        1.0
+    );
+    // A stopped SQL thread makes the replica infinitely stale.
+    let [_, _, replica2] = sluice_tests::node::nodes();
+    replica2.exec("STOP SLAVE SQL_THREAD").await;
+    wait_for(&|m| m.contains("sluice_backend_replication_running{backend=\"replica2\"} 0"));
+    replica2.exec("START SLAVE SQL_THREAD").await;
+    wait_for(&|m| m.contains("sluice_backend_replication_running{backend=\"replica2\"} 1"));
+    let status = s.http_get("/status").unwrap();
+    assert!(status.contains("\"lag_seconds\""), "{status}");
+}
