@@ -486,10 +486,11 @@ impl Session {
             }
             Err(e) => {
                 let backend = held.pool.backend().to_string();
+                let address = held.pool.address.to_string();
                 self.drop_broken_connection();
                 Err(AcquireError::Unreachable {
                     backend,
-                    address: String::new(),
+                    address,
                     reason: format!("connection failed while restoring the session: {e}"),
                 })
             }
@@ -543,7 +544,9 @@ async fn send(
         }
         Outgoing::ForStatement { sql, packet } => {
             let Some(id) = conn.statements.id_of(sql) else {
-                return Ok(Some(errors::unknown_statement(0, com::name(packet[0]))));
+                // The client's id is still in the packet (not rewritten yet).
+                let client_id = u32::from_le_bytes([packet[1], packet[2], packet[3], packet[4]]);
+                return Ok(Some(errors::unknown_statement(client_id, com::name(packet[0]))));
             };
             let mut p = packet.to_vec();
             p[1..5].copy_from_slice(&id.to_le_bytes());
