@@ -8,8 +8,8 @@ mod secret;
 mod validate;
 
 pub use model::{
-    BackendConfig, Config, LogConfig, LogFormat, PoolConfig, PoolMode, ReadYourWrites, Role, RoutingConfig,
-    RoutingMode, ServerConfig, UserConfig,
+    BackendConfig, Config, LogConfig, LogFormat, MonitorConfig, OnNoReplica, PoolConfig, PoolMode,
+    ReadYourWrites, Role, RoutingConfig, RoutingMode, ServerConfig, UserConfig,
 };
 pub use secret::Secret;
 pub use validate::ConfigError;
@@ -42,5 +42,16 @@ impl Config {
 
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
         self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The account the monitor uses: `[monitor]` user, else the first user.
+    pub fn monitor_account(&self) -> Option<(&str, &str)> {
+        match &self.monitor.user {
+            Some(user) => Some((
+                user.as_str(),
+                self.monitor.password.as_ref().map(Secret::expose).unwrap_or(""),
+            )),
+            None => self.users.first().map(|u| (u.name.as_str(), u.secret())),
+        }
     }
 }

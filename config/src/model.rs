@@ -17,6 +17,8 @@ pub struct Config {
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
     #[serde(default)]
+    pub monitor: MonitorConfig,
+    #[serde(default)]
     pub log: LogConfig,
 }
 
@@ -134,6 +136,77 @@ pub struct RoutingConfig {
     /// QUERY) and tell the client (0 = off).
     #[serde(default)]
     pub query_timeout_ms: u64,
+    /// A replica lagging more than this gets no new reads (it gets them
+    /// back once its lag is below 80 % of it).
+    #[serde(default = "default_max_replica_lag")]
+    pub max_replica_lag_ms: u64,
+    /// What a read does when no replica is eligible.
+    #[serde(default)]
+    pub on_no_replica: OnNoReplica,
+    /// For `read_your_writes = "gtid"`: how long a read may wait on a
+    /// replica for the session's last write before it goes to the primary.
+    #[serde(default = "default_causal_wait")]
+    pub causal_wait_ms: u64,
+    /// With `monitor.follow_read_only`: how long a write waits for a
+    /// writable primary before it fails.
+    #[serde(default = "default_write_wait")]
+    pub write_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNoReplica {
+    /// Read from the primary (counted as a fallback).
+    #[default]
+    Primary,
+    /// Fail the read with an error that says why no replica qualified.
+    Error,
+}
+
+/// The backend monitor: its own connections, polling every backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Account the monitor connects as; the first `[[users]]` entry when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(default = "default_monitor_interval")]
+    pub interval_ms: u64,
+    /// `schema.table` the monitor writes heartbeats to on the primary and
+    /// reads on replicas (millisecond lag); "" = Seconds_Behind_Master only.
+    #[serde(default = "default_heartbeat_table")]
+    pub heartbeat_table: String,
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval_ms: u64,
+    /// Send writes to whichever backend is writable (`@@read_only = 0`)
+    /// instead of always the configured primary.
+    #[serde(default)]
+    pub follow_read_only: bool,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            user: None,
+            password: None,
+            password_env: None,
+            interval_ms: default_monitor_interval(),
+            heartbeat_table: default_heartbeat_table(),
+            heartbeat_interval_ms: default_heartbeat_interval(),
+            follow_read_only: false,
+        }
+    }
+}
+
+impl MonitorConfig {
+    /// The heartbeat table as (schema, table), None when disabled.
+    pub fn heartbeat(&self) -> Option<(&str, &str)> {
+        self.heartbeat_table.split_once('.')
+    }
 }
 
 impl Default for RoutingConfig {
@@ -143,6 +216,10 @@ impl Default for RoutingConfig {
             read_your_writes: ReadYourWrites::default(),
             read_your_writes_window_ms: default_ryw_window(),
             query_timeout_ms: 0,
+            max_replica_lag_ms: default_max_replica_lag(),
+            on_no_replica: OnNoReplica::default(),
+            causal_wait_ms: default_causal_wait(),
+            write_wait_ms: default_write_wait(),
         }
     }
 }
@@ -155,6 +232,9 @@ pub enum ReadYourWrites {
     /// After a write, the session's reads go to the primary for a while.
     #[default]
     PrimaryWindow,
+    /// After a write, the session's reads go only to replicas that have
+    /// applied its GTID (or wait for it briefly, or go to the primary).
+    Gtid,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +315,24 @@ fn default_connect_timeout() -> u64 {
 }
 fn default_ryw_window() -> u64 {
     1000
+}
+fn default_max_replica_lag() -> u64 {
+    10_000
+}
+fn default_causal_wait() -> u64 {
+    100
+}
+fn default_write_wait() -> u64 {
+    3000
+}
+fn default_monitor_interval() -> u64 {
+    1000
+}
+fn default_heartbeat_table() -> String {
+    "sluice.heartbeat".into()
+}
+fn default_heartbeat_interval() -> u64 {
+    250
 }
 fn default_max_lifetime() -> u64 {
     3_600_000

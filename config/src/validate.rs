@@ -139,12 +139,61 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
         }
         check_addr(&format!("{key}.address"), &backend.address)?;
     }
+    validate_monitor(config, &env)?;
     let primaries = config.backends.iter().filter(|b| b.role == Role::Primary).count();
     if primaries != 1 {
         return Err(ConfigError::at(
             "backends",
             format!("exactly one backend must have role = \"primary\" (found {primaries})"),
         ));
+    }
+    Ok(())
+}
+
+fn validate_monitor(config: &mut Config, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let monitor = &mut config.monitor;
+    if monitor.interval_ms < 10 {
+        return Err(ConfigError::at("monitor.interval_ms", "must be at least 10"));
+    }
+    if monitor.heartbeat_interval_ms < 10 {
+        return Err(ConfigError::at(
+            "monitor.heartbeat_interval_ms",
+            "must be at least 10",
+        ));
+    }
+    let table = &monitor.heartbeat_table;
+    let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !table.is_empty() && !table.split_once('.').is_some_and(|(s, t)| plain(s) && plain(t)) {
+        return Err(ConfigError::at(
+            "monitor.heartbeat_table",
+            format!("`{table}` must be `schema.table` (letters, digits, _) or \"\" to disable heartbeats"),
+        ));
+    }
+    if monitor.user.is_none() && (monitor.password.is_some() || monitor.password_env.is_some()) {
+        return Err(ConfigError::at(
+            "monitor.user",
+            "a monitor password is set but no monitor user",
+        ));
+    }
+    if monitor.user.is_some() {
+        match (&monitor.password, &monitor.password_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::at(
+                    "monitor",
+                    "set either `password` or `password_env`, not both",
+                ));
+            }
+            (None, Some(var)) => match env(var) {
+                Some(value) => monitor.password = Some(Secret::new(value)),
+                None => {
+                    return Err(ConfigError::at(
+                        "monitor.password_env",
+                        format!("environment variable `{var}` is not set"),
+                    ));
+                }
+            },
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -231,6 +280,32 @@ role = "replica"
         );
         let err = Config::parse(&bad).unwrap_err();
         assert_eq!(err.key, "users[0].password_env");
+    }
+
+    #[test]
+    fn monitor_and_freshness_keys() {
+        let text = format!(
+            "{EXAMPLE}\n[monitor]\nuser = \"mon\"\npassword = \"pw\"\ninterval_ms = 200\nfollow_read_only = true\n"
+        )
+        .replace(
+            "mode = \"primary_only\"",
+            "mode = \"split\"\nread_your_writes = \"gtid\"\nmax_replica_lag_ms = 500\non_no_replica = \"error\"",
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.monitor_account(), Some(("mon", "pw")));
+        assert_eq!(c.monitor.interval_ms, 200);
+        assert_eq!(c.monitor.heartbeat(), Some(("sluice", "heartbeat")));
+        assert_eq!(c.routing.max_replica_lag_ms, 500);
+        assert_eq!(c.routing.read_your_writes, crate::ReadYourWrites::Gtid);
+        assert_eq!(c.routing.on_no_replica, crate::OnNoReplica::Error);
+        let plain = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(
+            plain.monitor_account(),
+            Some(("app", "app")),
+            "defaults to the first user"
+        );
+        let bad = format!("{EXAMPLE}\n[monitor]\nheartbeat_table = \"no-dots\"\n");
+        assert_eq!(Config::parse(&bad).unwrap_err().key, "monitor.heartbeat_table");
     }
 
     #[test]

@@ -106,6 +106,14 @@ pub struct Statement {
     pub hint: Option<String>,
 }
 
+impl Statement {
+    /// The `/* sluice:max_lag_ms=N */` override of `routing.max_replica_lag_ms`.
+    pub fn max_lag_ms(&self) -> Option<u64> {
+        let value = self.hint.as_deref()?.strip_prefix("max_lag_ms")?;
+        value.trim_start().strip_prefix('=')?.trim().parse().ok()
+    }
+}
+
 /// Classifies one statement (or the first of a multi-statement).
 pub fn classify(sql: &str) -> Statement {
     let mut tokens = Lexer::new(sql).peekable();
@@ -305,5 +313,15 @@ mod tests {
             classify("SELECT /* sluice:primary */ 1").hint.as_deref(),
             Some("primary")
         );
+        assert_eq!(
+            classify("/* sluice:max_lag_ms=250 */ SELECT 1").max_lag_ms(),
+            Some(250)
+        );
+        assert_eq!(
+            classify("SELECT 1 /* sluice:max_lag_ms = 0 */").max_lag_ms(),
+            Some(0)
+        );
+        assert_eq!(classify("SELECT /* sluice:max_lag_ms=x */ 1").max_lag_ms(), None);
+        assert_eq!(classify("SELECT /* sluice:replica */ 1").max_lag_ms(), None);
     }
 }

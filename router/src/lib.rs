@@ -1,18 +1,27 @@
 //! Sluice's decisions, with no I/O: what a statement is and does to the
 //! session ([`classify`], [`analyze`], cached by fingerprint in
-//! [`Classifier`]), and where it runs ([`route`], [`pick_replica`]). Every
-//! function here is pure, so every rule is a unit test.
+//! [`Classifier`]), where it runs ([`route`]), which replica may serve a
+//! read given lag and the session's own writes ([`choose_read`], [`gtid`]),
+//! and which backend takes writes ([`choose_writer`]). Every function here
+//! is pure (time and backend state are arguments), so every rule is a unit
+//! test.
 
 pub mod analyze;
 pub mod balance;
 pub mod classifier;
 pub mod classify;
 pub mod fingerprint;
+pub mod freshness;
+pub mod gtid;
 pub mod lexer;
 pub mod route;
 mod scan;
+pub mod writer;
 
 pub use balance::{Candidate, pick_replica};
 pub use classifier::{Classified, Classifier, Facts, Scratch};
 pub use classify::{Kind, PinReason, Statement, classify};
+pub use freshness::{NoReplica, ReadChoice, ReadPlan, ReadRequest, ReplicaState, choose_read, fresh_after};
+pub use gtid::GtidPos;
 pub use route::{Holding, Route, RouteInput, route};
+pub use writer::{Writer, WriterCandidate, choose_writer};
