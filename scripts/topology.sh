@@ -178,6 +178,9 @@ CREATE USER 'app'@'%' IDENTIFIED BY 'app';
 GRANT ALL PRIVILEGES ON *.* TO 'app'@'%' WITH GRANT OPTION;
 CREATE USER 'app'@'localhost' IDENTIFIED BY 'app';
 GRANT ALL PRIVILEGES ON *.* TO 'app'@'localhost' WITH GRANT OPTION;
+CREATE USER 'sluice_monitor'@'%' IDENTIFIED BY 'monitor';
+GRANT SLAVE MONITOR, BINLOG MONITOR ON *.* TO 'sluice_monitor'@'%';
+GRANT CREATE, SELECT, INSERT, UPDATE ON sluice.* TO 'sluice_monitor'@'%';
 CREATE DATABASE sluice_test;
 EOF
   if ((ed)); then

@@ -51,6 +51,21 @@ pub enum AcquireError {
     },
     #[error("backend '{backend}' is shutting down")]
     Closed { backend: String },
+    /// No replica qualifies for a read and `routing.on_no_replica = "error"`.
+    #[error(
+        "no replica can serve this read: {detail} (routing.on_no_replica = \"error\"); retry later, raise routing.max_replica_lag_ms, or send the read to the primary with /* sluice:primary */"
+    )]
+    NoReplica { detail: String },
+    /// No backend is writable (`monitor.follow_read_only`).
+    #[error(
+        "no writable primary: {detail}; waited {waited_ms} ms (routing.write_wait_ms). Reads still go to replicas; retry the write once a primary is writable"
+    )]
+    NoWriter { detail: String, waited_ms: u64 },
+    /// More than one backend is writable (`monitor.follow_read_only`).
+    #[error(
+        "writes refused: backends {backends} are all writable (@@read_only = 0) and Sluice will not split the brain; make all but one read-only"
+    )]
+    WriterConflict { backends: String },
 }
 
 impl AcquireError {
@@ -61,6 +76,9 @@ impl AcquireError {
             AcquireError::QueueFull { .. } => "queue_full",
             AcquireError::Unreachable { .. } => "backend_unreachable",
             AcquireError::Closed { .. } => "backend_closed",
+            AcquireError::NoReplica { .. } => "no_replica",
+            AcquireError::NoWriter { .. } => "no_writable_primary",
+            AcquireError::WriterConflict { .. } => "multiple_writable",
         }
     }
 }

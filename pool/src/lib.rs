@@ -3,6 +3,9 @@
 //! and the deadpool pools that hold them, one per (backend, user, capability
 //! profile) ([`Pools`]).
 //!
+//! The [`monitor`] watches every backend (health, read_only, lag, GTID
+//! position) and decides which one takes writes.
+//!
 //! Connections speak the wire protocol directly so the proxy can relay
 //! response packets without decoding rows.
 
@@ -11,6 +14,7 @@ mod connect;
 mod error;
 mod keepalive;
 mod manager;
+pub mod monitor;
 mod session;
 mod statements;
 

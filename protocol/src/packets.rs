@@ -161,6 +161,17 @@ pub enum StateChange<'a> {
     Other(u8),
 }
 
+/// The value of one tracked system variable in a session-state block.
+pub fn tracked_variable<'a>(block: &'a [u8], wanted: &[u8]) -> Option<&'a [u8]> {
+    if block.is_empty() {
+        return None;
+    }
+    state_changes(block).find_map(|change| match change {
+        StateChange::SystemVariable { name, value } if name.eq_ignore_ascii_case(wanted) => Some(value),
+        _ => None,
+    })
+}
+
 /// Iterates the entries of a session-state-change block.
 pub fn state_changes(block: &[u8]) -> impl Iterator<Item = StateChange<'_>> {
     let mut pos = 0;

@@ -5,6 +5,7 @@
 use crate::shared::Shared;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
+use sluice_pool::monitor::WriterState;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,6 +66,7 @@ async fn respond(mut stream: TcpStream, handle: &PrometheusHandle, shared: &Shar
 fn status_json(shared: &Shared) -> String {
     let config = shared.config.load();
     let pools = shared.pools.status();
+    let view = shared.monitor.view();
     let backends: Vec<String> = config
         .backends
         .iter()
@@ -73,24 +75,27 @@ fn status_json(shared: &Shared) -> String {
             let size: usize = mine.iter().map(|p| p.size).sum();
             let idle: usize = mine.iter().map(|p| p.idle).sum();
             let waiting: usize = mine.iter().map(|p| p.waiting).sum();
-            let health = shared.monitor.health(&b.name);
-            let state = match &health {
-                Some(h) if !h.up => "down",
+            let health = view.health(&b.name);
+            let state = match health.and_then(|h| h.up) {
+                Some(false) => "down",
                 _ if shared.is_down(&b.name) => "down",
-                Some(_) => "up",
+                Some(true) => "up",
                 None => "unknown",
             };
-            let lag = match health.as_ref().and_then(|h| h.lag_seconds) {
-                Some(l) if l.is_finite() => format!("{l}"),
+            let lag_ms = match health.and_then(|h| h.lag_ms) {
+                Some(l) if l.is_finite() => format!("{l:.1}"),
                 Some(_) => "\"stopped\"".to_string(),
                 None => "null".to_string(),
             };
-            let read_only = match health.as_ref().and_then(|h| h.read_only) {
-                Some(r) => r.to_string(),
-                None => "null".to_string(),
-            };
+            let json_opt = |v: Option<String>| v.unwrap_or_else(|| "null".to_string());
+            let read_only = json_opt(health.and_then(|h| h.read_only).map(|r| r.to_string()));
+            let position = json_opt(health.and_then(|h| h.position.as_ref()).map(|p| format!("\"{p}\"")));
+            let error = json_opt(health.and_then(|h| h.error.as_ref()).map(|e| format!("{e:?}")));
+            let source = health.map_or("none", |h| h.lag_source.label());
+            let stale = health.is_some_and(|h| h.stale);
+            let writer = view.writer == WriterState::Backend(b.name.clone());
             format!(
-                "{{\"name\":{:?},\"address\":{:?},\"role\":\"{}\",\"weight\":{},\"state\":\"{state}\",\"read_only\":{read_only},\"lag_seconds\":{lag},\"in_flight\":{},\"pool\":{{\"size\":{size},\"idle\":{idle},\"active\":{},\"waiting\":{waiting}}}}}",
+                "{{\"name\":{:?},\"address\":{:?},\"role\":\"{}\",\"writer\":{writer},\"weight\":{},\"state\":\"{state}\",\"read_only\":{read_only},\"lag_ms\":{lag_ms},\"lag_source\":\"{source}\",\"stale\":{stale},\"gtid_position\":{position},\"monitor_error\":{error},\"in_flight\":{},\"pool\":{{\"size\":{size},\"idle\":{idle},\"active\":{},\"waiting\":{waiting}}}}}",
                 b.name,
                 b.address,
                 if b.role == sluice_config::Role::Primary { "primary" } else { "replica" },
@@ -109,8 +114,13 @@ fn status_json(shared: &Shared) -> String {
             )
         })
         .collect();
+    let writer = match &view.writer {
+        WriterState::Backend(name) => format!("{name:?}"),
+        WriterState::NoneWritable => "null".to_string(),
+        WriterState::Conflict(names) => format!("{:?}", names.join(",")),
+    };
     format!(
-        "{{\"version\":{:?},\"uptime_seconds\":{},\"clients\":{},\"server_version\":{:?},\"config\":{{\"generation\":{},\"loaded_at_unix\":{}}},\"backends\":[{}],\"pools\":[{}]}}\n",
+        "{{\"version\":{:?},\"writer\":{writer},\"uptime_seconds\":{},\"clients\":{},\"server_version\":{:?},\"config\":{{\"generation\":{},\"loaded_at_unix\":{}}},\"backends\":[{}],\"pools\":[{}]}}\n",
         env!("CARGO_PKG_VERSION"),
         shared.started.elapsed().as_secs(),
         shared.client_count(),

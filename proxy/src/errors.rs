@@ -7,6 +7,12 @@ use sluice_protocol::packets::err;
 
 /// Sluice's own code for "no backend connection free in time".
 pub const POOL_EXHAUSTED: u16 = 9001;
+/// No replica is fresh enough and `routing.on_no_replica = "error"`.
+pub const NO_REPLICA: u16 = 9002;
+/// No backend is writable.
+pub const NO_WRITABLE_PRIMARY: u16 = 9003;
+/// More than one backend is writable: writes refused.
+pub const MULTIPLE_WRITABLE: u16 = 9004;
 
 pub fn access_denied(user: &str, host: &str, used_password: bool) -> Vec<u8> {
     let using = if used_password { "YES" } else { "NO" };
@@ -114,6 +120,9 @@ pub fn acquire(e: &AcquireError) -> Vec<u8> {
         }
         AcquireError::Unreachable { .. } => err(2003, b"HY000", &format!("sluice: {e}")),
         AcquireError::Closed { .. } => err(2003, b"HY000", &format!("sluice: {e}")),
+        AcquireError::NoReplica { .. } => err(NO_REPLICA, b"HY000", &format!("sluice: {e}")),
+        AcquireError::NoWriter { .. } => err(NO_WRITABLE_PRIMARY, b"HY000", &format!("sluice: {e}")),
+        AcquireError::WriterConflict { .. } => err(MULTIPLE_WRITABLE, b"HY000", &format!("sluice: {e}")),
     }
 }
 

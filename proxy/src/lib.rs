@@ -9,7 +9,6 @@ pub mod errors;
 pub mod handshake;
 pub mod listener;
 pub mod metrics;
-pub mod monitor;
 pub mod profile;
 pub mod relay;
 pub mod reload;

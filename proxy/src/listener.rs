@@ -21,7 +21,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     metrics::spawn_pool_gauges(shared.clone());
     metrics::build_info();
     reload::spawn(shared.clone(), config_path)?;
-    crate::monitor::spawn(shared.clone());
+    shared.spawn_monitor();
     tracing::info!(%listen, admin = %admin_listen, "sluice {} ready", env!("CARGO_PKG_VERSION"));
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

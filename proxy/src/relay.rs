@@ -46,6 +46,9 @@ pub struct Outcome {
     pub ended_with_error: bool,
     /// COM_STMT_PREPARE succeeded: the backend's statement.
     pub prepared: Option<BackendStatement>,
+    /// The GTID of the transaction this command committed (MariaDB's
+    /// tracked `last_gtid`), for read-your-writes.
+    pub last_gtid: Option<String>,
 }
 
 #[derive(Debug)]
@@ -205,6 +208,9 @@ impl<'a> Relay<'a> {
         };
         let absorbed = self.backend.state.absorb(ok.session_state);
         self.desired.absorb(ok.session_state);
+        if let Some(gtid) = packets::tracked_variable(ok.session_state, b"last_gtid") {
+            self.outcome.last_gtid = Some(String::from_utf8_lossy(gtid).into_owned());
+        }
         self.outcome.untracked_change |= absorbed.untracked_change;
         self.outcome.status = Some(ok.status);
         self.outcome.warnings = ok.warnings;

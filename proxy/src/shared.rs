@@ -4,6 +4,7 @@
 use crate::profile::ServerProfile;
 use arc_swap::ArcSwap;
 use sluice_config::Config;
+use sluice_pool::monitor::Monitor;
 use sluice_pool::{PoolSettings, Pools};
 use sluice_router::Classifier;
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ pub struct Shared {
     pub pools: Arc<Pools>,
     pub profile: ArcSwap<ServerProfile>,
     pub classifier: Classifier,
-    pub monitor: crate::monitor::Monitor,
+    pub monitor: Arc<Monitor>,
     next_connection_id: AtomicU32,
     clients: AtomicUsize,
     /// Statements running per backend (least-outstanding balancing).
@@ -42,12 +43,13 @@ const DOWN_FOR: Duration = Duration::from_secs(2);
 impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
         let pools = Pools::new(pool_settings(&config));
+        let monitor = Monitor::new(&config);
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             pools,
             profile: ArcSwap::from_pointee(ServerProfile::fallback()),
             classifier: Classifier::new(CLASSIFICATION_CACHE_ENTRIES),
-            monitor: crate::monitor::Monitor::default(),
+            monitor,
             next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
             load: RwLock::new(HashMap::new()),
@@ -125,6 +127,12 @@ impl Shared {
     pub fn is_down(&self, backend: &str) -> bool {
         let map = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
         map.get(backend).is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Starts the backend monitor on the live config.
+    pub fn spawn_monitor(self: &Arc<Self>) {
+        let shared = self.clone();
+        self.monitor.spawn(Arc::new(move || shared.config.load_full()));
     }
 
     /// A counter that rotates ties between equally loaded replicas.

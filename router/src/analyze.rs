@@ -67,6 +67,9 @@ pub struct AstFacts {
     /// A SET whose value is not a literal (user variables only).
     pub user_var_expression: bool,
     pub point_lookup: Option<PointLookup>,
+    /// A SELECT of literals and variables only (no table, no function):
+    /// it cannot read stale data, so replica lag does not matter to it.
+    pub reads_no_data: bool,
 }
 
 pub fn analyze(sql: &str) -> AstFacts {
@@ -88,8 +91,10 @@ pub fn analyze(sql: &str) -> AstFacts {
         facts.tables.push(name.to_string());
         ControlFlow::<()>::Continue(())
     });
+    let mut calls_function = false;
     let _ = visit_expressions(statement, |expr: &Expr| {
         if let Expr::Function(f) = expr {
+            calls_function = true;
             let name = f.name.to_string().to_ascii_uppercase();
             if PRIMARY_FUNCTIONS.contains(&name.as_str()) {
                 facts.primary_function = true;
@@ -107,6 +112,7 @@ pub fn analyze(sql: &str) -> AstFacts {
                 facts.point_lookup = point_lookup(&select.from, select.selection.as_ref());
             }
             facts.read_only = !facts.locking && !facts.select_into && !facts.primary_function;
+            facts.reads_no_data = facts.read_only && facts.tables.is_empty() && !calls_function;
         }
         Statement::ShowVariable { .. }
         | Statement::ShowVariables { .. }
@@ -280,6 +286,19 @@ mod tests {
         assert!(!analyze("SELECT GET_LOCK('a', 1)").read_only);
         assert!(!analyze("SELECT NEXTVAL(seq)").read_only);
         assert!(analyze("SELECT NOW(), CONCAT('a', 'b')").read_only);
+    }
+
+    #[test]
+    fn selects_of_literals_and_variables_read_no_data() {
+        assert!(analyze("SELECT 1").reads_no_data);
+        assert!(analyze("SELECT @@max_allowed_packet, @@wait_timeout").reads_no_data);
+        assert!(!analyze("SELECT @@server_id FROM t").reads_no_data);
+        assert!(!analyze("SELECT (SELECT v FROM t WHERE id = 1), @@server_id").reads_no_data);
+        assert!(
+            !analyze("SELECT my_function()").reads_no_data,
+            "a function may read tables"
+        );
+        assert!(!analyze("SHOW TABLES").reads_no_data);
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct ReadRequest<'a> {
     pub causal: Option<&'a GtidPos>,
     /// How long a read may wait on a replica for `causal`.
     pub causal_wait_ms: u64,
+    /// The statement reads no table (`SELECT @@wait_timeout`): neither lag
+    /// nor the session's writes matter to it.
+    pub reads_no_data: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,9 +96,11 @@ pub struct ReadPlan {
 
 pub fn choose_read(replicas: &[ReplicaState<'_>], request: ReadRequest<'_>, turn: usize) -> ReadPlan {
     let lag_ok = |r: &ReplicaState<'_>| match request.max_lag_ms {
+        _ if request.reads_no_data => true,
         Some(max) => r.lag_ms.is_some_and(|lag| lag <= max as f64),
         None => r.fresh,
     };
+    let causal = request.causal.filter(|_| !request.reads_no_data);
     let usable = |r: &ReplicaState<'_>| r.reachable && r.weight > 0;
     let skipped_for_lag: Vec<usize> = (0..replicas.len())
         .filter(|&i| usable(&replicas[i]) && !lag_ok(&replicas[i]))
@@ -115,7 +120,7 @@ pub fn choose_read(replicas: &[ReplicaState<'_>], request: ReadRequest<'_>, turn
         None if !replicas.iter().any(|r| r.weight > 0) => ReadChoice::NoReplica(NoReplica::NoneConfigured),
         None if !replicas.iter().any(usable) => ReadChoice::NoReplica(NoReplica::Unreachable),
         None => ReadChoice::NoReplica(NoReplica::Lagging),
-        Some(i) => match request.causal {
+        Some(i) => match causal {
             None => ReadChoice::Replica(i),
             Some(needed) => {
                 let applied = |r: &ReplicaState<'_>| r.position.is_some_and(|p| p.covers(needed));
@@ -269,6 +274,22 @@ mod tests {
             choose_read(&[close], no_wait, 0).choice,
             ReadChoice::NoReplica(NoReplica::NotCaughtUp)
         );
+    }
+
+    #[test]
+    fn reads_of_no_data_ignore_lag_and_causality() {
+        let behind = GtidPos::parse("0-1-9").unwrap();
+        let write = GtidPos::parse("0-1-10").unwrap();
+        let mut stale = replica(Some(f64::INFINITY), false);
+        stale.position = Some(&behind);
+        let request = ReadRequest {
+            causal: Some(&write),
+            reads_no_data: true,
+            ..ReadRequest::default()
+        };
+        let plan = choose_read(&[stale], request, 0);
+        assert_eq!(plan.choice, ReadChoice::Replica(0));
+        assert!(plan.skipped_for_lag.is_empty());
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct SluiceOptions {
     pub server_extra: String,
     pub pool_extra: String,
     pub routing_extra: String,
+    /// Lines inside `[monitor]` (after the monitor account).
+    pub monitor_extra: String,
     /// Appended after the built-in `[[users]]` entries.
     pub extra_users: String,
     /// Appended at the end of the file.
@@ -95,6 +97,7 @@ impl Default for SluiceOptions {
             server_extra: String::new(),
             pool_extra: String::new(),
             routing_extra: String::new(),
+            monitor_extra: "interval_ms = 200\nheartbeat_interval_ms = 100".into(),
             extra_users: String::new(),
             extra: String::new(),
         }
@@ -137,6 +140,11 @@ acquire_timeout_ms = {acquire}
 mode = "{routing_mode}"
 {routing_extra}
 
+[monitor]
+user = "sluice_monitor"
+password = "monitor"
+{monitor_extra}
+
 [[backends]]
 name = "primary"
 address = "{primary}"
@@ -145,6 +153,7 @@ role = "primary"
             routing_mode = opts.routing_mode,
             pool_extra = opts.pool_extra,
             routing_extra = opts.routing_extra,
+            monitor_extra = opts.monitor_extra,
             max_clients = opts.max_client_connections,
             extra_users = opts.extra_users,
             server_extra = opts.server_extra,

@@ -3,6 +3,7 @@
 //! command (preparing statements lazily on that connection), relay the
 //! response, and decide what the client keeps afterwards.
 
+use super::target::ReadTarget;
 use super::{End, Held, HoldReason, Session};
 use crate::errors;
 use crate::relay::{Outcome, Relay, RelayError, ResponseKind};
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use sluice_config::{PoolMode, ReadYourWrites, Role, RoutingMode};
 use sluice_pool::{AcquireError, BackendConn, BackendError, BackendPool, PoolKey, discard};
 use sluice_protocol::consts::{CapabilityFlags as Caps, com, status};
-use sluice_router::{Candidate, Facts, Holding, Kind, PinReason, Route, RouteInput, pick_replica, route};
+use sluice_router::{Facts, GtidPos, Holding, Kind, PinReason, Route, RouteInput, route};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,7 +108,10 @@ impl Session {
                     .vars
                     .get("autocommit")
                     .is_some_and(|v| v.eq_ignore_ascii_case("OFF")),
-                recent_write: config.routing.read_your_writes == ReadYourWrites::PrimaryWindow
+                // In gtid mode only writes that reported no GTID use the
+                // window; a read of no table needs no window at all.
+                recent_write: config.routing.read_your_writes != ReadYourWrites::Off
+                    && !facts.ast.reads_no_data
                     && self.last_write.is_some_and(|at| {
                         at.elapsed() < Duration::from_millis(config.routing.read_your_writes_window_ms)
                     }),
@@ -154,12 +158,18 @@ impl Session {
         loop {
             attempts += 1;
             if self.held.is_none() {
-                if let Err(e) = self.check_out(route_now).await {
-                    if route_now == Route::Replica && attempts <= 3 {
-                        if let AcquireError::Unreachable { backend, .. } = &e {
+                if let Err(e) = self.check_out(route_now, work.facts).await {
+                    if let (AcquireError::Unreachable { backend, .. }, true) = (&e, attempts <= 3) {
+                        let writer = self.is_writer(backend);
+                        if route_now == Route::Replica && !writer {
                             self.shared.mark_down(backend);
                             metrics::counter!("sluice_route_fallbacks_total", "reason" => "replica_unreachable")
                                 .increment(1);
+                            continue;
+                        }
+                        // Nothing was sent: a write may wait for the
+                        // monitor to find the new primary.
+                        if writer && self.wait_for_new_writer(backend).await {
                             continue;
                         }
                     }
@@ -332,45 +342,51 @@ impl Session {
         self.shared.config.load().pool.max_prepared_per_connection
     }
 
-    /// Checks a connection out for `route` (primary or a replica) and holds
-    /// it for the statement.
-    async fn check_out(&mut self, route: Route) -> Result<(), AcquireError> {
-        let (pool, role) = match route {
-            Route::Replica => match self.replica_pool() {
-                Some(pool) => (pool, Role::Replica),
-                None => {
-                    metrics::counter!("sluice_route_fallbacks_total", "reason" => "no_replica").increment(1);
-                    (self.pool_for_role(Role::Primary)?, Role::Primary)
+    /// Checks a connection out for `route` (the writer or a replica) and
+    /// holds it for the statement.
+    async fn check_out(&mut self, route: Route, facts: Option<&Facts>) -> Result<(), AcquireError> {
+        if route == Route::Replica {
+            if let ReadTarget::Replica {
+                name,
+                address,
+                wait_for,
+            } = self.read_target(facts)?
+            {
+                let pool = self.pool_for(&name, &address);
+                let conn = self.acquire(&pool).await?;
+                let conn = match wait_for {
+                    None => Some(conn),
+                    Some(gtid) => self.wait_for_gtid(conn, &gtid).await,
+                };
+                if let Some(conn) = conn {
+                    self.hold(conn, pool, Role::Replica);
+                    return Ok(());
                 }
-            },
-            Route::Primary | Route::Held => (self.pool_for_role(Role::Primary)?, Role::Primary),
-        };
+            }
+        }
+        let pool = self.writer_pool().await?;
+        let conn = self.acquire(&pool).await?;
+        self.hold(conn, pool, Role::Primary);
+        Ok(())
+    }
+
+    async fn acquire(&mut self, pool: &BackendPool) -> Result<sluice_pool::Pooled, AcquireError> {
         let waited = Instant::now();
         let conn = pool.acquire().await?;
         self.metrics.pool_wait(pool.backend(), waited.elapsed());
+        Ok(conn)
+    }
+
+    fn hold(&mut self, conn: sluice_pool::Pooled, pool: BackendPool, role: Role) {
         self.held = Some(Held {
             conn,
             pool,
             role,
             reason: HoldReason::FollowUp,
         });
-        Ok(())
     }
 
-    fn pool_for_role(&mut self, role: Role) -> Result<BackendPool, AcquireError> {
-        let config = self.shared.config.load();
-        let backend =
-            config
-                .backends
-                .iter()
-                .find(|b| b.role == role)
-                .ok_or_else(|| AcquireError::Closed {
-                    backend: "primary".into(),
-                })?;
-        Ok(self.pool_for(&backend.name, &backend.address))
-    }
-
-    fn pool_for(&mut self, name: &str, address: &str) -> BackendPool {
+    pub(super) fn pool_for(&mut self, name: &str, address: &str) -> BackendPool {
         if let Some(pool) = self.pools.get(name) {
             return pool.clone();
         }
@@ -384,31 +400,6 @@ impl Session {
         let pool = self.shared.pools.handle(&key, address, password);
         self.pools.insert(name.to_string(), pool.clone());
         pool
-    }
-
-    /// The replica with the least outstanding requests for its weight,
-    /// skipping ones that just failed.
-    fn replica_pool(&mut self) -> Option<BackendPool> {
-        let config = self.shared.config.load_full();
-        let replicas: Vec<_> = config
-            .backends
-            .iter()
-            .filter(|b| b.role == Role::Replica)
-            .collect();
-        let candidates: Vec<Candidate> = replicas
-            .iter()
-            .map(|b| Candidate {
-                weight: b.weight,
-                outstanding: self
-                    .shared
-                    .load(&b.name)
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                eligible: !self.shared.is_down(&b.name),
-            })
-            .collect();
-        let chosen = pick_replica(&candidates, self.shared.next_turn())?;
-        let backend = replicas[chosen];
-        Some(self.pool_for(&backend.name, &backend.address))
     }
 
     /// After a statement: pins, transactions and follow-ups decide whether
@@ -432,8 +423,21 @@ impl Session {
         let read_only_kind = work
             .facts
             .is_some_and(|f| matches!(f.kind(), Kind::Select | Kind::Show | Kind::Set | Kind::Use));
-        if held.role == Role::Primary && !read_only_kind && work.label != "COM_STMT_FETCH" {
-            self.last_write = Some(Instant::now());
+        let ran = !matches!(work.outgoing, Outgoing::Prepare { .. }) && work.label != "COM_STMT_FETCH";
+        if held.role == Role::Primary && !read_only_kind && ran {
+            let gtid = outcome.last_gtid.as_deref().and_then(GtidPos::parse);
+            match (self.shared.config.load().routing.read_your_writes, gtid) {
+                (ReadYourWrites::Gtid, Some(gtid)) => self.causal.get_or_insert_default().merge(&gtid),
+                (ReadYourWrites::Gtid, None) => {
+                    // No GTID to wait for (nothing was written, or the
+                    // server does not report it): the primary window keeps
+                    // the session's reads safe.
+                    metrics::counter!("sluice_read_your_writes_total", "outcome" => "write_without_gtid")
+                        .increment(1);
+                    self.last_write = Some(Instant::now());
+                }
+                _ => self.last_write = Some(Instant::now()),
+            }
         }
         let explained = work.facts.is_some_and(|f| f.tracked_user_vars(literal_count));
         let new_pin = work
@@ -476,7 +480,17 @@ impl Session {
     /// Checks the schema a client asked for at connect on the primary, as
     /// the server would. Returns the server's ERR if it does not exist.
     pub(super) async fn check_schema(&mut self) -> Result<Option<Vec<u8>>, AcquireError> {
-        self.check_out(Route::Primary).await?;
+        // Any backend can check a schema; with no writer right now, a replica.
+        let writer_known = matches!(
+            self.shared.monitor.view().writer,
+            sluice_pool::monitor::WriterState::Backend(_)
+        );
+        let route = if writer_known {
+            Route::Primary
+        } else {
+            Route::Replica
+        };
+        self.check_out(route, None).await?;
         let held = self.held.as_mut().expect("checked out above");
         match held.conn.apply(&self.desired, false).await {
             Ok(None) => Ok(None),

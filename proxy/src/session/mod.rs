@@ -9,6 +9,8 @@
 //!   change user).
 //! - `execute`: routing, checkout with state replay, the relay, and what to
 //!   hold afterwards.
+//! - `target`: which backend: the writer, or a replica fresh enough for the
+//!   read and the session's own writes.
 //! - `prepared`: prepared statements under multiplexing (Sluice's ids, lazy
 //!   prepare per backend connection).
 
@@ -16,6 +18,7 @@ mod commands;
 mod execute;
 mod prepared;
 mod query;
+mod target;
 
 use crate::errors;
 use crate::handshake::{self, HandshakeError};
@@ -130,6 +133,9 @@ struct Session {
     statements: ClientStatements,
     /// When the session last ran something that may have written.
     last_write: Option<std::time::Instant>,
+    /// `read_your_writes = "gtid"`: the session's writes that its reads
+    /// must see, until every replica has applied them.
+    causal: Option<sluice_router::GtidPos>,
     /// Config generation the cached pools belong to.
     generation: u64,
     scratch: Scratch,
@@ -168,6 +174,7 @@ impl Session {
             pools: HashMap::new(),
             statements: ClientStatements::default(),
             last_write: None,
+            causal: None,
             generation: 0,
             scratch: Scratch::default(),
             metrics: SessionMetrics::default(),

@@ -1,0 +1,111 @@
+//! One look at one backend on the monitor's own mysql_async connection:
+//! reachable, `@@read_only`, replication threads and Seconds_Behind_Master,
+//! the GTID position it has applied, and the newest heartbeat it holds.
+
+use mysql_async::prelude::Queryable;
+use sluice_router::GtidPos;
+
+/// What one probe saw.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    pub read_only: Option<bool>,
+    /// None when the backend replicates from nothing.
+    pub replication: Option<Replication>,
+    /// `@@gtid_slave_pos` (MariaDB replicas).
+    pub position: Option<GtidPos>,
+    /// Newest heartbeat timestamp (µs since the epoch) in the heartbeat
+    /// table; None when there is no readable heartbeat.
+    pub heartbeat_us: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replication {
+    pub io_running: bool,
+    pub sql_running: bool,
+    pub seconds_behind_master: Option<u64>,
+}
+
+impl Replication {
+    pub fn running(&self) -> bool {
+        self.io_running && self.sql_running
+    }
+}
+
+pub async fn connect(
+    address: &str,
+    user: &str,
+    password: &str,
+) -> Result<mysql_async::Conn, mysql_async::Error> {
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "3306"));
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host.to_string())
+        .tcp_port(port.parse().unwrap_or(3306))
+        .user(Some(user))
+        .pass(Some(password))
+        .prefer_socket(false);
+    mysql_async::Conn::new(opts).await
+}
+
+pub async fn probe(
+    conn: &mut mysql_async::Conn,
+    heartbeat: Option<(&str, &str)>,
+) -> Result<Probe, mysql_async::Error> {
+    let (read_only, version): (Option<bool>, String) = conn
+        .query_first("SELECT @@read_only, @@version")
+        .await?
+        .unwrap_or((None, String::new()));
+    let mariadb = version.contains("MariaDB");
+    let replication = replication(conn, mariadb).await?;
+    let mut probe = Probe {
+        read_only,
+        replication,
+        ..Probe::default()
+    };
+    if probe.replication.is_some() {
+        if mariadb {
+            let pos: Option<String> = conn.query_first("SELECT @@gtid_slave_pos").await?;
+            probe.position = pos.as_deref().and_then(GtidPos::parse);
+        }
+        if let Some((schema, table)) = heartbeat {
+            // A missing table (not created yet, or not replicated yet) just
+            // means no heartbeat: the lag falls back to Seconds_Behind_Master.
+            let sql = format!("SELECT MAX(ts) FROM `{schema}`.`{table}`");
+            probe.heartbeat_us = conn
+                .query_first::<Option<u64>, _>(sql)
+                .await
+                .ok()
+                .flatten()
+                .flatten();
+        }
+    }
+    Ok(probe)
+}
+
+async fn replication(
+    conn: &mut mysql_async::Conn,
+    mariadb: bool,
+) -> Result<Option<Replication>, mysql_async::Error> {
+    let rows: Vec<mysql_async::Row> = if mariadb {
+        conn.query("SHOW SLAVE STATUS").await?
+    } else {
+        match conn.query("SHOW REPLICA STATUS").await {
+            Ok(rows) => rows,
+            Err(_) => conn.query("SHOW SLAVE STATUS").await?,
+        }
+    };
+    let Some(row) = rows.first() else { return Ok(None) };
+    let text = |names: &[&str]| {
+        names.iter().find_map(|n| {
+            row.get_opt::<Option<String>, _>(*n)
+                .and_then(Result::ok)
+                .flatten()
+        })
+    };
+    let yes = |names: &[&str]| text(names).is_some_and(|v| v == "Yes");
+    Ok(Some(Replication {
+        io_running: yes(&["Slave_IO_Running", "Replica_IO_Running"]),
+        sql_running: yes(&["Slave_SQL_Running", "Replica_SQL_Running"]),
+        seconds_behind_master: text(&["Seconds_Behind_Master", "Seconds_Behind_Source"])
+            .and_then(|v| v.parse().ok()),
+    }))
+}
