@@ -54,6 +54,9 @@ cat >&2 <<EOF
 Sluice is running (pid $sluice_pid), config $work/sluice.toml
   connect:  mariadb -h${listen%:*} -P${listen##*:} -uapp -papp sluice_test
   metrics:  curl http://$admin/metrics
+  status:   curl http://$admin/status   (writer, replica lag in ms, GTID positions)
+  lag:      mariadb -h127.0.0.1 -P$((SLUICE_PORT_BASE + 2)) -uapp -papp -e "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=3; START SLAVE"
+            makes replica2 lag 3 s: it stops getting reads (max_replica_lag_ms = 1000)
   backends: primary 127.0.0.1:$SLUICE_PORT_BASE, replicas :$((SLUICE_PORT_BASE + 1)) :$((SLUICE_PORT_BASE + 2))
 Press Ctrl-C to stop everything.
 EOF

@@ -320,7 +320,17 @@ max_connections_per_backend = 50
 acquire_timeout_ms = 2000
 
 [routing]
-mode = "primary_only"
+mode = "split"                     # reads to replicas, writes to the primary
+read_your_writes = "gtid"          # a session's reads see its own writes
+max_replica_lag_ms = 1000          # replicas further behind get no reads
+causal_wait_ms = 100
+
+[monitor]
+user = "sluice_monitor"            # SLAVE MONITOR + CREATE/INSERT/UPDATE/SELECT on sluice.*
+password = "monitor"
+interval_ms = 500
+heartbeat_table = "sluice.heartbeat"
+follow_read_only = true            # writes follow a promotion (never two writers)
 
 [[backends]]
 name = "primary"

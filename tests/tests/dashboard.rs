@@ -45,6 +45,20 @@ const EVENT_ONLY: &[(&str, &str)] = &[
         "sluice_client_connections_closed_total",
         "a client idle timeout or a shutdown",
     ),
+    (
+        "sluice_reads_skipped_for_lag_total",
+        "a replica lagging beyond the limit",
+    ),
+    (
+        "sluice_read_your_writes_total",
+        "a read after a write in gtid mode",
+    ),
+    ("sluice_backend_role_changes_total", "a promotion or demotion"),
+    ("sluice_write_waits_total", "a write while no backend is writable"),
+    (
+        "sluice_monitor_probe_failures_total",
+        "a backend the monitor cannot reach",
+    ),
 ];
 
 const HISTOGRAM_SUFFIXES: &[&str] = &["_bucket", "_sum", "_count"];

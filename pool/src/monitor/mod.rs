@@ -122,6 +122,9 @@ impl Monitor {
 
     /// Starts the probe and heartbeat tasks.
     pub fn spawn(self: &Arc<Self>, config: ConfigSource) {
+        if let WriterState::Backend(name) = &self.view.load().writer {
+            metrics::gauge!("sluice_backend_writer", "backend" => name.clone()).set(1.0);
+        }
         tokio::spawn(supervise(self.clone(), config.clone()));
         tokio::spawn(write_heartbeats(self.clone(), config));
     }
