@@ -244,16 +244,18 @@ async fn read_your_writes_window_sends_reads_to_the_primary() {
     let mut c = Conn::new(s.opts()).await.unwrap();
     setup_table(&mut c).await;
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await; // setup wrote too
-    assert!(is_replica(server_id(&mut c, "SELECT @@server_id").await));
+    assert!(is_replica(
+        server_id(&mut c, "SELECT @@server_id FROM rt WHERE id = 1").await
+    ));
     c.query_drop("UPDATE rt SET sid = 7 WHERE id = 1").await.unwrap();
     assert_eq!(
-        server_id(&mut c, "SELECT @@server_id").await,
+        server_id(&mut c, "SELECT @@server_id FROM rt WHERE id = 1").await,
         PRIMARY,
         "reads right after a write see the primary"
     );
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     assert!(
-        is_replica(server_id(&mut c, "SELECT @@server_id").await),
+        is_replica(server_id(&mut c, "SELECT @@server_id FROM rt WHERE id = 1").await),
         "and go back to replicas after the window"
     );
 }

@@ -140,7 +140,18 @@ impl Monitor {
                 ..Health::default()
             },
             Ok(probe) => {
-                let (lag_ms, lag_source) = self.lag(config, &probe);
+                let replica = config
+                    .backends
+                    .iter()
+                    .any(|b| b.name == name && b.role == Role::Replica);
+                let (lag_ms, lag_source) = self.lag(config, &probe, replica);
+                if probe.replication_refused.is_some() && previous.error != probe.replication_refused {
+                    tracing::warn!(
+                        backend = name,
+                        "{}; its lag is unknown",
+                        probe.replication_refused.as_deref().unwrap_or_default()
+                    );
+                }
                 Health {
                     up: Some(true),
                     read_only: probe.read_only,
@@ -149,7 +160,7 @@ impl Monitor {
                     lag_source,
                     position: probe.position,
                     stale: !fresh_after(!previous.stale, lag_ms, config.routing.max_replica_lag_ms),
-                    error: None,
+                    error: probe.replication_refused,
                 }
             }
         };
@@ -166,8 +177,13 @@ impl Monitor {
         self.changed.send_modify(|g| *g += 1);
     }
 
-    fn lag(&self, config: &Config, probe: &Probe) -> (Option<f64>, LagSource) {
+    fn lag(&self, config: &Config, probe: &Probe, replica: bool) -> (Option<f64>, LagSource) {
         let Some(replication) = probe.replication else {
+            // A configured replica that replicates from nothing holds data
+            // of unknown age: infinitely stale.
+            if replica && probe.replication_refused.is_none() {
+                return (Some(f64::INFINITY), LagSource::Stopped);
+            }
             return (None, LagSource::None);
         };
         if !replication.running() {

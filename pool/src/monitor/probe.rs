@@ -16,6 +16,9 @@ pub struct Probe {
     /// Newest heartbeat timestamp (µs since the epoch) in the heartbeat
     /// table; None when there is no readable heartbeat.
     pub heartbeat_us: Option<u64>,
+    /// The server refused `SHOW SLAVE STATUS` (privileges): replication
+    /// state unknown.
+    pub replication_refused: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,12 +58,20 @@ pub async fn probe(
         .await?
         .unwrap_or((None, String::new()));
     let mariadb = version.contains("MariaDB");
-    let replication = replication(conn, mariadb).await?;
     let mut probe = Probe {
         read_only,
-        replication,
         ..Probe::default()
     };
+    match replication(conn, mariadb).await {
+        Ok(r) => probe.replication = r,
+        Err(mysql_async::Error::Server(e)) => {
+            probe.replication_refused = Some(format!(
+                "replication status refused ({}): grant the monitor user SLAVE MONITOR / REPLICATION CLIENT",
+                e.message
+            ));
+        }
+        Err(e) => return Err(e),
+    }
     if probe.replication.is_some() {
         if mariadb {
             let pos: Option<String> = conn.query_first("SELECT @@gtid_slave_pos").await?;
