@@ -76,30 +76,7 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
                 format!("duplicate user `{}`", user.name),
             ));
         }
-        match (&user.password, &user.password_env) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::at(
-                    key,
-                    "set either `password` or `password_env`, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(ConfigError::at(
-                    key,
-                    "one of `password` or `password_env` is required",
-                ));
-            }
-            (None, Some(var)) => match env(var) {
-                Some(value) => user.password = Some(Secret::new(value)),
-                None => {
-                    return Err(ConfigError::at(
-                        format!("{key}.password_env"),
-                        format!("environment variable `{var}` is not set"),
-                    ));
-                }
-            },
-            (Some(_), None) => {}
-        }
+        resolve_password(&key, &mut user.password, &user.password_env, &env)?;
     }
     if config.pool.max_connections_per_backend == 0 {
         return Err(ConfigError::at(
@@ -176,26 +153,40 @@ fn validate_monitor(config: &mut Config, env: &impl Fn(&str) -> Option<String>) 
         ));
     }
     if monitor.user.is_some() {
-        match (&monitor.password, &monitor.password_env) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::at(
-                    "monitor",
-                    "set either `password` or `password_env`, not both",
-                ));
-            }
-            (None, Some(var)) => match env(var) {
-                Some(value) => monitor.password = Some(Secret::new(value)),
-                None => {
-                    return Err(ConfigError::at(
-                        "monitor.password_env",
-                        format!("environment variable `{var}` is not set"),
-                    ));
-                }
-            },
-            _ => {}
-        }
+        resolve_password("monitor", &mut monitor.password, &monitor.password_env, env)?;
     }
     Ok(())
+}
+
+/// Exactly one of `password` / `password_env` at `key`; the variable's
+/// value becomes the password.
+fn resolve_password(
+    key: &str,
+    password: &mut Option<Secret>,
+    password_env: &Option<String>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match (&password, password_env) {
+        (Some(_), Some(_)) => Err(ConfigError::at(
+            key,
+            "set either `password` or `password_env`, not both",
+        )),
+        (None, None) => Err(ConfigError::at(
+            key,
+            "one of `password` or `password_env` is required",
+        )),
+        (None, Some(var)) => match env(var) {
+            Some(value) => {
+                *password = Some(Secret::new(value));
+                Ok(())
+            }
+            None => Err(ConfigError::at(
+                format!("{key}.password_env"),
+                format!("environment variable `{var}` is not set"),
+            )),
+        },
+        (Some(_), None) => Ok(()),
+    }
 }
 
 fn check_addr(key: &str, value: &str) -> Result<(), ConfigError> {

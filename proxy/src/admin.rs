@@ -90,7 +90,7 @@ fn status_json(shared: &Shared) -> String {
             let json_opt = |v: Option<String>| v.unwrap_or_else(|| "null".to_string());
             let read_only = json_opt(health.and_then(|h| h.read_only).map(|r| r.to_string()));
             let position = json_opt(health.and_then(|h| h.position.as_ref()).map(|p| format!("\"{p}\"")));
-            let error = json_opt(health.and_then(|h| h.error.as_ref()).map(|e| format!("{e:?}")));
+            let error = json_opt(health.and_then(|h| h.error.as_ref()).map(|e| serde_json::Value::from(e.as_str()).to_string()));
             let source = health.map_or("none", |h| h.lag_source.label());
             let stale = health.is_some_and(|h| h.stale);
             let writer = view.writer == WriterState::Backend(b.name.clone());

@@ -44,6 +44,9 @@ pub struct Outcome {
     /// COM_STMT_EXECUTE opened a cursor.
     pub cursor_opened: bool,
     pub ended_with_error: bool,
+    /// Some OK/EOF of this response said a transaction is open (an ERR
+    /// later in a multi-statement does not close it).
+    pub saw_in_transaction: bool,
     /// COM_STMT_PREPARE succeeded: the backend's statement.
     pub prepared: Option<BackendStatement>,
     /// The GTID of the transaction this command committed (MariaDB's
@@ -213,6 +216,7 @@ impl<'a> Relay<'a> {
         }
         self.outcome.untracked_change |= absorbed.untracked_change;
         self.outcome.status = Some(ok.status);
+        self.outcome.saw_in_transaction |= ok.status & status::IN_TRANS != 0;
         self.outcome.warnings = ok.warnings;
         self.outcome.affected_rows = ok.affected_rows;
         if ok.last_insert_id != 0 {

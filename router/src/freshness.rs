@@ -19,7 +19,7 @@ pub fn fresh_after(was_fresh: bool, lag_ms: Option<f64>, max_lag_ms: u64) -> boo
     let limit = if was_fresh {
         max_lag_ms as f64
     } else {
-        (max_lag_ms * READMIT_PERCENT / 100) as f64
+        max_lag_ms as f64 * READMIT_PERCENT as f64 / 100.0
     };
     lag <= limit
 }
@@ -105,15 +105,19 @@ pub fn choose_read(replicas: &[ReplicaState<'_>], request: ReadRequest<'_>, turn
     let skipped_for_lag: Vec<usize> = (0..replicas.len())
         .filter(|&i| usable(&replicas[i]) && !lag_ok(&replicas[i]))
         .collect();
-    let pick = |allowed: &dyn Fn(&ReplicaState<'_>) -> bool| {
-        let candidates: Vec<Candidate> = replicas
-            .iter()
-            .map(|r| Candidate {
-                weight: r.weight,
-                outstanding: r.outstanding,
-                eligible: usable(r) && lag_ok(r) && allowed(r),
-            })
-            .collect();
+    // One buffer, re-marked for each narrower choice.
+    let mut candidates: Vec<Candidate> = replicas
+        .iter()
+        .map(|r| Candidate {
+            weight: r.weight,
+            outstanding: r.outstanding,
+            eligible: false,
+        })
+        .collect();
+    let mut pick = |allowed: &dyn Fn(&ReplicaState<'_>) -> bool| {
+        for (c, r) in candidates.iter_mut().zip(replicas) {
+            c.eligible = usable(r) && lag_ok(r) && allowed(r);
+        }
         pick_replica(&candidates, turn)
     };
     let choice = match pick(&|_| true) {

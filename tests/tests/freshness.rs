@@ -61,9 +61,10 @@ fn wait_replicas_in_sync() {
     };
     while Instant::now() < deadline {
         let primary = pos(&t.primary, "gtid_binlog_pos");
-        if [&t.replica1, &t.replica2]
-            .iter()
-            .all(|r| pos(r, "gtid_slave_pos").contains(&primary))
+        if !primary.is_empty()
+            && [&t.replica1, &t.replica2]
+                .iter()
+                .all(|r| pos(r, "gtid_slave_pos").contains(&primary))
         {
             return;
         }
@@ -129,6 +130,44 @@ async fn read_counts(c: &mut Conn, sql: &str, n: usize) -> BTreeMap<&'static str
     counts
 }
 
+/// Writes row `i` and reads it back in the same session, for each `i`;
+/// every read must see its write. Returns the reads per backend.
+async fn write_then_read(c: &mut Conn, ids: std::ops::Range<u32>) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for i in ids {
+        c.exec_drop("INSERT INTO sluice_test.ryw (id, v) VALUES (?, ?)", (i, i * 7))
+            .await
+            .unwrap();
+        let row: Option<(Option<i64>, u32)> = c
+            .exec_first(
+                "SELECT (SELECT v FROM sluice_test.ryw WHERE id = ?), @@server_id",
+                (i,),
+            )
+            .await
+            .unwrap();
+        let (v, server) = row.unwrap();
+        assert_eq!(
+            v,
+            Some(i64::from(i) * 7),
+            "cycle {i}: the session's own write is not visible"
+        );
+        *counts.entry(backend_of(server)).or_default() += 1;
+    }
+    counts
+}
+
+/// Read-your-writes outcomes so far: [replica, waited, primary].
+fn ryw_outcomes(metrics: &str) -> [f64; 3] {
+    ["replica", "waited", "primary"].map(|o| {
+        metric_sum(
+            metrics,
+            "sluice_read_your_writes_total",
+            &[&format!("outcome=\"{o}\"")],
+        )
+        .max(0.0)
+    })
+}
+
 fn lag_ms(s: &Sluice, name: &str) -> Option<f64> {
     backend_status(s, name)["lag_ms"].as_f64()
 }
@@ -151,6 +190,7 @@ async fn lag_is_measured_in_milliseconds_from_heartbeats() {
     let locked = Instant::now();
     let (mut hb_err, mut sbm_err, mut samples) = (0.0, 0.0, 0);
     let mut fractional = false;
+    let mut heartbeat_series = Vec::new();
     while locked.elapsed() < Duration::from_millis(3500) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let truth = locked.elapsed().as_secs_f64() * 1000.0;
@@ -166,6 +206,7 @@ async fn lag_is_measured_in_milliseconds_from_heartbeats() {
             sbm_err += (sbm as f64 * 1000.0 - truth).abs();
             samples += 1;
             fractional |= hb % 1000.0 != 0.0;
+            heartbeat_series.push(hb);
             eprintln!("true lag {truth:7.1} ms | heartbeat {hb:7.1} ms | Seconds_Behind_Master {sbm} s");
         }
     }
@@ -177,6 +218,14 @@ async fn lag_is_measured_in_milliseconds_from_heartbeats() {
         sbm_err / samples as f64
     );
     assert!(fractional, "heartbeat lag has sub-second precision");
+    assert!(
+        heartbeat_series.windows(2).all(|w| w[1] >= w[0]),
+        "lag of a held replica only grows: {heartbeat_series:?}"
+    );
+    assert!(
+        heartbeat_series.last().is_some_and(|&l| l > 2000.0),
+        "3.5 s behind shows as more than 2 s: {heartbeat_series:?}"
+    );
     assert_eq!(backend_status(&s, "replica2")["lag_source"], "heartbeat");
     wait_until("replica2 catches up", Duration::from_secs(20), || {
         lag_ms(&s, "replica2").is_some_and(|l| l < 500.0)
@@ -255,8 +304,14 @@ async fn a_lagging_replica_gets_no_reads_until_it_catches_up() {
     )
     .await;
     assert!(hinted.get("replica2").is_some_and(|&n| n > 0), "{hinted:?}");
-    // ... or demand less: both replicas are then too far behind at times,
-    // but never is a replica above the bound chosen.
+    // ... or demand less: only replica1 (no lag) is within 500 ms.
+    let strict = read_counts(
+        &mut c,
+        "SELECT /* sluice:max_lag_ms=500 */ @@server_id FROM sluice_test.probe",
+        40,
+    )
+    .await;
+    assert_eq!(strict.get("replica1"), Some(&40), "{strict:?}");
     replica2
         .exec("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE")
         .await;
@@ -321,7 +376,9 @@ async fn no_fresh_replica_falls_back_to_the_primary_or_fails_clearly() {
         other => panic!("expected a server error, got {other}"),
     }
     // Writes are not affected, and the connection stays usable.
-    c.query_drop("DO 1").await.unwrap();
+    c.query_drop("UPDATE sluice_test.probe SET id = 1 WHERE id = 1")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -372,26 +429,7 @@ async fn gtid_read_your_writes_while_every_replica_lags_two_seconds() {
         })
     };
     let mut c = Conn::new(s.opts()).await.unwrap();
-    let mut mine: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for i in 0..1000 {
-        c.exec_drop("INSERT INTO sluice_test.ryw (id, v) VALUES (?, ?)", (i, i * 7))
-            .await
-            .unwrap();
-        let row: Option<(Option<i64>, u32)> = c
-            .exec_first(
-                "SELECT (SELECT v FROM sluice_test.ryw WHERE id = ?), @@server_id",
-                (i,),
-            )
-            .await
-            .unwrap();
-        let (v, server) = row.unwrap();
-        assert_eq!(
-            v,
-            Some(i64::from(i) * 7),
-            "cycle {i}: the session's own write is not visible"
-        );
-        *mine.entry(backend_of(server)).or_default() += 1;
-    }
+    let mine = write_then_read(&mut c, 0..1000).await;
     done.store(true, Ordering::Relaxed);
     let others = other.await.unwrap();
     let m = s.metrics();
@@ -401,24 +439,20 @@ async fn gtid_read_your_writes_while_every_replica_lags_two_seconds() {
     {
         eprintln!("{line}");
     }
-    let outcome = |o: &str| {
-        metric_sum(
-            &m,
-            "sluice_read_your_writes_total",
-            &[&format!("outcome=\"{o}\"")],
-        )
-    };
+    let [replica, waited, primary] = ryw_outcomes(&m);
     eprintln!(
         "1000 write-then-read cycles, replicas 2 s behind: reads by backend {mine:?}; \
-         read-your-writes outcomes replica={} waited={} primary={}; other session's reads {others:?}",
-        outcome("replica"),
-        outcome("waited"),
-        outcome("primary")
+         read-your-writes outcomes replica={replica} waited={waited} primary={primary}; other session's reads {others:?}"
     );
-    assert_eq!(mine.values().sum::<usize>(), 1000);
+    assert_eq!(
+        mine,
+        BTreeMap::from([("primary", 1000)]),
+        "2 s behind, no replica has the write"
+    );
+    assert_eq!((replica, waited), (0.0, 0.0), "no replica was used or waited on");
     assert!(
-        outcome("primary") >= 1000.0,
-        "every read after a write was accounted for"
+        primary >= 1000.0,
+        "every read after a write was accounted for: {primary}"
     );
     assert!(
         !others.contains_key("primary"),
@@ -433,44 +467,23 @@ async fn gtid_read_your_writes_while_every_replica_lags_two_seconds() {
         lag_ms(&s, "replica1").is_some_and(|l| l < 100.0) && lag_ms(&s, "replica2").is_some_and(|l| l < 100.0)
     })
     .await;
-    let mut synced: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for i in 1000..1200 {
-        c.exec_drop("INSERT INTO sluice_test.ryw (id, v) VALUES (?, ?)", (i, i * 7))
-            .await
-            .unwrap();
-        let row: Option<(Option<i64>, u32)> = c
-            .exec_first(
-                "SELECT (SELECT v FROM sluice_test.ryw WHERE id = ?), @@server_id",
-                (i,),
-            )
-            .await
-            .unwrap();
-        let (v, server) = row.unwrap();
-        assert_eq!(
-            v,
-            Some(i64::from(i) * 7),
-            "cycle {i}: the session's own write is not visible"
-        );
-        *synced.entry(backend_of(server)).or_default() += 1;
-    }
-    let m2 = s.metrics();
-    let outcome2 = |o: &str| {
-        metric_sum(
-            &m2,
-            "sluice_read_your_writes_total",
-            &[&format!("outcome=\"{o}\"")],
-        )
-    };
+    let synced = write_then_read(&mut c, 1000..1200).await;
+    let [replica_now, waited_now, primary_now] = ryw_outcomes(&s.metrics());
+    let (on_replica, after_wait, on_primary) =
+        (replica_now - replica, waited_now - waited, primary_now - primary);
     eprintln!(
-        "200 cycles with replicas in sync: reads by backend {synced:?}; outcomes replica={} waited={} primary={} (cumulative)",
-        outcome2("replica"),
-        outcome2("waited"),
-        outcome2("primary")
+        "200 cycles with replicas in sync: reads by backend {synced:?}; outcomes replica={on_replica} \
+         waited={after_wait} primary={on_primary}"
     );
     let replica_reads = synced.get("replica1").unwrap_or(&0) + synced.get("replica2").unwrap_or(&0);
     assert!(
         replica_reads > 0,
         "in sync, reads after writes use replicas: {synced:?}"
+    );
+    assert_eq!(
+        (on_replica + after_wait) as usize,
+        replica_reads,
+        "every replica read after a write was one that had the GTID or waited for it"
     );
 }
 
@@ -478,7 +491,7 @@ async fn gtid_read_your_writes_while_every_replica_lags_two_seconds() {
 async fn a_promotion_is_followed_without_a_restart() {
     let _serial = SERIAL.lock().await;
     let t = Topology::from_env();
-    let [primary, replica1, replica2] = nodes();
+    let [primary, _, replica2] = nodes();
     primary
         .exec("CREATE TABLE IF NOT EXISTS sluice_test.promo (id INT PRIMARY KEY, note VARCHAR(20)); TRUNCATE sluice_test.promo")
         .await;
@@ -528,6 +541,10 @@ async fn a_promotion_is_followed_without_a_restart() {
     let waited = waiting.await.unwrap();
     eprintln!("the write issued while nothing was writable completed after {waited:?}");
     assert_eq!(writer(&s), "replica2");
+    assert!(
+        metric_sum(&s.metrics(), "sluice_write_waits_total", &[]) >= 1.0,
+        "the write waited"
+    );
     c.query_drop("INSERT INTO sluice_test.promo VALUES (3, 'after')")
         .await
         .unwrap();
@@ -578,7 +595,6 @@ async fn a_promotion_is_followed_without_a_restart() {
     }
     let reads = read_counts(&mut reader, PROBE, 5).await;
     assert_eq!(reads.values().sum::<usize>(), 5);
-    drop(replica1);
 }
 
 #[tokio::test]
@@ -610,6 +626,16 @@ async fn two_writable_backends_make_writes_fail_cleanly() {
             eprintln!("{}", e.message);
         }
         other => panic!("expected a server error, got {other}"),
+    }
+    for addr in [&t.primary, &t.replica1] {
+        let mut direct = Conn::new(direct_opts(addr)).await.unwrap();
+        let n: Option<u32> = direct
+            .query_first(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'sluice_test' AND table_name = 'split_brain'",
+            )
+            .await
+            .unwrap();
+        assert_eq!(n, Some(0), "the refused write ran nowhere ({addr})");
     }
     // Reads are unaffected.
     let mut reader = Conn::new(s.opts()).await.unwrap();

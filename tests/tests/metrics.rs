@@ -81,8 +81,10 @@ async fn monitor_reports_backends_and_a_stopped_replica() {
     let [_, _, replica2] = sluice_tests::node::nodes();
     replica2.exec("STOP SLAVE SQL_THREAD").await;
     wait_for(&|m| m.contains("sluice_backend_replication_running{backend=\"replica2\"} 0"));
+    wait_for(&|m| m.contains("sluice_backend_stale{backend=\"replica2\"} 1"));
     replica2.exec("START SLAVE SQL_THREAD").await;
     wait_for(&|m| m.contains("sluice_backend_replication_running{backend=\"replica2\"} 1"));
+    wait_for(&|m| m.contains("sluice_backend_stale{backend=\"replica2\"} 0"));
     let status = s.http_get("/status").unwrap();
     assert!(status.contains("\"lag_ms\""), "{status}");
 }

@@ -94,6 +94,7 @@ pub struct Monitor {
     /// Bumped whenever the view changes (writers waiting for a primary).
     changed: tokio::sync::watch::Sender<u64>,
     written: Mutex<Written>,
+    updating: Mutex<()>,
 }
 
 impl Monitor {
@@ -102,6 +103,7 @@ impl Monitor {
             view: ArcSwap::from_pointee(View::default()),
             changed: tokio::sync::watch::Sender::new(0),
             written: Mutex::new(Written::default()),
+            updating: Mutex::new(()),
         });
         let writer = writer_state(config, &HashMap::new());
         monitor.view.store(Arc::new(View {
@@ -140,10 +142,13 @@ impl Monitor {
                 ..Health::default()
             },
             Ok(probe) => {
-                let replica = config
-                    .backends
-                    .iter()
-                    .any(|b| b.name == name && b.role == Role::Replica);
+                // A promoted replica is the writer now, not a stale replica.
+                let promoted = self.view.load().writer == WriterState::Backend(name.to_string());
+                let replica = !promoted
+                    && config
+                        .backends
+                        .iter()
+                        .any(|b| b.name == name && b.role == Role::Replica);
                 let (lag_ms, lag_source) = self.lag(config, &probe, replica);
                 if probe.replication_refused.is_some() && previous.error != probe.replication_refused {
                     tracing::warn!(
@@ -164,17 +169,24 @@ impl Monitor {
                 }
             }
         };
+        match (&health.error, health.up, previous.up) {
+            (Some(error), Some(false), before) if before != Some(false) => {
+                tracing::warn!(backend = name, "monitor cannot reach the backend: {error}");
+            }
+            (_, Some(true), Some(false)) => {
+                tracing::info!(backend = name, "monitor reaches the backend again")
+            }
+            _ => {}
+        }
         export(name, &health, &previous);
-        self.view.rcu(|view| {
-            let mut backends = view.backends.clone();
-            backends.insert(name.to_string(), health.clone());
-            let writer = writer_state(config, &backends);
+        self.update(|view| {
+            view.backends.insert(name.to_string(), health);
+            let writer = writer_state(config, &view.backends);
             if writer != view.writer {
                 announce(&view.writer, &writer);
+                view.writer = writer;
             }
-            View { backends, writer }
         });
-        self.changed.send_modify(|g| *g += 1);
     }
 
     fn lag(&self, config: &Config, probe: &Probe, replica: bool) -> (Option<f64>, LagSource) {
@@ -191,8 +203,11 @@ impl Monitor {
         }
         // Heartbeats count only while Sluice is writing them.
         let trust = Duration::from_millis(
-            (3 * config.monitor.heartbeat_interval_ms)
-                .max(2 * config.monitor.interval_ms)
+            config
+                .monitor
+                .heartbeat_interval_ms
+                .saturating_mul(3)
+                .max(config.monitor.interval_ms.saturating_mul(2))
                 .max(1000),
         );
         let now = heartbeat::now_us();
@@ -206,12 +221,28 @@ impl Monitor {
         }
     }
 
-    fn forget(&self, name: &str) {
-        self.view.rcu(|view| {
-            let mut view = View::clone(view);
+    fn forget(&self, config: &Config, name: &str) {
+        self.update(|view| {
             view.backends.remove(name);
-            view
+            view.writer = writer_state(config, &view.backends);
         });
+        for gauge in [
+            "sluice_backend_up",
+            "sluice_backend_writer",
+            "sluice_backend_stale",
+        ] {
+            metrics::gauge!(gauge, "backend" => name.to_string()).set(0.0);
+        }
+    }
+
+    /// Changes the view. Updates are serialized (not `rcu`) so a role
+    /// change is announced and counted exactly once.
+    fn update(&self, change: impl FnOnce(&mut View)) {
+        let _one_at_a_time = self.updating.lock().unwrap_or_else(|e| e.into_inner());
+        let mut view = View::clone(&self.view.load());
+        change(&mut view);
+        self.view.store(Arc::new(view));
+        self.changed.send_modify(|g| *g += 1);
     }
 
     /// The backend heartbeats go to: the current writer.
@@ -292,6 +323,10 @@ fn export(name: &str, health: &Health, previous: &Health) {
         // not parse: a stopped thread shows NaN and `_running` says why.
         let seconds = if lag.is_finite() { lag / 1000.0 } else { f64::NAN };
         metrics::gauge!("sluice_backend_replication_lag_seconds", "backend" => name.to_string()).set(seconds);
+    } else if previous.lag_ms.is_some() {
+        // Unknown now (down, or not readable): do not keep showing the old value.
+        metrics::gauge!("sluice_backend_replication_lag_seconds", "backend" => name.to_string())
+            .set(f64::NAN);
     }
     metrics::gauge!("sluice_backend_stale", "backend" => name.to_string())
         .set(f64::from(u8::from(health.stale)));
@@ -320,9 +355,10 @@ async fn supervise(monitor: Arc<Monitor>, config: ConfigSource) {
                 .any(|b| &b.name == name && &b.address == address);
             if !keep {
                 task.abort();
-                monitor.forget(name);
+                monitor.forget(&current, name);
             }
-            keep
+            // A task that ended (it never should) is started again below.
+            keep && !task.is_finished()
         });
         for backend in &current.backends {
             if !tasks.contains_key(&backend.name) {
@@ -395,7 +431,11 @@ async fn write_heartbeats(monitor: Arc<Monitor>, config: ConfigSource) {
                     return Ok(None);
                 };
                 if !table_ready {
-                    heartbeat::ensure_table(c, schema, table).await?;
+                    // A DBA may have created the table for a user without
+                    // CREATE: a failure here is only fatal if the write fails.
+                    if let Err(e) = heartbeat::ensure_table(c, schema, table).await {
+                        tracing::debug!(backend = name, "creating {schema}.{table}: {e}");
+                    }
                     table_ready = true;
                 }
                 heartbeat::beat(c, schema, table).await.map(Some)
@@ -412,10 +452,14 @@ async fn write_heartbeats(monitor: Arc<Monitor>, config: ConfigSource) {
                 }
                 Ok(Ok(None)) => {}
                 outcome => {
-                    let why = match outcome {
+                    let why = match &outcome {
                         Ok(Err(e)) => e.to_string(),
                         _ => format!("no answer within {} ms", limit.as_millis()),
                     };
+                    // A server refusal keeps the connection (try creating
+                    // the table again next time); anything else reconnects.
+                    table_ready = false;
+                    let refused = matches!(outcome, Ok(Err(mysql_async::Error::Server(_))));
                     metrics::counter!("sluice_heartbeat_writes_total", "result" => "error").increment(1);
                     if !failing {
                         tracing::warn!(
@@ -425,7 +469,9 @@ async fn write_heartbeats(monitor: Arc<Monitor>, config: ConfigSource) {
                         );
                         failing = true;
                     }
-                    conn = None;
+                    if !refused {
+                        conn = None;
+                    }
                 }
             }
         }

@@ -40,6 +40,7 @@ pub async fn connect(
     password: &str,
 ) -> Result<mysql_async::Conn, mysql_async::Error> {
     let (host, port) = address.rsplit_once(':').unwrap_or((address, "3306"));
+    let host = host.trim_start_matches('[').trim_end_matches(']'); // [::1]:3306
     let opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname(host.to_string())
         .tcp_port(port.parse().unwrap_or(3306))

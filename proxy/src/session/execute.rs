@@ -125,8 +125,12 @@ impl Session {
     /// backend failed before the client saw any of the answer runs once
     /// more (on another replica if it was on one); nothing else is retried.
     pub(super) async fn run(&mut self, work: Work<'_>) -> Result<Done, End> {
-        let retryable =
-            work.facts.is_some_and(|f| f.replica_safe()) && self.holding() != Some(Holding::Bound);
+        // A read of the previous statement's state (SHOW WARNINGS,
+        // FOUND_ROWS()) would read another connection's on a retry.
+        let retryable = work
+            .facts
+            .is_some_and(|f| f.replica_safe() && !f.lexical.needs_previous)
+            && self.holding() != Some(Holding::Bound);
         match self.run_once(&work, retryable).await? {
             Step::Done(done) => Ok(done),
             Step::RetryRead => {
@@ -197,6 +201,13 @@ impl Session {
                 Ok(Some(server_err)) => {
                     // The server refused the session replay or the
                     // re-prepare: the client gets that error as the answer.
+                    tracing::info!(
+                        conn_id = self.id,
+                        backend = held.pool.backend(),
+                        "the server refused restoring the session or preparing the statement; the client gets its error"
+                    );
+                    metrics::counter!("sluice_errors_total", "cause" => "session_restore_refused")
+                        .increment(1);
                     self.after(
                         &Outcome {
                             ended_with_error: true,
@@ -252,6 +263,7 @@ impl Session {
         }
         let kill_after = self.shared.config.load().routing.query_timeout_ms;
         let fut = relay.run(work.response);
+        let mut kill = None;
         let result = if kill_after == 0 || work.facts.is_none() {
             fut.await
         } else {
@@ -264,7 +276,7 @@ impl Session {
                     tracing::info!(conn_id = self.id, backend, "statement exceeded routing.query_timeout_ms = {kill_after}; killing it");
                     metrics::counter!("sluice_errors_total", "cause" => "query_timeout").increment(1);
                     let grace = kill_target.connect_timeout;
-                    tokio::spawn(kill_query(kill_target.clone(), kill_id));
+                    kill = Some(tokio::spawn(kill_query(kill_target.clone(), kill_id)));
                     // A backend that does not answer even then (frozen,
                     // cut off) is abandoned: the connection is closed.
                     match tokio::time::timeout(grace, fut).await {
@@ -281,6 +293,18 @@ impl Session {
             }
         };
         load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        // The KILL must land before the connection can serve anyone else,
+        // or it could stop another client's statement.
+        if let Some(kill) = kill {
+            if tokio::time::timeout(kill_target.connect_timeout, kill)
+                .await
+                .is_err()
+            {
+                if let Some(held) = self.held.as_mut() {
+                    held.conn.broken = true;
+                }
+            }
+        }
         let label = if routed == Route::Held {
             "held"
         } else if role == Role::Primary {
@@ -420,9 +444,10 @@ impl Session {
         let Some(held) = self.held.as_mut() else { return };
         // Anything but a read, SET or USE that ran on the primary may have
         // written: start the read-your-writes window.
+        // (Commands without a statement, such as COM_INIT_DB, write nothing.)
         let read_only_kind = work
             .facts
-            .is_some_and(|f| matches!(f.kind(), Kind::Select | Kind::Show | Kind::Set | Kind::Use));
+            .is_none_or(|f| matches!(f.kind(), Kind::Select | Kind::Show | Kind::Set | Kind::Use));
         let ran = !matches!(work.outgoing, Outgoing::Prepare { .. }) && work.label != "COM_STMT_FETCH";
         if held.role == Role::Primary && !read_only_kind && ran {
             let gtid = outcome.last_gtid.as_deref().and_then(GtidPos::parse);
@@ -452,8 +477,18 @@ impl Session {
         }
         let in_transaction = match outcome.status {
             Some(st) => st & status::IN_TRANS != 0,
-            // An ERR does not say; a transaction stays open until it ends.
-            None => held.reason == HoldReason::Transaction,
+            // An ERR does not say: a transaction stays open until it ends,
+            // one opened earlier in this response is open, and with
+            // autocommit=0 the failed statement may have opened one.
+            None => {
+                held.reason == HoldReason::Transaction
+                    || outcome.saw_in_transaction
+                    || self
+                        .desired
+                        .vars
+                        .get("autocommit")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("OFF"))
+            }
         };
         let follow_up = work.facts.is_some_and(|f| {
             f.lexical.feeds_next
@@ -493,7 +528,10 @@ impl Session {
         self.check_out(route, None).await?;
         let held = self.held.as_mut().expect("checked out above");
         match held.conn.apply(&self.desired, false).await {
-            Ok(None) => Ok(None),
+            Ok(None) => {
+                self.held = None; // back to the pool: nothing follows up on it
+                Ok(None)
+            }
             Ok(Some(err)) => {
                 self.held = None;
                 Ok(Some(err))

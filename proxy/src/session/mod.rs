@@ -193,6 +193,8 @@ impl Session {
                     return false;
                 }
                 Err(e) => {
+                    tracing::warn!(conn_id = self.id, "checking the client's schema at connect: {e}");
+                    metrics::counter!("sluice_errors_total", "cause" => e.cause()).increment(1);
                     let _ = self.client.send(seq, &errors::acquire(&e)).await;
                     return false;
                 }
