@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Install the system packages the tests and benchmarks need (Debian 12).
+# Install what the tests and benchmarks need (Debian 12): system packages from
+# Debian, and the real-driver checks' drivers (tests/drivers/) from PyPI and npm.
 # Idempotent: does nothing (not even apt-get update) when everything is present.
 set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Root's PATH usually has the sbin dirs, but sudo-less users' may not.
 export PATH="$PATH:/usr/sbin:/sbin"
 
 have() { command -v "$1" >/dev/null 2>&1; }
+
+# MariaDB Connector/J, as Debian installs it (tests/drivers/DriverChecks.java).
+MARIADB_JAR=/usr/share/java/mariadb-java-client.jar
+# The Python drivers' virtualenv and the Node project (both gitignored outputs).
+DRIVERS=tests/drivers
+VENV=$DRIVERS/.venv
 
 missing=()
 have mariadbd || missing+=(mariadb-server)
@@ -17,34 +25,66 @@ if ! have php || ! php -r 'exit(extension_loaded("pdo_mysql") ? 0 : 1);' 2>/dev/
   missing+=(php-mysql)
 fi
 have haproxy || missing+=(haproxy)
+[[ -f $MARIADB_JAR ]] || missing+=(libmariadb-java)
+# Java 11+ runs a single-file program without a build step; javac's presence
+# tells a JDK from a bare JRE.
+have javac || missing+=(default-jdk-headless)
+have python3 || missing+=(python3)
+if ! have python3 || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  missing+=(python3-venv)
+fi
+have node || missing+=(nodejs)
+have npm || missing+=(npm)
 
-if ((${#missing[@]} == 0)); then
-  echo "install-deps: all present"
-  exit 0
+if ((${#missing[@]})); then
+  sudo=()
+  if [[ $EUID -ne 0 ]]; then sudo=(sudo); fi
+
+  # Keep the packages' own services (a system mariadb on 3306, haproxy) from being
+  # started: our tests never use them. Only if no policy is installed already, and
+  # removed again on exit. A service that is already running is left alone.
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\n# sluice install-deps: no service starts during install\nexit 101\n' |
+      "${sudo[@]}" tee "$policy" >/dev/null
+    "${sudo[@]}" chmod 755 "$policy"
+    trap '"${sudo[@]}" rm -f "$policy"' EXIT
+  fi
+
+  echo "install-deps: installing ${missing[*]}"
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+  # Check that what we need is really there now.
+  for cmd in mariadbd mariadb mariadb-install-db mariadb-admin sysbench php haproxy java javac python3 node npm; do
+    have "$cmd" || { echo "install-deps: $cmd still missing" >&2; exit 1; }
+  done
+  php -r 'exit(extension_loaded("pdo_mysql") ? 0 : 1);' ||
+    { echo "install-deps: php pdo_mysql still missing" >&2; exit 1; }
+  [[ -f $MARIADB_JAR ]] || { echo "install-deps: $MARIADB_JAR still missing" >&2; exit 1; }
 fi
 
-sudo=()
-if [[ $EUID -ne 0 ]]; then sudo=(sudo); fi
-
-# Keep the packages' own services (a system mariadb on 3306, haproxy) from being
-# started: our tests never use them. Only if no policy is installed already, and
-# removed again on exit. A service that is already running is left alone.
-policy=/usr/sbin/policy-rc.d
-if [[ ! -e $policy ]]; then
-  printf '#!/bin/sh\n# sluice install-deps: no service starts during install\nexit 101\n' |
-    "${sudo[@]}" tee "$policy" >/dev/null
-  "${sudo[@]}" chmod 755 "$policy"
-  trap '"${sudo[@]}" rm -f "$policy"' EXIT
+# Python drivers (PyMySQL, mysql-connector-python) in a virtualenv of our own,
+# at the versions in requirements.txt. A stamp holding that file's contents
+# makes the next run a no-op.
+stamp=$VENV/.sluice-requirements
+if [[ ! -x $VENV/bin/python ]] || ! cmp -s "$DRIVERS/requirements.txt" "$stamp" ||
+  ! "$VENV/bin/python" -c 'import pymysql, mysql.connector' 2>/dev/null; then
+  echo "install-deps: Python drivers into $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-input -r "$DRIVERS/requirements.txt"
+  "$VENV/bin/python" -c 'import pymysql, mysql.connector' ||
+    { echo "install-deps: Python drivers do not import" >&2; exit 1; }
+  cp "$DRIVERS/requirements.txt" "$stamp"
 fi
 
-echo "install-deps: installing ${missing[*]}"
-"${sudo[@]}" apt-get update -q
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+# Node mysql2, exactly as package-lock.json pins it (npm ci writes
+# node_modules/.package-lock.json, newer than the lock file once done).
+node_dir=$DRIVERS/node
+if [[ ! -d $node_dir/node_modules/mysql2 || $node_dir/package-lock.json -nt $node_dir/node_modules/.package-lock.json ]]; then
+  echo "install-deps: Node drivers into $node_dir/node_modules"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
-# Check that what we need is really there now.
-for cmd in mariadbd mariadb mariadb-install-db mariadb-admin sysbench php haproxy; do
-  have "$cmd" || { echo "install-deps: $cmd still missing" >&2; exit 1; }
-done
-php -r 'exit(extension_loaded("pdo_mysql") ? 0 : 1);' ||
-  { echo "install-deps: php pdo_mysql still missing" >&2; exit 1; }
-echo "install-deps: done"
+echo "install-deps: all present"

@@ -41,6 +41,8 @@ pub struct ConnectTarget {
     pub user: String,
     pub password: String,
     pub found_rows: bool,
+    /// The clients' attributes to show the server; empty: Sluice's own.
+    pub attrs: crate::ConnectAttrs,
     pub connect_timeout: Duration,
 }
 
@@ -96,10 +98,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
         .map(|p| p.into_owned())
         .unwrap_or(AuthPlugin::MysqlNativePassword);
     let scramble = plugin.gen_data(Some(&target.password), &nonce);
-    let attrs = HashMap::from([
-        ("_client_name".to_string(), "sluice".to_string()),
-        ("program_name".to_string(), "sluice".to_string()),
-    ]);
+    let attrs = backend_attributes(&target.attrs);
     let response = HandshakeResponse::new(
         scramble.as_deref(),
         version,
@@ -127,6 +126,20 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
     let mut conn = BackendConn::new(stream, info, SessionState::default());
     conn.setup().await?;
     Ok(conn)
+}
+
+/// The attributes a backend connection announces: the clients' (so the
+/// server's `performance_schema.session_connect_attrs` names the
+/// application), with `_proxy` saying Sluice opened it; Sluice's own when
+/// there are none.
+fn backend_attributes(client: &[(String, String)]) -> HashMap<String, String> {
+    let mut attrs: HashMap<String, String> = client.iter().cloned().collect();
+    if attrs.is_empty() {
+        attrs.insert("_client_name".into(), "sluice".into());
+        attrs.insert("program_name".into(), "sluice".into());
+    }
+    attrs.insert("_proxy".into(), "sluice".into());
+    attrs
 }
 
 /// Runs the auth exchange after the handshake response until OK or ERR.

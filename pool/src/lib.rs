@@ -21,6 +21,6 @@ mod statements;
 pub use conn::{BackendConn, CommandOutcome, ServerInfo};
 pub use connect::{BACKEND_CAPABILITIES, ConnectTarget};
 pub use error::{AcquireError, BackendError};
-pub use manager::{BackendPool, PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};
+pub use manager::{BackendPool, ConnectAttrs, PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};
 pub use session::{SessionState, charset_vars};
 pub use statements::{BackendStatement, StatementCache};

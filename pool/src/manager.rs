@@ -98,7 +98,13 @@ pub struct PoolKey {
     pub backend: String,
     pub user: String,
     pub found_rows: bool,
+    /// Connection attributes the backend connections carry (the clients'
+    /// program name and own attributes); empty for Sluice's defaults.
+    pub attrs: ConnectAttrs,
 }
+
+/// Connection attributes as sent to the server.
+pub type ConnectAttrs = Arc<[(String, String)]>;
 
 /// A snapshot of one pool for metrics and status pages.
 #[derive(Debug, Clone)]
@@ -179,6 +185,7 @@ impl Pools {
                     user: key.user.clone(),
                     password: password.to_string(),
                     found_rows: key.found_rows,
+                    attrs: key.attrs.clone(),
                     connect_timeout: settings.connect_timeout,
                 };
                 let pool = build_pool(target, settings);

@@ -90,6 +90,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     /// one, and the payload.
     pub async fn read_logical(&mut self, limit: usize) -> io::Result<(u8, u8, Bytes)> {
         let first = self.read_packet().await?;
+        if first.payload.len() > limit {
+            return Err(too_large());
+        }
         if !first.is_continued() {
             return Ok((first.seq, first.seq, first.payload));
         }
@@ -102,10 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             }
             last_seq = next.seq;
             if joined.len() + next.payload.len() > limit {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "packet larger than max_allowed_packet",
-                ));
+                return Err(too_large());
             }
             joined.extend_from_slice(&next.payload);
             if !next.is_continued() {
@@ -256,6 +256,13 @@ fn payload_len(buf: &[u8]) -> usize {
     buf[0] as usize | (buf[1] as usize) << 8 | (buf[2] as usize) << 16
 }
 
+fn too_large() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "packet larger than max_allowed_packet",
+    )
+}
+
 pub fn out_of_order() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "packets out of order")
 }
@@ -293,6 +300,16 @@ mod tests {
         let (_, last, payload) = r.read_logical(64 << 20).await.unwrap();
         assert_eq!((last, payload.len()), (6, MAX_PAYLOAD));
         assert_eq!(writer.await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn oversized_single_packet_is_refused() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut w = PacketStream::new(a);
+        let mut r = PacketStream::new(b);
+        tokio::spawn(async move { w.send(0, &[1u8; 5000]).await });
+        let err = r.read_logical(4096).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@
 
 pub mod consts;
 pub mod frame;
+pub mod handshake;
 pub mod packets;
 
 pub use frame::{MAX_PAYLOAD, Packet, PacketStream};

@@ -7,15 +7,15 @@ use crate::errors;
 use crate::profile::ServerProfile;
 use mysql_common::constants::StatusFlags;
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthSwitchRequest, ComChangeUser, HandshakePacket, HandshakeResponse};
+use mysql_common::packets::{AuthSwitchRequest, ComChangeUser, HandshakePacket};
 use mysql_common::proto::{MyDeserialize, MySerialize};
 use mysql_common::scramble::scramble_native;
 use rand::Rng;
 use sluice_config::Config;
 use sluice_protocol::PacketStream;
 use sluice_protocol::consts::{CapabilityFlags as Caps, MariadbCapabilities};
+use sluice_protocol::handshake as handshake_response;
 use sluice_protocol::packets;
-use std::collections::HashMap;
 use std::io;
 use tokio::net::TcpStream;
 
@@ -54,7 +54,8 @@ pub struct ClientHello {
     pub capabilities: Caps,
     pub mariadb_capabilities: MariadbCapabilities,
     pub collation: u16,
-    pub attributes: HashMap<String, String>,
+    /// Connection attributes, in the client's order.
+    pub attributes: Vec<(String, String)>,
     /// Sequence id for the server's next packet (the OK).
     pub next_seq: u8,
     /// The nonce of the initial handshake (COM_CHANGE_USER scrambles with it).
@@ -125,26 +126,7 @@ pub async fn accept(
 
     let reply = client.read_packet().await?;
     let mut seq = reply.seq.wrapping_add(1);
-    let response = match HandshakeResponse::deserialize((), &mut ParseBuf(&reply.payload)) {
-        Ok(r) => r,
-        Err(_) => {
-            client
-                .send(seq, &errors::malformed_packet("bad handshake response"))
-                .await?;
-            return Err(HandshakeError::Refused("malformed handshake response"));
-        }
-    };
-    let client_caps = response.capabilities() & caps;
-    if !client_caps.contains(Caps::CLIENT_PROTOCOL_41) {
-        client
-            .send(
-                seq,
-                &errors::malformed_packet("client does not speak protocol 4.1"),
-            )
-            .await?;
-        return Err(HandshakeError::Refused("client without PROTOCOL_41"));
-    }
-    if response.capabilities().contains(Caps::CLIENT_SSL) {
+    if handshake_response::is_ssl_request(&reply.payload) {
         client
             .send(
                 seq,
@@ -153,11 +135,31 @@ pub async fn accept(
             .await?;
         return Err(HandshakeError::Refused("client asked for TLS"));
     }
-    let user = String::from_utf8_lossy(response.user()).into_owned();
-    let mut auth_data = response.scramble_buf().to_vec();
-    let native = match response.auth_plugin() {
+    let response = match handshake_response::parse_handshake_response(&reply.payload, caps) {
+        Ok(r) => r,
+        Err(e @ handshake_response::HandshakeParseError::NoProtocol41) => {
+            client
+                .send(seq, &errors::malformed_packet(&e.to_string()))
+                .await?;
+            return Err(HandshakeError::Refused("client without PROTOCOL_41"));
+        }
+        Err(e) => {
+            tracing::info!("refusing a malformed handshake response: {e}");
+            client
+                .send(
+                    seq,
+                    &errors::malformed_packet(&format!("bad handshake response: {e}")),
+                )
+                .await?;
+            return Err(HandshakeError::Refused("malformed handshake response"));
+        }
+    };
+    let client_caps = response.capabilities & caps;
+    let user = String::from_utf8_lossy(&response.user).into_owned();
+    let mut auth_data = response.auth_response.clone();
+    let native = match response.auth_plugin.as_deref() {
         None => true,
-        Some(p) => p.as_bytes() == NATIVE,
+        Some(p) => p == NATIVE,
     };
     if !native {
         let switch = AuthSwitchRequest::new(NATIVE, {
@@ -181,16 +183,17 @@ pub async fn accept(
         return Err(HandshakeError::Refused("access denied"));
     }
     let schema = response
-        .db_name()
-        .filter(|d| !d.is_empty())
+        .database
+        .as_deref()
         .map(|d| String::from_utf8_lossy(d).into_owned());
     Ok(ClientHello {
         user,
         schema,
         capabilities: client_caps,
-        mariadb_capabilities: response.mariadb_ext_capabilities() & mariadb_caps,
-        collation: u16::from(response.collation()),
-        attributes: response.connect_attributes().unwrap_or_default(),
+        mariadb_capabilities: MariadbCapabilities::from_bits_truncate(response.mariadb_capabilities)
+            & mariadb_caps,
+        collation: u16::from(response.collation),
+        attributes: response.attributes,
         next_seq: seq,
         nonce,
     })

@@ -61,6 +61,7 @@ async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
         backend: primary.name.clone(),
         user: user.name.clone(),
         found_rows: false,
+        attrs: sluice_pool::ConnectAttrs::from(Vec::new()),
     };
     let conn = shared
         .pools

@@ -21,6 +21,7 @@ pub struct Shared {
     pub profile: ArcSwap<ServerProfile>,
     pub classifier: Classifier,
     pub monitor: Arc<Monitor>,
+    pub attribute_sets: crate::attributes::AttributeSets,
     next_connection_id: AtomicU32,
     clients: AtomicUsize,
     /// Statements running per backend (least-outstanding balancing).
@@ -50,6 +51,7 @@ impl Shared {
             profile: ArcSwap::from_pointee(ServerProfile::fallback()),
             classifier: Classifier::new(CLASSIFICATION_CACHE_ENTRIES),
             monitor,
+            attribute_sets: Default::default(),
             next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
             load: RwLock::new(HashMap::new()),

@@ -255,7 +255,7 @@ impl Session {
             &mut held.conn,
             self.caps,
             &mut self.desired,
-            1,
+            self.seq,
             &sent_any,
         );
         if let Outgoing::Prepare { client_id, .. } = &work.outgoing {
@@ -420,6 +420,7 @@ impl Session {
             backend: name.to_string(),
             user: self.user.clone(),
             found_rows: self.caps.contains(Caps::CLIENT_FOUND_ROWS),
+            attrs: self.attrs.clone(),
         };
         let pool = self.shared.pools.handle(&key, address, password);
         self.pools.insert(name.to_string(), pool.clone());

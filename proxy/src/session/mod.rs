@@ -128,8 +128,14 @@ struct Session {
     desired: SessionState,
     held: Option<Held>,
     pinned: Option<PinReason>,
+    /// Sequence id of the next packet to the client in the current command:
+    /// one past the command's last packet (a command of 16 MiB or more
+    /// spans several), as the server numbers its answer.
+    seq: u8,
     /// Pool handles by backend name for this user and FOUND_ROWS profile.
     pools: HashMap<String, BackendPool>,
+    /// Connection attributes its backend connections carry.
+    attrs: sluice_pool::ConnectAttrs,
     statements: ClientStatements,
     /// When the session last ran something that may have written.
     last_write: Option<std::time::Instant>,
@@ -151,6 +157,7 @@ impl Session {
         id: u32,
     ) -> Self {
         let default_collation = shared.profile.load().default_collation;
+        let attrs = shared.attribute_sets.forwardable(&hello.attributes);
         let initial = SessionState {
             schema: hello.schema.clone(),
             vars: charset_vars_for(hello.collation, default_collation)
@@ -171,6 +178,8 @@ impl Session {
             initial: Arc::new(initial),
             held: None,
             pinned: None,
+            seq: 1,
+            attrs,
             pools: HashMap::new(),
             statements: ClientStatements::default(),
             last_write: None,
@@ -209,10 +218,11 @@ impl Session {
     async fn serve(&mut self) -> End {
         let max_packet = self.shared.config.load().server.max_packet_bytes;
         loop {
-            let (seq, payload) = match self.read_command(max_packet).await {
+            let (seq, last_seq, payload) = match self.read_command(max_packet).await {
                 Ok(r) => r,
                 Err(e) => return self.on_read_error(e, max_packet).await,
             };
+            self.seq = last_seq.wrapping_add(1);
             if seq != 0 {
                 self.refuse_and_close(&errors::packets_out_of_order(), "out_of_order")
                     .await;
@@ -257,7 +267,7 @@ impl Session {
     /// back to the pool early if other clients are queueing for it; an idle
     /// client may time out; on shutdown a client outside a transaction is
     /// closed.
-    async fn read_command(&mut self, max_packet: usize) -> io::Result<(u8, Bytes)> {
+    async fn read_command(&mut self, max_packet: usize) -> io::Result<(u8, u8, Bytes)> {
         // Between commands: give back buffer memory a big result grew.
         self.client.shrink_buffers();
         // A reload may have changed backends or passwords: look pools up again.
@@ -300,10 +310,7 @@ impl Session {
                 }
             }
         }
-        self.client
-            .read_logical(max_packet)
-            .await
-            .map(|(seq, _, payload)| (seq, payload))
+        self.client.read_logical(max_packet).await
     }
 
     async fn on_read_error(&mut self, e: io::Error, max_packet: usize) -> End {
@@ -338,13 +345,13 @@ impl Session {
     async fn refuse_and_close(&mut self, err: &[u8], cause: &'static str) {
         tracing::info!(conn_id = self.id, cause, "closing client after a protocol error");
         metrics::counter!("sluice_errors_total", "cause" => cause).increment(1);
-        let _ = self.client.send(1, err).await;
+        let _ = self.client.send(self.seq, err).await;
         self.client.shutdown().await;
     }
 
     async fn reply(&mut self, payload: &[u8]) -> Result<(), End> {
         self.client
-            .send(1, payload)
+            .send(self.seq, payload)
             .await
             .map(|_| ())
             .map_err(|_| End::ClientGone)
