@@ -229,6 +229,48 @@ impl BackendConn {
         Ok(None)
     }
 
+    /// Reads the connection charset and collation back after a change that
+    /// reported only one of them, and records them.
+    pub async fn read_back_connection_charset(&mut self) -> Result<(String, String), BackendError> {
+        let rows = self
+            .query_rows("SELECT @@character_set_connection, @@collation_connection")
+            .await?;
+        let row = rows.first().ok_or_else(|| BackendError::protocol("no row"))?;
+        let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let (charset, collation) = (get(0), get(1));
+        self.state.set_connection_charset(charset.clone(), collation.clone());
+        Ok((charset, collation))
+    }
+
+    /// Every user variable of this session as a literal that recreates it
+    /// with its type (integer, decimal, double, string in its charset), from
+    /// MariaDB's `information_schema.USER_VARIABLES`. `Ok(None)` when the
+    /// server has no such table (MySQL): the values cannot be captured.
+    pub async fn read_back_user_variables(
+        &mut self,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, BackendError> {
+        let sql = "SELECT VARIABLE_NAME, HEX(VARIABLE_VALUE), VARIABLE_TYPE, CHARACTER_SET_NAME \
+                   FROM information_schema.USER_VARIABLES";
+        let rows = match self.query_rows(sql).await {
+            Ok(rows) => rows,
+            Err(BackendError::Server { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut vars = std::collections::BTreeMap::new();
+        for row in rows {
+            let get = |i: usize| row.get(i).cloned().flatten();
+            let Some(name) = get(0) else { continue };
+            let literal = crate::session::user_variable_literal(
+                get(1).as_deref(),
+                get(2).as_deref().unwrap_or(""),
+                get(3).as_deref().unwrap_or("binary"),
+            );
+            vars.insert(name.to_ascii_lowercase(), literal);
+        }
+        self.state.user_vars = vars.clone();
+        Ok(Some(vars))
+    }
+
     /// COM_RESET_CONNECTION, then the setup again (a reset also resets the
     /// session-tracking variables). Used when a pinned client leaves.
     pub async fn reset(&mut self) -> Result<(), BackendError> {

@@ -68,6 +68,10 @@ pub struct Absorbed {
     /// The server said "state changed" without naming a schema or variable:
     /// user variables, temporary tables, prepared statements, ...
     pub untracked_change: bool,
+    /// One of `character_set_connection` / `collation_connection` changed
+    /// without the other being reported (`SET NAMES` reports no collation),
+    /// though setting one changes both: read them back.
+    pub connection_charset_unsure: bool,
 }
 
 impl SessionState {
@@ -75,10 +79,13 @@ impl SessionState {
     pub fn absorb(&mut self, block: &[u8]) -> Absorbed {
         let mut out = Absorbed::default();
         let mut state_changed = false;
+        let (mut charset, mut collation) = (false, false);
         for change in state_changes(block) {
             match change {
                 StateChange::SystemVariable { name, value } => {
                     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                    charset |= name == "character_set_connection";
+                    collation |= name == "collation_connection";
                     if NOT_REPLAYED.contains(&name.as_str()) {
                         continue;
                     }
@@ -95,7 +102,15 @@ impl SessionState {
             }
         }
         out.untracked_change = state_changed && !out.schema_or_vars_changed;
+        out.connection_charset_unsure = charset != collation;
         out
+    }
+
+    /// Records the connection charset and collation read back from the
+    /// server after a change that reported only one of them.
+    pub fn set_connection_charset(&mut self, charset: String, collation: String) {
+        self.vars.insert("character_set_connection".into(), charset);
+        self.vars.insert("collation_connection".into(), collation);
     }
 
     /// The `SET` statement that turns this state's variables into
@@ -139,6 +154,40 @@ impl SessionState {
         }
         Some(format!("SET {}", assignments.join(", ")))
     }
+}
+
+/// A literal that recreates a user variable read from
+/// `information_schema.USER_VARIABLES` (value given in hex) with the same
+/// type: integers and decimals as numbers, doubles with an exponent, strings
+/// with their charset introducer, NULL as NULL.
+pub fn user_variable_literal(hex_value: Option<&str>, var_type: &str, charset: &str) -> String {
+    let Some(hex) = hex_value.filter(|h| h.len() % 2 == 0 && h.bytes().all(|b| b.is_ascii_hexdigit())) else {
+        return "NULL".into();
+    };
+    let text = || {
+        let bytes: Vec<u8> = (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        String::from_utf8(bytes).ok()
+    };
+    let numeric = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
+    match var_type.to_ascii_uppercase().as_str() {
+        "INT" | "DECIMAL" => match text() {
+            Some(t) if numeric(&t) => return t,
+            _ => {}
+        },
+        "DOUBLE" | "REAL" => match text() {
+            Some(t) if numeric(&t) && t.contains(['e', 'E']) => return t,
+            Some(t) if numeric(&t) => return format!("{t}e0"),
+            _ => {}
+        },
+        _ => {}
+    }
+    let charset = if is_identifier(charset) { charset } else { "binary" };
+    if hex.is_empty() {
+        return format!("_{charset}''");
+    }
+    format!("_{charset} X'{hex}'")
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -213,6 +262,19 @@ mod tests {
             conn.set_statement_towards(&client).unwrap(),
             "SET @v='x', @old=NULL"
         );
+    }
+
+    #[test]
+    fn user_variable_literals_keep_their_type() {
+        assert_eq!(user_variable_literal(Some("3130"), "INT", "latin1"), "10");
+        assert_eq!(user_variable_literal(Some("312E3530"), "DECIMAL", "latin1"), "1.50");
+        assert_eq!(user_variable_literal(Some("312E35"), "DOUBLE", "latin1"), "1.5e0");
+        assert_eq!(user_variable_literal(Some("3165313030"), "DOUBLE", "latin1"), "1e100");
+        assert_eq!(user_variable_literal(Some("616263"), "VARCHAR", "utf8mb4"), "_utf8mb4 X'616263'");
+        assert_eq!(user_variable_literal(Some(""), "VARCHAR", "binary"), "_binary''");
+        assert_eq!(user_variable_literal(None, "VARCHAR", "binary"), "NULL");
+        // Nothing from the server is pasted into SQL unquoted.
+        assert_eq!(user_variable_literal(Some("3B"), "INT", "x; DROP"), "_binary X'3B'");
     }
 
     #[test]

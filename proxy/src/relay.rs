@@ -52,6 +52,12 @@ pub struct Outcome {
     /// The GTID of the transaction this command committed (MariaDB's
     /// tracked `last_gtid`), for read-your-writes.
     pub last_gtid: Option<String>,
+    /// The connection charset or collation changed and the other must be
+    /// read back.
+    pub connection_charset_unsure: bool,
+    /// The last result was a result set (not an OK), and its row count.
+    pub result_set: bool,
+    pub rows: u64,
 }
 
 #[derive(Debug)]
@@ -215,6 +221,8 @@ impl<'a> Relay<'a> {
             self.outcome.last_gtid = Some(String::from_utf8_lossy(gtid).into_owned());
         }
         self.outcome.untracked_change |= absorbed.untracked_change;
+        self.outcome.connection_charset_unsure |= absorbed.connection_charset_unsure;
+        self.outcome.result_set = false;
         self.outcome.status = Some(ok.status);
         self.outcome.saw_in_transaction |= ok.status & status::IN_TRANS != 0;
         self.outcome.warnings = ok.warnings;
@@ -242,6 +250,8 @@ impl<'a> Relay<'a> {
             return Err(self.protocol_error("bad column count"));
         };
         self.send(&count.payload).await?;
+        self.outcome.result_set = true;
+        self.outcome.rows = 0;
         for _ in 0..columns {
             let def = self.read().await?;
             self.forward(&def).await?;
@@ -273,7 +283,9 @@ impl<'a> Relay<'a> {
     async fn rows(&mut self) -> Result<(), RelayError> {
         loop {
             // Fast path: copy every complete row already buffered.
-            if self.backend.stream.move_rows_to(self.client, &mut self.seq) > 0 {
+            let moved = self.backend.stream.move_rows_to(self.client, &mut self.seq);
+            if moved > 0 {
+                self.outcome.rows += moved as u64;
                 self.sent_any.store(true, std::sync::atomic::Ordering::Relaxed);
                 if self.client.pending_write() >= 64 * 1024 {
                     self.client.flush().await.map_err(RelayError::Client)?;
@@ -294,6 +306,7 @@ impl<'a> Relay<'a> {
             if row.first_byte() == Some(ERR_HEADER) {
                 return self.error(&row).await;
             }
+            self.outcome.rows += 1;
             self.forward(&row).await?;
         }
     }

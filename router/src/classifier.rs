@@ -51,6 +51,15 @@ impl Facts {
             && self.ast.user_var_literals.len() == literal_count
     }
 
+    /// May set user variables to values Sluice cannot see in the text
+    /// (`SELECT ... INTO @v`, `SET @a := expr`, a procedure's OUT
+    /// parameter or body): the session reads them back afterwards instead
+    /// of pinning.
+    pub fn writes_user_vars(&self, literal_count: usize) -> bool {
+        self.kind() == Kind::Call
+            || (self.lexical.pin == Some(PinReason::UserVariable) && !self.tracked_user_vars(literal_count))
+    }
+
     /// The state this statement leaves that pins the client, if any.
     pub fn pin_reason(&self, literal_count: usize) -> Option<PinReason> {
         match self.lexical.pin {
@@ -129,6 +138,26 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_variables_set_from_the_server_are_read_back() {
+        for sql in [
+            "CALL p(5, @out)",
+            "CALL p()",
+            "SELECT 42 INTO @v",
+            "SELECT c INTO @v FROM t WHERE id = 1",
+            "SET @a := 7 + 1",
+            "SET @a = (SELECT MAX(id) FROM t)",
+            "SELECT @n := @n + 1 FROM t",
+        ] {
+            let facts = Facts::of(sql);
+            assert!(facts.writes_user_vars(0), "{sql}");
+        }
+        // Literals are tracked from the text; reading a variable writes none.
+        assert!(!Facts::of("SET @a = 5").writes_user_vars(1));
+        assert!(!Facts::of("SELECT @a").writes_user_vars(0));
+        assert!(!Facts::of("SELECT * FROM t WHERE id = @id").writes_user_vars(0));
+    }
 
     #[test]
     fn second_classification_hits_the_cache() {

@@ -3,6 +3,7 @@
 //! command (preparing statements lazily on that connection), relay the
 //! response, and decide what the client keeps afterwards.
 
+use super::capture::Captured;
 use super::target::ReadTarget;
 use super::{End, Held, HoldReason, Session};
 use crate::errors;
@@ -323,7 +324,18 @@ impl Session {
                         self.drop_broken_connection();
                     }
                 }
-                self.after(&outcome, work);
+                let captured = match self.capture(&outcome, work).await {
+                    Ok(captured) => captured,
+                    Err(e) => {
+                        // The client has its answer; only the state that
+                        // should follow it is unknown, so it stays here.
+                        tracing::warn!(conn_id = self.id, backend, "reading back session state failed: {e}");
+                        metrics::counter!("sluice_errors_total", "cause" => "state_read_back").increment(1);
+                        self.drop_broken_connection();
+                        Captured::default()
+                    }
+                };
+                self.after_captured(&outcome, work, captured);
                 Ok(Step::Done(Done {
                     outcome: Some(outcome),
                 }))
@@ -430,6 +442,10 @@ impl Session {
     /// After a statement: pins, transactions and follow-ups decide whether
     /// the client keeps its connection.
     fn after(&mut self, outcome: &Outcome, work: &Work<'_>) {
+        self.after_captured(outcome, work, Captured::default());
+    }
+
+    fn after_captured(&mut self, outcome: &Outcome, work: &Work<'_>, captured: Captured) {
         let literal_count = work.literals.len();
         if let Some(facts) = work.facts {
             if !outcome.ended_with_error && facts.tracked_user_vars(literal_count) {
@@ -465,10 +481,11 @@ impl Session {
                 _ => self.last_write = Some(Instant::now()),
             }
         }
-        let explained = work.facts.is_some_and(|f| f.tracked_user_vars(literal_count));
+        let explained = work.facts.is_some_and(|f| f.tracked_user_vars(literal_count)) || captured.user_vars;
         let new_pin = work
             .facts
             .and_then(|f| f.pin_reason(literal_count))
+            .filter(|&reason| !(reason == PinReason::UserVariable && captured.user_vars))
             .or(outcome.cursor_opened.then_some(PinReason::Cursor))
             .or((outcome.untracked_change && !explained).then_some(PinReason::UntrackedState));
         if let (None, Some(reason)) = (self.pinned, new_pin) {

@@ -14,6 +14,7 @@
 //! - `prepared`: prepared statements under multiplexing (Sluice's ids, lazy
 //!   prepare per backend connection).
 
+mod capture;
 mod commands;
 mod execute;
 mod prepared;

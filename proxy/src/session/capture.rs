@@ -1,0 +1,48 @@
+//! Reading back, on the connection that ran a statement, the session state
+//! the server changed without reporting it in full, so it follows the
+//! client to its next connection instead of pinning it: the connection
+//! charset after `SET NAMES` (which reports no collation), and user
+//! variables set by `SELECT ... INTO @v`, `SET @a := expr` or a procedure.
+
+use super::Session;
+use super::execute::Work;
+use crate::relay::Outcome;
+use sluice_pool::BackendError;
+
+/// What the read-back captured.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Captured {
+    /// The client's user variables now match the server's.
+    pub user_vars: bool,
+}
+
+impl Session {
+    /// Runs the read-backs `outcome` calls for on the held connection.
+    pub(super) async fn capture(&mut self, outcome: &Outcome, work: &Work<'_>) -> Result<Captured, BackendError> {
+        let mut captured = Captured::default();
+        let Some(held) = self.held.as_mut() else {
+            return Ok(captured);
+        };
+        if outcome.connection_charset_unsure {
+            let (charset, collation) = held.conn.read_back_connection_charset().await?;
+            self.desired.set_connection_charset(charset, collation);
+        }
+        let writes_user_vars = work
+            .facts
+            .is_some_and(|f| f.writes_user_vars(work.literals.len()));
+        if writes_user_vars {
+            match held.conn.read_back_user_variables().await? {
+                Some(vars) => {
+                    self.desired.user_vars = vars;
+                    captured.user_vars = true;
+                    metrics::counter!("sluice_state_read_backs_total", "what" => "user_variables").increment(1);
+                }
+                None => {
+                    metrics::counter!("sluice_state_read_backs_total", "what" => "user_variables_unavailable")
+                        .increment(1);
+                }
+            }
+        }
+        Ok(captured)
+    }
+}
