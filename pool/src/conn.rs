@@ -183,7 +183,24 @@ impl BackendConn {
         &mut self,
         desired: &SessionState,
         with_last_insert_id: bool,
+        with_connection_id: bool,
     ) -> Result<Option<Vec<u8>>, BackendError> {
+        if with_connection_id
+            && desired.connection_id != 0
+            && self.state.connection_id != desired.connection_id
+        {
+            // CONNECTION_ID() returns pseudo_thread_id. Setting it needs a
+            // privilege (SUPER / BINLOG REPLAY); without it the statement
+            // runs anyway and reports the backend's id (counted).
+            let sql = format!("SET @@session.pseudo_thread_id={}", desired.connection_id);
+            match self.simple_command(&query_packet(&sql)).await? {
+                CommandOutcome::Ok { .. } => self.state.connection_id = desired.connection_id,
+                CommandOutcome::Err { .. } => {
+                    metrics::counter!("sluice_route_fallbacks_total", "reason" => "connection_id_not_settable")
+                        .increment(1);
+                }
+            }
+        }
         if let Some(schema) = &desired.schema {
             if self.state.schema.as_ref() != Some(schema) {
                 let mut p = vec![com::INIT_DB];
@@ -238,7 +255,8 @@ impl BackendConn {
         let row = rows.first().ok_or_else(|| BackendError::protocol("no row"))?;
         let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
         let (charset, collation) = (get(0), get(1));
-        self.state.set_connection_charset(charset.clone(), collation.clone());
+        self.state
+            .set_connection_charset(charset.clone(), collation.clone());
         Ok((charset, collation))
     }
 

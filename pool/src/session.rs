@@ -19,6 +19,11 @@ pub struct SessionState {
     pub last_insert_id: u64,
     /// User variables set to literals: name → the literal's SQL text.
     pub user_vars: BTreeMap<String, String>,
+    /// The id `CONNECTION_ID()` returns: the client's (its handshake's) id
+    /// in the client's state; on a connection, the `pseudo_thread_id`
+    /// Sluice last set there (0: the server's own id). Set only for
+    /// statements that call CONNECTION_ID(), so others cost nothing.
+    pub connection_id: u32,
 }
 
 /// Variables that are not state of their own: derived from the schema,
@@ -35,6 +40,7 @@ const NOT_REPLAYED: &[&str] = &[
     "warning_count",
     "error_count",
     "gtid_seq_no",
+    "pseudo_thread_id",
     "in_transaction",
     "session_track_schema",
     "session_track_state_change",
@@ -267,14 +273,26 @@ mod tests {
     #[test]
     fn user_variable_literals_keep_their_type() {
         assert_eq!(user_variable_literal(Some("3130"), "INT", "latin1"), "10");
-        assert_eq!(user_variable_literal(Some("312E3530"), "DECIMAL", "latin1"), "1.50");
+        assert_eq!(
+            user_variable_literal(Some("312E3530"), "DECIMAL", "latin1"),
+            "1.50"
+        );
         assert_eq!(user_variable_literal(Some("312E35"), "DOUBLE", "latin1"), "1.5e0");
-        assert_eq!(user_variable_literal(Some("3165313030"), "DOUBLE", "latin1"), "1e100");
-        assert_eq!(user_variable_literal(Some("616263"), "VARCHAR", "utf8mb4"), "_utf8mb4 X'616263'");
+        assert_eq!(
+            user_variable_literal(Some("3165313030"), "DOUBLE", "latin1"),
+            "1e100"
+        );
+        assert_eq!(
+            user_variable_literal(Some("616263"), "VARCHAR", "utf8mb4"),
+            "_utf8mb4 X'616263'"
+        );
         assert_eq!(user_variable_literal(Some(""), "VARCHAR", "binary"), "_binary''");
         assert_eq!(user_variable_literal(None, "VARCHAR", "binary"), "NULL");
         // Nothing from the server is pasted into SQL unquoted.
-        assert_eq!(user_variable_literal(Some("3B"), "INT", "x; DROP"), "_binary X'3B'");
+        assert_eq!(
+            user_variable_literal(Some("3B"), "INT", "x; DROP"),
+            "_binary X'3B'"
+        );
     }
 
     #[test]

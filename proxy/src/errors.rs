@@ -135,3 +135,21 @@ pub fn backend_lost(backend: &str, detail: &str) -> Vec<u8> {
         ),
     )
 }
+
+/// `KILL n` for an id that is no client of this Sluice (as the server says).
+pub fn unknown_thread(id: u64) -> Vec<u8> {
+    err(1094, b"HY000", &format!("Unknown thread id: {id}"))
+}
+
+/// `KILL n` of another user's client without the privilege to.
+pub fn not_owner_of_thread(id: u64) -> Vec<u8> {
+    err(1095, b"HY000", &format!("You are not owner of thread {id}"))
+}
+
+pub fn kill_unsupported() -> Vec<u8> {
+    err(
+        1235,
+        b"42000",
+        "This version of MariaDB doesn't yet support 'KILL USER / KILL QUERY ID through sluice' (use KILL [QUERY] <connection id>)",
+    )
+}

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod attributes;
 pub mod cli;
+pub mod clients;
 pub mod errors;
 pub mod handshake;
 pub mod listener;

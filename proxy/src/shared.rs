@@ -22,6 +22,8 @@ pub struct Shared {
     pub classifier: Classifier,
     pub monitor: Arc<Monitor>,
     pub attribute_sets: crate::attributes::AttributeSets,
+    /// Connected clients by id, for KILL.
+    pub clients_by_id: crate::clients::Clients,
     next_connection_id: AtomicU32,
     clients: AtomicUsize,
     /// Statements running per backend (least-outstanding balancing).
@@ -52,6 +54,7 @@ impl Shared {
             classifier: Classifier::new(CLASSIFICATION_CACHE_ENTRIES),
             monitor,
             attribute_sets: Default::default(),
+            clients_by_id: Default::default(),
             next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
             load: RwLock::new(HashMap::new()),

@@ -100,6 +100,8 @@ pub struct Statement {
     pub needs_previous: bool,
     /// Calls LAST_INSERT_ID(), which Sluice replays on any connection.
     pub reads_last_insert_id: bool,
+    /// Calls CONNECTION_ID(), which must return the client's own id.
+    pub reads_connection_id: bool,
     /// Leaves state for the next statement to read (SQL_CALC_FOUND_ROWS).
     pub feeds_next: bool,
     /// `/* sluice:... */` hint, if any.
@@ -122,6 +124,7 @@ pub fn classify(sql: &str) -> Statement {
     let mut pin = None;
     let mut needs_previous = false;
     let mut reads_last_insert_id = false;
+    let mut reads_connection_id = false;
     let mut feeds_next = false;
     let mut first = true;
     let mut prev_word: Option<&str> = None;
@@ -159,6 +162,7 @@ pub fn classify(sql: &str) -> Statement {
                     match upper(f, &mut buf) {
                         "GET_LOCK" => pin = pin.or(Some(PinReason::UserLock)),
                         "LAST_INSERT_ID" => reads_last_insert_id = true,
+                        "CONNECTION_ID" => reads_connection_id = true,
                         "FOUND_ROWS" | "ROW_COUNT" => needs_previous = true,
                         _ => {}
                     }
@@ -185,6 +189,7 @@ pub fn classify(sql: &str) -> Statement {
         pin,
         needs_previous,
         reads_last_insert_id,
+        reads_connection_id,
         feeds_next,
         hint,
     }
@@ -299,6 +304,8 @@ mod tests {
     #[test]
     fn reads_of_previous_statement_state() {
         assert!(classify("SELECT LAST_INSERT_ID()").reads_last_insert_id);
+        assert!(classify("select connection_id()").reads_connection_id);
+        assert!(!classify("SELECT connection_id FROM t").reads_connection_id);
         assert!(!classify("SELECT LAST_INSERT_ID()").needs_previous);
         assert!(classify("select found_rows()").needs_previous);
         assert!(classify("SHOW WARNINGS").needs_previous);

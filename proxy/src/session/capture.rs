@@ -18,7 +18,11 @@ pub(super) struct Captured {
 
 impl Session {
     /// Runs the read-backs `outcome` calls for on the held connection.
-    pub(super) async fn capture(&mut self, outcome: &Outcome, work: &Work<'_>) -> Result<Captured, BackendError> {
+    pub(super) async fn capture(
+        &mut self,
+        outcome: &Outcome,
+        work: &Work<'_>,
+    ) -> Result<Captured, BackendError> {
         let mut captured = Captured::default();
         let Some(held) = self.held.as_mut() else {
             return Ok(captured);
@@ -35,7 +39,8 @@ impl Session {
                 Some(vars) => {
                     self.desired.user_vars = vars;
                     captured.user_vars = true;
-                    metrics::counter!("sluice_state_read_backs_total", "what" => "user_variables").increment(1);
+                    metrics::counter!("sluice_state_read_backs_total", "what" => "user_variables")
+                        .increment(1);
                 }
                 None => {
                     metrics::counter!("sluice_state_read_backs_total", "what" => "user_variables_unavailable")

@@ -58,6 +58,7 @@ impl Session {
         self.release_held().await;
         self.statements.clear();
         self.user = changed.user;
+        self.slot.set_user(&self.user);
         self.pools.clear();
         let default_collation = self.shared.profile.load().default_collation;
         let initial = Arc::make_mut(&mut self.initial);

@@ -66,7 +66,7 @@ enum Step {
 
 /// KILL QUERY from a separate connection (the statement's own connection is
 /// busy waiting for it).
-async fn kill_query(target: sluice_pool::ConnectTarget, connection_id: u32) {
+pub(super) async fn kill_query(target: sluice_pool::ConnectTarget, connection_id: u32) {
     let result = async {
         let mut conn = BackendConn::connect(&target).await?;
         conn.expect_ok(&format!("KILL QUERY {connection_id}")).await
@@ -156,6 +156,7 @@ impl Session {
         }
         let started = Instant::now();
         let with_last_insert_id = work.facts.is_some_and(|f| f.lexical.reads_last_insert_id);
+        let with_connection_id = work.facts.is_some_and(|f| f.lexical.reads_connection_id);
         // Before anything of the client's reaches a server, a failed
         // connection is replaced and an unreachable replica skipped.
         let mut attempts = 0;
@@ -191,7 +192,10 @@ impl Session {
                 && route_now != Route::Held;
             let capacity = self.prepared_capacity();
             let held = self.held.as_mut().expect("checked out above");
-            let applied = held.conn.apply(&self.desired, with_last_insert_id).await;
+            let applied = held
+                .conn
+                .apply(&self.desired, with_last_insert_id, with_connection_id)
+                .await;
             let sent = match applied {
                 Ok(None) => send(&mut held.conn, &work.outgoing, capacity).await,
                 Ok(Some(err)) => Ok(Some(err)),
@@ -248,7 +252,12 @@ impl Session {
         let role = held.role;
         let backend = held.pool.key.backend.clone();
         let load = self.shared.load(&backend);
-        let (kill_target, kill_id) = (held.pool.target().clone(), held.conn.info.connection_id);
+        let kill_pool = held.pool.clone();
+        let kill_id = held.conn.info.connection_id;
+        let grace = kill_pool.target().connect_timeout;
+        // Another client's KILL QUERY finds the statement here.
+        *self.slot.running.lock().await = Some((kill_pool.clone(), kill_id));
+        let held = self.held.as_mut().expect("connection is held");
         load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sent_any = std::sync::atomic::AtomicBool::new(false);
         let mut relay = Relay::new(
@@ -276,8 +285,7 @@ impl Session {
                     // server's "interrupted" error and passes it on.
                     tracing::info!(conn_id = self.id, backend, "statement exceeded routing.query_timeout_ms = {kill_after}; killing it");
                     metrics::counter!("sluice_errors_total", "cause" => "query_timeout").increment(1);
-                    let grace = kill_target.connect_timeout;
-                    kill = Some(tokio::spawn(kill_query(kill_target.clone(), kill_id)));
+                    kill = Some(tokio::spawn(kill_query(kill_pool.target().clone(), kill_id)));
                     // A backend that does not answer even then (frozen,
                     // cut off) is abandoned: the connection is closed.
                     match tokio::time::timeout(grace, fut).await {
@@ -294,13 +302,13 @@ impl Session {
             }
         };
         load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        // Waits for a KILL QUERY in flight to land before the connection
+        // can serve anyone else.
+        *self.slot.running.lock().await = None;
         // The KILL must land before the connection can serve anyone else,
         // or it could stop another client's statement.
         if let Some(kill) = kill {
-            if tokio::time::timeout(kill_target.connect_timeout, kill)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(grace, kill).await.is_err() {
                 if let Some(held) = self.held.as_mut() {
                     held.conn.broken = true;
                 }
@@ -329,7 +337,11 @@ impl Session {
                     Err(e) => {
                         // The client has its answer; only the state that
                         // should follow it is unknown, so it stays here.
-                        tracing::warn!(conn_id = self.id, backend, "reading back session state failed: {e}");
+                        tracing::warn!(
+                            conn_id = self.id,
+                            backend,
+                            "reading back session state failed: {e}"
+                        );
                         metrics::counter!("sluice_errors_total", "cause" => "state_read_back").increment(1);
                         self.drop_broken_connection();
                         Captured::default()
@@ -545,7 +557,7 @@ impl Session {
         };
         self.check_out(route, None).await?;
         let held = self.held.as_mut().expect("checked out above");
-        match held.conn.apply(&self.desired, false).await {
+        match held.conn.apply(&self.desired, false, false).await {
             Ok(None) => {
                 self.held = None; // back to the pool: nothing follows up on it
                 Ok(None)

@@ -17,6 +17,7 @@
 mod capture;
 mod commands;
 mod execute;
+mod kill;
 mod prepared;
 mod query;
 mod target;
@@ -135,6 +136,8 @@ struct Session {
     seq: u8,
     /// Pool handles by backend name for this user and FOUND_ROWS profile.
     pools: HashMap<String, BackendPool>,
+    /// This client in the registry other clients' KILL statements use.
+    slot: Arc<crate::clients::ClientSlot>,
     /// Connection attributes its backend connections carry.
     attrs: sluice_pool::ConnectAttrs,
     statements: ClientStatements,
@@ -159,12 +162,14 @@ impl Session {
     ) -> Self {
         let default_collation = shared.profile.load().default_collation;
         let attrs = shared.attribute_sets.forwardable(&hello.attributes);
+        let slot = shared.clients_by_id.register(id, &hello.user);
         let initial = SessionState {
             schema: hello.schema.clone(),
             vars: charset_vars_for(hello.collation, default_collation)
                 .into_iter()
                 .collect(),
             multi_statements: hello.capabilities.contains(Caps::CLIENT_MULTI_STATEMENTS),
+            connection_id: id,
             ..SessionState::default()
         };
         Session {
@@ -181,6 +186,7 @@ impl Session {
             pinned: None,
             seq: 1,
             attrs,
+            slot,
             pools: HashMap::new(),
             statements: ClientStatements::default(),
             last_write: None,
@@ -289,6 +295,9 @@ impl Session {
             if *shutdown.borrow_and_update() && !bound {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "server shutdown"));
             }
+            if self.slot.killed() {
+                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "killed"));
+            }
             if let Some(held) = self.held.as_ref().filter(|h| h.reason == HoldReason::FollowUp) {
                 if held.pool.waiting() > 0 {
                     metrics::counter!("sluice_follow_up_released_total", "reason" => "pool_waiters")
@@ -305,6 +314,7 @@ impl Session {
                     break;
                 }
                 _ = shutdown.changed() => {}
+                _ = self.slot.wait_killed() => {}
                 _ = tokio::time::sleep(FOLLOW_UP_CHECK), if follow_up => {}
                 _ = sleep_until(idle_deadline) => {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "client idle timeout"));
@@ -328,6 +338,13 @@ impl Session {
                 metrics::counter!("sluice_client_connections_closed_total", "cause" => "shutdown")
                     .increment(1);
                 let _ = self.client.send(1, &errors::shutting_down()).await;
+                self.client.shutdown().await;
+            }
+            io::ErrorKind::ConnectionAborted => {
+                // KILL CONNECTION from another client: closed without a
+                // word, as the server closes a killed idle connection.
+                tracing::info!(conn_id = self.id, "closing a client killed by KILL CONNECTION");
+                metrics::counter!("sluice_client_connections_closed_total", "cause" => "killed").increment(1);
                 self.client.shutdown().await;
             }
             io::ErrorKind::TimedOut => {
@@ -377,6 +394,12 @@ impl Session {
             self.client.shutdown().await;
         }
         tracing::debug!(conn_id = self.id, "closed");
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.shared.clients_by_id.remove(self.id);
     }
 }
 

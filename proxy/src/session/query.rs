@@ -38,6 +38,11 @@ impl Session {
             Vec::new()
         };
         let facts = classified.facts.clone();
+        if facts.kind() == sluice_router::Kind::Other {
+            if let Some(kill) = sluice_router::parse_kill(&sql) {
+                return self.kill(kill).await;
+            }
+        }
         let label = facts.kind().label();
         self.run(Work {
             facts: Some(&facts),

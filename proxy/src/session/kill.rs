@@ -1,0 +1,57 @@
+//! `KILL [QUERY] n` where n is a Sluice client id (what the handshake and
+//! `CONNECTION_ID()` gave that client): the client's running statement is
+//! stopped with `KILL QUERY` on the backend connection that runs it, and
+//! KILL CONNECTION also closes the client (its open transaction rolls back
+//! when its connection is reset). A KILL is never sent to a pooled
+//! connection as written: the id there would be another client's.
+
+use super::execute::kill_query;
+use super::{End, Session};
+use crate::errors;
+use sluice_router::Kill;
+
+/// Finds whether the logged-in account may kill other users' threads.
+const CAN_KILL_OTHERS: &str = "SELECT 1 FROM information_schema.USER_PRIVILEGES \
+     WHERE PRIVILEGE_TYPE IN ('SUPER', 'CONNECTION ADMIN') AND GRANTEE = CONCAT('''', \
+     SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''') LIMIT 1";
+
+impl Session {
+    pub(super) async fn kill(&mut self, kill: Kill) -> Result<(), End> {
+        let Kill::Thread { id, query_only } = kill else {
+            return self.reply(&errors::kill_unsupported()).await;
+        };
+        let Some(target) = self.shared.clients_by_id.get(id) else {
+            return self.reply(&errors::unknown_thread(id)).await;
+        };
+        if target.user() != self.user && !self.may_kill_others().await {
+            return self.reply(&errors::not_owner_of_thread(id)).await;
+        }
+        metrics::counter!("sluice_kills_total", "kind" => if query_only { "query" } else { "connection" })
+            .increment(1);
+        if target.id != self.id {
+            // Holding the slot keeps the connection from going back to the
+            // pool until the KILL has landed.
+            let running = target.running.lock().await;
+            if let Some((pool, backend_id)) = running.as_ref() {
+                kill_query(pool.target().clone(), *backend_id).await;
+            }
+            drop(running);
+        }
+        if !query_only {
+            target.kill();
+        }
+        self.reply_ok().await
+    }
+
+    async fn may_kill_others(&mut self) -> bool {
+        let Ok(pool) = self.writer_pool().await else {
+            return false;
+        };
+        let Ok(mut conn) = pool.acquire().await else {
+            return false;
+        };
+        conn.query_rows(CAN_KILL_OTHERS)
+            .await
+            .is_ok_and(|rows| !rows.is_empty())
+    }
+}

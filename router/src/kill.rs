@@ -1,0 +1,73 @@
+//! `KILL` statements, which Sluice answers itself: the ids clients see are
+//! Sluice's (the handshake's), not a pooled backend connection's, so a KILL
+//! is never passed to a backend as written.
+
+use crate::lexer::{Lexer, Token};
+
+/// What a `KILL` statement asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kill {
+    /// `KILL [HARD|SOFT] [CONNECTION|QUERY] id`.
+    Thread { id: u64, query_only: bool },
+    /// `KILL ... USER name` or `KILL QUERY ID query_id`: not supported
+    /// through Sluice (they would reach pooled connections of others).
+    Unsupported,
+}
+
+/// Parses a `KILL` statement; None when `sql` is not one.
+pub fn parse_kill(sql: &str) -> Option<Kill> {
+    let mut words = Lexer::new(sql).filter(|t| !matches!(t, Token::Hint(_)));
+    match words.next()? {
+        Token::Word(w) if w.eq_ignore_ascii_case("KILL") => {}
+        _ => return None,
+    }
+    let mut query_only = false;
+    let mut next = words.next();
+    if let Some(Token::Word(w)) = next {
+        if w.eq_ignore_ascii_case("HARD") || w.eq_ignore_ascii_case("SOFT") {
+            next = words.next();
+        }
+    }
+    if let Some(Token::Word(w)) = next {
+        if w.eq_ignore_ascii_case("CONNECTION") {
+            next = words.next();
+        } else if w.eq_ignore_ascii_case("QUERY") {
+            query_only = true;
+            next = words.next();
+        }
+    }
+    let id = match next {
+        Some(Token::Word(w)) => w.parse::<u64>().ok(),
+        _ => None,
+    };
+    let mut rest = words.next();
+    if rest == Some(Token::Punct(b';')) {
+        rest = words.next();
+    }
+    match (id, rest) {
+        (Some(id), None) => Some(Kill::Thread { id, query_only }),
+        _ => Some(Kill::Unsupported),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_forms() {
+        let thread = |id, query_only| Some(Kill::Thread { id, query_only });
+        assert_eq!(parse_kill("KILL 9"), thread(9, false));
+        assert_eq!(parse_kill("kill connection 9"), thread(9, false));
+        assert_eq!(parse_kill("KILL QUERY 12;"), thread(12, true));
+        assert_eq!(parse_kill("KILL HARD QUERY 12"), thread(12, true));
+        assert_eq!(parse_kill("/* c */ KILL SOFT 3"), thread(3, false));
+        assert_eq!(parse_kill("KILL USER app"), Some(Kill::Unsupported));
+        assert_eq!(parse_kill("KILL QUERY ID 5"), Some(Kill::Unsupported));
+        assert_eq!(parse_kill("KILL (SELECT 1)"), Some(Kill::Unsupported));
+        // A multi-statement is not cut short.
+        assert_eq!(parse_kill("KILL 5; SELECT 1"), Some(Kill::Unsupported));
+        assert_eq!(parse_kill("SELECT 'KILL 1'"), None);
+        assert_eq!(parse_kill("KILLED"), None);
+    }
+}
