@@ -235,6 +235,15 @@ pub enum ReadYourWrites {
     /// After a write, the session's reads go only to replicas that have
     /// applied its GTID (or wait for it briefly, or go to the primary).
     Gtid,
+    /// Every read sees every write committed through this Sluice instance
+    /// (any session, any connection): reads need the highest GTID per
+    /// domain written through it.
+    Global,
+    /// Every read sees every write committed anywhere before it arrived
+    /// (through other instances or around Sluice): reads need the primary's
+    /// `@@gtid_binlog_pos`, learned by one query shared by all reads that
+    /// arrive while it is asked.
+    Universal,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ pub mod errors;
 pub mod handshake;
 pub mod listener;
 pub mod metrics;
+pub mod positions;
 pub mod profile;
 pub mod relay;
 pub mod reload;

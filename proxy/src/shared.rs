@@ -22,6 +22,8 @@ pub struct Shared {
     pub classifier: Classifier,
     pub monitor: Arc<Monitor>,
     pub attribute_sets: crate::attributes::AttributeSets,
+    /// What reads must see in `global` / `universal` read-your-writes.
+    pub positions: Arc<crate::positions::Positions>,
     /// Connected clients by id, for KILL.
     pub clients_by_id: crate::clients::Clients,
     next_connection_id: AtomicU32,
@@ -55,6 +57,7 @@ impl Shared {
             monitor,
             attribute_sets: Default::default(),
             clients_by_id: Default::default(),
+            positions: Default::default(),
             next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
             load: RwLock::new(HashMap::new()),

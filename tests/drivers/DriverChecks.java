@@ -47,7 +47,7 @@ public class DriverChecks {
     // ------------------------------------------------------------ connections
 
     /** A connection; `extra` are URL options ("useServerPrepStmts=true", ...). */
-    static Connection connect(String db, String... extra) throws SQLException {
+    static Connection connectTo(String db, String... extra) throws SQLException {
         StringBuilder url = new StringBuilder("jdbc:mariadb://" + host + ":" + port + "/" + (db == null ? "" : db));
         url.append("?user=").append(user).append("&password=").append(password);
         for (String e : extra) url.append('&').append(e);
@@ -55,7 +55,7 @@ public class DriverChecks {
     }
 
     static Connection connect(String... extra) throws SQLException {
-        return connect(database, extra);
+        return connectTo(database, extra);
     }
 
     static final String SERVER_PS = "useServerPrepStmts=true";
@@ -339,7 +339,7 @@ public class DriverChecks {
             Connection a = connect();
             one(a, "SELECT 1");
             close(a);
-            Connection b = connect((String) null);
+            Connection b = connectTo(null);
             out.add(step(() -> one(b, "SELECT DATABASE()")));
             close(b);
         }
@@ -571,6 +571,20 @@ public class DriverChecks {
         return r;
     }
 
+    interface Action {
+        void run() throws Exception;
+    }
+
+    /** Runs `a`; an error's message shows `id` (which differs between connections) as <victim>. */
+    static void hidingId(long id, Action a) throws Exception {
+        try {
+            a.run();
+        } catch (SQLException e) {
+            throw new SQLException(message(e).replace(String.valueOf(id), "<victim>"), e.getSQLState(),
+                e.getErrorCode());
+        }
+    }
+
     static Object killQuery() throws Exception {
         Map<String, Object> out = map();
         for (String[] m : MODES) {
@@ -578,8 +592,9 @@ public class DriverChecks {
             Statement[] holder = new Statement[1];
             // Statement.cancel() from another thread: Connector/J opens a new
             // connection and sends KILL QUERY <the handshake's thread id>.
+            long id = handshakeId(c1);
             out.put("cancel_" + m[0], sleepAndStop(c1, m[0].equals("prepared"), holder, () -> {
-                holder[0].cancel();
+                hidingId(id, () -> holder[0].cancel());
                 return "ok";
             }));
             close(c1);
@@ -588,12 +603,7 @@ public class DriverChecks {
         Connection c2 = connect();
         long victim = ((Number) rawOne(c1, "SELECT CONNECTION_ID()")).longValue();
         out.put("kill_query", sleepAndStop(c1, false, new Statement[1], () -> {
-            try {
-                s(c2, "KILL QUERY " + victim);
-            } catch (SQLException e) {
-                throw new SQLException(message(e).replace(String.valueOf(victim), "<victim>"), e.getSQLState(),
-                    e.getErrorCode());
-            }
+            hidingId(victim, () -> s(c2, "KILL QUERY " + victim));
             return "ok";
         }));
         out.put("unknown_id", step(() -> s(c2, "KILL QUERY 999999")));

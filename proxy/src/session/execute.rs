@@ -394,11 +394,15 @@ impl Session {
     /// holds it for the statement.
     async fn check_out(&mut self, route: Route, facts: Option<&Facts>) -> Result<(), AcquireError> {
         if route == Route::Replica {
+            let target = match self.read_requirement(facts).await {
+                Ok(required) => self.read_target(facts, required)?,
+                Err(()) => ReadTarget::Primary,
+            };
             if let ReadTarget::Replica {
                 name,
                 address,
                 wait_for,
-            } = self.read_target(facts)?
+            } = target
             {
                 let pool = self.pool_for(&name, &address);
                 let conn = self.acquire(&pool).await?;
@@ -482,7 +486,9 @@ impl Session {
             let gtid = outcome.last_gtid.as_deref().and_then(GtidPos::parse);
             match (self.shared.config.load().routing.read_your_writes, gtid) {
                 (ReadYourWrites::Gtid, Some(gtid)) => self.causal.get_or_insert_default().merge(&gtid),
-                (ReadYourWrites::Gtid, None) => {
+                (ReadYourWrites::Global, Some(gtid)) => self.shared.positions.wrote(&gtid),
+                (ReadYourWrites::Universal, Some(_)) => {}
+                (ReadYourWrites::Gtid | ReadYourWrites::Global | ReadYourWrites::Universal, None) => {
                     // No GTID to wait for (nothing was written, or the
                     // server does not report it): the primary window keeps
                     // the session's reads safe.

@@ -7,7 +7,7 @@
 //! `routing.causal_wait_ms` (MASTER_GTID_WAIT) — else to the primary.
 
 use super::Session;
-use sluice_config::{BackendConfig, OnNoReplica, Role};
+use sluice_config::{BackendConfig, OnNoReplica, ReadYourWrites, Role};
 use sluice_pool::monitor::{View, WriterState};
 use sluice_pool::{AcquireError, BackendPool, Pooled, discard};
 use sluice_router::{Facts, GtidPos, NoReplica, ReadChoice, ReadRequest, ReplicaState, choose_read};
@@ -103,7 +103,44 @@ impl Session {
 
     /// Chooses the replica for a read, or the primary; `Err` when no
     /// replica qualifies and `routing.on_no_replica = "error"`.
-    pub(super) fn read_target(&mut self, facts: Option<&Facts>) -> Result<ReadTarget, AcquireError> {
+    /// What a read must see under the configured read-your-writes mode:
+    /// the session's writes (`gtid`), every write through this instance
+    /// (`global`), or the primary's position now (`universal`; asked once
+    /// for all reads arriving together). `Err` when the primary's position
+    /// could not be learned: the read goes to the primary.
+    pub(super) async fn read_requirement(&mut self, facts: Option<&Facts>) -> Result<Option<GtidPos>, ()> {
+        if facts.is_some_and(|f| f.ast.reads_no_data) {
+            return Ok(None);
+        }
+        let config = self.shared.config.load_full();
+        match config.routing.read_your_writes {
+            ReadYourWrites::Gtid => Ok(self.causal.clone()),
+            ReadYourWrites::Global => {
+                let written = self.shared.positions.written();
+                Ok((!written.is_empty()).then(|| GtidPos::clone(&written)))
+            }
+            ReadYourWrites::Universal => {
+                let limit =
+                    Duration::from_millis(config.pool.connect_timeout_ms.max(config.routing.causal_wait_ms));
+                let pool = self.writer_pool().await.map_err(|_| ())?;
+                match self.shared.positions.clone().primary_position(&pool, limit).await {
+                    Some(pos) => Ok((!pos.is_empty()).then(|| GtidPos::clone(&pos))),
+                    None => {
+                        metrics::counter!("sluice_route_fallbacks_total", "reason" => "primary_position_unknown")
+                            .increment(1);
+                        Err(())
+                    }
+                }
+            }
+            ReadYourWrites::Off | ReadYourWrites::PrimaryWindow => Ok(None),
+        }
+    }
+
+    pub(super) fn read_target(
+        &mut self,
+        facts: Option<&Facts>,
+        required: Option<GtidPos>,
+    ) -> Result<ReadTarget, AcquireError> {
         let config = self.shared.config.load_full();
         let view = self.shared.monitor.view();
         let writer = match &view.writer {
@@ -132,29 +169,33 @@ impl Session {
                 }
             })
             .collect();
-        if let Some(causal) = &self.causal {
+        let mut required = required;
+        if let Some(causal) = &required {
             // Every replica has it: nothing left to wait for.
             if !states.is_empty()
                 && states
                     .iter()
                     .all(|s| s.position.is_some_and(|p| p.covers(causal)))
             {
-                self.causal = None;
+                required = None;
+                if config.routing.read_your_writes == ReadYourWrites::Gtid {
+                    self.causal = None;
+                }
             }
         }
         let request = ReadRequest {
             max_lag_ms: facts.and_then(|f| f.lexical.max_lag_ms()),
-            causal: self.causal.as_ref(),
+            causal: required.as_ref(),
             causal_wait_ms: config.routing.causal_wait_ms,
             reads_no_data: facts.is_some_and(|f| f.ast.reads_no_data),
         };
         let plan = choose_read(&states, request, self.shared.next_turn());
-        tracing::debug!(conn_id = self.id, choice = ?plan.choice, causal = ?self.causal, "read target");
+        tracing::debug!(conn_id = self.id, choice = ?plan.choice, causal = ?required, "read target");
         for &i in &plan.skipped_for_lag {
             metrics::counter!("sluice_reads_skipped_for_lag_total", "backend" => replicas[i].name.clone())
                 .increment(1);
         }
-        let causal = self.causal.is_some() && !request.reads_no_data;
+        let causal = required.is_some() && !request.reads_no_data;
         let to_replica = |i: usize, wait_for: Option<GtidPos>| ReadTarget::Replica {
             name: replicas[i].name.clone(),
             address: replicas[i].address.clone(),
@@ -167,7 +208,7 @@ impl Session {
                 }
                 Ok(to_replica(i, None))
             }
-            ReadChoice::WaitOn(i) => Ok(to_replica(i, self.causal.clone())),
+            ReadChoice::WaitOn(i) => Ok(to_replica(i, required.clone())),
             ReadChoice::NoReplica(NoReplica::NotCaughtUp) => {
                 metrics::counter!("sluice_read_your_writes_total", "outcome" => "primary").increment(1);
                 Ok(ReadTarget::Primary)
