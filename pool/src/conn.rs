@@ -145,20 +145,28 @@ impl BackendConn {
     /// Runs a query and decodes its text rows (Sluice's own small queries
     /// only; client results are relayed, never decoded).
     pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+        Ok(self.query_result(sql).await?.1)
+    }
+
+    /// Runs a query and returns its column definition packets (as the
+    /// server sent them) and its decoded text rows.
+    pub async fn query_result(&mut self, sql: &str) -> Result<(Vec<bytes::Bytes>, Vec<Vec<Option<String>>>), BackendError> {
         self.send_command(&query_packet(sql)).await?;
         let first = self.stream.read_packet().await?;
         if first.first_byte() == Some(ERR_HEADER) {
             return Err(server_error(&first.payload));
         }
         if packets::is_ok(&first.payload) {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         // Column definitions, then EOF.
+        let mut columns = Vec::new();
         loop {
             let p = self.stream.read_packet().await?;
             if packets::is_eof(&p.payload) {
                 break;
             }
+            columns.push(bytes::Bytes::copy_from_slice(&p.payload));
         }
         let mut rows = Vec::new();
         loop {
@@ -172,7 +180,7 @@ impl BackendConn {
             rows.push(packets::parse_text_row(&p.payload).ok_or_else(|| BackendError::protocol("bad row"))?);
         }
         self.last_io = Instant::now();
-        Ok(rows)
+        Ok((columns, rows))
     }
 
     /// Makes the server's session match `desired`: schema, multi-statement

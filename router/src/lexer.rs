@@ -110,6 +110,11 @@ impl<'a> Iterator for Lexer<'a> {
 }
 
 impl Lexer<'_> {
+    /// Byte offset just past the last token returned.
+    pub fn offset(&self) -> usize {
+        self.pos
+    }
+
     fn skip_line(&mut self) {
         self.pos = line_end(self.sql.as_bytes(), self.pos);
     }

@@ -10,6 +10,7 @@ pub mod analyze;
 pub mod balance;
 pub mod classifier;
 pub mod classify;
+pub mod diagnostics;
 pub mod fingerprint;
 pub mod freshness;
 pub mod gtid;

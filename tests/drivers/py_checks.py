@@ -647,8 +647,12 @@ def main():
         try:
             line = {"check": name, "result": fn()}
         except Exception as e:  # noqa: BLE001
-            err = D.error(e) or [None, f"{type(e).__name__}: {e}"]
-            traceback.print_exc(file=sys.stderr)
+            err = D.error(e)
+            if err is None:
+                traceback.print_exc(file=sys.stderr)
+                err = [None, f"{type(e).__name__}: {e}"]
+            else:
+                print(f"{name}: {err}", file=sys.stderr)
             line = {"check": name, "error": err}
         print(json.dumps(line, ensure_ascii=False), flush=True)
 

@@ -24,6 +24,7 @@ impl Session {
         work: &Work<'_>,
     ) -> Result<Captured, BackendError> {
         let mut captured = Captured::default();
+        self.capture_diagnostics(outcome, work).await?;
         let Some(held) = self.held.as_mut() else {
             return Ok(captured);
         };

@@ -7,7 +7,7 @@ use super::{End, Session, charset_vars_for};
 use crate::errors;
 use crate::handshake;
 use sluice_pool::SessionState;
-use sluice_protocol::consts::{CapabilityFlags as Caps, set_option, status};
+use sluice_protocol::consts::{CapabilityFlags as Caps, set_option};
 use sluice_protocol::packets;
 use std::sync::Arc;
 
@@ -22,10 +22,11 @@ impl Session {
                     .await;
             }
         }
+        let status = self.client_status();
         if self.caps.contains(Caps::CLIENT_DEPRECATE_EOF) {
-            self.reply(&packets::ok(0, 0, status::AUTOCOMMIT, 0)).await
+            self.reply(&packets::ok(0, 0, status, 0)).await
         } else {
-            self.reply(&packets::eof(0, status::AUTOCOMMIT)).await
+            self.reply(&packets::eof(0, status)).await
         }
     }
 
@@ -70,7 +71,7 @@ impl Session {
         initial.schema = changed.schema.clone();
         self.desired = (*self.initial).clone();
         self.client
-            .send(changed.next_seq, &packets::ok(0, 0, status::AUTOCOMMIT, 0))
+            .send(changed.next_seq, &packets::ok(0, 0, self.client_status(), 0))
             .await
             .map(|_| ())
             .map_err(|_| End::ClientGone)

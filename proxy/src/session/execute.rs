@@ -526,13 +526,6 @@ impl Session {
                         .is_some_and(|v| v.eq_ignore_ascii_case("OFF"))
             }
         };
-        let follow_up = work.facts.is_some_and(|f| {
-            f.lexical.feeds_next
-                || matches!(
-                    f.kind(),
-                    Kind::Insert | Kind::Update | Kind::Delete | Kind::Replace
-                )
-        }) || outcome.warnings > 0;
         let session_mode = self.shared.config.load().pool.mode == PoolMode::Session;
         held.reason = if let Some(reason) = self.pinned {
             HoldReason::Pinned(reason)
@@ -540,8 +533,6 @@ impl Session {
             HoldReason::Session
         } else if in_transaction {
             HoldReason::Transaction
-        } else if follow_up {
-            HoldReason::FollowUp
         } else {
             self.held = None; // back to the pool
             return;

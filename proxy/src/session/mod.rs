@@ -16,6 +16,7 @@
 
 mod capture;
 mod commands;
+mod diagnostics;
 mod execute;
 mod kill;
 mod prepared;
@@ -141,6 +142,8 @@ struct Session {
     /// Connection attributes its backend connections carry.
     attrs: sluice_pool::ConnectAttrs,
     statements: ClientStatements,
+    /// Warnings, FOUND_ROWS(), ROW_COUNT() of the client's statements.
+    diagnostics: diagnostics::Diagnostics,
     /// When the session last ran something that may have written.
     last_write: Option<std::time::Instant>,
     /// `read_your_writes = "gtid"`: the session's writes that its reads
@@ -189,6 +192,7 @@ impl Session {
             slot,
             pools: HashMap::new(),
             statements: ClientStatements::default(),
+            diagnostics: Default::default(),
             last_write: None,
             causal: None,
             generation: 0,
@@ -217,7 +221,7 @@ impl Session {
             }
         }
         self.client
-            .send(seq, &packets::ok(0, 0, status::AUTOCOMMIT, 0))
+            .send(seq, &packets::ok(0, 0, self.client_status(), 0))
             .await
             .is_ok()
     }
@@ -379,13 +383,30 @@ impl Session {
         self.held.as_ref().map(|h| h.reason)
     }
 
+    /// Server status flags for packets Sluice builds: the client's real
+    /// autocommit mode and whether its transaction is open.
+    fn client_status(&self) -> u16 {
+        let autocommit_off = self
+            .desired
+            .vars
+            .get("autocommit")
+            .is_some_and(|v| v.eq_ignore_ascii_case("OFF") || v == "0");
+        let in_trans = matches!(
+            self.held.as_ref().map(|h| h.reason),
+            Some(HoldReason::Transaction)
+        );
+        let mut flags = 0;
+        if !autocommit_off {
+            flags |= status::AUTOCOMMIT;
+        }
+        if in_trans {
+            flags |= status::IN_TRANS;
+        }
+        flags
+    }
+
     async fn reply_ok(&mut self) -> Result<(), End> {
-        let in_trans = match self.held.as_ref().map(|h| h.reason) {
-            Some(HoldReason::Transaction) => status::IN_TRANS,
-            _ => 0,
-        };
-        self.reply(&packets::ok(0, 0, status::AUTOCOMMIT | in_trans, 0))
-            .await
+        self.reply(&packets::ok(0, 0, self.client_status(), 0)).await
     }
 
     async fn close(mut self, end: End) {

@@ -117,8 +117,15 @@ impl Session {
             }
         }
         let facts = stmt.facts.clone();
+        // A read of the previous statement's FOUND_ROWS(), ROW_COUNT() or
+        // @@warning_count runs with the value in its text.
+        let substituted = facts
+            .lexical
+            .needs_previous
+            .then(|| sluice_router::diagnostics::substitute_previous(&stmt.sql, &self.diagnostics.previous))
+            .flatten();
         let outgoing = Outgoing::Execute {
-            sql: stmt.sql.clone(),
+            sql: substituted.map_or_else(|| stmt.sql.clone(), Arc::from),
             packet: payload.clone(),
             params: stmt.params,
             types: stmt.types.clone(),

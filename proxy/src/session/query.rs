@@ -3,6 +3,7 @@
 //! promise, and run.
 
 use super::execute::{Outgoing, Work};
+use super::diagnostics::{DiagnosticsRead, query_packet};
 use super::{End, Session};
 use crate::relay::ResponseKind;
 use bytes::Bytes;
@@ -44,11 +45,23 @@ impl Session {
             }
         }
         let label = facts.kind().label();
+        let mut outgoing = Outgoing::Raw(payload.clone());
+        if facts.lexical.needs_previous && utf8 {
+            match self.diagnostics_read(&sql) {
+                Some(DiagnosticsRead::Local {
+                    errors_only,
+                    offset,
+                    limit,
+                }) => return self.show_diagnostics(errors_only, offset, limit).await,
+                Some(DiagnosticsRead::Rewritten(text)) => outgoing = Outgoing::Raw(query_packet(&text)),
+                None => {}
+            }
+        }
         self.run(Work {
             facts: Some(&facts),
             literals,
             response: ResponseKind::Results,
-            outgoing: Outgoing::Raw(payload.clone()),
+            outgoing,
             label,
         })
         .await

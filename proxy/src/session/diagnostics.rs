@@ -1,0 +1,171 @@
+//! The client's diagnostics follow the client, not the pooled connection
+//! (rules in `sluice_router::diagnostics`): after a statement that raised
+//! warnings or an error, its SHOW WARNINGS rows are captured on the same
+//! connection, and a SQL_CALC_FOUND_ROWS total is read there too. Later
+//! SHOW WARNINGS / SHOW ERRORS are answered from the capture, and
+//! `FOUND_ROWS()`, `ROW_COUNT()`, `@@warning_count` are substituted into
+//! the statement, however long after and whatever connection runs it.
+
+use super::Session;
+use super::execute::Work;
+use crate::relay::Outcome;
+use bytes::Bytes;
+use sluice_pool::BackendError;
+use sluice_protocol::consts::{CapabilityFlags as Caps, com};
+use sluice_protocol::packets;
+use sluice_router::diagnostics::{Ended, Previous, ShowDiagnostics};
+
+/// What the client's statements left for later ones to read.
+#[derive(Debug, Default)]
+pub(super) struct Diagnostics {
+    pub previous: Previous,
+    /// SHOW WARNINGS of the statement that raised them: the server's
+    /// column definitions and rows (Level, Code, Message).
+    columns: Vec<Bytes>,
+    conditions: Vec<Vec<Option<String>>>,
+}
+
+impl Session {
+    /// Updates the diagnostics after a statement that ran on the held
+    /// connection, capturing there what the client may read later.
+    pub(super) async fn capture_diagnostics(&mut self, outcome: &Outcome, work: &Work<'_>) -> Result<(), BackendError> {
+        let Some(held) = self.held.as_mut() else { return Ok(()) };
+        let calc_found_rows = match work.facts {
+            Some(f) if f.lexical.feeds_next && !outcome.ended_with_error => {
+                let rows = held.conn.query_rows("SELECT FOUND_ROWS()").await?;
+                rows.first()
+                    .and_then(|r| r.first().cloned().flatten())
+                    .and_then(|v| v.parse().ok())
+            }
+            _ => None,
+        };
+        let diag = &mut self.diagnostics;
+        if outcome.warnings > 0 || outcome.ended_with_error {
+            let (columns, rows) = held.conn.query_result("SHOW WARNINGS").await?;
+            metrics::counter!("sluice_diagnostics_captured_total").increment(1);
+            let errors = rows
+                .iter()
+                .filter(|r| r.first().cloned().flatten().as_deref() == Some("Error"))
+                .count() as u64;
+            diag.previous.warning_count = if outcome.ended_with_error {
+                rows.len() as u64
+            } else {
+                u64::from(outcome.warnings)
+            };
+            diag.previous.error_count = errors;
+            diag.columns = columns;
+            diag.conditions = rows;
+        } else if work.facts.is_some_and(sluice_router::diagnostics::clears_conditions) {
+            diag.previous.warning_count = 0;
+            diag.previous.error_count = 0;
+            diag.conditions.clear();
+        }
+        if work.facts.is_some() {
+            diag.previous = diag.previous.after(Ended {
+                error: outcome.ended_with_error,
+                result_set: outcome.result_set,
+                rows: outcome.rows,
+                affected_rows: outcome.affected_rows,
+                calc_found_rows,
+            });
+        }
+        Ok(())
+    }
+
+    /// The statement to run instead of `sql` when it reads a previous
+    /// statement's diagnostics, or a local answer (SHOW WARNINGS/ERRORS
+    /// when there is something to show). None: run `sql` as it is.
+    pub(super) fn diagnostics_read(&self, sql: &str) -> Option<DiagnosticsRead> {
+        match sluice_router::diagnostics::parse_show_diagnostics(sql) {
+            Some(ShowDiagnostics::List {
+                errors_only,
+                offset,
+                limit,
+            }) => {
+                if self.diagnostics.conditions.is_empty() || self.diagnostics.columns.is_empty() {
+                    // Nothing to show: the server's own empty answer.
+                    let what = if errors_only { "ERRORS" } else { "WARNINGS" };
+                    return Some(DiagnosticsRead::Rewritten(format!("SHOW {what} LIMIT 0")));
+                }
+                Some(DiagnosticsRead::Local {
+                    errors_only,
+                    offset,
+                    limit,
+                })
+            }
+            _ => sluice_router::diagnostics::substitute_previous(sql, &self.diagnostics.previous)
+                .map(DiagnosticsRead::Rewritten),
+        }
+    }
+
+    /// Answers SHOW WARNINGS / SHOW ERRORS from the capture.
+    pub(super) async fn show_diagnostics(&mut self, errors_only: bool, offset: u64, limit: Option<u64>) -> Result<(), super::End> {
+        let rows: Vec<&Vec<Option<String>>> = self
+            .diagnostics
+            .conditions
+            .iter()
+            .filter(|r| !errors_only || r.first().cloned().flatten().as_deref() == Some("Error"))
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX)))
+            .collect();
+        let status = self.client_status();
+        let deprecate_eof = self.caps.contains(Caps::CLIENT_DEPRECATE_EOF);
+        let mut seq = self.seq;
+        let mut queue = |client: &mut sluice_protocol::PacketStream<tokio::net::TcpStream>, payload: &[u8]| {
+            client.queue_packet(seq, payload);
+            seq = seq.wrapping_add(1);
+        };
+        let mut count = Vec::new();
+        packets::put_lenenc_int(&mut count, self.diagnostics.columns.len() as u64);
+        queue(&mut self.client, &count);
+        for column in &self.diagnostics.columns {
+            queue(&mut self.client, column);
+        }
+        if !deprecate_eof {
+            queue(&mut self.client, &packets::eof(0, status));
+        }
+        for row in &rows {
+            let mut p = Vec::new();
+            for value in row.iter() {
+                match value {
+                    Some(v) => packets::put_lenenc_bytes(&mut p, v.as_bytes()),
+                    None => p.push(0xfb),
+                }
+            }
+            queue(&mut self.client, &p);
+        }
+        let warnings = u16::try_from(self.diagnostics.previous.warning_count).unwrap_or(u16::MAX);
+        if deprecate_eof {
+            queue(&mut self.client, &packets::ok_as_eof(warnings, status));
+        } else {
+            queue(&mut self.client, &packets::eof(warnings, status));
+        }
+        let sent = rows.len() as u64;
+        self.diagnostics.previous = self.diagnostics.previous.after(Ended {
+            result_set: true,
+            rows: sent,
+            ..Ended::default()
+        });
+        self.client.flush().await.map_err(|_| super::End::ClientGone)
+    }
+}
+
+/// How a read of diagnostics is served.
+pub(super) enum DiagnosticsRead {
+    /// Run this text instead.
+    Rewritten(String),
+    /// Answer SHOW WARNINGS / SHOW ERRORS locally.
+    Local {
+        errors_only: bool,
+        offset: u64,
+        limit: Option<u64>,
+    },
+}
+
+/// A COM_QUERY packet for `sql`.
+pub(super) fn query_packet(sql: &str) -> Bytes {
+    let mut p = Vec::with_capacity(1 + sql.len());
+    p.push(com::QUERY);
+    p.extend_from_slice(sql.as_bytes());
+    Bytes::from(p)
+}
