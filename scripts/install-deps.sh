@@ -36,7 +36,9 @@ fi
 have node || missing+=(nodejs)
 have npm || missing+=(npm)
 
+did=0
 if ((${#missing[@]})); then
+  did=1
   sudo=()
   if [[ $EUID -ne 0 ]]; then sudo=(sudo); fi
 
@@ -70,6 +72,7 @@ fi
 stamp=$VENV/.sluice-requirements
 if [[ ! -x $VENV/bin/python ]] || ! cmp -s "$DRIVERS/requirements.txt" "$stamp" ||
   ! "$VENV/bin/python" -c 'import pymysql, mysql.connector' 2>/dev/null; then
+  did=1
   echo "install-deps: Python drivers into $VENV"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
@@ -83,8 +86,9 @@ fi
 # node_modules/.package-lock.json, newer than the lock file once done).
 node_dir=$DRIVERS/node
 if [[ ! -d $node_dir/node_modules/mysql2 || $node_dir/package-lock.json -nt $node_dir/node_modules/.package-lock.json ]]; then
+  did=1
   echo "install-deps: Node drivers into $node_dir/node_modules"
   (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-echo "install-deps: all present"
+if ((did)); then echo "install-deps: done"; else echo "install-deps: all present"; fi

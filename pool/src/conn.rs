@@ -22,6 +22,10 @@ pub struct ServerInfo {
     pub server_capabilities: CapabilityFlags,
     pub mariadb_capabilities: MariadbCapabilities,
     pub default_collation: u8,
+    /// The handshake's nonce and auth plugin (COM_CHANGE_USER scrambles
+    /// with them).
+    pub nonce: Vec<u8>,
+    pub auth_plugin: mysql_common::packets::AuthPlugin<'static>,
 }
 
 /// Result of a command that answers with a single OK/EOF or ERR.
@@ -150,7 +154,10 @@ impl BackendConn {
 
     /// Runs a query and returns its column definition packets (as the
     /// server sent them) and its decoded text rows.
-    pub async fn query_result(&mut self, sql: &str) -> Result<(Vec<bytes::Bytes>, Vec<Vec<Option<String>>>), BackendError> {
+    pub async fn query_result(
+        &mut self,
+        sql: &str,
+    ) -> Result<(Vec<bytes::Bytes>, Vec<Vec<Option<String>>>), BackendError> {
         self.send_command(&query_packet(sql)).await?;
         let first = self.stream.read_packet().await?;
         if first.first_byte() == Some(ERR_HEADER) {
@@ -192,6 +199,7 @@ impl BackendConn {
         desired: &SessionState,
         with_last_insert_id: bool,
         with_connection_id: bool,
+        target: &crate::ConnectTarget,
     ) -> Result<Option<Vec<u8>>, BackendError> {
         if with_connection_id
             && desired.connection_id != 0
@@ -208,6 +216,13 @@ impl BackendConn {
                         .increment(1);
                 }
             }
+        }
+        if desired.schema.is_none() && self.state.schema.is_some() {
+            // A client without a default schema must not see the previous
+            // client's: only a change-user unsets it (rare: the pools mix
+            // clients with and without a schema).
+            metrics::counter!("sluice_schema_resets_total").increment(1);
+            self.change_user(target).await?;
         }
         if let Some(schema) = &desired.schema {
             if self.state.schema.as_ref() != Some(schema) {
@@ -295,6 +310,37 @@ impl BackendConn {
         }
         self.state.user_vars = vars.clone();
         Ok(Some(vars))
+    }
+
+    /// COM_CHANGE_USER to the same user with no default schema: the only
+    /// way to unset one. The server resets the whole session, so the setup
+    /// runs again and statements prepared here are gone.
+    pub async fn change_user(&mut self, target: &crate::ConnectTarget) -> Result<(), BackendError> {
+        use mysql_common::packets::{ComChangeUser, ComChangeUserMoreData};
+        use mysql_common::proto::MySerialize;
+        let plugin = self.info.auth_plugin.clone();
+        let scramble = plugin.gen_data(Some(&target.password), &self.info.nonce);
+        let packet = ComChangeUser::new()
+            .with_user(Some(target.user.as_bytes()))
+            .with_auth_plugin_data(scramble.as_deref())
+            .with_database(None::<&[u8]>)
+            .with_more_data(Some(
+                ComChangeUserMoreData::new(u16::from(self.info.default_collation))
+                    .with_auth_plugin(Some(plugin.clone())),
+            ));
+        let mut buf = Vec::new();
+        packet.serialize(&mut buf);
+        self.send_command(&buf).await?;
+        crate::connect::authenticate(
+            &mut self.stream,
+            plugin,
+            self.info.nonce.clone(),
+            &target.password,
+        )
+        .await?;
+        self.state = SessionState::default();
+        self.statements.clear();
+        self.setup().await
     }
 
     /// COM_RESET_CONNECTION, then the setup again (a reset also resets the

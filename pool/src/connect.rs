@@ -113,7 +113,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
     let mut buf = Vec::new();
     response.serialize(&mut buf);
     stream.send(greeting.seq.wrapping_add(1), &buf).await?;
-    authenticate(&mut stream, plugin, nonce, &target.password).await?;
+    authenticate(&mut stream, plugin.clone(), nonce.clone(), &target.password).await?;
 
     let info = ServerInfo {
         version: handshake.server_version_str().into_owned(),
@@ -122,6 +122,8 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
         server_capabilities: server_caps,
         mariadb_capabilities: mariadb_caps,
         default_collation: handshake.default_collation(),
+        nonce,
+        auth_plugin: plugin,
     };
     let mut conn = BackendConn::new(stream, info, SessionState::default());
     conn.setup().await?;
@@ -143,7 +145,7 @@ fn backend_attributes(client: &[(String, String)]) -> HashMap<String, String> {
 }
 
 /// Runs the auth exchange after the handshake response until OK or ERR.
-async fn authenticate(
+pub(crate) async fn authenticate(
     stream: &mut PacketStream<TcpStream>,
     mut plugin: AuthPlugin<'static>,
     mut nonce: Vec<u8>,

@@ -75,7 +75,14 @@ pub fn clears_conditions(facts: &Facts) -> bool {
     !facts.ast.tables.is_empty()
         || matches!(
             facts.kind(),
-            Kind::Insert | Kind::Update | Kind::Delete | Kind::Replace | Kind::Ddl | Kind::Call | Kind::Load | Kind::Show
+            Kind::Insert
+                | Kind::Update
+                | Kind::Delete
+                | Kind::Replace
+                | Kind::Ddl
+                | Kind::Call
+                | Kind::Load
+                | Kind::Show
         )
 }
 
@@ -103,7 +110,13 @@ pub fn parse_show_diagnostics(sql: &str) -> Option<ShowDiagnostics> {
     let count = word(next, "COUNT");
     if count {
         let star = [t.next(), t.next(), t.next()];
-        if star != [Some(Token::Punct(b'(')), Some(Token::Punct(b'*')), Some(Token::Punct(b')'))] {
+        if star
+            != [
+                Some(Token::Punct(b'(')),
+                Some(Token::Punct(b'*')),
+                Some(Token::Punct(b')')),
+            ]
+        {
             return None;
         }
         next = t.next();
@@ -174,7 +187,18 @@ fn at_end<'a>(token: Option<Token<'a>>, rest: &mut impl Iterator<Item = Token<'a
 
 /// Words after a select item that mean it has no alias.
 const ITEM_ENDS: &[&str] = &[
-    "FROM", "LIMIT", "UNION", "INTO", "WHERE", "ORDER", "GROUP", "HAVING", "FOR", "LOCK", "WINDOW", "EXCEPT",
+    "FROM",
+    "LIMIT",
+    "UNION",
+    "INTO",
+    "WHERE",
+    "ORDER",
+    "GROUP",
+    "HAVING",
+    "FOR",
+    "LOCK",
+    "WINDOW",
+    "EXCEPT",
     "INTERSECT",
 ];
 
@@ -294,12 +318,27 @@ mod tests {
         assert_eq!(s("select found_rows( )").unwrap(), "select 42 AS `found_rows( )`");
         assert_eq!(s("SELECT FOUND_ROWS() AS total").unwrap(), "SELECT 42 AS total");
         assert_eq!(s("SELECT FOUND_ROWS() total").unwrap(), "SELECT 42 total");
-        assert_eq!(s("SELECT ROW_COUNT(), @@warning_count;").unwrap(), "SELECT -1 AS `ROW_COUNT()`, 3 AS `@@warning_count`;");
+        assert_eq!(
+            s("SELECT ROW_COUNT(), @@warning_count;").unwrap(),
+            "SELECT -1 AS `ROW_COUNT()`, 3 AS `@@warning_count`;"
+        );
         assert_eq!(s("SELECT @@session.error_count + 1").unwrap(), "SELECT 1 + 1");
-        assert_eq!(s("SELECT * FROM t WHERE n > FOUND_ROWS()").unwrap(), "SELECT * FROM t WHERE n > 42");
-        assert_eq!(s("SELECT FOUND_ROWS() FROM dual").unwrap(), "SELECT 42 AS `FOUND_ROWS()` FROM dual");
-        assert_eq!(s("SHOW COUNT(*) WARNINGS").unwrap(), "SELECT 3 AS `@@session.warning_count`");
-        assert_eq!(s("show count(*) errors").unwrap(), "SELECT 1 AS `@@session.error_count`");
+        assert_eq!(
+            s("SELECT * FROM t WHERE n > FOUND_ROWS()").unwrap(),
+            "SELECT * FROM t WHERE n > 42"
+        );
+        assert_eq!(
+            s("SELECT FOUND_ROWS() FROM dual").unwrap(),
+            "SELECT 42 AS `FOUND_ROWS()` FROM dual"
+        );
+        assert_eq!(
+            s("SHOW COUNT(*) WARNINGS").unwrap(),
+            "SELECT 3 AS `@@session.warning_count`"
+        );
+        assert_eq!(
+            s("show count(*) errors").unwrap(),
+            "SELECT 1 AS `@@session.error_count`"
+        );
         // Not reads of previous values.
         assert_eq!(s("SELECT found_rows FROM t"), None);
         assert_eq!(s("SELECT 'FOUND_ROWS()'"), None);
@@ -308,12 +347,27 @@ mod tests {
 
     #[test]
     fn show_diagnostics_forms() {
-        let list = |errors_only, offset, limit| Some(ShowDiagnostics::List { errors_only, offset, limit });
+        let list = |errors_only, offset, limit| {
+            Some(ShowDiagnostics::List {
+                errors_only,
+                offset,
+                limit,
+            })
+        };
         assert_eq!(parse_show_diagnostics("SHOW WARNINGS"), list(false, 0, None));
         assert_eq!(parse_show_diagnostics("show errors;"), list(true, 0, None));
-        assert_eq!(parse_show_diagnostics("SHOW WARNINGS LIMIT 2"), list(false, 0, Some(2)));
-        assert_eq!(parse_show_diagnostics("SHOW WARNINGS LIMIT 1, 2"), list(false, 1, Some(2)));
-        assert_eq!(parse_show_diagnostics("SHOW WARNINGS LIMIT 2 OFFSET 1"), list(false, 1, Some(2)));
+        assert_eq!(
+            parse_show_diagnostics("SHOW WARNINGS LIMIT 2"),
+            list(false, 0, Some(2))
+        );
+        assert_eq!(
+            parse_show_diagnostics("SHOW WARNINGS LIMIT 1, 2"),
+            list(false, 1, Some(2))
+        );
+        assert_eq!(
+            parse_show_diagnostics("SHOW WARNINGS LIMIT 2 OFFSET 1"),
+            list(false, 1, Some(2))
+        );
         assert_eq!(
             parse_show_diagnostics("SHOW COUNT(*) WARNINGS"),
             Some(ShowDiagnostics::Count { errors_only: false })

@@ -28,8 +28,14 @@ pub(super) struct Diagnostics {
 impl Session {
     /// Updates the diagnostics after a statement that ran on the held
     /// connection, capturing there what the client may read later.
-    pub(super) async fn capture_diagnostics(&mut self, outcome: &Outcome, work: &Work<'_>) -> Result<(), BackendError> {
-        let Some(held) = self.held.as_mut() else { return Ok(()) };
+    pub(super) async fn capture_diagnostics(
+        &mut self,
+        outcome: &Outcome,
+        work: &Work<'_>,
+    ) -> Result<(), BackendError> {
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
         let calc_found_rows = match work.facts {
             Some(f) if f.lexical.feeds_next && !outcome.ended_with_error => {
                 let rows = held.conn.query_rows("SELECT FOUND_ROWS()").await?;
@@ -55,7 +61,10 @@ impl Session {
             diag.previous.error_count = errors;
             diag.columns = columns;
             diag.conditions = rows;
-        } else if work.facts.is_some_and(sluice_router::diagnostics::clears_conditions) {
+        } else if work
+            .facts
+            .is_some_and(sluice_router::diagnostics::clears_conditions)
+        {
             diag.previous.warning_count = 0;
             diag.previous.error_count = 0;
             diag.conditions.clear();
@@ -99,7 +108,12 @@ impl Session {
     }
 
     /// Answers SHOW WARNINGS / SHOW ERRORS from the capture.
-    pub(super) async fn show_diagnostics(&mut self, errors_only: bool, offset: u64, limit: Option<u64>) -> Result<(), super::End> {
+    pub(super) async fn show_diagnostics(
+        &mut self,
+        errors_only: bool,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> Result<(), super::End> {
         let rows: Vec<&Vec<Option<String>>> = self
             .diagnostics
             .conditions
@@ -111,7 +125,8 @@ impl Session {
         let status = self.client_status();
         let deprecate_eof = self.caps.contains(Caps::CLIENT_DEPRECATE_EOF);
         let mut seq = self.seq;
-        let mut queue = |client: &mut sluice_protocol::PacketStream<tokio::net::TcpStream>, payload: &[u8]| {
+        let mut queue = |client: &mut sluice_protocol::PacketStream<tokio::net::TcpStream>,
+                         payload: &[u8]| {
             client.queue_packet(seq, payload);
             seq = seq.wrapping_add(1);
         };

@@ -194,7 +194,12 @@ impl Session {
             let held = self.held.as_mut().expect("checked out above");
             let applied = held
                 .conn
-                .apply(&self.desired, with_last_insert_id, with_connection_id)
+                .apply(
+                    &self.desired,
+                    with_last_insert_id,
+                    with_connection_id,
+                    held.pool.target(),
+                )
                 .await;
             let sent = match applied {
                 Ok(None) => send(&mut held.conn, &work.outgoing, capacity).await,
@@ -506,6 +511,7 @@ impl Session {
             .filter(|&reason| !(reason == PinReason::UserVariable && captured.user_vars))
             .or(outcome.cursor_opened.then_some(PinReason::Cursor))
             .or((outcome.untracked_change && !explained).then_some(PinReason::UntrackedState));
+        self.cursor_open |= outcome.cursor_opened;
         if let (None, Some(reason)) = (self.pinned, new_pin) {
             tracing::debug!(reason = reason.label(), "client pinned to its backend connection");
             metrics::counter!("sluice_session_pins_total", "reason" => reason.label()).increment(1);
@@ -554,7 +560,11 @@ impl Session {
         };
         self.check_out(route, None).await?;
         let held = self.held.as_mut().expect("checked out above");
-        match held.conn.apply(&self.desired, false, false).await {
+        match held
+            .conn
+            .apply(&self.desired, false, false, held.pool.target())
+            .await
+        {
             Ok(None) => {
                 self.held = None; // back to the pool: nothing follows up on it
                 Ok(None)
@@ -584,12 +594,14 @@ impl Session {
         }
         // Whatever was pinned or open on it is gone.
         self.pinned = None;
+        self.cursor_open = false;
     }
 
     /// Gives the held connection back, first resetting state that must not
     /// leak to the next client (open transaction, temporary tables, locks).
     pub(super) async fn release_held(&mut self) {
         self.pinned = None;
+        self.cursor_open = false;
         let Some(mut held) = self.held.take() else { return };
         if held.reason == HoldReason::FollowUp {
             return;

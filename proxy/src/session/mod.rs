@@ -131,6 +131,9 @@ struct Session {
     desired: SessionState,
     held: Option<Held>,
     pinned: Option<PinReason>,
+    /// A prepared statement opened a cursor on the held connection (the
+    /// client may be pinned for another reason too).
+    cursor_open: bool,
     /// Sequence id of the next packet to the client in the current command:
     /// one past the command's last packet (a command of 16 MiB or more
     /// spans several), as the server numbers its answer.
@@ -187,6 +190,7 @@ impl Session {
             initial: Arc::new(initial),
             held: None,
             pinned: None,
+            cursor_open: false,
             seq: 1,
             attrs,
             slot,

@@ -10,7 +10,7 @@ use crate::errors;
 use crate::relay::ResponseKind;
 use bytes::Bytes;
 use sluice_protocol::consts::com;
-use sluice_router::{Facts, PinReason};
+use sluice_router::Facts;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -180,7 +180,7 @@ impl Session {
         stmt.long_data_bytes = 0;
         stmt.long_data_overflow = false;
         let sql = stmt.sql.clone();
-        if self.pinned == Some(PinReason::Cursor) {
+        if self.cursor_open {
             // Closes the cursor on the connection that holds it.
             let outgoing = Outgoing::ForStatement {
                 sql,
@@ -208,10 +208,11 @@ impl Session {
     pub(super) async fn fetch(&mut self, payload: Bytes) -> Result<(), End> {
         let id = statement_id(&payload);
         let sql = self.statements.map.get(&id).map(|s| s.sql.clone());
-        let on_cursor = self
-            .held
-            .as_ref()
-            .is_some_and(|h| h.reason == HoldReason::Pinned(PinReason::Cursor));
+        let on_cursor = self.cursor_open
+            && self
+                .held
+                .as_ref()
+                .is_some_and(|h| h.reason != HoldReason::FollowUp);
         let Some(sql) = sql.filter(|_| on_cursor) else {
             return self.reply(&errors::no_open_cursor(id)).await;
         };

@@ -2,8 +2,8 @@
 //! COM_STATISTICS): classify with the shared cache, count what the metrics
 //! promise, and run.
 
-use super::execute::{Outgoing, Work};
 use super::diagnostics::{DiagnosticsRead, query_packet};
+use super::execute::{Outgoing, Work};
 use super::{End, Session};
 use crate::relay::ResponseKind;
 use bytes::Bytes;
