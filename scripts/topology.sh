@@ -57,7 +57,9 @@ _topo_write_cnf() {
   local dir=$1 node=$2 port=$3 id=$4 extra=""
   # mariadbd refuses to run as root unless told to
   if [[ $EUID -eq 0 ]]; then extra+=$'user=root\n'; fi
-  if [[ $node != primary ]]; then extra+=$'read_only=1\n'; fi
+  if [[ $node != primary ]]; then extra+=$'read_only=1\nperformance_schema=OFF\n'; fi
+  # The primary shows the connection attributes Sluice forwards.
+  if [[ $node == primary ]]; then extra+=$'performance_schema=ON\n'; fi
   cat >"$dir/$node/my.cnf" <<EOF
 [mysqld]
 datadir=$dir/$node/data
@@ -81,7 +83,6 @@ innodb_buffer_pool_size=64M
 innodb_log_file_size=8M
 innodb_flush_log_at_trx_commit=2
 sync_binlog=0
-performance_schema=OFF
 $extra
 [client]
 socket=$dir/$node/mysql.sock

@@ -215,7 +215,7 @@ pub fn substitute_previous(sql: &str, prev: &Previous) -> Option<String> {
         } else {
             (prev.warning_count, "@@session.warning_count")
         };
-        return Some(format!("SELECT {value} AS `{name}`"));
+        return Some(format!("SELECT {} AS `{name}`", bigint(&value.to_string())));
     }
     let base = sql.as_ptr() as usize;
     let mut lexer = Lexer::new(sql);
@@ -245,7 +245,7 @@ pub fn substitute_previous(sql: &str, prev: &Previous) -> Option<String> {
                     "@@error_count" | "@@session.error_count" => Some(prev.error_count.to_string()),
                     _ => None,
                 };
-                if let Some(value) = value {
+                if let Some(value) = value.map(|v| bigint(&v)) {
                     let start = v.as_ptr() as usize - base;
                     reads.push((start, end, value));
                     pending = Some((reads.len() - 1, item_start));
@@ -259,7 +259,7 @@ pub fn substitute_previous(sql: &str, prev: &Previous) -> Option<String> {
                 } else {
                     None
                 };
-                if let Some(value) = value {
+                if let Some(value) = value.map(|v| bigint(&v)) {
                     let start = w.as_ptr() as usize - base;
                     // Only a call with no arguments: `name ( )`.
                     let mut ahead = Lexer::new(&sql[end..]);
@@ -292,6 +292,15 @@ pub fn substitute_previous(sql: &str, prev: &Previous) -> Option<String> {
     Some(out)
 }
 
+/// A value typed as the server types these reads (BIGINT): a literal of
+/// 19 digits is one, a short literal (or a CAST of one) is an INT.
+fn bigint(value: &str) -> String {
+    match value.strip_prefix('-') {
+        Some(digits) => format!("-{digits:0>19}"),
+        None => format!("{value:0>19}"),
+    }
+}
+
 /// Gives a substituted select item the column name the server would.
 fn alias(sql: &str, read: &mut (usize, usize, String)) {
     let name = sql[read.0..read.1].replace('`', "``");
@@ -314,30 +323,45 @@ mod tests {
     #[test]
     fn substitutes_keeping_column_names() {
         let s = |sql| substitute_previous(sql, &prev());
-        assert_eq!(s("SELECT FOUND_ROWS()").unwrap(), "SELECT 42 AS `FOUND_ROWS()`");
-        assert_eq!(s("select found_rows( )").unwrap(), "select 42 AS `found_rows( )`");
-        assert_eq!(s("SELECT FOUND_ROWS() AS total").unwrap(), "SELECT 42 AS total");
-        assert_eq!(s("SELECT FOUND_ROWS() total").unwrap(), "SELECT 42 total");
+        assert_eq!(
+            s("SELECT FOUND_ROWS()").unwrap(),
+            "SELECT 0000000000000000042 AS `FOUND_ROWS()`"
+        );
+        assert_eq!(
+            s("select found_rows( )").unwrap(),
+            "select 0000000000000000042 AS `found_rows( )`"
+        );
+        assert_eq!(
+            s("SELECT FOUND_ROWS() AS total").unwrap(),
+            "SELECT 0000000000000000042 AS total"
+        );
+        assert_eq!(
+            s("SELECT FOUND_ROWS() total").unwrap(),
+            "SELECT 0000000000000000042 total"
+        );
         assert_eq!(
             s("SELECT ROW_COUNT(), @@warning_count;").unwrap(),
-            "SELECT -1 AS `ROW_COUNT()`, 3 AS `@@warning_count`;"
+            "SELECT -0000000000000000001 AS `ROW_COUNT()`, 0000000000000000003 AS `@@warning_count`;"
         );
-        assert_eq!(s("SELECT @@session.error_count + 1").unwrap(), "SELECT 1 + 1");
+        assert_eq!(
+            s("SELECT @@session.error_count + 1").unwrap(),
+            "SELECT 0000000000000000001 + 1"
+        );
         assert_eq!(
             s("SELECT * FROM t WHERE n > FOUND_ROWS()").unwrap(),
-            "SELECT * FROM t WHERE n > 42"
+            "SELECT * FROM t WHERE n > 0000000000000000042"
         );
         assert_eq!(
             s("SELECT FOUND_ROWS() FROM dual").unwrap(),
-            "SELECT 42 AS `FOUND_ROWS()` FROM dual"
+            "SELECT 0000000000000000042 AS `FOUND_ROWS()` FROM dual"
         );
         assert_eq!(
             s("SHOW COUNT(*) WARNINGS").unwrap(),
-            "SELECT 3 AS `@@session.warning_count`"
+            "SELECT 0000000000000000003 AS `@@session.warning_count`"
         );
         assert_eq!(
             s("show count(*) errors").unwrap(),
-            "SELECT 1 AS `@@session.error_count`"
+            "SELECT 0000000000000000001 AS `@@session.error_count`"
         );
         // Not reads of previous values.
         assert_eq!(s("SELECT found_rows FROM t"), None);

@@ -607,6 +607,28 @@ public class DriverChecks {
             return "ok";
         }));
         out.put("unknown_id", step(() -> s(c2, "KILL QUERY 999999")));
+
+        // KILL <id> closes that client: its next statement fails (how depends
+        // on timing, so only whether it fails is printed); the killer goes on.
+        Connection c3 = connect();
+        long third = ((Number) rawOne(c3, "SELECT CONNECTION_ID()")).longValue();
+        Map<String, Object> kc = map();
+        kc.put("kill", step(() -> {
+            hidingId(third, () -> s(c2, "KILL " + third));
+            return "ok";
+        }));
+        Thread.sleep(200);
+        boolean fails;
+        try {
+            rawOne(c3, "SELECT 1");
+            fails = false;
+        } catch (SQLException e) {
+            fails = true;
+        }
+        kc.put("victim_fails", fails);
+        kc.put("killer_after", step(() -> one(c2, "SELECT 1")));
+        out.put("kill_connection", kc);
+        close(c3);
         close(c1);
         close(c2);
         return out;

@@ -19,6 +19,9 @@
 
 declare(strict_types=1);
 
+// 20 MB values, escaped and fetched back, take a few copies.
+ini_set('memory_limit', '1G');
+
 // ---------------------------------------------------------------- arguments
 
 $opts = ['driver' => null, 'prefix' => null, 'only' => [], 'skip' => [], 'kill' => null];
@@ -56,6 +59,8 @@ final class Conn
     public ?mysqli $my = null;
     public int $lastAffected = 0;
     public int $lastWarnings = 0;
+    /** The last result's column definitions as the driver reports them. */
+    public ?array $lastMeta = null;
 
     public function q(string $sql, array $params = [], bool $prepared = false): array
     {
@@ -87,6 +92,11 @@ final class Conn
                 $st->closeCursor();
                 return ['affected' => $this->lastAffected];
             }
+            $this->lastMeta = [];
+            for ($i = 0; $i < $st->columnCount(); $i++) {
+                $m = $st->getColumnMeta($i);
+                $this->lastMeta[] = [$m['native_type'] ?? null, $m['len'] ?? null, $m['flags'] ?? []];
+            }
             $rows = $st->fetchAll(PDO::FETCH_NUM);
             $st->closeCursor();
             return $rows;
@@ -106,6 +116,7 @@ final class Conn
                 $st->close();
                 return ['affected' => $this->lastAffected];
             }
+            $this->lastMeta = mysqli_meta($res);
             $rows = $res->fetch_all(MYSQLI_NUM);
             $st->close();
             return $rows;
@@ -126,6 +137,7 @@ final class Conn
             $this->lastAffected = $this->my->affected_rows;
             return ['affected' => $this->lastAffected];
         }
+        $this->lastMeta = mysqli_meta($res);
         $rows = $res->fetch_all(MYSQLI_NUM);
         $res->free();
         return $rows;
@@ -179,6 +191,12 @@ final class Conn
     }
 }
 
+/** [type, flags, length] of each column of a mysqli result. */
+function mysqli_meta(mysqli_result $res): array
+{
+    return array_map(fn ($f) => [$f->type, $f->flags, $f->length], $res->fetch_fields());
+}
+
 /** A value bound as a LOB (PDO::PARAM_LOB stream) where the driver has that. */
 final class Lob
 {
@@ -224,6 +242,13 @@ function norm(mixed $v): mixed
         return strlen($v) > 64 ? sprintf('string:len=%d,md5=%s', strlen($v), md5($v)) : 'string:hex=' . bin2hex($v);
     }
     return get_debug_type($v) . ':' . (is_float($v) ? var_export($v, true) : (is_bool($v) ? var_export($v, true) : (string) $v));
+}
+
+/** Rows and the result's column definitions (drivers decode by them). */
+function typed(Conn $c, string $sql, array $params = [], bool $prepared = false): array
+{
+    $rows = norm_rows($c->q($sql, $params, $prepared));
+    return ['rows' => $rows, 'types' => $c->lastMeta];
 }
 
 function norm_rows(array $rows): array
@@ -431,7 +456,7 @@ $CHECKS['proc_out_param'] = function () use ($P) {
     $out = [];
     $out['call_out'] = step(function () use ($c, $p) {
         $c->q("CALL $p(5, @out)");
-        return norm($c->one('SELECT @out'));
+        return typed($c, 'SELECT @out');
     });
     $out['select_into'] = step(function () use ($c) {
         $c->q('SELECT 42 INTO @v');
@@ -443,8 +468,8 @@ $CHECKS['proc_out_param'] = function () use ($P) {
     });
     $out['typed'] = step(function () use ($c) {
         $c->q("SET @s := 'text', @dec := 1.25, @dbl := 0.5e0, @nul := NULL, @neg := -3");
-        return [norm_rows($c->q('SELECT @s, @dec, @dbl, @nul, @neg')),
-            norm_rows($c->q('SELECT @s, @dec, @dbl, @nul, @neg', [], true))];
+        return [typed($c, 'SELECT @s, @dec, @dbl, @nul, @neg'),
+            typed($c, 'SELECT @s, @dec, @dbl, @nul, @neg', [], true)];
     });
     $out['all_later'] = step(function () use ($c) {
         $c->one('SELECT 1');
@@ -494,23 +519,24 @@ $CHECKS['warnings'] = function () use ($P, $DRIVER) {
     }
     // Longer than any hold of the connection that ran the INSERT.
     usleep(1_000_000);
-    $out['show_warnings'] = step(fn () => norm_rows($c->q('SHOW WARNINGS')));
-    $out['show_count'] = step(fn () => norm_rows($c->q('SHOW COUNT(*) WARNINGS')));
-    $out['warning_count'] = step(fn () => norm_rows($c->q('SELECT @@warning_count')));
+    $out['show_warnings'] = step(fn () => typed($c, 'SHOW WARNINGS'));
+    $out['show_count'] = step(fn () => typed($c, 'SHOW COUNT(*) WARNINGS'));
+    $out['warning_count'] = step(fn () => typed($c, 'SELECT @@warning_count'));
+    $out['error_count'] = step(fn () => typed($c, 'SELECT @@error_count', [], true));
     $out['found_rows'] = step(function () use ($c, $t) {
         $c->q("SELECT SQL_CALC_FOUND_ROWS * FROM $t LIMIT 1");
         usleep(300_000);
-        return norm($c->one('SELECT FOUND_ROWS()'));
+        return typed($c, 'SELECT FOUND_ROWS()');
     });
     $out['row_count'] = step(function () use ($c, $t) {
         $c->q("UPDATE $t SET c = 'q' WHERE c LIKE 'a%'");
         usleep(300_000);
-        return norm($c->one('SELECT ROW_COUNT()'));
+        return typed($c, 'SELECT ROW_COUNT()', [], true);
     });
     $out['prepared_insert'] = step(function () use ($c, $t) {
         $c->q("INSERT INTO $t VALUES (?)", ['toolong'], true);
         usleep(300_000);
-        return norm_rows($c->q('SHOW WARNINGS'));
+        return typed($c, 'SHOW WARNINGS', [], true);
     });
     $c->close();
     return $out;
@@ -601,6 +627,32 @@ $CHECKS['kill_query'] = function () use ($MODES) {
         $c2->q('KILL QUERY 999999');
         return 'ok';
     });
+
+    // KILL <id> closes that client: its next statement fails (how depends on
+    // timing, so only whether it fails is printed); the killer goes on.
+    $c3 = connect();
+    $third = (string) $c3->one('SELECT CONNECTION_ID()');
+    $kill = step(function () use ($c2, $third) {
+        $c2->q("KILL $third");
+        return 'ok';
+    });
+    if (is_array($kill)) {
+        $kill['error'][1] = str_replace($third, '<victim>', $kill['error'][1]);
+    }
+    usleep(200_000);
+    try {
+        // (mysqlnd also warns about the lost connection.)
+        @$c3->one('SELECT 1');
+        $fails = false;
+    } catch (Throwable) {
+        $fails = true;
+    }
+    $out['kill_connection'] = [
+        'kill' => $kill,
+        'victim_fails' => $fails,
+        'killer_after' => step(fn () => norm($c2->one('SELECT 1'))),
+    ];
+    $c3->close();
     $c2->close();
     return $out;
 };

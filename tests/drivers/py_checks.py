@@ -72,6 +72,8 @@ class Driver:
         cur = self.cursor(conn, prepared)
         try:
             cur.execute(sql, params)
+            # Column types as the driver sees them (type codes).
+            self.last_types = [d[1] for d in cur.description] if cur.description else None
             rows = cur.fetchall() if cur.description else []
             return [tuple(r) for r in rows]
         finally:
@@ -243,6 +245,12 @@ def q(conn, sql, params=None, prepared=False):
 
 def one(conn, sql, params=None, prepared=False):
     return D.scalar(conn, sql, params, prepared)
+
+
+def typed(conn, sql, params=None, prepared=False):
+    """Rows and the result's column type codes (drivers decode by them)."""
+    rows = norm_rows(q(conn, sql, params, prepared))
+    return {"rows": rows, "types": D.last_types}
 
 
 # ---------------------------------------------------------------- checks
@@ -445,17 +453,17 @@ def check_proc_out_param():
 
     def call():
         q(c, f"CALL {p}(5, @out)")
-        return norm(one(c, "SELECT @out"))
+        return typed(c, "SELECT @out")
 
     out["call_out"] = step(call)
     out["select_into"] = step(lambda: (q(c, "SELECT 42 INTO @v"), norm(one(c, "SELECT @v")))[1])
     out["set_assign"] = step(lambda: (q(c, "SET @a := 7 + 1"), norm(one(c, "SELECT @a")))[1])
 
-    def typed():
+    def typed_vars():
         q(c, "SET @s := 'text', @dec := 1.25, @dbl := 0.5e0, @nul := NULL, @neg := -3")
-        return norm_rows(q(c, "SELECT @s, @dec, @dbl, @nul, @neg"))
+        return typed(c, "SELECT @s, @dec, @dbl, @nul, @neg")
 
-    out["typed"] = step(typed)
+    out["typed"] = step(typed_vars)
     # Another statement in between, then all of them at once.
     out["all_later"] = step(lambda: (one(c, "SELECT 1"), norm_rows(q(c, "SELECT @out, @v, @a, @s, @dec")))[1])
     if D.has_prepared:
@@ -503,14 +511,15 @@ def check_warnings():
     cur.close()
     # Longer than any hold of the connection that ran the INSERT.
     time.sleep(1)
-    out["show_warnings"] = step(lambda: norm_rows(q(c, "SHOW WARNINGS")))
-    out["show_count"] = step(lambda: norm_rows(q(c, "SHOW COUNT(*) WARNINGS")))
-    out["warning_count"] = step(lambda: norm_rows(q(c, "SELECT @@warning_count")))
+    out["show_warnings"] = step(lambda: typed(c, "SHOW WARNINGS"))
+    out["show_count"] = step(lambda: typed(c, "SHOW COUNT(*) WARNINGS"))
+    out["warning_count"] = step(lambda: typed(c, "SELECT @@warning_count"))
+    out["error_count"] = step(lambda: typed(c, "SELECT @@error_count"))
 
     def found_rows():
         q(c, f"SELECT SQL_CALC_FOUND_ROWS * FROM {t} LIMIT 1")
         time.sleep(0.3)
-        return norm(one(c, "SELECT FOUND_ROWS()"))
+        return typed(c, "SELECT FOUND_ROWS()")
 
     out["found_rows"] = step(found_rows)
 
@@ -519,7 +528,7 @@ def check_warnings():
         time.sleep(0.3)
         # (mysql-connector-python pings before every cursor(), and a COM_PING
         # resets the server's ROW_COUNT() to 0: directly it reads 0.)
-        return norm(one(c, "SELECT ROW_COUNT()"))
+        return typed(c, "SELECT ROW_COUNT()")
 
     out["row_count"] = step(row_count)
     close(c)
@@ -586,6 +595,22 @@ def check_kill_query():
     out["victim"] = seen
     out["victim_after"] = step(lambda: norm(one(c1, "SELECT 1")))
     out["unknown_id"] = step(lambda: (q(c2, "KILL QUERY 999999"), "ok")[1])
+
+    # KILL <id> closes that client: its next statement fails (how depends on
+    # timing, so only whether it fails is printed); the killer goes on.
+    c3 = D.connect()
+    third = one(c3, "SELECT CONNECTION_ID()")
+    kill = step(lambda: (q(c2, f"KILL {third}"), "ok")[1])
+    if isinstance(kill, dict):
+        kill["error"][1] = kill["error"][1].replace(str(third), "<victim>")
+    time.sleep(0.2)
+    try:
+        one(c3, "SELECT 1")
+        fails = False
+    except Exception:  # noqa: BLE001 - any error: the connection is gone
+        fails = True
+    out["kill_connection"] = {"kill": kill, "victim_fails": fails, "killer_after": step(lambda: norm(one(c2, "SELECT 1")))}
+    close(c3)
     close(c1)
     close(c2)
     return out

@@ -652,3 +652,158 @@ async fn two_writable_backends_make_writes_fail_cleanly() {
     let m = s.metrics();
     assert!(metric_sum(&m, "sluice_backend_role_changes_total", &["role=\"conflict\""]) >= 1.0);
 }
+
+/// Connect-per-request: one connection writes and closes, a new connection
+/// counts the rows. Returns how many counts missed a committed row, and the
+/// reads per backend.
+async fn write_then_count_on_new_connections(
+    write: &mysql_async::Opts,
+    read: &mysql_async::Opts,
+    n: u32,
+) -> (usize, BTreeMap<&'static str, usize>) {
+    let mut stale = 0;
+    let mut backends = BTreeMap::new();
+    for i in 1..=n {
+        let mut w = Conn::new(write.clone()).await.unwrap();
+        w.query_drop(format!("INSERT INTO sluice_test.ryw_global (id) VALUES ({i})"))
+            .await
+            .unwrap();
+        w.disconnect().await.unwrap();
+        let mut r = Conn::new(read.clone()).await.unwrap();
+        let (count, server): (u32, u32) = r
+            .query_first("SELECT COUNT(*), @@server_id FROM sluice_test.ryw_global")
+            .await
+            .unwrap()
+            .unwrap();
+        r.disconnect().await.unwrap();
+        if count != i {
+            stale += 1;
+        }
+        *backends.entry(backend_of(server)).or_default() += 1;
+    }
+    (stale, backends)
+}
+
+#[tokio::test]
+async fn global_and_universal_read_your_writes_across_connections() {
+    let _serial = SERIAL.lock().await;
+    let t = Topology::from_env();
+    let [primary, replica1, replica2] = nodes();
+    let reset = "CREATE TABLE IF NOT EXISTS sluice_test.ryw_global (id INT PRIMARY KEY); TRUNCATE sluice_test.ryw_global";
+    primary.exec(reset).await;
+    wait_replicas_in_sync();
+    let start = |mode: &str| {
+        Sluice::start_with(SluiceOptions {
+            routing_extra: format!(
+                "read_your_writes = \"{mode}\"\nmax_replica_lag_ms = 10000\ncausal_wait_ms = 100"
+            ),
+            ..options()
+        })
+    };
+    let (gtid, global, universal) = (start("gtid"), start("global"), start("universal"));
+    for r in [&replica1, &replica2] {
+        r.exec("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 2; START SLAVE")
+            .await;
+    }
+    let restore = Restore(vec![
+        (
+            t.replica1.clone(),
+            "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE",
+        ),
+        (
+            t.replica2.clone(),
+            "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE",
+        ),
+    ]);
+    for s in [&gtid, &global, &universal] {
+        wait_until("both replicas lag", Duration::from_secs(30), || {
+            lag_ms(s, "replica1").is_some_and(|l| l >= 1000.0)
+                && lag_ms(s, "replica2").is_some_and(|l| l >= 1000.0)
+        })
+        .await;
+    }
+
+    // "gtid" is per session: a new connection reads from a replica that
+    // does not have the other connection's write yet.
+    let (stale, backends) = write_then_count_on_new_connections(&gtid.opts(), &gtid.opts(), 10).await;
+    eprintln!("gtid, replicas 2 s behind: {stale} of 10 counts missed a row; reads {backends:?}");
+    assert!(stale > 0, "gtid mode is per session: {backends:?}");
+
+    // "global": every connection through this instance reads every write
+    // made through it.
+    primary.exec(reset).await;
+    let (stale, backends) = write_then_count_on_new_connections(&global.opts(), &global.opts(), 30).await;
+    let [replica, waited, on_primary] = ryw_outcomes(&global.metrics());
+    eprintln!(
+        "global, replicas 2 s behind: {stale} of 30 counts missed a row; reads {backends:?}; \
+         outcomes replica={replica} waited={waited} primary={on_primary}"
+    );
+    assert_eq!(stale, 0, "global: a new connection reads what another wrote");
+    assert_eq!(
+        backends,
+        BTreeMap::from([("primary", 30)]),
+        "no replica had the writes"
+    );
+
+    // "universal": also writes made around Sluice (here: directly on the
+    // primary, as another instance would).
+    primary.exec(reset).await;
+    let (stale, backends) =
+        write_then_count_on_new_connections(&direct_opts(&t.primary), &universal.opts(), 30).await;
+    let queries = metric_sum(&universal.metrics(), "sluice_primary_position_queries_total", &[]);
+    eprintln!(
+        "universal, writes made directly on the primary: {stale} of 30 counts missed a row; reads {backends:?}; \
+         {queries} position queries"
+    );
+    assert_eq!(stale, 0, "universal: a read sees writes made around Sluice");
+    assert!(
+        queries >= 30.0,
+        "each read arriving alone asked the primary once: {queries}"
+    );
+    drop(restore);
+
+    // In sync, global and universal reads use the replicas again.
+    wait_until("replicas are fresh", Duration::from_secs(30), || {
+        lag_ms(&global, "replica1").is_some_and(|l| l < 100.0)
+            && lag_ms(&global, "replica2").is_some_and(|l| l < 100.0)
+    })
+    .await;
+    primary.exec(reset).await;
+    wait_replicas_in_sync();
+    for s in [&global, &universal] {
+        let (stale, backends) = write_then_count_on_new_connections(&s.opts(), &s.opts(), 20).await;
+        eprintln!("in sync: {stale} of 20 stale; reads {backends:?}");
+        assert_eq!(stale, 0);
+        primary.exec(reset).await;
+        wait_replicas_in_sync();
+    }
+}
+
+#[tokio::test]
+async fn universal_reads_that_arrive_together_share_one_position_query() {
+    let _serial = SERIAL.lock().await;
+    let s = Sluice::start_with(SluiceOptions {
+        routing_extra: "read_your_writes = \"universal\"".into(),
+        ..options()
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let opts = s.opts();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::new(opts).await.unwrap();
+            for _ in 0..50 {
+                let _: Option<u32> = c.query_first(PROBE).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let queries = metric_sum(&s.metrics(), "sluice_primary_position_queries_total", &[]);
+    eprintln!("800 concurrent reads (16 clients) asked the primary's position {queries} times");
+    assert!(queries > 0.0);
+    assert!(
+        queries < 800.0,
+        "concurrent reads share position queries: {queries}"
+    );
+}

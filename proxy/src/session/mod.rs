@@ -329,6 +329,10 @@ impl Session {
                 }
             }
         }
+        // Killed while the command arrived: the KILL wins, as on the server.
+        if self.slot.killed() {
+            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "killed"));
+        }
         self.client.read_logical(max_packet).await
     }
 

@@ -84,10 +84,19 @@ async function step(fn) {
 }
 
 /** Runs a statement; text protocol unless `prepared`. Rows as arrays, or the OK header. */
+let lastFields = null;
+
 async function q(c, sql, params, prepared = false) {
-  const [res] = prepared ? await c.execute({ sql, rowsAsArray: true }, params ?? [])
+  const [res, fields] = prepared ? await c.execute({ sql, rowsAsArray: true }, params ?? [])
     : await c.query({ sql, rowsAsArray: true }, params);
+  lastFields = fields;
   return res;
+}
+
+/** Rows and the result's column definitions: [type, flags, length] (drivers decode by them). */
+async function typed(c, sql, params, prepared = false) {
+  const rows = normRows(await q(c, sql, params, prepared));
+  return { rows, types: (lastFields ?? []).map((f) => [f.columnType, f.flags, f.columnLength]) };
 }
 
 async function one(c, sql, params, prepared = false) {
@@ -287,7 +296,7 @@ check('proc_out_param', async () => {
   const out = {};
   out.call_out = await step(async () => {
     await q(c, `CALL ${p}(5, @out)`);
-    return norm(await one(c, 'SELECT @out'));
+    return typed(c, 'SELECT @out');
   });
   out.select_into = await step(async () => {
     await q(c, 'SELECT 42 INTO @v');
@@ -299,8 +308,8 @@ check('proc_out_param', async () => {
   });
   out.typed = await step(async () => {
     await q(c, "SET @s := 'text', @dec := 1.25, @dbl := 0.5e0, @nul := NULL, @neg := -3");
-    return [normRows(await q(c, 'SELECT @s, @dec, @dbl, @nul, @neg')),
-      normRows(await q(c, 'SELECT @s, @dec, @dbl, @nul, @neg', [], true))];
+    return [await typed(c, 'SELECT @s, @dec, @dbl, @nul, @neg'),
+      await typed(c, 'SELECT @s, @dec, @dbl, @nul, @neg', [], true)];
   });
   out.all_later = await step(async () => {
     await one(c, 'SELECT 1');
@@ -348,23 +357,24 @@ check('warnings', async () => {
   out.driver_warning_count = ins.warningStatus;
   // Longer than any hold of the connection that ran the INSERT.
   await sleep(1000);
-  out.show_warnings = await step(async () => normRows(await q(c, 'SHOW WARNINGS')));
-  out.show_count = await step(async () => normRows(await q(c, 'SHOW COUNT(*) WARNINGS')));
-  out.warning_count = await step(async () => normRows(await q(c, 'SELECT @@warning_count')));
+  out.show_warnings = await step(() => typed(c, 'SHOW WARNINGS'));
+  out.show_count = await step(() => typed(c, 'SHOW COUNT(*) WARNINGS'));
+  out.warning_count = await step(() => typed(c, 'SELECT @@warning_count'));
+  out.error_count = await step(() => typed(c, 'SELECT @@error_count', [], true));
   out.found_rows = await step(async () => {
     await q(c, `SELECT SQL_CALC_FOUND_ROWS * FROM ${t} LIMIT 1`);
     await sleep(300);
-    return norm(await one(c, 'SELECT FOUND_ROWS()'));
+    return typed(c, 'SELECT FOUND_ROWS()');
   });
   out.row_count = await step(async () => {
     await q(c, `UPDATE ${t} SET c = 'q' WHERE c LIKE 'a%'`);
     await sleep(300);
-    return norm(await one(c, 'SELECT ROW_COUNT()'));
+    return typed(c, 'SELECT ROW_COUNT()', [], true);
   });
   out.prepared_insert = await step(async () => {
     const r = await q(c, `INSERT INTO ${t} VALUES (?)`, ['toolong'], true);
     await sleep(300);
-    return [r.warningStatus, normRows(await q(c, 'SHOW WARNINGS'))];
+    return [r.warningStatus, await typed(c, 'SHOW WARNINGS', [], true)];
   });
   await close(c);
   return out;
@@ -426,6 +436,30 @@ check('kill_query', async () => {
     await q(c2, 'KILL QUERY 999999');
     return 'ok';
   });
+
+  // KILL <id> closes that client: its next statement fails (how depends on
+  // timing, so only whether it fails is printed); the killer goes on.
+  const c3 = await connect();
+  c3.on('error', () => {});
+  const third = await one(c3, 'SELECT CONNECTION_ID()');
+  const kill = await step(async () => {
+    await q(c2, `KILL ${third}`);
+    return 'ok';
+  });
+  if (kill.error) kill.error[1] = kill.error[1].replace(String(third), '<victim>');
+  await sleep(200);
+  let fails = false;
+  try {
+    await one(c3, 'SELECT 1');
+  } catch {
+    fails = true;
+  }
+  out.kill_connection = {
+    kill,
+    victim_fails: fails,
+    killer_after: await step(async () => norm(await one(c2, 'SELECT 1'))),
+  };
+  c3.destroy();
   await close(c1);
   await close(c2);
   return out;

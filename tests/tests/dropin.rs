@@ -1,0 +1,539 @@
+//! Drop-in fidelity regressions (issue 10), each checked against MariaDB
+//! itself where the server can answer the same question: multi-packet
+//! commands, user variables set by the server, SET NAMES, diagnostics after
+//! a delay and under pool pressure, CONNECTION_ID() and KILL, connection
+//! attributes, a client without a default schema, cursors while pinned,
+//! and the status flags of OK packets Sluice builds. Both routing modes run
+//! every check that a mode could change.
+//!
+//! Tables: dropin_* in sluice_test.
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_common::constants::CapabilityFlags as Caps;
+use sluice_tests::raw::{RawClient, err_code};
+use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, metric_sum};
+use std::time::{Duration, Instant};
+
+const MODES: [&str; 2] = ["primary_only", "split"];
+
+fn start(mode: &'static str) -> Sluice {
+    Sluice::start_with(SluiceOptions {
+        routing_mode: mode,
+        ..SluiceOptions::default()
+    })
+}
+
+fn server_code(e: &mysql_async::Error) -> Option<u16> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// Runs the same statements on a connection and returns every result as
+/// text rows, errors as their code, so a direct run and a Sluice run can be
+/// compared.
+async fn transcript(c: &mut Conn, statements: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in statements {
+        match c.query::<mysql_async::Row, _>(*sql).await {
+            Ok(rows) => {
+                // Column types too: drivers convert values by them.
+                let types: Vec<String> = rows
+                    .first()
+                    .map(|r| {
+                        r.columns_ref()
+                            .iter()
+                            .map(|c| format!("{}:{:?}", c.name_str(), c.column_type()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let rows: Vec<Vec<String>> = rows
+                    .into_iter()
+                    .map(|r| r.unwrap().into_iter().map(|v| format!("{v:?}")).collect())
+                    .collect();
+                out.push(format!("{sql} -> {types:?} {rows:?}"));
+            }
+            Err(e) => out.push(format!("{sql} -> error {:?}", server_code(&e))),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn user_variables_set_by_the_server_follow_the_client() {
+    let statements = [
+        "CREATE PROCEDURE IF NOT EXISTS sluice_test.dropin_double(IN a INT, OUT b INT) SET b = a * 2",
+        "CALL sluice_test.dropin_double(5, @out)",
+        "SELECT @out",
+        "SELECT 42 INTO @v",
+        "SELECT 1 FROM dual",
+        "SELECT @v",
+        "SET @a := 7 + 1",
+        "SELECT @a, @a + 1",
+        "SET @s := CONCAT('x', 'y'), @d := 1.50, @f := 1.5e0, @n := NULL",
+        "SELECT @s, @d, @f, @n",
+        "SELECT @s := 'changed'",
+        "SELECT @s",
+    ];
+    let mut direct = Conn::new(direct_opts(&Topology::from_env().primary))
+        .await
+        .unwrap();
+    direct.query_drop("USE sluice_test").await.unwrap();
+    let expected = transcript(&mut direct, &statements).await;
+    for mode in MODES {
+        let s = start(mode);
+        let mut c = Conn::new(s.opts()).await.unwrap();
+        let got = transcript(&mut c, &statements).await;
+        assert_eq!(got, expected, "{mode}");
+        let m = s.metrics();
+        assert_eq!(
+            metric_sum(&m, "sluice_session_pins_total", &[]),
+            0.0,
+            "{mode}: read back, not pinned"
+        );
+        assert!(metric_sum(&m, "sluice_state_read_backs_total", &["what=\"user_variables\""]) >= 4.0);
+    }
+}
+
+#[tokio::test]
+async fn set_names_after_a_latin1_handshake_sets_every_charset_variable() {
+    let statements = [
+        "SET NAMES utf8mb4",
+        "SELECT 1",
+        "SELECT @@character_set_client, @@character_set_connection, @@character_set_results, @@collation_connection",
+        "SET NAMES latin1 COLLATE latin1_german1_ci",
+        "SELECT @@character_set_connection, @@collation_connection",
+        "SET collation_connection = utf8mb4_unicode_ci",
+        "SELECT @@character_set_connection, @@collation_connection",
+    ];
+    let latin1 = |opts: Opts| -> Opts {
+        OptsBuilder::from_opts(opts)
+            .setup(vec!["SET NAMES latin1"])
+            .into()
+    };
+    let mut direct = Conn::new(latin1(direct_opts(&Topology::from_env().primary)))
+        .await
+        .unwrap();
+    let expected = transcript(&mut direct, &statements).await;
+    for mode in MODES {
+        let s = start(mode);
+        // Many statements, so every one may land on another connection.
+        let mut c = Conn::new(latin1(s.opts())).await.unwrap();
+        let got = transcript(&mut c, &statements).await;
+        assert_eq!(got, expected, "{mode}");
+    }
+}
+
+/// Keeps every primary connection of a small pool busy.
+fn pressure(opts: Opts, until: Instant) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..4)
+        .map(|_| {
+            let opts = opts.clone();
+            tokio::spawn(async move {
+                let mut c = Conn::new(opts).await.unwrap();
+                while Instant::now() < until {
+                    // Writes go to the primary in both modes; errors
+                    // (pool exhausted) are part of the pressure.
+                    let _ = c
+                        .query_drop("INSERT INTO sluice_test.dropin_busy VALUES (SLEEP(0.1))")
+                        .await;
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn diagnostics_survive_a_delay_and_pool_pressure() {
+    let setup = [
+        "SET SESSION sql_mode = ''",
+        "CREATE TABLE IF NOT EXISTS sluice_test.dropin_w (c CHAR(2))",
+        "CREATE TABLE IF NOT EXISTS sluice_test.dropin_busy (x INT)",
+        "TRUNCATE sluice_test.dropin_w",
+    ];
+    let before = ["INSERT INTO sluice_test.dropin_w VALUES ('abcdef'), ('xyz'), ('ok')"];
+    let after = [
+        "SELECT @@warning_count",
+        "SHOW COUNT(*) WARNINGS",
+        "SHOW WARNINGS",
+        "SHOW WARNINGS LIMIT 1, 1",
+        "SHOW ERRORS",
+        "SELECT 1",
+        "SHOW WARNINGS",
+        "SELECT SQL_CALC_FOUND_ROWS * FROM sluice_test.dropin_w LIMIT 1",
+    ];
+    let after_second_delay = [
+        "SELECT FOUND_ROWS()",
+        "SELECT FOUND_ROWS() AS again",
+        "UPDATE sluice_test.dropin_w SET c = 'zz'",
+    ];
+    let after_third_delay = [
+        "SELECT ROW_COUNT()",
+        "SELECT ROW_COUNT()",
+        "SELECT nosuchcol FROM sluice_test.dropin_w",
+        "SHOW COUNT(*) ERRORS",
+        "SHOW WARNINGS",
+        "SELECT @@warning_count, @@error_count",
+        "SELECT * FROM sluice_test.dropin_w LIMIT 0",
+        "SHOW WARNINGS",
+    ];
+    async fn run(c: &mut Conn, busy: Option<Opts>, groups: [&[&str]; 4]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, group) in groups.iter().enumerate() {
+            if i > 0 {
+                // Longer than any hold Sluice ever had, with other clients
+                // taking every pooled connection meanwhile.
+                let until = Instant::now() + Duration::from_millis(1200);
+                let tasks = busy.clone().map(|o| pressure(o, until)).unwrap_or_default();
+                tokio::time::sleep_until(until.into()).await;
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            }
+            out.extend(transcript(c, group).await);
+        }
+        out
+    }
+    let groups: [&[&str]; 4] = [&before, &after, &after_second_delay, &after_third_delay];
+    let mut direct = Conn::new(direct_opts(&Topology::from_env().primary))
+        .await
+        .unwrap();
+    transcript(&mut direct, &setup).await;
+    let expected = run(&mut direct, None, groups).await;
+    let expected_found: Option<u64> = direct.exec_first("SELECT FOUND_ROWS()", ()).await.unwrap();
+    for mode in MODES {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 2,
+            acquire_timeout_ms: 500,
+            ..SluiceOptions::default()
+        });
+        let mut c = Conn::new(s.opts()).await.unwrap();
+        transcript(&mut c, &setup).await;
+        let got = run(&mut c, Some(s.opts()), groups).await;
+        assert_eq!(got, expected, "{mode}");
+        // The same read through the binary protocol.
+        let found: Option<u64> = c.exec_first("SELECT FOUND_ROWS()", ()).await.unwrap();
+        assert_eq!(found, expected_found, "{mode}: prepared FOUND_ROWS()");
+    }
+}
+
+#[tokio::test]
+async fn connection_id_and_kill_name_the_client() {
+    sluice_tests::ensure_other_user().await;
+    let mut admin = Conn::new(direct_opts(&Topology::from_env().primary))
+        .await
+        .unwrap();
+    admin
+        .query_drop(
+            "CREATE USER IF NOT EXISTS 'limited'@'%' IDENTIFIED BY 'limited-pw'; \
+             GRANT SELECT ON sluice_test.* TO 'limited'@'%'",
+        )
+        .await
+        .unwrap();
+    for mode in MODES {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            extra_users: "[[users]]\nname = \"limited\"\npassword = \"limited-pw\"\n".into(),
+            ..SluiceOptions::default()
+        });
+        let mut victim = Conn::new(s.opts()).await.unwrap();
+        let id = victim.id();
+        for _ in 0..3 {
+            let got: Option<u32> = victim.query_first("SELECT CONNECTION_ID()").await.unwrap();
+            assert_eq!(got, Some(id), "{mode}: CONNECTION_ID() is the handshake's id");
+        }
+        let mut killer = Conn::new(s.opts()).await.unwrap();
+        assert_ne!(killer.id(), id);
+
+        // KILL QUERY stops the statement, not the connection.
+        let sleeper = tokio::spawn(async move {
+            let started = Instant::now();
+            let r = victim.query_drop("SELECT SLEEP(20)").await;
+            (victim, r, started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        killer.query_drop(format!("KILL QUERY {id}")).await.unwrap();
+        let (mut victim, r, took) = sleeper.await.unwrap();
+        let err = r.expect_err("the statement was killed");
+        assert_eq!(server_code(&err), Some(1317), "{mode}: {err} after {took:?}");
+        let one: Option<u32> = victim.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1), "{mode}: the connection lives on");
+
+        // Unknown ids, other users' clients, unsupported forms.
+        let e = killer.query_drop("KILL QUERY 999999").await.unwrap_err();
+        assert_eq!(server_code(&e), Some(1094), "{e}");
+        let mut limited = Conn::new(
+            OptsBuilder::from_opts(s.opts())
+                .user(Some("limited"))
+                .pass(Some("limited-pw")),
+        )
+        .await
+        .unwrap();
+        let e = limited.query_drop(format!("KILL {id}")).await.unwrap_err();
+        assert_eq!(server_code(&e), Some(1095), "{mode}: {e}");
+        let e = killer.query_drop("KILL USER app").await.unwrap_err();
+        assert_eq!(server_code(&e), Some(1235), "{e}");
+        // The backend's own ids mean nothing to Sluice.
+        let backend_id: Option<u32> = killer
+            .query_first("SELECT ID FROM information_schema.PROCESSLIST ORDER BY ID LIMIT 1")
+            .await
+            .unwrap();
+        if let Some(bid) = backend_id.filter(|&b| b > killer.id() + 100) {
+            let e = killer.query_drop(format!("KILL {bid}")).await.unwrap_err();
+            assert_eq!(server_code(&e), Some(1094));
+        }
+
+        // A user with the privilege may kill another user's client.
+        let mut other = Conn::new(
+            OptsBuilder::from_opts(s.opts())
+                .user(Some("other"))
+                .pass(Some("secret-other-pw")),
+        )
+        .await
+        .unwrap();
+        let limited_id = limited.id();
+        other.query_drop(format!("KILL {limited_id}")).await.unwrap();
+        assert!(
+            limited.query_drop("SELECT 1").await.is_err(),
+            "{mode}: KILL CONNECTION closed the client"
+        );
+
+        // KILL CONNECTION of a client in a transaction: it is closed and
+        // its transaction rolled back.
+        victim
+            .query_drop("CREATE TABLE IF NOT EXISTS sluice_test.dropin_k (id INT PRIMARY KEY)")
+            .await
+            .unwrap();
+        victim
+            .query_drop("DELETE FROM sluice_test.dropin_k")
+            .await
+            .unwrap();
+        victim.query_drop("BEGIN").await.unwrap();
+        victim
+            .query_drop("INSERT INTO sluice_test.dropin_k VALUES (1)")
+            .await
+            .unwrap();
+        killer.query_drop(format!("KILL CONNECTION {id}")).await.unwrap();
+        assert!(victim.query_drop("COMMIT").await.is_err(), "{mode}: killed");
+        let rows: Option<u32> = killer
+            .query_first("SELECT COUNT(*) FROM sluice_test.dropin_k /* sluice:primary */")
+            .await
+            .unwrap();
+        assert_eq!(rows, Some(0), "{mode}: the killed transaction was rolled back");
+        let kills = metric_sum(&s.metrics(), "sluice_kills_total", &[]);
+        assert!(kills >= 3.0, "{kills}");
+    }
+}
+
+#[tokio::test]
+async fn connection_attributes_reach_the_server() {
+    let s = start("primary_only");
+    let attrs = [
+        ("program_name", "dropin-test"),
+        ("app_tier", "billing"),
+        ("_pid", "4242"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let opts = OptsBuilder::from_opts(s.opts()).connect_attributes(attrs.into_iter().collect());
+    let mut c = Conn::new(opts).await.unwrap();
+    // The backend connection running this statement finds itself by the
+    // marker in its own text (performance_schema is on on the primary).
+    let attrs: Vec<(String, String)> = c
+        .query(
+            "SELECT a.ATTR_NAME, a.ATTR_VALUE FROM performance_schema.session_connect_attrs a \
+             JOIN information_schema.PROCESSLIST p ON p.ID = a.PROCESSLIST_ID \
+             WHERE p.INFO LIKE '%dropin-attrs-marker%' ORDER BY a.ATTR_NAME",
+        )
+        .await
+        .unwrap();
+    let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("program_name"), Some("dropin-test"), "{attrs:?}");
+    assert_eq!(get("app_tier"), Some("billing"), "{attrs:?}");
+    assert_eq!(get("_proxy"), Some("sluice"), "{attrs:?}");
+    assert_eq!(
+        get("_pid"),
+        None,
+        "per-process attributes are not forwarded: {attrs:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_without_a_schema_never_inherits_one() {
+    for mode in MODES {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 1,
+            ..SluiceOptions::default()
+        });
+        let mut with = Conn::new(s.opts()).await.unwrap();
+        let db: Option<String> = with.query_first("SELECT DATABASE()").await.unwrap();
+        assert_eq!(db.as_deref(), Some("sluice_test"));
+        with.disconnect().await.unwrap();
+        let mut without = Conn::new(OptsBuilder::from_opts(s.opts()).db_name(None::<String>))
+            .await
+            .unwrap();
+        let db: Option<Option<String>> = without.query_first("SELECT DATABASE()").await.unwrap();
+        assert_eq!(db, Some(None), "{mode}: no default schema");
+        let e = without.query_drop("SELECT * FROM dropin_w").await.unwrap_err();
+        assert_eq!(server_code(&e), Some(1046), "{mode}: {e}");
+    }
+}
+
+/// A COM_STMT_EXECUTE that opens a read-only cursor, then FETCH.
+#[tokio::test]
+async fn fetch_works_for_a_client_pinned_before_it_opened_a_cursor() {
+    let s = start("split");
+    let mut c = RawClient::connect(s.port, "app", "app", Caps::empty())
+        .await
+        .unwrap();
+    // Pinned by a temporary table first.
+    let r = c
+        .command(b"\x03CREATE TEMPORARY TABLE dropin_tmp (a INT)")
+        .await
+        .unwrap();
+    assert_eq!(r.payload[0], 0, "{:?}", String::from_utf8_lossy(&r.payload));
+    let mut prepare = vec![0x16];
+    prepare.extend_from_slice(b"SELECT 1 UNION SELECT 2");
+    c.stream.send(0, &prepare).await.unwrap();
+    let ok = c.stream.read_packet().await.unwrap();
+    assert_eq!(ok.payload[0], 0);
+    let id = u32::from_le_bytes([ok.payload[1], ok.payload[2], ok.payload[3], ok.payload[4]]);
+    // One column definition and its EOF.
+    c.read_until(|p| p.payload.first() == Some(&0xfe) && p.payload.len() < 9)
+        .await
+        .unwrap();
+    let mut execute = vec![0x17];
+    execute.extend_from_slice(&id.to_le_bytes());
+    execute.push(1); // CURSOR_TYPE_READ_ONLY
+    execute.extend_from_slice(&1u32.to_le_bytes());
+    c.stream.send(0, &execute).await.unwrap();
+    // Column count, definition, EOF (with SERVER_STATUS_CURSOR_EXISTS).
+    c.read_until(|p| p.payload.first() == Some(&0xfe) && p.payload.len() < 9)
+        .await
+        .unwrap();
+    let mut fetch = vec![0x1c];
+    fetch.extend_from_slice(&id.to_le_bytes());
+    fetch.extend_from_slice(&10u32.to_le_bytes());
+    c.stream.send(0, &fetch).await.unwrap();
+    let rows = c
+        .read_until(|p| {
+            (p.payload.first() == Some(&0xfe) && p.payload.len() < 9) || p.payload.first() == Some(&0xff)
+        })
+        .await
+        .unwrap();
+    let last = rows.last().unwrap();
+    assert_eq!(
+        err_code(&last.payload),
+        None,
+        "{:?}",
+        String::from_utf8_lossy(&last.payload)
+    );
+    assert_eq!(rows.len(), 3, "two rows and an EOF");
+}
+
+/// Replies to a command of more than 16 MiB continue the client's sequence
+/// ids, whichever path answers it.
+#[tokio::test]
+async fn replies_to_multi_packet_commands_continue_the_sequence() {
+    let s = start("primary_only");
+    let mut c = RawClient::connect(s.port, "app", "app", Caps::empty())
+        .await
+        .unwrap();
+    let mut big = b"\x03SELECT LENGTH('".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 17 << 20));
+    big.extend_from_slice(b"')");
+    // Two physical packets: sequence 0 and 1; the answer starts at 2.
+    let next = c.stream.send(0, &big).await.unwrap();
+    assert_eq!(next, 2);
+    let first = c.stream.read_packet().await.unwrap();
+    assert_eq!(first.seq, 2, "result set numbered after the command");
+    c.read_until(|p| p.payload.first() == Some(&0xfe) && p.payload.len() < 9)
+        .await
+        .unwrap();
+    let rows = c
+        .read_until(|p| p.payload.first() == Some(&0xfe) && p.payload.len() < 9)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    // An error Sluice makes itself (unknown statement id) after a big
+    // COM_STMT_EXECUTE-sized packet.
+    let mut bad = vec![0x17, 0xff, 0xff, 0xff, 0x7f, 0, 1, 0, 0, 0];
+    bad.extend(std::iter::repeat_n(0u8, 17 << 20));
+    c.stream.send(0, &bad).await.unwrap();
+    let e = c.stream.read_packet().await.unwrap();
+    assert_eq!((e.seq, err_code(&e.payload)), (2, Some(1243)));
+}
+
+#[tokio::test]
+async fn max_packet_bytes_applies_to_single_packets() {
+    let s = Sluice::start_with(SluiceOptions {
+        server_extra: "max_packet_bytes = 1048576".into(),
+        ..SluiceOptions::default()
+    });
+    let mut c = RawClient::connect(s.port, "app", "app", Caps::empty())
+        .await
+        .unwrap();
+    let mut q = b"\x03SELECT '".to_vec();
+    q.extend(std::iter::repeat_n(b'x', 2 << 20));
+    q.push(b'\'');
+    let r = c.command(&q).await.unwrap();
+    assert_eq!(err_code(&r.payload), Some(1153));
+}
+
+/// OK packets Sluice builds itself (COM_PING, COM_SET_OPTION,
+/// COM_RESET_CONNECTION) carry the client's autocommit and transaction
+/// state, as the server's do.
+#[tokio::test]
+async fn ok_packets_sluice_builds_carry_the_clients_state() {
+    const AUTOCOMMIT: u16 = 0x0002;
+    const IN_TRANS: u16 = 0x0001;
+    async fn statuses(port: u16) -> Vec<u16> {
+        let status = |p: &[u8]| {
+            let mut pos = 1;
+            for _ in 0..2 {
+                pos += match p[pos] {
+                    0xfc => 3,
+                    0xfd => 4,
+                    0xfe => 9,
+                    _ => 1,
+                };
+            }
+            u16::from_le_bytes([p[pos], p[pos + 1]]) & (AUTOCOMMIT | IN_TRANS)
+        };
+        let eof = |p: &sluice_protocol::Packet| p.payload.first() == Some(&0xfe) && p.payload.len() < 9;
+        let mut c = RawClient::connect(port, "app", "app", Caps::empty())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        c.command(b"\x03CREATE TABLE IF NOT EXISTS sluice_test.dropin_s (a INT)")
+            .await
+            .unwrap();
+        out.push(status(&c.command(&[0x0e]).await.unwrap().payload));
+        c.command(b"\x03SET autocommit = 0").await.unwrap();
+        out.push(status(&c.command(&[0x0e]).await.unwrap().payload));
+        c.command(b"\x03SELECT * FROM sluice_test.dropin_s")
+            .await
+            .unwrap();
+        c.read_until(eof).await.unwrap();
+        c.read_until(eof).await.unwrap();
+        out.push(status(&c.command(&[0x0e]).await.unwrap().payload));
+        c.command(b"\x03COMMIT").await.unwrap();
+        c.command(b"\x03SET autocommit = 1").await.unwrap();
+        c.command(b"\x03BEGIN").await.unwrap();
+        out.push(status(&c.command(&[0x0e]).await.unwrap().payload));
+        out
+    }
+    let direct = statuses(Topology::from_env().primary_port()).await;
+    assert_eq!(
+        direct,
+        vec![AUTOCOMMIT, 0, IN_TRANS, AUTOCOMMIT | IN_TRANS],
+        "the server's own"
+    );
+    for mode in MODES {
+        let s = start(mode);
+        assert_eq!(statuses(s.port).await, direct, "{mode}");
+    }
+}
