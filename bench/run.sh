@@ -15,6 +15,10 @@
 #                         replicas (from its /metrics). After every run the replicas are
 #                         given time to catch up, so one run's replication lag does not
 #                         slow the next.
+#   ryw                   the cost of read_your_writes: oltp_read_write (prepared, autocommit)
+#                         and a write-then-read loop (bench/write_then_read.lua); endpoints
+#                         direct, haproxy and Sluice in split mode with read_your_writes =
+#                         off, gtid, global and universal. Adds the ratio to "off".
 #
 #   bench/run.sh                       # starts its own topology (ports SLUICE_PORT_BASE..+2)
 #   BENCH_SUITE=split bench/run.sh
@@ -55,8 +59,12 @@ case $BENCH_SUITE in
     workloads=(read_only_ps read_write_ps read_only_ps_notrx read_write_ps_notrx)
     [[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice-primary_only sluice-split)
     ;;
+  ryw)
+    workloads=(read_write_ps_notrx write_then_read)
+    [[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice-off sluice-gtid sluice-global sluice-universal)
+    ;;
   *)
-    echo "bench: unknown BENCH_SUITE '$BENCH_SUITE' (foundation or split)" >&2
+    echo "bench: unknown BENCH_SUITE '$BENCH_SUITE' (foundation, split or ryw)" >&2
     exit 2
     ;;
 esac
@@ -137,6 +145,9 @@ run_workload() {
       sb "$addr" oltp_read_write --db-ps-mode=auto --skip_trx=on \
         --mysql-ignore-errors=1213,1020,1205,1062 "${load[@]}" run
       ;;
+    write_then_read)
+      sb "$addr" "$root/bench/write_then_read.lua" --mysql-ignore-errors=1213,1205 "${load[@]}" run
+      ;;
     connect_per_query)
       "${limit[@]}" php bench/connect_per_query.php "${addr%:*}" "${addr##*:}" app app sluice_test \
         "$BENCH_TIME" "$BENCH_THREADS" "$table_size"
@@ -179,8 +190,8 @@ query_counts() {
 # Sluice's config: MODE is primary_only or split. The split suite gives both modes the
 # same backends (primary and replicas); the foundation suite only the primary.
 sluice_config() {
-  local listen=$1 admin=$2 mode=$3 r i=0 backends=()
-  [[ $BENCH_SUITE != split ]] || backends=("${replicas[@]}")
+  local listen=$1 admin=$2 mode=$3 ryw=${4:-off} r i=0 backends=()
+  [[ $BENCH_SUITE == foundation ]] || backends=("${replicas[@]}")
   cat <<EOF
 [server]
 listen = "$listen"
@@ -197,7 +208,7 @@ acquire_timeout_ms = 2000
 
 [routing]
 mode = "$mode"
-read_your_writes = "off"
+read_your_writes = "$ryw"
 
 [[backends]]
 name = "primary"
@@ -212,9 +223,9 @@ EOF
 
 # Start a Sluice named NAME (for files) on LISTEN / ADMIN in routing MODE.
 start_sluice() {
-  local name=$1 listen=$2 admin=$3 mode=$4
+  local name=$1 listen=$2 admin=$3 mode=$4 ryw=${5:-off}
   port_free "$listen" && port_free "$admin" || exit 1
-  sluice_config "$listen" "$admin" "$mode" >"$work/$name.toml"
+  sluice_config "$listen" "$admin" "$mode" "$ryw" >"$work/$name.toml"
   "$SLUICE_BIN" --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
   pids+=($!)
   wait_port "$listen" "$!" || { tail -n 30 "$work/$name.log" >&2; log "$name did not start"; exit 1; }
@@ -255,7 +266,7 @@ else
   primary=127.0.0.1:$SLUICE_PORT_BASE
   replicas=("127.0.0.1:$((SLUICE_PORT_BASE + 1))" "127.0.0.1:$((SLUICE_PORT_BASE + 2))")
 fi
-if [[ $BENCH_SUITE == split && ${#replicas[@]} == 0 ]]; then
+if [[ $BENCH_SUITE != foundation && ${#replicas[@]} == 0 ]]; then
   log "the split suite needs replicas: set SLUICE_BENCH_REPLICAS with SLUICE_BENCH_PRIMARY"
   exit 1
 fi
@@ -275,6 +286,11 @@ declare -A endpoint_addr=([direct]=$primary [haproxy]=$haproxy_addr [sluice]=$sl
   [sluice-primary_only]=$sluice_addr [sluice-split]=$split_addr)
 declare -A endpoint_admin=([sluice]=$sluice_admin [sluice-primary_only]=$sluice_admin
   [sluice-split]=$split_admin)
+ryw_modes=(off gtid global universal)
+for i in "${!ryw_modes[@]}"; do
+  endpoint_addr[sluice-${ryw_modes[$i]}]=127.0.0.1:$((6036 + i))
+  endpoint_admin[sluice-${ryw_modes[$i]}]=127.0.0.1:$((9036 + i))
+done
 
 if [[ ${SKIP_SLUICE:-0} != 1 ]]; then
   case $BENCH_SUITE in
@@ -282,6 +298,11 @@ if [[ ${SKIP_SLUICE:-0} != 1 ]]; then
     split)
       start_sluice sluice-primary_only "$sluice_addr" "$sluice_admin" primary_only
       start_sluice sluice-split "$split_addr" "$split_admin" split
+      ;;
+    ryw)
+      for m in "${ryw_modes[@]}"; do
+        start_sluice "sluice-$m" "${endpoint_addr[sluice-$m]}" "${endpoint_admin[sluice-$m]}" split "$m"
+      done
       ;;
   esac
 fi
@@ -294,7 +315,7 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
       logf="$work/$w-$e-$round.log"
       admin=${endpoint_admin[$e]:-}
       before=""
-      [[ -z $admin || $BENCH_SUITE != split ]] || before=$(query_counts "$admin" || true)
+      [[ -z $admin || $BENCH_SUITE == foundation ]] || before=$(query_counts "$admin" || true)
       if run_workload "$w" "${endpoint_addr[$e]}" >"$logf" 2>&1 && res=$(parse <"$logf"); then
         read -r qps p95 errors <<<"$res"
         share=""
@@ -313,7 +334,7 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
       fi
       # Messages the client printed, even on success.
       grep -E 'FATAL|ALERT|WARNING|connect_per_query:' "$logf" | sed "s/^/$w via $e: /" >>"$work/messages.txt" || true
-      if [[ $BENCH_SUITE == split ]]; then sync_replicas || failures+=("replicas lagged after $w via $e, round $round"); fi
+      if [[ $BENCH_SUITE != foundation ]]; then sync_replicas || failures+=("replicas lagged after $w via $e, round $round"); fi
     done
   done
 done
@@ -338,6 +359,15 @@ done
     echo
     echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) | split / primary_only (QPS) | on replicas | errors |"
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  elif [[ $BENCH_SUITE == ryw ]]; then
+    echo "Sluice runs in split mode with the primary and ${#replicas[@]} replica(s), one instance per" \
+      "read_your_writes mode; haproxy and direct go to the primary only. read_write_ps_notrx is" \
+      "sysbench oltp_read_write with --skip_trx=on (autocommit, so reads may go to replicas);" \
+      "write_then_read updates a row and reads it back on the same connection." \
+      "\"on replicas\" is the share of Sluice's queries that ran on a replica."
+    echo
+    echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) | ratio to off (QPS) | on replicas | errors |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
   else
     echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) |"
     echo "| --- | --- | ---: | ---: | ---: |"
@@ -348,15 +378,17 @@ done
   for w in "${workloads[@]}"; do
     direct=$(column "$w" direct 4 | median || true)
     primary_only=$(column "$w" sluice-primary_only 4 | median || true)
+    off=$(column "$w" sluice-off 4 | median || true)
     for e in "${endpoints[@]}"; do
       qps=$(column "$w" "$e" 4 | median || true)
       p95=$(column "$w" "$e" 5 | median || true)
       printf '| %s | %s | %s | %s | %s |' "$w" "$e" \
         "$([[ -n $qps ]] && printf '%.0f' "$qps" || echo failed)" \
         "$([[ -n $p95 ]] && printf '%.2f' "$p95" || echo failed)" "$(ratio "$qps" "$direct")"
-      if [[ $BENCH_SUITE == split ]]; then
+      if [[ $BENCH_SUITE != foundation ]]; then
         vs=""
         [[ $e != sluice-split ]] || vs=$(ratio "$qps" "$primary_only")
+        [[ $BENCH_SUITE != ryw || $e != sluice-* ]] || vs=$(ratio "$qps" "$off")
         share=$(column "$w" "$e" 7 | grep . | median || true)
         printf ' %s | %s | %s |' "$vs" "${share:+$share%}" "$(column "$w" "$e" 6 | sum)"
       fi

@@ -130,16 +130,14 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
     Ok(conn)
 }
 
-/// The attributes a backend connection announces: the clients' (so the
-/// server's `performance_schema.session_connect_attrs` names the
-/// application), with `_proxy` saying Sluice opened it; Sluice's own when
-/// there are none.
+/// The attributes a backend connection announces: the application's (its
+/// program name and own keys, so the server's
+/// `performance_schema.session_connect_attrs` names it), with Sluice as the
+/// driver and `_proxy` saying Sluice opened it.
 fn backend_attributes(client: &[(String, String)]) -> HashMap<String, String> {
     let mut attrs: HashMap<String, String> = client.iter().cloned().collect();
-    if attrs.is_empty() {
-        attrs.insert("_client_name".into(), "sluice".into());
-        attrs.insert("program_name".into(), "sluice".into());
-    }
+    attrs.insert("_client_name".into(), "sluice".into());
+    attrs.insert("_client_version".into(), env!("CARGO_PKG_VERSION").into());
     attrs.insert("_proxy".into(), "sluice".into());
     attrs
 }

@@ -1,8 +1,9 @@
 //! Client connection attributes forwarded to the backends. Backend
-//! connections are shared, so they carry the attributes a client has in
-//! common with the others of its application (program name, driver, the
-//! application's own keys), not per-process ones (`_pid`, `_thread`), and
-//! clients with different attributes use different pools. The number of
+//! connections are shared, so they carry what names the application: its
+//! `program_name` and its own keys (names without the leading `_` that
+//! drivers reserve for themselves: `_pid`, `_thread`, `_os`, `_client_name`
+//! describe one process or the driver, and the backend's driver is Sluice);
+//! clients with different such attributes use different pools. The number of
 //! distinct attribute sets is bounded so they cannot multiply the backend
 //! connections without limit; beyond it clients share Sluice's default pool
 //! (counted).
@@ -14,8 +15,10 @@ use std::sync::Mutex;
 /// Distinct attribute sets that get pools of their own.
 pub const MAX_ATTRIBUTE_SETS: usize = 16;
 
-/// Attributes that differ per client process or thread.
-const PER_PROCESS: &[&str] = &["_pid", "_thread", "_source_host", "_connection_id"];
+/// Forwarded: the program name and the application's own attributes.
+fn forwarded(key: &str) -> bool {
+    key == "program_name" || !key.starts_with('_')
+}
 
 /// The attribute sets admitted so far.
 #[derive(Default)]
@@ -26,11 +29,7 @@ pub struct AttributeSets {
 impl AttributeSets {
     /// The attributes the backend connections of this client carry.
     pub fn forwardable(&self, client: &[(String, String)]) -> ConnectAttrs {
-        let mut kept: Vec<(String, String)> = client
-            .iter()
-            .filter(|(k, _)| !PER_PROCESS.contains(&k.as_str()))
-            .cloned()
-            .collect();
+        let mut kept: Vec<(String, String)> = client.iter().filter(|(k, _)| forwarded(k)).cloned().collect();
         if kept.is_empty() {
             return ConnectAttrs::from(kept);
         }
@@ -61,10 +60,18 @@ mod tests {
     }
 
     #[test]
-    fn per_process_attributes_are_dropped_and_sets_bounded() {
+    fn driver_attributes_are_dropped_and_sets_bounded() {
         let sets = AttributeSets::default();
-        let a = sets.forwardable(&attrs(&[("program_name", "billing"), ("_pid", "42")]));
-        let b = sets.forwardable(&attrs(&[("_pid", "43"), ("program_name", "billing")]));
+        let a = sets.forwardable(&attrs(&[
+            ("program_name", "billing"),
+            ("_pid", "42"),
+            ("_os", "Linux"),
+        ]));
+        let b = sets.forwardable(&attrs(&[
+            ("_pid", "43"),
+            ("program_name", "billing"),
+            ("_client_name", "x"),
+        ]));
         assert_eq!(a, b);
         assert_eq!(&a[..], &attrs(&[("program_name", "billing")])[..]);
         assert!(sets.forwardable(&attrs(&[("_pid", "1")])).is_empty());

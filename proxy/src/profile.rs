@@ -5,6 +5,7 @@
 use crate::shared::Shared;
 use sluice_pool::PoolKey;
 use sluice_protocol::consts::{CapabilityFlags as Caps, MariadbCapabilities};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,11 @@ pub struct ServerProfile {
     pub capabilities: Caps,
     pub mariadb_capabilities: MariadbCapabilities,
     pub default_collation: u8,
+    /// The collations the server knows: id → (charset, collation). A
+    /// client's handshake may name one the server does not have (MySQL 8
+    /// drivers send 255, utf8mb4_0900_ai_ci); the server then uses its
+    /// defaults, and so must Sluice. Empty until learned.
+    pub collations: Arc<HashMap<u16, (String, String)>>,
     /// False until the primary has been reached once.
     pub learned: bool,
 }
@@ -26,6 +32,7 @@ impl ServerProfile {
             capabilities: Caps::all(),
             mariadb_capabilities: MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS,
             default_collation: 45,
+            collations: Arc::default(),
             learned: false,
         }
     }
@@ -63,17 +70,29 @@ async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
         found_rows: false,
         attrs: sluice_pool::ConnectAttrs::from(Vec::new()),
     };
-    let conn = shared
+    let mut conn = shared
         .pools
         .acquire(&key, &primary.address, user.secret())
         .await
         .map_err(|e| e.to_string())?;
+    let rows = conn
+        .query_rows("SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS")
+        .await
+        .map_err(|e| format!("reading the server's collations: {e}"))?;
+    let collations = rows
+        .into_iter()
+        .filter_map(|r| {
+            let id = r.first()?.as_deref()?.parse().ok()?;
+            Some((id, (r.get(1)?.clone()?, r.get(2)?.clone()?)))
+        })
+        .collect();
     let info = &conn.info;
     Ok(ServerProfile {
         version: info.version.clone(),
         capabilities: info.server_capabilities,
         mariadb_capabilities: info.mariadb_capabilities,
         default_collation: info.default_collation,
+        collations: Arc::new(collations),
         learned: true,
     })
 }

@@ -215,7 +215,7 @@ pub fn substitute_previous(sql: &str, prev: &Previous) -> Option<String> {
         } else {
             (prev.warning_count, "@@session.warning_count")
         };
-        return Some(format!("SELECT {} AS `{name}`", bigint(&value.to_string())));
+        return Some(format!("SELECT {} AS `{name}`", unsigned_count(value)));
     }
     let base = sql.as_ptr() as usize;
     let mut lexer = Lexer::new(sql);
@@ -241,11 +241,11 @@ pub fn substitute_previous(sql: &str, prev: &Previous) -> Option<String> {
         match token {
             Token::Variable(v) => {
                 let value = match v.to_ascii_lowercase().as_str() {
-                    "@@warning_count" | "@@session.warning_count" => Some(prev.warning_count.to_string()),
-                    "@@error_count" | "@@session.error_count" => Some(prev.error_count.to_string()),
+                    "@@warning_count" | "@@session.warning_count" => Some(unsigned_count(prev.warning_count)),
+                    "@@error_count" | "@@session.error_count" => Some(unsigned_count(prev.error_count)),
                     _ => None,
                 };
-                if let Some(value) = value.map(|v| bigint(&v)) {
+                if let Some(value) = value {
                     let start = v.as_ptr() as usize - base;
                     reads.push((start, end, value));
                     pending = Some((reads.len() - 1, item_start));
@@ -253,13 +253,13 @@ pub fn substitute_previous(sql: &str, prev: &Previous) -> Option<String> {
             }
             Token::Word(w) => {
                 let value = if w.eq_ignore_ascii_case("FOUND_ROWS") {
-                    Some(prev.found_rows.to_string())
+                    Some(bigint(&prev.found_rows.to_string()))
                 } else if w.eq_ignore_ascii_case("ROW_COUNT") {
-                    Some(prev.row_count.to_string())
+                    Some(bigint(&prev.row_count.to_string()))
                 } else {
                     None
                 };
-                if let Some(value) = value.map(|v| bigint(&v)) {
+                if let Some(value) = value {
                     let start = w.as_ptr() as usize - base;
                     // Only a call with no arguments: `name ( )`.
                     let mut ahead = Lexer::new(&sql[end..]);
@@ -292,13 +292,22 @@ pub fn substitute_previous(sql: &str, prev: &Previous) -> Option<String> {
     Some(out)
 }
 
-/// A value typed as the server types these reads (BIGINT): a literal of
-/// 19 digits is one, a short literal (or a CAST of one) is an INT.
+/// A value with the metadata the server gives `FOUND_ROWS()` and
+/// `ROW_COUNT()` (BIGINT, length 21, NOT NULL): a 21-character literal.
+/// A short literal, or a CAST of one, would be an INT, which drivers
+/// decode differently.
 fn bigint(value: &str) -> String {
     match value.strip_prefix('-') {
-        Some(digits) => format!("-{digits:0>19}"),
-        None => format!("{value:0>19}"),
+        Some(digits) => format!("-{digits:0>20}"),
+        None => format!("{value:0>21}"),
     }
+}
+
+/// A value with the metadata the server gives `@@warning_count` and
+/// `@@error_count` (BIGINT UNSIGNED, length 21, nullable), which some
+/// drivers (Connector/J) decode to a different type than a signed BIGINT.
+fn unsigned_count(value: u64) -> String {
+    format!("NULLIF(CAST({value:0>22} AS UNSIGNED), 18446744073709551615)")
 }
 
 /// Gives a substituted select item the column name the server would.
@@ -325,43 +334,43 @@ mod tests {
         let s = |sql| substitute_previous(sql, &prev());
         assert_eq!(
             s("SELECT FOUND_ROWS()").unwrap(),
-            "SELECT 0000000000000000042 AS `FOUND_ROWS()`"
+            "SELECT 000000000000000000042 AS `FOUND_ROWS()`"
         );
         assert_eq!(
             s("select found_rows( )").unwrap(),
-            "select 0000000000000000042 AS `found_rows( )`"
+            "select 000000000000000000042 AS `found_rows( )`"
         );
         assert_eq!(
             s("SELECT FOUND_ROWS() AS total").unwrap(),
-            "SELECT 0000000000000000042 AS total"
+            "SELECT 000000000000000000042 AS total"
         );
         assert_eq!(
             s("SELECT FOUND_ROWS() total").unwrap(),
-            "SELECT 0000000000000000042 total"
+            "SELECT 000000000000000000042 total"
         );
         assert_eq!(
             s("SELECT ROW_COUNT(), @@warning_count;").unwrap(),
-            "SELECT -0000000000000000001 AS `ROW_COUNT()`, 0000000000000000003 AS `@@warning_count`;"
+            "SELECT -00000000000000000001 AS `ROW_COUNT()`, NULLIF(CAST(0000000000000000000003 AS UNSIGNED), 18446744073709551615) AS `@@warning_count`;"
         );
         assert_eq!(
             s("SELECT @@session.error_count + 1").unwrap(),
-            "SELECT 0000000000000000001 + 1"
+            "SELECT NULLIF(CAST(0000000000000000000001 AS UNSIGNED), 18446744073709551615) + 1"
         );
         assert_eq!(
             s("SELECT * FROM t WHERE n > FOUND_ROWS()").unwrap(),
-            "SELECT * FROM t WHERE n > 0000000000000000042"
+            "SELECT * FROM t WHERE n > 000000000000000000042"
         );
         assert_eq!(
             s("SELECT FOUND_ROWS() FROM dual").unwrap(),
-            "SELECT 0000000000000000042 AS `FOUND_ROWS()` FROM dual"
+            "SELECT 000000000000000000042 AS `FOUND_ROWS()` FROM dual"
         );
         assert_eq!(
             s("SHOW COUNT(*) WARNINGS").unwrap(),
-            "SELECT 0000000000000000003 AS `@@session.warning_count`"
+            "SELECT NULLIF(CAST(0000000000000000000003 AS UNSIGNED), 18446744073709551615) AS `@@session.warning_count`"
         );
         assert_eq!(
             s("show count(*) errors").unwrap(),
-            "SELECT 0000000000000000001 AS `@@session.error_count`"
+            "SELECT NULLIF(CAST(0000000000000000000001 AS UNSIGNED), 18446744073709551615) AS `@@session.error_count`"
         );
         // Not reads of previous values.
         assert_eq!(s("SELECT found_rows FROM t"), None);

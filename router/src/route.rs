@@ -30,8 +30,6 @@ impl Route {
 pub enum Holding {
     /// An open transaction, a pin, or `pool.mode = "session"`.
     Bound,
-    /// Kept only so the next statement can read this one's state.
-    FollowUp,
 }
 
 /// Everything the decision depends on.
@@ -50,10 +48,8 @@ pub struct RouteInput<'a> {
 pub fn route(input: RouteInput<'_>) -> Route {
     let facts = input.facts;
     let lexical = &facts.lexical;
-    match input.holding {
-        Some(Holding::Bound) => return Route::Held,
-        Some(Holding::FollowUp) if lexical.needs_previous => return Route::Held,
-        _ => {}
+    if input.holding == Some(Holding::Bound) {
+        return Route::Held;
     }
     let hint = lexical.hint.as_deref();
     if hint == Some("primary") || input.mode == RoutingMode::PrimaryOnly || input.autocommit_off {
@@ -173,36 +169,6 @@ mod tests {
             Route::Primary,
             "autocommit=0 opens a transaction with the next statement"
         );
-    }
-
-    #[test]
-    fn reads_of_the_previous_statement_use_its_connection() {
-        for sql in [
-            "SHOW WARNINGS",
-            "SHOW ERRORS",
-            "SELECT FOUND_ROWS()",
-            "SELECT ROW_COUNT()",
-        ] {
-            let facts = Facts::of(sql);
-            let r = route(RouteInput {
-                mode: RoutingMode::Split,
-                facts: &facts,
-                holding: Some(Holding::FollowUp),
-                autocommit_off: false,
-                recent_write: false,
-            });
-            assert_eq!(r, Route::Held, "{sql}");
-        }
-        // A plain read after a write does not need the write's connection.
-        let facts = Facts::of("SELECT 1");
-        let r = route(RouteInput {
-            mode: RoutingMode::Split,
-            facts: &facts,
-            holding: Some(Holding::FollowUp),
-            autocommit_off: false,
-            recent_write: false,
-        });
-        assert_eq!(r, Route::Replica);
     }
 
     #[test]

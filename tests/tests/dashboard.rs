@@ -30,8 +30,8 @@ const EVENT_ONLY: &[(&str, &str)] = &[
         "a pooled connection found broken, expired or closed at checkout",
     ),
     (
-        "sluice_follow_up_released_total",
-        "clients queueing for a connection held for a follow-up",
+        "sluice_state_read_backs_total",
+        "a statement that sets user variables from the server",
     ),
     (
         "sluice_backend_connections_closed_total",

@@ -61,12 +61,10 @@ impl Session {
         self.user = changed.user;
         self.slot.set_user(&self.user);
         self.pools.clear();
-        let default_collation = self.shared.profile.load().default_collation;
+        let profile = self.shared.profile.load_full();
         let initial = Arc::make_mut(&mut self.initial);
         if let Some(collation) = changed.collation {
-            initial.vars = charset_vars_for(collation, default_collation)
-                .into_iter()
-                .collect();
+            initial.vars = charset_vars_for(collation, &profile).into_iter().collect();
         }
         initial.schema = changed.schema.clone();
         self.desired = (*self.initial).clone();

@@ -69,7 +69,9 @@ impl Session {
             diag.previous.error_count = 0;
             diag.conditions.clear();
         }
-        if work.facts.is_some() {
+        // Preparing a statement leaves ROW_COUNT() and FOUND_ROWS() alone.
+        let prepare = matches!(work.outgoing, super::execute::Outgoing::Prepare { .. });
+        if work.facts.is_some() && !prepare {
             diag.previous = diag.previous.after(Ended {
                 error: outcome.ended_with_error,
                 result_set: outcome.result_set,
@@ -107,12 +109,20 @@ impl Session {
         }
     }
 
-    /// Answers SHOW WARNINGS / SHOW ERRORS from the capture.
+    /// COM_PING and the like end with an OK that sets `ROW_COUNT()` to 0
+    /// on the server.
+    pub(super) fn ok_without_rows(&mut self) {
+        self.diagnostics.previous.row_count = 0;
+    }
+
+    /// Answers SHOW WARNINGS / SHOW ERRORS from the capture, in the text
+    /// protocol or (for a prepared SHOW WARNINGS) the binary one.
     pub(super) async fn show_diagnostics(
         &mut self,
         errors_only: bool,
         offset: u64,
         limit: Option<u64>,
+        binary: bool,
     ) -> Result<(), super::End> {
         let rows: Vec<&Vec<Option<String>>> = self
             .diagnostics
@@ -139,14 +149,13 @@ impl Session {
         if !deprecate_eof {
             queue(&mut self.client, &packets::eof(0, status));
         }
+        let types: Vec<u8> = self.diagnostics.columns.iter().map(|c| column_type(c)).collect();
         for row in &rows {
-            let mut p = Vec::new();
-            for value in row.iter() {
-                match value {
-                    Some(v) => packets::put_lenenc_bytes(&mut p, v.as_bytes()),
-                    None => p.push(0xfb),
-                }
-            }
+            let p = if binary {
+                binary_row(row, &types)
+            } else {
+                text_row(row)
+            };
             queue(&mut self.client, &p);
         }
         let warnings = u16::try_from(self.diagnostics.previous.warning_count).unwrap_or(u16::MAX);
@@ -163,6 +172,55 @@ impl Session {
         });
         self.client.flush().await.map_err(|_| super::End::ClientGone)
     }
+}
+
+fn text_row(row: &[Option<String>]) -> Vec<u8> {
+    let mut p = Vec::new();
+    for value in row {
+        match value {
+            Some(v) => packets::put_lenenc_bytes(&mut p, v.as_bytes()),
+            None => p.push(0xfb),
+        }
+    }
+    p
+}
+
+/// A binary-protocol row (COM_STMT_EXECUTE result) for text values of
+/// columns of the given types: integers in their fixed widths, the rest as
+/// length-encoded strings.
+fn binary_row(row: &[Option<String>], types: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8];
+    let mut nulls = vec![0u8; (row.len() + 7 + 2) / 8];
+    for (i, value) in row.iter().enumerate() {
+        if value.is_none() {
+            nulls[(i + 2) / 8] |= 1 << ((i + 2) % 8);
+        }
+    }
+    p.extend_from_slice(&nulls);
+    for (value, &ty) in row.iter().zip(types) {
+        let Some(v) = value else { continue };
+        let int = v.parse::<i64>().ok();
+        match (ty, int) {
+            (1, Some(n)) => p.push(n as u8),
+            (2 | 13, Some(n)) => p.extend_from_slice(&(n as u16).to_le_bytes()),
+            (3 | 9, Some(n)) => p.extend_from_slice(&(n as u32).to_le_bytes()),
+            (8, Some(n)) => p.extend_from_slice(&n.to_le_bytes()),
+            _ => packets::put_lenenc_bytes(&mut p, v.as_bytes()),
+        }
+    }
+    p
+}
+
+/// The type byte of a column definition packet.
+fn column_type(def: &[u8]) -> u8 {
+    let mut pos = 0;
+    for _ in 0..6 {
+        if packets::read_lenenc_bytes(def, &mut pos).is_none() {
+            return 253;
+        }
+    }
+    // Length of the fixed fields, charset (2), column length (4), then type.
+    def.get(pos + 1 + 2 + 4).copied().unwrap_or(253)
 }
 
 /// How a read of diagnostics is served.

@@ -86,10 +86,10 @@ enum SendError {
 
 impl Session {
     fn holding(&self) -> Option<Holding> {
-        self.held.as_ref().map(|h| match h.reason {
-            HoldReason::FollowUp => Holding::FollowUp,
-            _ => Holding::Bound,
-        })
+        self.held
+            .as_ref()
+            .filter(|h| h.reason != HoldReason::Statement)
+            .map(|_| Holding::Bound)
     }
 
     fn decide(&self, facts: Option<&Facts>) -> Route {
@@ -150,7 +150,7 @@ impl Session {
             && self
                 .held
                 .as_ref()
-                .is_some_and(|h| h.reason == HoldReason::FollowUp)
+                .is_some_and(|h| h.reason == HoldReason::Statement)
         {
             self.held = None;
         }
@@ -188,7 +188,7 @@ impl Session {
             let fresh = self
                 .held
                 .as_ref()
-                .is_some_and(|h| h.reason == HoldReason::FollowUp)
+                .is_some_and(|h| h.reason == HoldReason::Statement)
                 && route_now != Route::Held;
             let capacity = self.prepared_capacity();
             let held = self.held.as_mut().expect("checked out above");
@@ -439,7 +439,7 @@ impl Session {
             conn,
             pool,
             role,
-            reason: HoldReason::FollowUp,
+            reason: HoldReason::Statement,
         });
     }
 
@@ -603,7 +603,7 @@ impl Session {
         self.pinned = None;
         self.cursor_open = false;
         let Some(mut held) = self.held.take() else { return };
-        if held.reason == HoldReason::FollowUp {
+        if held.reason == HoldReason::Statement {
             return;
         }
         if let Err(e) = held.conn.reset().await {

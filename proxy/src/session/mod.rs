@@ -26,6 +26,7 @@ mod target;
 use crate::errors;
 use crate::handshake::{self, HandshakeError};
 use crate::metrics::SessionMetrics;
+use crate::profile::ServerProfile;
 use crate::shared::{ClientGuard, Shared};
 use bytes::Bytes;
 use mysql_common::collations::{Collation, CollationId};
@@ -43,12 +44,6 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-/// How often a connection kept for a follow-up statement (SHOW WARNINGS,
-/// FOUND_ROWS(), ROW_COUNT()) checks whether other clients are waiting for
-/// the pool; only then does it go back early (counted), because the
-/// follow-up would otherwise read another connection's state.
-const FOLLOW_UP_CHECK: Duration = Duration::from_millis(250);
-
 const CLIENT_READ_CHUNK: usize = 256;
 
 /// Why a client keeps its backend connection between statements.
@@ -58,8 +53,9 @@ enum HoldReason {
     Pinned(PinReason),
     /// `pool.mode = "session"`: one backend connection for the client's life.
     Session,
-    /// The next statement may read this one's state.
-    FollowUp,
+    /// Checked out for the statement running now; back to the pool after
+    /// it (what a later statement may read of it, Sluice captured).
+    Statement,
 }
 
 struct Held {
@@ -166,14 +162,12 @@ impl Session {
         peer_host: String,
         id: u32,
     ) -> Self {
-        let default_collation = shared.profile.load().default_collation;
+        let profile = shared.profile.load_full();
         let attrs = shared.attribute_sets.forwardable(&hello.attributes);
         let slot = shared.clients_by_id.register(id, &hello.user);
         let initial = SessionState {
             schema: hello.schema.clone(),
-            vars: charset_vars_for(hello.collation, default_collation)
-                .into_iter()
-                .collect(),
+            vars: charset_vars_for(hello.collation, &profile).into_iter().collect(),
             multi_statements: hello.capabilities.contains(Caps::CLIENT_MULTI_STATEMENTS),
             connection_id: id,
             ..SessionState::default()
@@ -253,7 +247,10 @@ impl Session {
             };
             let result = match command {
                 com::QUIT => return End::Quit,
-                com::PING => Box::pin(self.reply_ok()).await,
+                com::PING => {
+                    self.ok_without_rows();
+                    Box::pin(self.reply_ok()).await
+                }
                 com::QUERY => Box::pin(self.query(payload)).await,
                 com::INIT_DB | com::FIELD_LIST | com::STATISTICS => {
                     Box::pin(self.plain_command(payload)).await
@@ -306,14 +303,6 @@ impl Session {
             if self.slot.killed() {
                 return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "killed"));
             }
-            if let Some(held) = self.held.as_ref().filter(|h| h.reason == HoldReason::FollowUp) {
-                if held.pool.waiting() > 0 {
-                    metrics::counter!("sluice_follow_up_released_total", "reason" => "pool_waiters")
-                        .increment(1);
-                    self.held = None;
-                }
-            }
-            let follow_up = self.holding_reason() == Some(HoldReason::FollowUp);
             // `readable` is cancel-safe: when another branch wins nothing
             // of the client's input is lost.
             tokio::select! {
@@ -323,7 +312,6 @@ impl Session {
                 }
                 _ = shutdown.changed() => {}
                 _ = self.slot.wait_killed() => {}
-                _ = tokio::time::sleep(FOLLOW_UP_CHECK), if follow_up => {}
                 _ = sleep_until(idle_deadline) => {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "client idle timeout"));
                 }
@@ -440,12 +428,22 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Charset variables for a handshake collation id, falling back to the
-/// server default for ids mysql_common does not know.
-fn charset_vars_for(collation: u16, default_collation: u8) -> [(String, String); 4] {
+/// Charset variables for a handshake collation id, as the server sets
+/// them: a collation the server does not know (MySQL 8's 255 on MariaDB)
+/// gives the server's default, as `thd_init_client_charset` does.
+fn charset_vars_for(collation: u16, profile: &ServerProfile) -> [(String, String); 4] {
+    if !profile.collations.is_empty() {
+        let known = profile
+            .collations
+            .get(&collation)
+            .or_else(|| profile.collations.get(&u16::from(profile.default_collation)));
+        if let Some((charset, name)) = known {
+            return charset_vars(charset, name);
+        }
+    }
     let id = CollationId::from(collation);
     let id = if id == CollationId::UNKNOWN_COLLATION_ID {
-        CollationId::from(u16::from(default_collation))
+        CollationId::from(u16::from(profile.default_collation))
     } else {
         id
     };

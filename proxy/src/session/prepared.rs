@@ -4,6 +4,7 @@
 //! Long data is buffered here and sent to the executing connection; a
 //! read-only statement runs on a replica like its text would.
 
+use super::diagnostics::DiagnosticsRead;
 use super::execute::{Outgoing, Work};
 use super::{End, HoldReason, Session};
 use crate::errors;
@@ -117,13 +118,25 @@ impl Session {
             }
         }
         let facts = stmt.facts.clone();
-        // A read of the previous statement's FOUND_ROWS(), ROW_COUNT() or
-        // @@warning_count runs with the value in its text.
-        let substituted = facts
-            .lexical
-            .needs_previous
-            .then(|| sluice_router::diagnostics::substitute_previous(&stmt.sql, &self.diagnostics.previous))
-            .flatten();
+        // A read of the previous statement's diagnostics: SHOW WARNINGS
+        // answered from the capture, FOUND_ROWS(), ROW_COUNT() or
+        // @@warning_count run with the value in their text.
+        let mut substituted = None;
+        if facts.lexical.needs_previous {
+            let sql = stmt.sql.clone();
+            match self.diagnostics_read(&sql) {
+                Some(DiagnosticsRead::Local {
+                    errors_only,
+                    offset,
+                    limit,
+                }) => return self.show_diagnostics(errors_only, offset, limit, true).await,
+                Some(DiagnosticsRead::Rewritten(text)) => substituted = Some(text),
+                None => {}
+            }
+        }
+        let Some(stmt) = self.statements.map.get_mut(&id) else {
+            return self.reply(&errors::unknown_statement(id, command)).await;
+        };
         let outgoing = Outgoing::Execute {
             sql: substituted.map_or_else(|| stmt.sql.clone(), Arc::from),
             packet: payload.clone(),
@@ -212,7 +225,7 @@ impl Session {
             && self
                 .held
                 .as_ref()
-                .is_some_and(|h| h.reason != HoldReason::FollowUp);
+                .is_some_and(|h| h.reason != HoldReason::Statement);
         let Some(sql) = sql.filter(|_| on_cursor) else {
             return self.reply(&errors::no_open_cursor(id)).await;
         };

@@ -52,7 +52,7 @@ impl Session {
                     errors_only,
                     offset,
                     limit,
-                }) => return self.show_diagnostics(errors_only, offset, limit).await,
+                }) => return self.show_diagnostics(errors_only, offset, limit, false).await,
                 Some(DiagnosticsRead::Rewritten(text)) => outgoing = Outgoing::Raw(query_packet(&text)),
                 None => {}
             }
