@@ -537,3 +537,62 @@ async fn ok_packets_sluice_builds_carry_the_clients_state() {
         assert_eq!(statuses(s.port).await, direct, "{mode}");
     }
 }
+
+/// The report: the mariadb CLI with `--show-warnings` runs an INSERT that
+/// truncates, its own SHOW WARNINGS, a pause while other clients exhaust
+/// the pool, then the user's SHOW WARNINGS. The output must be the
+/// server's, in both modes.
+#[tokio::test]
+async fn mariadb_cli_show_warnings_while_others_are_busy() {
+    const SCRIPT: &str = "SET SESSION sql_mode = '';\n\
+        INSERT INTO sluice_test.dropin_cli VALUES ('abcdef'), ('ghijkl');\n\
+        SELECT SLEEP(1.5);\n\
+        SHOW WARNINGS;\n\
+        SELECT @@warning_count;\n";
+    let cli = move |port: u16| {
+        let out = std::process::Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-h127.0.0.1",
+                "--protocol=TCP",
+                "-uapp",
+                "-papp",
+                "--show-warnings",
+                "-t",
+            ])
+            .arg(format!("-P{port}"))
+            .arg("-e")
+            .arg(SCRIPT)
+            .output()
+            .expect("run the mariadb CLI (scripts/install-deps.sh installs it)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut admin = Conn::new(direct_opts(&Topology::from_env().primary))
+        .await
+        .unwrap();
+    admin
+        .query_drop(
+            "CREATE TABLE IF NOT EXISTS sluice_test.dropin_cli (c CHAR(2)); \
+             CREATE TABLE IF NOT EXISTS sluice_test.dropin_busy (x INT)",
+        )
+        .await
+        .unwrap();
+    let direct = cli(Topology::from_env().primary_port());
+    assert!(direct.contains("1265"), "the server warns: {direct}");
+    for mode in MODES {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 2,
+            acquire_timeout_ms: 500,
+            ..SluiceOptions::default()
+        });
+        let busy = pressure(s.opts(), Instant::now() + Duration::from_millis(1500));
+        let port = s.port;
+        let through = tokio::task::spawn_blocking(move || cli(port)).await.unwrap();
+        for t in busy {
+            t.await.unwrap();
+        }
+        assert_eq!(through, direct, "{mode}");
+    }
+}

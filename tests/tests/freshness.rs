@@ -168,6 +168,23 @@ fn ryw_outcomes(metrics: &str) -> [f64; 3] {
     })
 }
 
+/// Puts both replicas 2 s behind (`MASTER_DELAY = 2`); the returned guard
+/// takes the delay away again, even when the test fails.
+async fn delay_both_replicas(
+    replica1: &sluice_tests::node::Node,
+    replica2: &sluice_tests::node::Node,
+) -> Restore {
+    for r in [replica1, replica2] {
+        r.exec("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 2; START SLAVE")
+            .await;
+    }
+    let undo = "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE";
+    Restore(vec![
+        (replica1.address.clone(), undo),
+        (replica2.address.clone(), undo),
+    ])
+}
+
 fn lag_ms(s: &Sluice, name: &str) -> Option<f64> {
     backend_status(s, name)["lag_ms"].as_f64()
 }
@@ -384,7 +401,6 @@ async fn no_fresh_replica_falls_back_to_the_primary_or_fails_clearly() {
 #[tokio::test]
 async fn gtid_read_your_writes_while_every_replica_lags_two_seconds() {
     let _serial = SERIAL.lock().await;
-    let t = Topology::from_env();
     let [primary, replica1, replica2] = nodes();
     primary
         .exec("CREATE TABLE IF NOT EXISTS sluice_test.ryw (id INT PRIMARY KEY, v INT NOT NULL); TRUNCATE sluice_test.ryw")
@@ -394,20 +410,7 @@ async fn gtid_read_your_writes_while_every_replica_lags_two_seconds() {
         routing_extra: "read_your_writes = \"gtid\"\nmax_replica_lag_ms = 10000\ncausal_wait_ms = 100".into(),
         ..options()
     });
-    for r in [&replica1, &replica2] {
-        r.exec("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 2; START SLAVE")
-            .await;
-    }
-    let restore = Restore(vec![
-        (
-            t.replica1.clone(),
-            "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE",
-        ),
-        (
-            t.replica2.clone(),
-            "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE",
-        ),
-    ]);
+    let restore = delay_both_replicas(&replica1, &replica2).await;
     wait_until("both replicas lag", Duration::from_secs(30), || {
         lag_ms(&s, "replica1").is_some_and(|l| l >= 1000.0)
             && lag_ms(&s, "replica2").is_some_and(|l| l >= 1000.0)
@@ -701,20 +704,7 @@ async fn global_and_universal_read_your_writes_across_connections() {
         })
     };
     let (gtid, global, universal) = (start("gtid"), start("global"), start("universal"));
-    for r in [&replica1, &replica2] {
-        r.exec("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 2; START SLAVE")
-            .await;
-    }
-    let restore = Restore(vec![
-        (
-            t.replica1.clone(),
-            "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE",
-        ),
-        (
-            t.replica2.clone(),
-            "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE",
-        ),
-    ]);
+    let restore = delay_both_replicas(&replica1, &replica2).await;
     for s in [&gtid, &global, &universal] {
         wait_until("both replicas lag", Duration::from_secs(30), || {
             lag_ms(s, "replica1").is_some_and(|l| l >= 1000.0)

@@ -34,13 +34,15 @@ async fn variables_and_charset_follow_each_client_across_connections() {
             let mut backend_ids = HashSet::new();
             for _ in 0..30 {
                 let (got_tz, mode, cs, id): (String, String, String, u64) = c
-                    .query_first("SELECT @@time_zone, @@sql_mode, @@character_set_client, CONNECTION_ID()")
+                    .query_first("SELECT @@time_zone, @@sql_mode, @@character_set_client, @@pseudo_thread_id")
                     .await
                     .unwrap()
                     .unwrap();
                 assert_eq!(got_tz, tz, "client {i} sees its own time_zone");
                 assert_eq!(mode, "ANSI_QUOTES");
                 assert_eq!(cs, charset);
+                // pseudo_thread_id: the backend connection's own id
+                // (CONNECTION_ID() is the client's).
                 backend_ids.insert(id);
                 tokio::task::yield_now().await;
             }

@@ -158,11 +158,12 @@ impl Session {
             };
             queue(&mut self.client, &p);
         }
-        let warnings = u16::try_from(self.diagnostics.previous.warning_count).unwrap_or(u16::MAX);
+        // SHOW WARNINGS raises no warning of its own: the server's EOF
+        // says 0 (a client showing warnings would otherwise ask again).
         if deprecate_eof {
-            queue(&mut self.client, &packets::ok_as_eof(warnings, status));
+            queue(&mut self.client, &packets::ok_as_eof(0, status));
         } else {
-            queue(&mut self.client, &packets::eof(warnings, status));
+            queue(&mut self.client, &packets::eof(0, status));
         }
         let sent = rows.len() as u64;
         self.diagnostics.previous = self.diagnostics.previous.after(Ended {
