@@ -153,3 +153,13 @@ pub fn kill_unsupported() -> Vec<u8> {
         "This version of MariaDB doesn't yet support 'KILL USER / KILL QUERY ID through sluice' (use KILL [QUERY] <connection id>)",
     )
 }
+
+/// A KILL sent as a prepared statement: Sluice answers KILL itself, from
+/// the text protocol only (prepared, it would reach a pooled connection).
+pub fn kill_not_preparable() -> Vec<u8> {
+    err(
+        1295,
+        b"HY000",
+        "This command is not supported in the prepared statement protocol yet (sluice answers KILL itself: send it as a plain query)",
+    )
+}

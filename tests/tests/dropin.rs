@@ -276,6 +276,12 @@ async fn connection_id_and_kill_name_the_client() {
         assert_eq!(server_code(&e), Some(1095), "{mode}: {e}");
         let e = killer.query_drop("KILL USER app").await.unwrap_err();
         assert_eq!(server_code(&e), Some(1235), "{e}");
+        // Prepared, a KILL would reach a pooled connection: refused.
+        let e = killer
+            .exec_drop(format!("KILL QUERY {id}"), ())
+            .await
+            .unwrap_err();
+        assert_eq!(server_code(&e), Some(1295), "{e}");
         // The backend's own ids mean nothing to Sluice.
         let backend_id: Option<u32> = killer
             .query_first("SELECT ID FROM information_schema.PROCESSLIST ORDER BY ID LIMIT 1")

@@ -67,6 +67,9 @@ impl Session {
         self.metrics
             .classified(classified.cache_hit, classified.facts.unparsed());
         let facts = classified.facts;
+        if facts.kind() == sluice_router::Kind::Other && sluice_router::parse_kill(text).is_some() {
+            return self.reply(&errors::kill_not_preparable()).await;
+        }
         let client_id = self.statements.allocate();
         let label = facts.kind().label();
         let done = self
