@@ -121,7 +121,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         if !self.rbuf.is_empty() {
             return Ok(());
         }
-        self.rbuf.reserve(READ_CHUNK);
+        // The stream's own chunk: a client waiting for its next command
+        // must not hold a large buffer (thousands of them sit idle).
+        self.rbuf.reserve(self.chunk);
         if self.io.read_buf(&mut self.rbuf).await? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -136,6 +136,8 @@ struct Session {
     seq: u8,
     /// Pool handles by backend name for this user and FOUND_ROWS profile.
     pools: HashMap<String, BackendPool>,
+    /// Set on SIGTERM/SIGINT (subscribed once, not per command).
+    shutdown: tokio::sync::watch::Receiver<bool>,
     /// This client in the registry other clients' KILL statements use.
     slot: Arc<crate::clients::ClientSlot>,
     /// Connection attributes its backend connections carry.
@@ -165,6 +167,7 @@ impl Session {
         let profile = shared.profile.load_full();
         let attrs = shared.attribute_sets.forwardable(&hello.attributes);
         let slot = shared.clients_by_id.register(id, &hello.user);
+        let shutdown = shared.shutdown.subscribe();
         let initial = SessionState {
             schema: hello.schema.clone(),
             vars: charset_vars_for(hello.collation, &profile).into_iter().collect(),
@@ -187,6 +190,7 @@ impl Session {
             cursor_open: false,
             seq: 1,
             attrs,
+            shutdown,
             slot,
             pools: HashMap::new(),
             statements: ClientStatements::default(),
@@ -291,13 +295,12 @@ impl Session {
         let idle_limit = self.shared.config.load().server.client_idle_timeout_ms;
         let idle_deadline =
             (idle_limit > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(idle_limit));
-        let mut shutdown = self.shared.shutdown.subscribe();
         loop {
             let bound = matches!(
                 self.holding_reason(),
                 Some(HoldReason::Transaction | HoldReason::Pinned(_))
             );
-            if *shutdown.borrow_and_update() && !bound {
+            if *self.shutdown.borrow_and_update() && !bound {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "server shutdown"));
             }
             if self.slot.killed() {
@@ -310,7 +313,7 @@ impl Session {
                     ready?;
                     break;
                 }
-                _ = shutdown.changed() => {}
+                _ = self.shutdown.changed() => {}
                 _ = self.slot.wait_killed() => {}
                 _ = sleep_until(idle_deadline) => {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "client idle timeout"));
