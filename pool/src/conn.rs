@@ -54,6 +54,8 @@ pub struct BackendConn {
     /// A per-connection factor in [0.8, 1.0] so pings and lifetimes of
     /// connections opened together do not fire together.
     pub jitter: f64,
+    /// The server refused `SET pseudo_thread_id` (no privilege).
+    pub pseudo_thread_id_refused: bool,
 }
 
 impl BackendConn {
@@ -68,6 +70,7 @@ impl BackendConn {
             statements: StatementCache::default(),
             created: Instant::now(),
             jitter: 0.8 + rand::random::<f64>() * 0.2,
+            pseudo_thread_id_refused: false,
         }
     }
 
@@ -201,28 +204,30 @@ impl BackendConn {
         with_connection_id: bool,
         target: &crate::ConnectTarget,
     ) -> Result<Option<Vec<u8>>, BackendError> {
-        if with_connection_id
-            && desired.connection_id != 0
-            && self.state.connection_id != desired.connection_id
-        {
-            // CONNECTION_ID() returns pseudo_thread_id. Setting it needs a
-            // privilege (SUPER / BINLOG REPLAY); without it the statement
-            // runs anyway and reports the backend's id (counted).
-            let sql = format!("SET @@session.pseudo_thread_id={}", desired.connection_id);
-            match self.simple_command(&query_packet(&sql)).await? {
-                CommandOutcome::Ok { .. } => self.state.connection_id = desired.connection_id,
-                CommandOutcome::Err { .. } => {
-                    metrics::counter!("sluice_route_fallbacks_total", "reason" => "connection_id_not_settable")
-                        .increment(1);
-                }
-            }
-        }
         if desired.schema.is_none() && self.state.schema.is_some() {
             // A client without a default schema must not see the previous
             // client's: only a change-user unsets it (rare: the pools mix
             // clients with and without a schema).
             metrics::counter!("sluice_schema_resets_total").increment(1);
             self.change_user(target).await?;
+        }
+        // CONNECTION_ID() returns pseudo_thread_id: set to the client's id
+        // for statements that call it, and put back when another client's
+        // id is still set (a CONNECTION_ID() inside a routine or view must
+        // never name someone else). Setting it needs a privilege (SUPER /
+        // BINLOG REPLAY); refused once, it is not tried again on this
+        // connection, and the backend's own id is reported (counted).
+        let foreign = self.state.connection_id != 0 && self.state.connection_id != desired.connection_id;
+        if (with_connection_id || foreign) && !self.pseudo_thread_id_refused && desired.connection_id != 0 {
+            let sql = format!("SET @@session.pseudo_thread_id={}", desired.connection_id);
+            match self.simple_command(&query_packet(&sql)).await? {
+                CommandOutcome::Ok { .. } => self.state.connection_id = desired.connection_id,
+                CommandOutcome::Err { .. } => {
+                    self.pseudo_thread_id_refused = true;
+                    metrics::counter!("sluice_route_fallbacks_total", "reason" => "connection_id_not_settable")
+                        .increment(1);
+                }
+            }
         }
         if let Some(schema) = &desired.schema {
             if self.state.schema.as_ref() != Some(schema) {
@@ -301,6 +306,11 @@ impl BackendConn {
         for row in rows {
             let get = |i: usize| row.get(i).cloned().flatten();
             let Some(name) = get(0) else { continue };
+            // NULL is what an unset variable reads as; variables other
+            // clients left behind as NULL are not this client's.
+            if get(1).is_none() {
+                continue;
+            }
             let literal = crate::session::user_variable_literal(
                 get(1).as_deref(),
                 get(2).as_deref().unwrap_or(""),
@@ -338,9 +348,13 @@ impl BackendConn {
             &target.password,
         )
         .await?;
+        // The server keeps COM_SET_OPTION's multi-statement setting.
+        let multi_statements = self.state.multi_statements;
         self.state = SessionState::default();
         self.statements.clear();
-        self.setup().await
+        self.setup().await?;
+        self.state.multi_statements = multi_statements;
+        Ok(())
     }
 
     /// COM_RESET_CONNECTION, then the setup again (a reset also resets the
@@ -350,11 +364,14 @@ impl BackendConn {
             return Err(server_error(&payload));
         }
         let schema = self.state.schema.take();
+        let multi_statements = self.state.multi_statements;
         self.state = SessionState::default();
         self.statements.clear(); // the server deallocated them
-        // A reset keeps the current database.
+        // A reset keeps the current database and the multi-statement option.
         self.state.schema = schema;
-        self.setup().await
+        self.setup().await?;
+        self.state.multi_statements = multi_statements;
+        Ok(())
     }
 
     /// The server-side id of `sql` on this connection, preparing it first if

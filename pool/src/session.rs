@@ -146,13 +146,13 @@ impl SessionState {
         }
         // User variables hold literal SQL text already (quoted as written).
         for (name, literal) in &desired.user_vars {
-            if self.user_vars.get(name) != Some(literal) && is_identifier(name) {
-                assignments.push(format!("@{name}={literal}"));
+            if self.user_vars.get(name) != Some(literal) {
+                assignments.push(format!("{}={literal}", user_variable(name)));
             }
         }
         for name in self.user_vars.keys() {
-            if !desired.user_vars.contains_key(name) && is_identifier(name) {
-                assignments.push(format!("@{name}=NULL"));
+            if !desired.user_vars.contains_key(name) {
+                assignments.push(format!("{}=NULL", user_variable(name)));
             }
         }
         if assignments.is_empty() {
@@ -178,7 +178,7 @@ pub fn user_variable_literal(hex_value: Option<&str>, var_type: &str, charset: &
     };
     let numeric = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
     match var_type.to_ascii_uppercase().as_str() {
-        "INT" | "DECIMAL" => match text() {
+        "INT" | "INT UNSIGNED" | "DECIMAL" => match text() {
             Some(t) if numeric(&t) => return t,
             _ => {}
         },
@@ -194,6 +194,12 @@ pub fn user_variable_literal(hex_value: Option<&str>, var_type: &str, charset: &
         return format!("_{charset}''");
     }
     format!("_{charset} X'{hex}'")
+}
+
+/// A user variable's name as SQL: quoted, so any name the server accepts
+/// (`@a.b`, ``@`my-var` ``) is replayed as itself.
+fn user_variable(name: &str) -> String {
+    format!("@`{}`", name.replace('`', "``"))
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -266,7 +272,7 @@ mod tests {
         client.user_vars.insert("v".into(), "'x'".into());
         assert_eq!(
             conn.set_statement_towards(&client).unwrap(),
-            "SET @v='x', @old=NULL"
+            "SET @`v`='x', @`old`=NULL"
         );
     }
 

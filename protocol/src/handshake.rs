@@ -126,6 +126,10 @@ pub fn parse_handshake_response(
     let mut attributes = Vec::new();
     if caps.contains(Caps::CLIENT_CONNECT_ATTRS) && pos < payload.len() {
         let total = read_lenenc_int(payload, &mut pos).ok_or(HandshakeParseError::Truncated("attributes"))?;
+        // The server refuses attribute blocks over 64 KiB.
+        if total > 65_535 {
+            return Err(HandshakeParseError::Truncated("attributes (over 65535 bytes)"));
+        }
         let end = pos
             .checked_add(usize::try_from(total).unwrap_or(usize::MAX))
             .filter(|&e| e <= payload.len())

@@ -63,7 +63,11 @@ impl Chunked {
 }
 
 impl AsyncRead for Chunked {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let wants_pending = !this.pending.is_empty() && this.pending[this.reads % this.pending.len()];
         if wants_pending && !this.pended {
@@ -145,7 +149,10 @@ fn small_packets() -> impl Strategy<Value = Vec<(u8, Vec<u8>)>> {
 
 /// Read sizes: mostly small and odd, sometimes one byte, sometimes large.
 fn read_sizes() -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(prop_oneof![3 => 1usize..8, 3 => 1usize..700, 1 => 1usize..70_000], 1..16)
+    prop::collection::vec(
+        prop_oneof![3 => 1usize..8, 3 => 1usize..700, 1 => 1usize..70_000],
+        1..16,
+    )
 }
 
 fn pendings() -> impl Strategy<Value = Vec<bool>> {
@@ -328,7 +335,9 @@ fn boundary_len() -> impl Strategy<Value = usize> {
 
 /// A cheap deterministic payload (random 16 MiB vectors are slow to make).
 fn filled(len: usize, salt: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt) ^ (i >> 16) as u8).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt) ^ (i >> 16) as u8)
+        .collect()
 }
 
 /// Large reads only: a byte at a time over 16 MiB would take seconds.
@@ -426,11 +435,7 @@ fn plugin() -> impl Strategy<Value = Option<AuthPlugin<'static>>> {
 }
 
 fn attributes() -> impl Strategy<Value = Option<HashMap<String, String>>> {
-    prop::option::of(prop::collection::hash_map(
-        any::<String>(),
-        any::<String>(),
-        0..6,
-    ))
+    prop::option::of(prop::collection::hash_map(any::<String>(), any::<String>(), 0..6))
 }
 
 /// A valid response as mysql_common writes it, and the fields the parser

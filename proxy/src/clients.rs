@@ -50,10 +50,20 @@ impl ClientSlot {
 #[derive(Default)]
 pub struct Clients {
     by_id: Mutex<HashMap<u32, Arc<ClientSlot>>>,
+    next_id: std::sync::atomic::AtomicU32,
 }
 
 impl Clients {
-    pub fn register(&self, id: u32, user: &str) -> Arc<ClientSlot> {
+    /// Gives a new client its id (never 0, never one a connected client
+    /// still has, even after the counter wraps) and registers it.
+    pub fn register(&self, user: &str) -> Arc<ClientSlot> {
+        let mut map = self.lock();
+        let id = loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if id != 0 && !map.contains_key(&id) {
+                break id;
+            }
+        };
         let slot = Arc::new(ClientSlot {
             id,
             user: Mutex::new(user.to_string()),
@@ -61,7 +71,7 @@ impl Clients {
             killed: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
         });
-        self.lock().insert(id, slot.clone());
+        map.insert(id, slot.clone());
         slot
     }
 
@@ -76,5 +86,24 @@ impl Clients {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<ClientSlot>>> {
         self.by_id.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_skip_zero_and_ids_in_use_after_wrapping() {
+        let clients = Clients::default();
+        let first = clients.register("a");
+        assert_eq!(first.id, 1);
+        clients.next_id.store(u32::MAX - 1, Ordering::Relaxed);
+        assert_eq!(clients.register("b").id, u32::MAX);
+        // Wraps past 0 and past 1, which is still connected.
+        assert_eq!(clients.register("c").id, 2);
+        clients.remove(first.id);
+        clients.next_id.store(0, Ordering::Relaxed);
+        assert_eq!(clients.register("d").id, 1);
     }
 }

@@ -73,7 +73,7 @@ impl Positions {
                 }
                 if !self.in_flight.swap(true, Ordering::SeqCst) {
                     let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-                    tokio::spawn(ask_primary(self.clone(), pool.clone(), number));
+                    tokio::spawn(ask_primary(self.clone(), pool.clone(), number, limit));
                 }
                 if rx.changed().await.is_err() {
                     return None;
@@ -84,15 +84,22 @@ impl Positions {
     }
 }
 
-async fn ask_primary(positions: Arc<Positions>, pool: BackendPool, number: u64) {
+/// Asks once, within `limit` (a frozen primary must not keep every later
+/// read waiting: a failed or late answer is `None`, and the next read
+/// asks again).
+async fn ask_primary(positions: Arc<Positions>, pool: BackendPool, number: u64, limit: Duration) {
     metrics::counter!("sluice_primary_position_queries_total").increment(1);
-    let answer = async {
+    let ask = async {
         let mut conn = pool.acquire().await.ok()?;
+        // Broken until the answer is read: cut off by the timeout
+        // mid-query, the connection must be closed, never reused.
+        conn.broken = true;
         let rows = conn.query_rows("SELECT @@gtid_binlog_pos").await.ok()?;
+        conn.broken = false;
         let text = rows.first()?.first()?.clone().unwrap_or_default();
         GtidPos::parse(&text).map(Arc::new)
-    }
-    .await;
+    };
+    let answer = tokio::time::timeout(limit, ask).await.ok().flatten();
     positions.in_flight.store(false, Ordering::SeqCst);
     positions.latest.send_replace((number, answer));
 }

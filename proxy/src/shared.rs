@@ -8,7 +8,7 @@ use sluice_pool::monitor::Monitor;
 use sluice_pool::{PoolSettings, Pools};
 use sluice_router::Classifier;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,6 @@ pub struct Shared {
     pub positions: Arc<crate::positions::Positions>,
     /// Connected clients by id, for KILL.
     pub clients_by_id: crate::clients::Clients,
-    next_connection_id: AtomicU32,
     clients: AtomicUsize,
     /// Statements running per backend (least-outstanding balancing).
     load: RwLock<HashMap<String, Arc<AtomicUsize>>>,
@@ -58,7 +57,6 @@ impl Shared {
             attribute_sets: Default::default(),
             clients_by_id: Default::default(),
             positions: Default::default(),
-            next_connection_id: AtomicU32::new(1),
             clients: AtomicUsize::new(0),
             load: RwLock::new(HashMap::new()),
             down_until: Mutex::new(HashMap::new()),
@@ -68,10 +66,6 @@ impl Shared {
             started: Instant::now(),
             shutdown: tokio::sync::watch::Sender::new(false),
         })
-    }
-
-    pub fn next_connection_id(&self) -> u32 {
-        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Counts a client in, or returns None when `max_client_connections` is

@@ -157,6 +157,15 @@ mod tests {
         assert!(!Facts::of("SET @a = 5").writes_user_vars(1));
         assert!(!Facts::of("SELECT @a").writes_user_vars(0));
         assert!(!Facts::of("SELECT * FROM t WHERE id = @id").writes_user_vars(0));
+        // A lock taken in the same statement pins: it cannot be read back.
+        for sql in [
+            "SET @l = GET_LOCK('job', 10)",
+            "SELECT @got := GET_LOCK('job', 10)",
+        ] {
+            let facts = Facts::of(sql);
+            assert_eq!(facts.pin_reason(0), Some(PinReason::UserLock), "{sql}");
+            assert!(!facts.writes_user_vars(0), "{sql}");
+        }
     }
 
     #[test]

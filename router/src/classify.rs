@@ -138,16 +138,16 @@ pub fn classify(sql: &str) -> Statement {
                     kind = first_keyword(w);
                     first = false;
                     if kind == Kind::Prepare {
-                        pin = pin.or(Some(PinReason::SqlPrepare));
+                        pin = stronger(pin, PinReason::SqlPrepare);
                     }
                 }
                 let mut buf = [0u8; 24];
                 match upper(w, &mut buf) {
-                    "TEMPORARY" if kind == Kind::Ddl => pin = pin.or(Some(PinReason::TemporaryTable)),
+                    "TEMPORARY" if kind == Kind::Ddl => pin = stronger(pin, PinReason::TemporaryTable),
                     "TABLES" | "TABLE" if kind == Kind::Lock && prev_is(prev_word, "LOCK") => {
-                        pin = pin.or(Some(PinReason::LockTables))
+                        pin = stronger(pin, PinReason::LockTables)
                     }
-                    "HANDLER" if prev_word.is_none() => pin = pin.or(Some(PinReason::Handler)),
+                    "HANDLER" if prev_word.is_none() => pin = stronger(pin, PinReason::Handler),
                     "SQL_CALC_FOUND_ROWS" => feeds_next = true,
                     "WARNINGS" | "ERRORS" if kind == Kind::Show => needs_previous = true,
                     _ => {}
@@ -160,7 +160,7 @@ pub fn classify(sql: &str) -> Statement {
                 if let Some(f) = pending_function {
                     let mut buf = [0u8; 24];
                     match upper(f, &mut buf) {
-                        "GET_LOCK" => pin = pin.or(Some(PinReason::UserLock)),
+                        "GET_LOCK" => pin = stronger(pin, PinReason::UserLock),
                         "LAST_INSERT_ID" => reads_last_insert_id = true,
                         "CONNECTION_ID" => reads_connection_id = true,
                         "FOUND_ROWS" | "ROW_COUNT" => needs_previous = true,
@@ -172,7 +172,15 @@ pub fn classify(sql: &str) -> Statement {
                 if !v.starts_with("@@") && user_variable_written(kind, prev_word, tokens.peek()) {
                     pin = pin.or(Some(PinReason::UserVariable));
                 }
-                if v.eq_ignore_ascii_case("@@warning_count") || v.eq_ignore_ascii_case("@@error_count") {
+                let lower = v.to_ascii_lowercase();
+                let name = lower
+                    .strip_prefix("@@session.")
+                    .or_else(|| lower.strip_prefix("@@local."))
+                    .map_or(lower.as_str(), |n| n);
+                if matches!(
+                    name,
+                    "@@warning_count" | "@@error_count" | "warning_count" | "error_count"
+                ) {
                     needs_previous = true;
                 }
             }
@@ -192,6 +200,16 @@ pub fn classify(sql: &str) -> Statement {
         reads_connection_id,
         feeds_next,
         hint,
+    }
+}
+
+/// A pin that user variables alone would not need (a lock, a temporary
+/// table, ...) wins over the user-variable pin: user variables are read
+/// back, the others cannot be.
+fn stronger(current: Option<PinReason>, found: PinReason) -> Option<PinReason> {
+    match current {
+        None | Some(PinReason::UserVariable) => Some(found),
+        other => other,
     }
 }
 

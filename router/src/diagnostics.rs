@@ -241,8 +241,12 @@ pub fn substitute_previous(sql: &str, prev: &Previous) -> Option<String> {
         match token {
             Token::Variable(v) => {
                 let value = match v.to_ascii_lowercase().as_str() {
-                    "@@warning_count" | "@@session.warning_count" => Some(unsigned_count(prev.warning_count)),
-                    "@@error_count" | "@@session.error_count" => Some(unsigned_count(prev.error_count)),
+                    "@@warning_count" | "@@session.warning_count" | "@@local.warning_count" => {
+                        Some(unsigned_count(prev.warning_count))
+                    }
+                    "@@error_count" | "@@session.error_count" | "@@local.error_count" => {
+                        Some(unsigned_count(prev.error_count))
+                    }
                     _ => None,
                 };
                 if let Some(value) = value {

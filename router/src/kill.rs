@@ -50,9 +50,44 @@ pub fn parse_kill(sql: &str) -> Option<Kill> {
     }
 }
 
+/// Whether a statement that is not itself a KILL would run one on the
+/// backend: a KILL later in a multi-statement, or inside `PREPARE ... FROM`
+/// / `EXECUTE IMMEDIATE` text. Such statements are refused, never passed on.
+pub fn hides_kill(sql: &str) -> bool {
+    let mut at_start = true;
+    let mut first: Option<&str> = None;
+    for token in Lexer::new(sql) {
+        match token {
+            Token::Word(w) if at_start => {
+                if w.eq_ignore_ascii_case("KILL") && first.is_some() {
+                    return true;
+                }
+                first.get_or_insert(w);
+                at_start = false;
+            }
+            Token::Punct(b';') => at_start = true,
+            Token::Hint(_) => {}
+            _ => at_start = false,
+        }
+    }
+    let dynamic =
+        first.is_some_and(|w| w.eq_ignore_ascii_case("PREPARE") || w.eq_ignore_ascii_case("EXECUTE"));
+    dynamic && sql.to_ascii_uppercase().contains("KILL")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kills_hidden_in_other_statements() {
+        assert!(hides_kill("SELECT 1; KILL 5"));
+        assert!(hides_kill("EXECUTE IMMEDIATE 'KILL 5'"));
+        assert!(hides_kill("PREPARE s FROM 'kill query 5'"));
+        assert!(!hides_kill("SELECT 'KILL 5'"));
+        assert!(!hides_kill("KILL 5"));
+        assert!(!hides_kill("SELECT killed FROM t"));
+    }
 
     #[test]
     fn kill_forms() {

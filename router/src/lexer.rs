@@ -57,9 +57,15 @@ impl<'a> Iterator for Lexer<'a> {
                     self.pos += 2;
                 }
                 b'/' if b.get(self.pos + 1) == Some(&b'*') => {
-                    if b.get(self.pos + 2) == Some(&b'!') {
+                    let versioned = match b.get(self.pos + 2) {
+                        Some(&b'!') => Some(3),
+                        // MariaDB's own executable comment `/*M!`.
+                        Some(&b'M') if b.get(self.pos + 3) == Some(&b'!') => Some(4),
+                        _ => None,
+                    };
+                    if let Some(skip) = versioned {
                         // Versioned comment: skip `/*!` and the version digits.
-                        self.pos += 3;
+                        self.pos += skip;
                         while b.get(self.pos).is_some_and(u8::is_ascii_digit) {
                             self.pos += 1;
                         }
@@ -145,6 +151,8 @@ mod tests {
     #[test]
     fn versioned_comments_are_code_and_hints_are_kept() {
         let t: Vec<_> = Lexer::new("/*!40101 SET x=1*/ /* sluice:primary */").collect();
+        let m: Vec<_> = Lexer::new("/*M!100000 KILL 5 */").collect();
+        assert_eq!(m, vec![Word("KILL"), Word("5")]);
         assert_eq!(
             t,
             vec![Word("SET"), Word("x"), Punct(b'='), Word("1"), Hint("primary")]

@@ -76,6 +76,17 @@ async fn user_variables_set_by_the_server_follow_the_client() {
         "SELECT @s, @d, @f, @n",
         "SELECT @s := 'changed'",
         "SELECT @s",
+        // Types and names the read-back must keep.
+        "SET @uns := CAST(7 AS UNSIGNED), @`my-var` := 5",
+        "SELECT @uns, @`my-var`",
+        // A routine body keeps ROW_COUNT() as written.
+        "CREATE OR REPLACE PROCEDURE sluice_test.dropin_rc() SELECT ROW_COUNT()",
+        "SELECT ROUTINE_DEFINITION FROM information_schema.ROUTINES \
+         WHERE ROUTINE_SCHEMA = 'sluice_test' AND ROUTINE_NAME = 'dropin_rc' /* sluice:primary */",
+        // A lock taken with a user variable pins: it stays with the client.
+        "SELECT @got := GET_LOCK('dropin_lock', 5)",
+        "SELECT 1 FROM dual",
+        "SELECT RELEASE_LOCK('dropin_lock')",
     ];
     let mut direct = Conn::new(direct_opts(&Topology::from_env().primary))
         .await
@@ -89,9 +100,14 @@ async fn user_variables_set_by_the_server_follow_the_client() {
         assert_eq!(got, expected, "{mode}");
         let m = s.metrics();
         assert_eq!(
-            metric_sum(&m, "sluice_session_pins_total", &[]),
+            metric_sum(&m, "sluice_session_pins_total", &["reason=\"user_variable\""]),
             0.0,
             "{mode}: read back, not pinned"
+        );
+        assert_eq!(
+            metric_sum(&m, "sluice_session_pins_total", &["reason=\"get_lock\""]),
+            1.0,
+            "{mode}: the lock pins"
         );
         assert!(metric_sum(&m, "sluice_state_read_backs_total", &["what=\"user_variables\""]) >= 4.0);
     }

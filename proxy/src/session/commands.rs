@@ -33,6 +33,8 @@ impl Session {
     pub(super) async fn reset_connection(&mut self) -> Result<(), End> {
         self.release_held().await;
         self.statements.clear();
+        self.diagnostics = Default::default();
+        self.in_transaction = false;
         let schema = self.desired.schema.take();
         self.desired = SessionState {
             schema,
@@ -58,6 +60,8 @@ impl Session {
         };
         self.release_held().await;
         self.statements.clear();
+        self.diagnostics = Default::default();
+        self.in_transaction = false;
         self.user = changed.user;
         self.slot.set_user(&self.user);
         self.pools.clear();

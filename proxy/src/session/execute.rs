@@ -348,7 +348,16 @@ impl Session {
                             "reading back session state failed: {e}"
                         );
                         metrics::counter!("sluice_errors_total", "cause" => "state_read_back").increment(1);
+                        let bound = self.held.as_ref().is_some_and(|h| {
+                            matches!(h.reason, HoldReason::Transaction | HoldReason::Pinned(_))
+                        }) || outcome.status.is_some_and(|st| st & status::IN_TRANS != 0);
                         self.drop_broken_connection();
+                        if bound {
+                            // Its transaction or pinned state died with the
+                            // connection: the client must not go on as if
+                            // it were still there.
+                            return Err(End::ClientGone);
+                        }
                         Captured::default()
                     }
                 };
@@ -504,7 +513,13 @@ impl Session {
                 _ => self.last_write = Some(Instant::now()),
             }
         }
-        let explained = work.facts.is_some_and(|f| f.tracked_user_vars(literal_count)) || captured.user_vars;
+        // A state change the read-back explains: user variables of one
+        // statement. A procedure or multi-statement may also have left
+        // prepared statements or temporary tables: those still pin.
+        let explained = work.facts.is_some_and(|f| {
+            f.tracked_user_vars(literal_count)
+                || (captured.user_vars && f.kind() != Kind::Call && f.ast.statements <= 1)
+        });
         let new_pin = work
             .facts
             .and_then(|f| f.pin_reason(literal_count))
@@ -532,6 +547,7 @@ impl Session {
                         .is_some_and(|v| v.eq_ignore_ascii_case("OFF"))
             }
         };
+        self.in_transaction = in_transaction;
         let session_mode = self.shared.config.load().pool.mode == PoolMode::Session;
         held.reason = if let Some(reason) = self.pinned {
             HoldReason::Pinned(reason)

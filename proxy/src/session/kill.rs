@@ -33,7 +33,17 @@ impl Session {
             // pool until the KILL has landed.
             let running = target.running.lock().await;
             if let Some((pool, backend_id)) = running.as_ref() {
-                kill_query(pool.target().clone(), *backend_id).await;
+                let target = pool.target().clone();
+                let limit = target.connect_timeout * 2;
+                if tokio::time::timeout(limit, kill_query(target, *backend_id))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        conn_id = self.id,
+                        "KILL QUERY for client {id} did not answer within {limit:?}"
+                    );
+                }
             }
             drop(running);
         }

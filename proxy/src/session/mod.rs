@@ -73,7 +73,15 @@ enum End {
 }
 
 pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard: ClientGuard) {
-    let id = shared.next_connection_id();
+    // The id the handshake announces is the client's identity
+    // (CONNECTION_ID(), KILL): registered from the start, removed when the
+    // connection ends however it ends.
+    let slot = shared.clients_by_id.register("");
+    let registered = Registered {
+        shared: shared.clone(),
+        id: slot.id,
+    };
+    let id = slot.id;
     // A debug-level span: entering a span on every poll is measurable on
     // the per-query path, so info and warn lines carry conn_id themselves.
     let span = tracing::debug_span!("client", conn_id = id);
@@ -99,13 +107,15 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard
             }
         };
         let next_seq = hello.next_seq;
-        let mut session = Session::new(shared, client, hello, peer_host, id);
+        slot.set_user(&hello.user);
+        let mut session = Session::new(shared, client, hello, peer_host, slot);
         if !Box::pin(session.finish_handshake(next_seq)).await {
             return;
         }
         tracing::debug!(user = %session.user, "authenticated");
         let end = session.serve().await;
         Box::pin(session.close(end)).await;
+        drop(registered);
         drop(guard);
     }
     .instrument(span)
@@ -130,6 +140,9 @@ struct Session {
     /// A prepared statement opened a cursor on the held connection (the
     /// client may be pinned for another reason too).
     cursor_open: bool,
+    /// The server's IN_TRANS flag after the client's last statement (also
+    /// while pinned or in `pool.mode = "session"`).
+    in_transaction: bool,
     /// Sequence id of the next packet to the client in the current command:
     /// one past the command's last packet (a command of 16 MiB or more
     /// spans several), as the server numbers its answer.
@@ -162,11 +175,11 @@ impl Session {
         client: PacketStream<TcpStream>,
         hello: handshake::ClientHello,
         peer_host: String,
-        id: u32,
+        slot: Arc<crate::clients::ClientSlot>,
     ) -> Self {
+        let id = slot.id;
         let profile = shared.profile.load_full();
         let attrs = shared.attribute_sets.forwardable(&hello.attributes);
-        let slot = shared.clients_by_id.register(id, &hello.user);
         let shutdown = shared.shutdown.subscribe();
         let initial = SessionState {
             schema: hello.schema.clone(),
@@ -188,6 +201,7 @@ impl Session {
             held: None,
             pinned: None,
             cursor_open: false,
+            in_transaction: false,
             seq: 1,
             attrs,
             shutdown,
@@ -390,10 +404,7 @@ impl Session {
             .vars
             .get("autocommit")
             .is_some_and(|v| v.eq_ignore_ascii_case("OFF") || v == "0");
-        let in_trans = matches!(
-            self.held.as_ref().map(|h| h.reason),
-            Some(HoldReason::Transaction)
-        );
+        let in_trans = self.in_transaction && self.held.is_some();
         let mut flags = 0;
         if !autocommit_off {
             flags |= status::AUTOCOMMIT;
@@ -417,7 +428,13 @@ impl Session {
     }
 }
 
-impl Drop for Session {
+/// Removes a client from the registry when its connection ends.
+struct Registered {
+    shared: Arc<Shared>,
+    id: u32,
+}
+
+impl Drop for Registered {
     fn drop(&mut self) {
         self.shared.clients_by_id.remove(self.id);
     }

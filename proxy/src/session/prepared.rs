@@ -125,7 +125,10 @@ impl Session {
         // answered from the capture, FOUND_ROWS(), ROW_COUNT() or
         // @@warning_count run with the value in their text.
         let mut substituted = None;
-        if facts.lexical.needs_previous {
+        if facts.lexical.needs_previous
+            && facts.kind() != sluice_router::Kind::Ddl
+            && facts.ast.statements <= 1
+        {
             let sql = stmt.sql.clone();
             match self.diagnostics_read(&sql) {
                 Some(DiagnosticsRead::Local {

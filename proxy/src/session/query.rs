@@ -44,9 +44,23 @@ impl Session {
                 return self.kill(kill).await;
             }
         }
+        // A KILL inside a multi-statement or dynamic SQL would reach a
+        // pooled connection with a backend id: refused.
+        let may_hide_kill = facts.ast.statements > 1
+            || !facts.ast.parsed
+            || matches!(
+                facts.kind(),
+                sluice_router::Kind::Prepare | sluice_router::Kind::Execute | sluice_router::Kind::Other
+            );
+        if may_hide_kill && sluice_router::hides_kill(&sql) {
+            return self.reply(&crate::errors::kill_unsupported()).await;
+        }
         let label = facts.kind().label();
         let mut outgoing = Outgoing::Raw(payload.clone());
-        if facts.lexical.needs_previous && utf8 {
+        // Not in DDL (a routine body keeps its text) nor in a
+        // multi-statement (an earlier statement in it changes the values).
+        let substitutable = facts.kind() != sluice_router::Kind::Ddl && facts.ast.statements <= 1;
+        if facts.lexical.needs_previous && utf8 && substitutable {
             match self.diagnostics_read(&sql) {
                 Some(DiagnosticsRead::Local {
                     errors_only,
