@@ -42,6 +42,10 @@ pub struct PacketStream<S> {
     /// Bytes reserved per read when the buffer is empty: large for backend
     /// connections (throughput), small for clients (thousands sit idle).
     chunk: usize,
+    /// How long one flush may wait for the peer to take the bytes (the
+    /// server's `net_write_timeout`): a client that stops reading must not
+    /// hold its session, and the backend connection it uses, forever.
+    write_timeout: Option<std::time::Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
@@ -56,7 +60,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             chunk,
+            write_timeout: None,
         }
+    }
+
+    /// Fails a flush that cannot complete within `limit` (TimedOut).
+    pub fn with_write_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.write_timeout = Some(limit);
+        self
     }
 
     pub fn get_ref(&self) -> &S {
@@ -219,7 +230,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
 
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
-            self.io.write_all(&self.wbuf).await?;
+            match self.write_timeout {
+                None => self.io.write_all(&self.wbuf).await?,
+                Some(limit) => tokio::time::timeout(limit, self.io.write_all(&self.wbuf))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"))??,
+            }
             self.wbuf.clear();
         }
         Ok(())

@@ -46,6 +46,10 @@ use tracing::Instrument;
 
 const CLIENT_READ_CHUNK: usize = 256;
 
+/// A client that takes no bytes for this long is disconnected (MariaDB's
+/// default `net_write_timeout`); its backend connection is closed.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Why a client keeps its backend connection between statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HoldReason {
@@ -89,7 +93,8 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard
         tracing::debug!(%peer, "accepted");
         metrics::counter!("sluice_client_connections_accepted_total").increment(1);
         // Small read chunks: thousands of idle clients must stay cheap.
-        let mut client = PacketStream::with_chunk(stream, CLIENT_READ_CHUNK);
+        let mut client =
+            PacketStream::with_chunk(stream, CLIENT_READ_CHUNK).with_write_timeout(CLIENT_WRITE_TIMEOUT);
         let config = shared.config.load_full();
         let profile = shared.profile.load_full();
         let peer_host = peer.ip().to_string();
