@@ -46,6 +46,10 @@ pub struct PacketStream<S> {
     /// server's `net_write_timeout`): a client that stops reading must not
     /// hold its session, and the backend connection it uses, forever.
     write_timeout: Option<std::time::Duration>,
+    /// How long one read inside a packet may wait (the server's
+    /// `net_read_timeout`); waiting for the next packet to start is not
+    /// limited here (`readable` is the idle wait).
+    read_timeout: Option<std::time::Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
@@ -61,7 +65,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             wbuf: BytesMut::new(),
             chunk,
             write_timeout: None,
+            read_timeout: None,
         }
+    }
+
+    /// Fails a read that waits longer than `limit` once a packet has begun
+    /// or is awaited by `read_packet` (TimedOut).
+    pub fn with_read_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.read_timeout = Some(limit);
+        self
     }
 
     /// Fails a flush that cannot complete within `limit` (TimedOut).
@@ -87,7 +99,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             } else {
                 self.rbuf.reserve(self.chunk);
             }
-            if self.io.read_buf(&mut self.rbuf).await? == 0 {
+            let read = match self.read_timeout {
+                None => self.io.read_buf(&mut self.rbuf).await?,
+                Some(limit) => tokio::time::timeout(limit, self.io.read_buf(&mut self.rbuf))
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "peer stalled in the middle of a packet",
+                        )
+                    })??,
+            };
+            if read == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "connection closed by peer",

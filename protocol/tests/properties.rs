@@ -618,3 +618,42 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// An attribute block is accepted up to 65535 bytes and refused past
+    /// that (as the server refuses it), wherever the boundary falls in a
+    /// key or a value.
+    #[test]
+    fn attribute_blocks_over_64_kib_are_refused(
+        value_len in 65_400usize..65_700,
+        key_len in 1usize..300,
+        server_extra in any_caps(),
+    ) {
+        let caps = Caps::CLIENT_PROTOCOL_41
+            | Caps::CLIENT_SECURE_CONNECTION
+            | Caps::CLIENT_PLUGIN_AUTH
+            | Caps::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+            | Caps::CLIENT_CONNECT_ATTRS;
+        let mut block = Vec::new();
+        sluice_protocol::packets::put_lenenc_bytes(&mut block, &vec![b'k'; key_len]);
+        sluice_protocol::packets::put_lenenc_bytes(&mut block, &vec![b'v'; value_len]);
+        let mut p = caps.bits().to_le_bytes().to_vec();
+        p.extend_from_slice(&(1u32 << 24).to_le_bytes());
+        p.push(45);
+        p.extend_from_slice(&[0; 23]);
+        p.extend_from_slice(b"app\0");
+        sluice_protocol::packets::put_lenenc_bytes(&mut p, &[7; 20]);
+        p.extend_from_slice(b"mysql_native_password\0");
+        sluice_protocol::packets::put_lenenc_bytes(&mut p, &block);
+        let parsed = parse_handshake_response(&p, caps | server_extra);
+        if block.len() <= 65_535 {
+            let parsed = parsed.map_err(|e| TestCaseError::fail(format!("{} bytes refused: {e}", block.len())))?;
+            prop_assert_eq!(parsed.attributes.len(), 1);
+            prop_assert_eq!(parsed.attributes[0].1.len(), value_len);
+        } else {
+            prop_assert!(parsed.is_err(), "{} bytes accepted", block.len());
+        }
+    }
+}

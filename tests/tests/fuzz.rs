@@ -12,16 +12,18 @@
 //! handshake response or to a complete command that has one, a refused
 //! clean login, a connection left open after a refusal or COM_QUIT. At the
 //! end: the process is alive, its log has no panic, the bystander works,
-//! and no client or backend connection is left over (`/status`, `/metrics`
-//! and the servers' process lists, waited on with a deadline).
+//! no client or backend connection is left over (`/status`, `/metrics` and
+//! the servers' process lists) and no departed client's transaction or user
+//! lock lives on in a pooled connection, each waited on with a deadline.
 //!
 //! Reproducible: every session draws from its own seed, derived from the
 //! run's base seed and its index, and a failure prints that seed and the
 //! bytes exchanged. `SLUICE_FUZZ_SEED` (base seed) and
 //! `SLUICE_FUZZ_SESSIONS` change the run; `SLUICE_FUZZ_SESSION_SEED=0x...`
-//! replays one session alone and prints what it sent and received. (The
+//! replays one session alone and prints what it sent and received (the
 //! server's nonce and its answers still vary between runs; the client's
-//! choices do not.)
+//! choices do not). `SLUICE_FUZZ_ROUTING=primary_only` and
+//! `SLUICE_FUZZ_POOL_MODE=session` fuzz the other configurations.
 
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -53,6 +55,8 @@ const TIME_LIMIT: Duration = Duration::from_secs(150);
 /// How long an answer that must come may take (Sluice's own limits are
 /// `acquire_timeout_ms` = 1 s and `query_timeout_ms` = 3 s).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A whole session (a few commands, each bounded by REPLY_TIMEOUT).
+const SESSION_LIMIT: Duration = Duration::from_secs(60);
 /// After an answer, further packets are read until none came for this long.
 const DRAIN_IDLE: Duration = Duration::from_millis(20);
 /// Deadline for the leak checks at the end.
@@ -183,22 +187,54 @@ impl Wire {
     }
 
     /// Writes `bytes` (header included), in `pieces` writes when > 1.
-    async fn send(&mut self, bytes: &[u8], pieces: usize) -> bool {
+    /// Whatever the server sends meanwhile is read into the buffer: a
+    /// server blocked writing a large answer to a client that writes
+    /// without reading would otherwise deadlock with it. False when the
+    /// connection is gone; an error when the server has read nothing for
+    /// REPLY_TIMEOUT.
+    async fn send(&mut self, bytes: &[u8], pieces: usize) -> Result<bool, String> {
         self.note(format!("C> {}", hex(bytes, 400)));
         let mut cuts: Vec<usize> = (1..pieces).map(|k| k * bytes.len() / pieces).collect();
         cuts.push(bytes.len());
-        let mut at = 0;
-        for cut in cuts {
-            if self.tcp.write_all(&bytes[at..cut]).await.is_err() {
+        let outcome = {
+            let (mut rd, mut wr) = self.tcp.split();
+            let rbuf = &mut self.rbuf;
+            let write = async {
+                let mut at = 0;
+                for cut in cuts {
+                    wr.write_all(&bytes[at..cut]).await?;
+                    at = cut;
+                    if at < bytes.len() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                Ok::<(), std::io::Error>(())
+            };
+            let write = tokio::time::timeout(REPLY_TIMEOUT, write);
+            tokio::pin!(write);
+            let mut eof = false;
+            loop {
+                tokio::select! {
+                    done = &mut write => break done,
+                    n = rd.read_buf(rbuf), if !eof => {
+                        if !matches!(n, Ok(k) if k > 0) {
+                            eof = true;
+                        }
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(_)) => {
                 self.note("   (write failed: closed)");
-                return false;
+                Ok(false)
             }
-            at = cut;
-            if at < bytes.len() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            Err(_) => Err(format!(
+                "the server read nothing for {REPLY_TIMEOUT:?} while the client wrote ({} bytes)",
+                bytes.len()
+            )),
         }
-        true
     }
 
     async fn read(&mut self, limit: Duration) -> Got {
@@ -249,6 +285,7 @@ struct Stats {
     handshakes_mutated: usize,
     handshakes_abandoned: usize,
     logins: usize,
+    logins_after_mutation: usize,
     commands: usize,
     commands_mutated: usize,
     commands_random: usize,
@@ -268,6 +305,7 @@ impl Stats {
         self.handshakes_mutated += o.handshakes_mutated;
         self.handshakes_abandoned += o.handshakes_abandoned;
         self.logins += o.logins;
+        self.logins_after_mutation += o.logins_after_mutation;
         self.commands += o.commands;
         self.commands_mutated += o.commands_mutated;
         self.commands_random += o.commands_random;
@@ -494,7 +532,7 @@ fn silent(payload: &[u8]) -> bool {
     matches!(payload.first(), Some(0x18 | 0x19))
 }
 
-async fn session(port: u16, index: usize, seed: u64) -> Outcome {
+async fn session(port: u16, index: usize, seed: u64, verbose: bool) -> Outcome {
     let mut rng = Rng(seed);
     let mut st = Stats {
         sessions: 1,
@@ -517,7 +555,13 @@ async fn session(port: u16, index: usize, seed: u64) -> Outcome {
         rbuf: Vec::new(),
         transcript: String::new(),
     };
-    let result = run_session(&mut rng, &mut w, &mut st).await;
+    let result = match tokio::time::timeout(SESSION_LIMIT, run_session(&mut rng, &mut w, &mut st)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("session still running after {SESSION_LIMIT:?}")),
+    };
+    if verbose && result.is_ok() {
+        println!("session {seed:#x}:\n{}", w.transcript);
+    }
     result.map(|()| st).map_err(|what| Failure {
         index,
         seed,
@@ -580,7 +624,7 @@ async fn run_session(rng: &mut Rng, w: &mut Wire, st: &mut Stats) -> Result<(), 
         let mut bytes = frame(1, &response);
         let claimed = response.len() + rng.range(1, 1 << 20);
         bytes[..3].copy_from_slice(&(claimed as u32).to_le_bytes()[..3]);
-        w.send(&bytes, 1).await;
+        w.send(&bytes, 1).await?;
         return Ok(());
     }
     let mutated = plan < 0.36;
@@ -589,7 +633,7 @@ async fn run_session(rng: &mut Rng, w: &mut Wire, st: &mut Stats) -> Result<(), 
         let body = mutate(rng, &response);
         let seq = if rng.chance(0.1) { rng.byte() } else { 1 };
         let pieces = if rng.chance(0.1) { rng.range(2, 4) } else { 1 };
-        if !w.send(&frame(seq, &body), pieces).await {
+        if !w.send(&frame(seq, &body), pieces).await? {
             return Ok(());
         }
         match must_answer(w, "a complete (mutated) handshake response").await? {
@@ -606,7 +650,7 @@ async fn run_session(rng: &mut Rng, w: &mut Wire, st: &mut Stats) -> Result<(), 
                     let n = rng.range(0, 30);
                     rng.bytes(n)
                 };
-                if !w.send(&frame(seq.wrapping_add(1), &answer), 1).await {
+                if !w.send(&frame(seq.wrapping_add(1), &answer), 1).await? {
                     return Ok(());
                 }
                 match must_answer(w, "the auth switch answer").await? {
@@ -625,7 +669,7 @@ async fn run_session(rng: &mut Rng, w: &mut Wire, st: &mut Stats) -> Result<(), 
         }
     } else {
         st.handshakes_clean += 1;
-        if !w.send(&frame(1, &response), 1).await {
+        if !w.send(&frame(1, &response), 1).await? {
             return Err("write of a clean handshake response failed".into());
         }
         let mut reply = must_answer(w, "a clean handshake response").await?;
@@ -635,7 +679,7 @@ async fn run_session(rng: &mut Rng, w: &mut Wire, st: &mut Stats) -> Result<(), 
             let answer = scramble_native(&data, b"app")
                 .map(|s| s.to_vec())
                 .unwrap_or_default();
-            w.send(&frame(seq.wrapping_add(1), &answer), 1).await;
+            w.send(&frame(seq.wrapping_add(1), &answer), 1).await?;
             reply = must_answer(w, "the auth switch answer of a clean login").await?;
         }
         match reply {
@@ -658,6 +702,9 @@ async fn run_session(rng: &mut Rng, w: &mut Wire, st: &mut Stats) -> Result<(), 
         return Ok(());
     }
     st.logins += 1;
+    if mutated {
+        st.logins_after_mutation += 1;
+    }
 
     // Commands.
     let corpus = corpus(&nonce);
@@ -668,7 +715,7 @@ async fn run_session(rng: &mut Rng, w: &mut Wire, st: &mut Stats) -> Result<(), 
             // A command of 16 MiB or more (continuation packets).
             st.big_commands += 1;
             let (bytes, framing) = big_command(rng);
-            if !w.send(&bytes, 1).await {
+            if !w.send(&bytes, 1).await? {
                 st.closed_by_server += 1;
                 return Ok(());
             }
@@ -714,7 +761,7 @@ async fn run_session(rng: &mut Rng, w: &mut Wire, st: &mut Stats) -> Result<(), 
         }
         let pieces = if rng.chance(0.08) { rng.range(2, 4) } else { 1 };
         let abandon = rng.chance(0.05);
-        if !w.send(&bytes, pieces).await {
+        if !w.send(&bytes, pieces).await? {
             st.closed_by_server += 1;
             return Ok(());
         }
@@ -751,7 +798,7 @@ async fn run_session(rng: &mut Rng, w: &mut Wire, st: &mut Stats) -> Result<(), 
 
     if rng.chance(0.3) {
         st.quits += 1;
-        if !w.send(&frame(0, &[0x01]), 1).await {
+        if !w.send(&frame(0, &[0x01]), 1).await? {
             return Ok(());
         }
         if !desynced {
@@ -943,6 +990,30 @@ async fn app_connections(addr: &str) -> i64 {
     n.unwrap_or(0)
 }
 
+/// What a departed client may have left on a pooled connection of a
+/// server: a transaction of user app, or the `fuzz` user lock.
+async fn leftover_state(addr: &str) -> Result<(), String> {
+    let mut c = mysql_async::Conn::new(direct_opts(addr))
+        .await
+        .map_err(|e| e.to_string())?;
+    let row: Option<(i64, Option<i64>)> = c
+        .query_first(
+            "SELECT (SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
+                     JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+                     WHERE p.USER = 'app' AND p.ID <> CONNECTION_ID()), \
+                    IS_USED_LOCK('fuzz')",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    c.disconnect().await.ok();
+    match row {
+        Some((0, None)) => Ok(()),
+        other => Err(format!(
+            "{addr}: (open transactions of app, holder of GET_LOCK('fuzz')) = {other:?}"
+        )),
+    }
+}
+
 /// Waits until `check` passes, polling; the last complaint if it never does.
 async fn settle<F, Fut>(limit: Duration, mut check: F) -> Result<(), String>
 where
@@ -1016,11 +1087,18 @@ async fn frontend_fuzz_leaves_sluice_healthy() {
         baseline.push(app_connections(addr).await);
     }
 
+    // For hunting: SLUICE_FUZZ_ROUTING=primary_only, SLUICE_FUZZ_POOL_MODE=session.
+    let primary_only = std::env::var("SLUICE_FUZZ_ROUTING").is_ok_and(|m| m == "primary_only");
+    let session_mode = std::env::var("SLUICE_FUZZ_POOL_MODE").is_ok_and(|m| m == "session");
     let s = Sluice::start_with(SluiceOptions {
         max_connections_per_backend: POOL_MAX,
         acquire_timeout_ms: 1000,
+        routing_mode: if primary_only { "primary_only" } else { "split" },
         routing_extra: "query_timeout_ms = 3000".into(),
-        pool_extra: "connect_timeout_ms = 2000".into(),
+        pool_extra: format!(
+            "connect_timeout_ms = 2000\n{}",
+            if session_mode { "mode = \"session\"" } else { "" }
+        ),
         ..SluiceOptions::default()
     });
     let rss_start = rss_kib(s.pid());
@@ -1028,7 +1106,7 @@ async fn frontend_fuzz_leaves_sluice_healthy() {
     // One session replayed alone.
     if let Some(seed) = env_u64("SLUICE_FUZZ_SESSION_SEED") {
         let port = s.port;
-        let outcome = session(port, 0, seed).await;
+        let outcome = session(port, 0, seed, true).await;
         match outcome {
             Ok(st) => println!("session {seed:#x} passed: {st:?}"),
             Err(f) => panic!("{}", report(&[f], 0)),
@@ -1059,7 +1137,7 @@ async fn frontend_fuzz_leaves_sluice_healthy() {
         }
         let port = s.port;
         let outcomes: Vec<Outcome> = futures_util::stream::iter(first..last)
-            .map(|i| session(port, i, session_seed(base, i)))
+            .map(|i| session(port, i, session_seed(base, i), false))
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
@@ -1168,9 +1246,25 @@ async fn frontend_fuzz_leaves_sluice_healthy() {
     .await
     .unwrap_or_else(|e| panic!("backend connections left open: {e}"));
 
+    // Nothing a fuzz client did outlives it on a pooled connection: no open
+    // transaction, no user lock (Sluice resets or discards such connections).
+    settle(SETTLE, || {
+        let backends = backends.clone();
+        async move {
+            for addr in &backends {
+                leftover_state(addr).await?;
+            }
+            Ok(())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("a departed client's state outlived it: {e}"));
+
     let rss_end = rss_kib(s.pid());
+    let pooled: u64 = pool_sizes_by_backend(&status(&s)).iter().sum();
     println!(
-        "sluice RSS {} MiB before, {} MiB after; {} WARN and {} ERROR lines in its log; checks passed in {:.1} s total",
+        "sluice RSS {} MiB before, {} MiB after; {pooled} pooled backend connections; \
+         {} WARN and {} ERROR lines in its log; checks passed in {:.1} s total",
         rss_start / 1024,
         rss_end / 1024,
         log.lines().filter(|l| level_of(l) == Some("WARN")).count(),

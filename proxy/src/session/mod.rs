@@ -46,6 +46,15 @@ use tracing::Instrument;
 
 const CLIENT_READ_CHUNK: usize = 256;
 
+/// A client that has not finished its login in this long is closed
+/// (MariaDB's default `connect_timeout`).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a read in the middle of a command may wait for the client
+/// (MariaDB's default `net_read_timeout`): a client stalled mid-packet
+/// cannot dodge the idle timeout while it holds a transaction.
+const COMMAND_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A client that takes no bytes for this long is disconnected (MariaDB's
 /// default `net_write_timeout`); its backend connection is closed.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -93,14 +102,27 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard
         tracing::debug!(%peer, "accepted");
         metrics::counter!("sluice_client_connections_accepted_total").increment(1);
         // Small read chunks: thousands of idle clients must stay cheap.
-        let mut client =
-            PacketStream::with_chunk(stream, CLIENT_READ_CHUNK).with_write_timeout(CLIENT_WRITE_TIMEOUT);
+        let mut client = PacketStream::with_chunk(stream, CLIENT_READ_CHUNK)
+            .with_write_timeout(CLIENT_WRITE_TIMEOUT)
+            .with_read_timeout(COMMAND_READ_TIMEOUT);
         let config = shared.config.load_full();
         let profile = shared.profile.load_full();
         let peer_host = peer.ip().to_string();
         // Boxed sub-futures keep the per-client future small while it idles
         // (10,000 idle clients must fit in well under 100 MB).
-        let hello = match Box::pin(handshake::accept(&mut client, id, &profile, &config, &peer_host)).await {
+        let accept = Box::pin(handshake::accept(&mut client, id, &profile, &config, &peer_host));
+        let Ok(accepted) = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await else {
+            // The server's connect_timeout: a client that never finishes
+            // its login must not hold a client slot forever.
+            tracing::info!(
+                conn_id = id,
+                "closing a client that did not finish its login in {HANDSHAKE_TIMEOUT:?}"
+            );
+            metrics::counter!("sluice_client_connections_closed_total", "cause" => "handshake_timeout")
+                .increment(1);
+            return;
+        };
+        let hello = match accepted {
             Ok(hello) => hello,
             Err(HandshakeError::Refused(why)) => {
                 tracing::info!(conn_id = id, reason = why, "connection refused at handshake");
