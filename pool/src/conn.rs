@@ -305,12 +305,9 @@ impl BackendConn {
         let mut vars = std::collections::BTreeMap::new();
         for row in rows {
             let get = |i: usize| row.get(i).cloned().flatten();
+            // A variable set to NULL is kept: the server describes it
+            // differently from one never set (column length).
             let Some(name) = get(0) else { continue };
-            // NULL is what an unset variable reads as; variables other
-            // clients left behind as NULL are not this client's.
-            if get(1).is_none() {
-                continue;
-            }
             let literal = crate::session::user_variable_literal(
                 get(1).as_deref(),
                 get(2).as_deref().unwrap_or(""),
