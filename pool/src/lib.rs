@@ -18,7 +18,7 @@ pub mod monitor;
 mod session;
 mod statements;
 
-pub use conn::{BackendConn, CommandOutcome, ServerInfo};
+pub use conn::{BackendConn, CommandOutcome, ServerInfo, query_packet};
 pub use connect::{BACKEND_CAPABILITIES, ConnectTarget};
 pub use error::{AcquireError, BackendError};
 pub use manager::{BackendPool, ConnectAttrs, PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};

@@ -26,5 +26,5 @@ pub use classify::{Kind, PinReason, Statement, classify};
 pub use freshness::{NoReplica, ReadChoice, ReadPlan, ReadRequest, ReplicaState, choose_read, fresh_after};
 pub use gtid::GtidPos;
 pub use kill::{Kill, hides_kill, parse_kill};
-pub use route::{Holding, Route, RouteInput, route};
+pub use route::{Route, RouteInput, route};
 pub use writer::{Writer, WriterCandidate, choose_writer};

@@ -25,19 +25,14 @@ impl Route {
     }
 }
 
-/// Why the client holds a connection, as far as routing cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Holding {
-    /// An open transaction, a pin, or `pool.mode = "session"`.
-    Bound,
-}
-
 /// Everything the decision depends on.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteInput<'a> {
     pub mode: RoutingMode,
     pub facts: &'a Facts,
-    pub holding: Option<Holding>,
+    /// The client keeps its connection between statements (an open
+    /// transaction, a pin, or `pool.mode = "session"`).
+    pub bound: bool,
     /// The client runs with autocommit=0: every statement is in a transaction.
     pub autocommit_off: bool,
     /// The session wrote recently and must read its own writes from the
@@ -48,7 +43,7 @@ pub struct RouteInput<'a> {
 pub fn route(input: RouteInput<'_>) -> Route {
     let facts = input.facts;
     let lexical = &facts.lexical;
-    if input.holding == Some(Holding::Bound) {
+    if input.bound {
         return Route::Held;
     }
     let hint = lexical.hint.as_deref();
@@ -79,7 +74,7 @@ mod tests {
         route(RouteInput {
             mode: RoutingMode::Split,
             facts: &Facts::of(sql),
-            holding: None,
+            bound: false,
             autocommit_off: false,
             recent_write: false,
         })
@@ -148,7 +143,7 @@ mod tests {
         let held = route(RouteInput {
             mode: RoutingMode::Split,
             facts: &facts,
-            holding: Some(Holding::Bound),
+            bound: true,
             autocommit_off: false,
             recent_write: false,
         });
@@ -160,7 +155,7 @@ mod tests {
         let ac0 = route(RouteInput {
             mode: RoutingMode::Split,
             facts: &facts,
-            holding: None,
+            bound: false,
             autocommit_off: true,
             recent_write: false,
         });
@@ -196,7 +191,7 @@ mod tests {
         let input = RouteInput {
             mode: RoutingMode::Split,
             facts: &facts,
-            holding: None,
+            bound: false,
             autocommit_off: false,
             recent_write: true,
         };
@@ -218,7 +213,7 @@ mod tests {
         let r = route(RouteInput {
             mode: RoutingMode::PrimaryOnly,
             facts: &facts,
-            holding: None,
+            bound: false,
             autocommit_off: false,
             recent_write: false,
         });

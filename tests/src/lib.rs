@@ -301,6 +301,19 @@ pub fn direct_opts(addr: &str) -> mysql_async::Opts {
         .into()
 }
 
+/// Fails clearly when a client program is not installed (`args` make it
+/// print its version).
+pub fn require_program(program: &str, args: &[&str]) {
+    let found = Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "`{program}` is not installed (or does not run): run scripts/install-deps.sh"
+    );
+}
+
 /// Path of a file in the repository.
 pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)

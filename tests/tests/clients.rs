@@ -10,16 +10,8 @@ use sluice_tests::{Sluice, Topology, repo_path};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Fails clearly when a client program is not installed.
 fn require(program: &str) {
-    let found = Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "`{program}` is not installed (or does not run): run scripts/install-deps.sh"
-    );
+    sluice_tests::require_program(program, &["--version"]);
 }
 
 fn text(bytes: &[u8]) -> String {

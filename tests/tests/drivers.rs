@@ -134,7 +134,7 @@ impl Driver {
                 "mysql-connector-python with its C extension",
             ),
             Driver::Mysql2 => {
-                require_program("node", &["--version"]);
+                sluice_tests::require_program("node", &["--version"]);
                 let module = repo_path("tests/drivers/node/node_modules/mysql2/package.json");
                 assert!(
                     module.exists(),
@@ -143,7 +143,7 @@ impl Driver {
                 );
             }
             Driver::ConnectorJ => {
-                require_program("java", &["-version"]);
+                sluice_tests::require_program("java", &["-version"]);
                 assert!(
                     std::path::Path::new(CONNECTOR_J_JAR).exists(),
                     "MariaDB Connector/J is not installed ({CONNECTOR_J_JAR} is missing): \
@@ -151,7 +151,7 @@ impl Driver {
                 );
             }
             Driver::Pdo | Driver::Mysqli => {
-                require_program("php", &["--version"]);
+                sluice_tests::require_program("php", &["--version"]);
                 let ok = Command::new("php")
                     .args([
                         "-r",
@@ -163,17 +163,6 @@ impl Driver {
             }
         }
     }
-}
-
-fn require_program(program: &str, args: &[&str]) {
-    let found = Command::new(program)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "`{program}` is not installed (or does not run): run scripts/install-deps.sh"
-    );
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -24,6 +24,12 @@ fn start(mode: &'static str) -> Sluice {
     })
 }
 
+fn as_user(s: &Sluice, user: &str, password: &str) -> OptsBuilder {
+    OptsBuilder::from_opts(s.opts())
+        .user(Some(user))
+        .pass(Some(password))
+}
+
 fn server_code(e: &mysql_async::Error) -> Option<u16> {
     match e {
         mysql_async::Error::Server(s) => Some(s.code),
@@ -281,13 +287,7 @@ async fn connection_id_and_kill_name_the_client() {
         // Unknown ids, other users' clients, unsupported forms.
         let e = killer.query_drop("KILL QUERY 999999").await.unwrap_err();
         assert_eq!(server_code(&e), Some(1094), "{e}");
-        let mut limited = Conn::new(
-            OptsBuilder::from_opts(s.opts())
-                .user(Some("limited"))
-                .pass(Some("limited-pw")),
-        )
-        .await
-        .unwrap();
+        let mut limited = Conn::new(as_user(&s, "limited", "limited-pw")).await.unwrap();
         let e = limited.query_drop(format!("KILL {id}")).await.unwrap_err();
         assert_eq!(server_code(&e), Some(1095), "{mode}: {e}");
         let e = killer.query_drop("KILL USER app").await.unwrap_err();
@@ -298,24 +298,26 @@ async fn connection_id_and_kill_name_the_client() {
             .await
             .unwrap_err();
         assert_eq!(server_code(&e), Some(1295), "{e}");
-        // The backend's own ids mean nothing to Sluice.
-        let backend_id: Option<u32> = killer
-            .query_first("SELECT ID FROM information_schema.PROCESSLIST ORDER BY ID LIMIT 1")
+        // A backend thread's id means nothing to Sluice: refused, and the
+        // thread (here a direct connection) lives on.
+        let mut direct = Conn::new(direct_opts(&Topology::from_env().primary))
             .await
             .unwrap();
-        if let Some(bid) = backend_id.filter(|&b| b > killer.id() + 100) {
-            let e = killer.query_drop(format!("KILL {bid}")).await.unwrap_err();
-            assert_eq!(server_code(&e), Some(1094));
-        }
+        let backend_id = direct.id();
+        // Sluice numbers its clients 1, 2, ...: an id above the count of
+        // clients it ever accepted is none of them.
+        let accepted = metric_sum(&s.metrics(), "sluice_client_connections_accepted_total", &[]);
+        assert!(
+            f64::from(backend_id) > accepted + 1.0,
+            "the test needs a server thread id ({backend_id}) above Sluice's client ids ({accepted})"
+        );
+        let e = killer.query_drop(format!("KILL {backend_id}")).await.unwrap_err();
+        assert_eq!(server_code(&e), Some(1094), "{mode}: {e}");
+        let alive: Option<u32> = direct.query_first("SELECT 1").await.unwrap();
+        assert_eq!(alive, Some(1), "{mode}: the backend thread was not killed");
 
         // A user with the privilege may kill another user's client.
-        let mut other = Conn::new(
-            OptsBuilder::from_opts(s.opts())
-                .user(Some("other"))
-                .pass(Some("secret-other-pw")),
-        )
-        .await
-        .unwrap();
+        let mut other = Conn::new(as_user(&s, "other", "secret-other-pw")).await.unwrap();
         let limited_id = limited.id();
         other.query_drop(format!("KILL {limited_id}")).await.unwrap();
         assert!(

@@ -11,7 +11,7 @@ use super::execute::Work;
 use crate::relay::Outcome;
 use bytes::Bytes;
 use sluice_pool::BackendError;
-use sluice_protocol::consts::{CapabilityFlags as Caps, com};
+use sluice_protocol::consts::CapabilityFlags as Caps;
 use sluice_protocol::packets;
 use sluice_router::diagnostics::{Ended, Previous, ShowDiagnostics};
 
@@ -234,12 +234,4 @@ pub(super) enum DiagnosticsRead {
         offset: u64,
         limit: Option<u64>,
     },
-}
-
-/// A COM_QUERY packet for `sql`.
-pub(super) fn query_packet(sql: &str) -> Bytes {
-    let mut p = Vec::with_capacity(1 + sql.len());
-    p.push(com::QUERY);
-    p.extend_from_slice(sql.as_bytes());
-    Bytes::from(p)
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use sluice_config::{PoolMode, ReadYourWrites, Role, RoutingMode};
 use sluice_pool::{AcquireError, BackendConn, BackendError, BackendPool, PoolKey, discard};
 use sluice_protocol::consts::{CapabilityFlags as Caps, com, status};
-use sluice_router::{Facts, GtidPos, Holding, Kind, PinReason, Route, RouteInput, route};
+use sluice_router::{Facts, GtidPos, Kind, PinReason, Route, RouteInput, route};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,11 +85,11 @@ enum SendError {
 }
 
 impl Session {
-    fn holding(&self) -> Option<Holding> {
+    /// The client keeps its connection between statements.
+    fn bound(&self) -> bool {
         self.held
             .as_ref()
-            .filter(|h| h.reason != HoldReason::Statement)
-            .map(|_| Holding::Bound)
+            .is_some_and(|h| h.reason != HoldReason::Statement)
     }
 
     fn decide(&self, facts: Option<&Facts>) -> Route {
@@ -103,7 +103,7 @@ impl Session {
             Some(facts) => route(RouteInput {
                 mode,
                 facts,
-                holding: self.holding(),
+                bound: self.bound(),
                 autocommit_off: self
                     .desired
                     .vars
@@ -117,7 +117,7 @@ impl Session {
                         at.elapsed() < Duration::from_millis(config.routing.read_your_writes_window_ms)
                     }),
             }),
-            None if self.holding() == Some(Holding::Bound) => Route::Held,
+            None if self.bound() => Route::Held,
             None => Route::Primary,
         }
     }
@@ -126,12 +126,9 @@ impl Session {
     /// backend failed before the client saw any of the answer runs once
     /// more (on another replica if it was on one); nothing else is retried.
     pub(super) async fn run(&mut self, work: Work<'_>) -> Result<Done, End> {
-        // A read of the previous statement's state (SHOW WARNINGS,
-        // FOUND_ROWS()) would read another connection's on a retry.
-        let retryable = work
-            .facts
-            .is_some_and(|f| f.replica_safe() && !f.lexical.needs_previous)
-            && self.holding() != Some(Holding::Bound);
+        // Reads of the previous statement's diagnostics carry their values
+        // in the text by now (session/diagnostics.rs), so they retry too.
+        let retryable = work.facts.is_some_and(|f| f.replica_safe()) && !self.bound();
         match self.run_once(&work, retryable).await? {
             Step::Done(done) => Ok(done),
             Step::RetryRead => {
@@ -469,8 +466,8 @@ impl Session {
         pool
     }
 
-    /// After a statement: pins, transactions and follow-ups decide whether
-    /// the client keeps its connection.
+    /// After a statement: pins and transactions decide whether the client
+    /// keeps its connection.
     fn after(&mut self, outcome: &Outcome, work: &Work<'_>) {
         self.after_captured(outcome, work, Captured::default());
     }

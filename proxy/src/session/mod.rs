@@ -2,11 +2,14 @@
 //! classified and routed; the session checks out (or keeps) a backend
 //! connection whose session state matches the client's, forwards the
 //! command, relays the response, and decides whether to keep the connection
-//! (transaction, pin, a follow-up read of the statement's state) or give it
-//! back to the pool.
+//! (transaction, pin) or give it back to the pool.
 //!
 //! - `commands`: commands Sluice answers itself (ping, set option, reset,
 //!   change user).
+//! - `kill`: `KILL [QUERY] n` for Sluice's client ids.
+//! - `capture` / `diagnostics`: what the server changed or reported that
+//!   must follow the client (user variables, charset, warnings,
+//!   FOUND_ROWS(), ROW_COUNT()), read on the statement's connection.
 //! - `execute`: routing, checkout with state replay, the relay, and what to
 //!   hold afterwards.
 //! - `target`: which backend: the writer, or a replica fresh enough for the
@@ -320,10 +323,8 @@ impl Session {
         }
     }
 
-    /// Reads the next command. A connection kept only for a follow-up goes
-    /// back to the pool early if other clients are queueing for it; an idle
-    /// client may time out; on shutdown a client outside a transaction is
-    /// closed.
+    /// Reads the next command. An idle client may time out; a killed
+    /// client, or on shutdown a client outside a transaction, is closed.
     async fn read_command(&mut self, max_packet: usize) -> io::Result<(u8, u8, Bytes)> {
         // Between commands: give back buffer memory a big result grew.
         self.client.shrink_buffers();

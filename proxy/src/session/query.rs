@@ -2,7 +2,7 @@
 //! COM_STATISTICS): classify with the shared cache, count what the metrics
 //! promise, and run.
 
-use super::diagnostics::{DiagnosticsRead, query_packet};
+use super::diagnostics::DiagnosticsRead;
 use super::execute::{Outgoing, Work};
 use super::{End, Session};
 use crate::relay::ResponseKind;
@@ -67,7 +67,9 @@ impl Session {
                     offset,
                     limit,
                 }) => return self.show_diagnostics(errors_only, offset, limit, false).await,
-                Some(DiagnosticsRead::Rewritten(text)) => outgoing = Outgoing::Raw(query_packet(&text)),
+                Some(DiagnosticsRead::Rewritten(text)) => {
+                    outgoing = Outgoing::Raw(Bytes::from(sluice_pool::query_packet(&text)))
+                }
                 None => {}
             }
         }
