@@ -104,10 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
                 Some(limit) => tokio::time::timeout(limit, self.io.read_buf(&mut self.rbuf))
                     .await
                     .map_err(|_| {
-                        io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "peer stalled in the middle of a packet",
-                        )
+                        io::Error::new(io::ErrorKind::TimedOut, "peer stalled in the middle of a packet")
                     })??,
             };
             if read == 0 {

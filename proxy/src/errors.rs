@@ -146,6 +146,15 @@ pub fn not_owner_of_thread(id: u64) -> Vec<u8> {
     err(1095, b"HY000", &format!("You are not owner of thread {id}"))
 }
 
+/// A KILL inside a multi-statement, an executable comment or dynamic SQL.
+pub fn kill_hidden() -> Vec<u8> {
+    err(
+        1235,
+        b"42000",
+        "This version of MariaDB doesn't yet support 'KILL inside a multi-statement or dynamic SQL through sluice' (send KILL [QUERY] <connection id> as a statement of its own)",
+    )
+}
+
 pub fn kill_unsupported() -> Vec<u8> {
     err(
         1235,

@@ -364,7 +364,18 @@ impl Session {
                 }))
             }
             Err(RelayError::Client(e)) => {
-                tracing::debug!("client gone mid-response: {e}");
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    // It stopped reading its answer (net_write_timeout).
+                    tracing::info!(
+                        conn_id = self.id,
+                        backend,
+                        "closing a client that stopped reading its answer"
+                    );
+                    metrics::counter!("sluice_client_connections_closed_total", "cause" => "write_timeout")
+                        .increment(1);
+                } else {
+                    tracing::debug!("client gone mid-response: {e}");
+                }
                 self.drop_broken_connection();
                 Err(End::ClientGone)
             }

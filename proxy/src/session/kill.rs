@@ -8,6 +8,7 @@
 use super::execute::kill_query;
 use super::{End, Session};
 use crate::errors;
+use sluice_pool::AcquireError;
 use sluice_router::Kill;
 
 /// Finds whether the logged-in account may kill other users' threads.
@@ -17,14 +18,29 @@ const CAN_KILL_OTHERS: &str = "SELECT 1 FROM information_schema.USER_PRIVILEGES 
 
 impl Session {
     pub(super) async fn kill(&mut self, kill: Kill) -> Result<(), End> {
+        let count =
+            |cause: &'static str| metrics::counter!("sluice_errors_total", "cause" => cause).increment(1);
         let Kill::Thread { id, query_only } = kill else {
+            count("kill_refused");
             return self.reply(&errors::kill_unsupported()).await;
         };
         let Some(target) = self.shared.clients_by_id.get(id) else {
+            count("kill_unknown_thread");
             return self.reply(&errors::unknown_thread(id)).await;
         };
-        if target.user() != self.user && !self.may_kill_others().await {
-            return self.reply(&errors::not_owner_of_thread(id)).await;
+        if target.user() != self.user {
+            match self.may_kill_others().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    count("kill_not_owner");
+                    return self.reply(&errors::not_owner_of_thread(id)).await;
+                }
+                // The privilege could not be checked: say why, not "not owner".
+                Err(e) => {
+                    count(e.cause());
+                    return self.reply(&errors::acquire(&e)).await;
+                }
+            }
         }
         metrics::counter!("sluice_kills_total", "kind" => if query_only { "query" } else { "connection" })
             .increment(1);
@@ -53,15 +69,20 @@ impl Session {
         self.reply_ok().await
     }
 
-    async fn may_kill_others(&mut self) -> bool {
-        let Ok(pool) = self.writer_pool().await else {
-            return false;
-        };
-        let Ok(mut conn) = pool.acquire().await else {
-            return false;
-        };
-        conn.query_rows(CAN_KILL_OTHERS)
-            .await
-            .is_ok_and(|rows| !rows.is_empty())
+    /// Asks the server whether this client's account has SUPER or
+    /// CONNECTION ADMIN. A refused query means no; no connection is an error.
+    async fn may_kill_others(&mut self) -> Result<bool, AcquireError> {
+        let pool = self.writer_pool().await?;
+        let mut conn = pool.acquire().await?;
+        match conn.query_rows(CAN_KILL_OTHERS).await {
+            Ok(rows) => Ok(!rows.is_empty()),
+            Err(e) => {
+                tracing::info!(conn_id = self.id, "checking the KILL privilege failed: {e}");
+                if !matches!(e, sluice_pool::BackendError::Server { .. }) {
+                    conn.broken = true;
+                }
+                Ok(false)
+            }
+        }
     }
 }

@@ -392,6 +392,13 @@ impl Session {
                 metrics::counter!("sluice_client_connections_closed_total", "cause" => "killed").increment(1);
                 self.client.shutdown().await;
             }
+            io::ErrorKind::TimedOut if !e.to_string().contains("client idle timeout") => {
+                // Stalled in the middle of a command (net_read_timeout).
+                tracing::info!(conn_id = self.id, "closing a client stalled mid-command: {e}");
+                metrics::counter!("sluice_client_connections_closed_total", "cause" => "read_timeout")
+                    .increment(1);
+                self.client.shutdown().await;
+            }
             io::ErrorKind::TimedOut => {
                 let limit = self.shared.config.load().server.client_idle_timeout_ms;
                 tracing::info!(conn_id = self.id, "closing a client idle for {limit} ms");

@@ -68,6 +68,7 @@ impl Session {
             .classified(classified.cache_hit, classified.facts.unparsed());
         let facts = classified.facts;
         if facts.kind() == sluice_router::Kind::Other && sluice_router::parse_kill(text).is_some() {
+            metrics::counter!("sluice_errors_total", "cause" => "kill_refused").increment(1);
             return self.reply(&errors::kill_not_preparable()).await;
         }
         let client_id = self.statements.allocate();

@@ -53,7 +53,8 @@ impl Session {
                 sluice_router::Kind::Prepare | sluice_router::Kind::Execute | sluice_router::Kind::Other
             );
         if may_hide_kill && sluice_router::hides_kill(&sql) {
-            return self.reply(&crate::errors::kill_unsupported()).await;
+            metrics::counter!("sluice_errors_total", "cause" => "kill_refused").increment(1);
+            return self.reply(&crate::errors::kill_hidden()).await;
         }
         let label = facts.kind().label();
         let mut outgoing = Outgoing::Raw(payload.clone());
