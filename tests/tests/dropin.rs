@@ -148,6 +148,16 @@ async fn set_names_after_a_latin1_handshake_sets_every_charset_variable() {
     }
 }
 
+/// A Sluice whose 2-connection pools `pressure` can exhaust.
+fn start_with_small_pool(mode: &'static str) -> Sluice {
+    Sluice::start_with(SluiceOptions {
+        routing_mode: mode,
+        max_connections_per_backend: 2,
+        acquire_timeout_ms: 500,
+        ..SluiceOptions::default()
+    })
+}
+
 /// Keeps every primary connection of a small pool busy.
 fn pressure(opts: Opts, until: Instant) -> Vec<tokio::task::JoinHandle<()>> {
     (0..4)
@@ -226,12 +236,7 @@ async fn diagnostics_survive_a_delay_and_pool_pressure() {
     let expected = run(&mut direct, None, groups).await;
     let expected_found: Option<u64> = direct.exec_first("SELECT FOUND_ROWS()", ()).await.unwrap();
     for mode in MODES {
-        let s = Sluice::start_with(SluiceOptions {
-            routing_mode: mode,
-            max_connections_per_backend: 2,
-            acquire_timeout_ms: 500,
-            ..SluiceOptions::default()
-        });
+        let s = start_with_small_pool(mode);
         let mut c = Conn::new(s.opts()).await.unwrap();
         transcript(&mut c, &setup).await;
         let got = run(&mut c, Some(s.opts()), groups).await;
@@ -605,12 +610,7 @@ async fn mariadb_cli_show_warnings_while_others_are_busy() {
     let direct = cli(Topology::from_env().primary_port());
     assert!(direct.contains("1265"), "the server warns: {direct}");
     for mode in MODES {
-        let s = Sluice::start_with(SluiceOptions {
-            routing_mode: mode,
-            max_connections_per_backend: 2,
-            acquire_timeout_ms: 500,
-            ..SluiceOptions::default()
-        });
+        let s = start_with_small_pool(mode);
         let busy = pressure(s.opts(), Instant::now() + Duration::from_millis(1500));
         let port = s.port;
         let through = tokio::task::spawn_blocking(move || cli(port)).await.unwrap();
