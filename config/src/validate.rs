@@ -43,6 +43,10 @@ impl ConfigError {
 }
 
 /// Validates the parsed config and resolves `password_env` via `env`.
+/// Backends one instance routes to (the routing plan tracks them in a
+/// 64-bit set).
+pub const MAX_BACKENDS: usize = 64;
+
 pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
     check_addr("server.listen", &config.server.listen)?;
     check_addr("server.admin_listen", &config.server.admin_listen)?;
@@ -100,6 +104,15 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
         return Err(ConfigError::at(
             "backends",
             "at least one [[backends]] entry is required",
+        ));
+    }
+    if config.backends.len() > MAX_BACKENDS {
+        return Err(ConfigError::at(
+            "backends",
+            format!(
+                "at most {MAX_BACKENDS} [[backends]] entries are supported ({} given); run more Sluice instances for more",
+                config.backends.len()
+            ),
         ));
     }
     let mut backend_names = HashSet::new();

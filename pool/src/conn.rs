@@ -111,6 +111,15 @@ impl BackendConn {
         Ok(())
     }
 
+    /// Sends one command packet given in pieces (sequence 0), written
+    /// straight into the write buffer, and flushes it.
+    pub async fn send_command_parts(&mut self, parts: &[&[u8]]) -> Result<(), BackendError> {
+        self.stream.queue_parts(0, parts);
+        self.stream.flush().await?;
+        self.last_io = Instant::now();
+        Ok(())
+    }
+
     /// Runs a command that answers with one OK, EOF or ERR packet, recording
     /// any session-state change it reports.
     pub async fn simple_command(&mut self, payload: &[u8]) -> Result<CommandOutcome, BackendError> {

@@ -15,7 +15,7 @@ pub struct BackendStatement {
     pub columns: u16,
     /// Parameter types last sent with an execute on this connection; the
     /// server remembers them, so later executes may omit them.
-    pub types: Option<Vec<u8>>,
+    pub types: Option<Arc<[u8]>>,
 }
 
 #[derive(Debug)]

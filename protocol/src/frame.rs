@@ -239,6 +239,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         seq
     }
 
+    /// Queues a logical packet given in pieces (written straight into the
+    /// write buffer when it fits one physical packet). Returns the sequence
+    /// id the next packet should carry.
+    pub fn queue_parts(&mut self, seq: u8, parts: &[&[u8]]) -> u8 {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len >= MAX_PAYLOAD {
+            return self.queue_logical(seq, &parts.concat());
+        }
+        self.wbuf.reserve(4 + len);
+        self.wbuf.put_uint_le(len as u64, 3);
+        self.wbuf.put_u8(seq);
+        for part in parts {
+            self.wbuf.put_slice(part);
+        }
+        seq.wrapping_add(1)
+    }
+
     /// Queues one physical packet and flushes if the buffer grew large.
     pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) -> io::Result<()> {
         self.queue_packet(seq, payload);

@@ -12,5 +12,6 @@ pub mod consts;
 pub mod frame;
 pub mod handshake;
 pub mod packets;
+pub mod statement;
 
 pub use frame::{MAX_PAYLOAD, Packet, PacketStream};

@@ -67,6 +67,7 @@ fn status_json(shared: &Shared) -> String {
     let config = shared.config.load();
     let pools = shared.pools.status();
     let view = shared.monitor.view();
+    let topology = shared.topology.load();
     let backends: Vec<String> = config
         .backends
         .iter()
@@ -78,7 +79,7 @@ fn status_json(shared: &Shared) -> String {
             let health = view.health(&b.name);
             let state = match health.and_then(|h| h.up) {
                 Some(false) => "down",
-                _ if shared.is_down(&b.name) => "down",
+                _ if topology.by_name(&b.name).is_some_and(|t| topology.is_down(t)) => "down",
                 Some(true) => "up",
                 None => "unknown",
             };
@@ -100,7 +101,9 @@ fn status_json(shared: &Shared) -> String {
                 b.address,
                 if b.role == sluice_config::Role::Primary { "primary" } else { "replica" },
                 b.weight,
-                shared.load(&b.name).load(std::sync::atomic::Ordering::Relaxed),
+                topology
+                    .by_name(&b.name)
+                    .map_or(0, |t| t.in_flight.load(std::sync::atomic::Ordering::Relaxed)),
                 size.saturating_sub(idle),
             )
         })

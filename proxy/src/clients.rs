@@ -12,15 +12,70 @@ use std::sync::{Arc, Mutex};
 pub struct ClientSlot {
     pub id: u32,
     user: Mutex<String>,
-    /// The pool and server-side id of the backend connection running the
-    /// client's statement. Held by a KILL while it lands, so the connection
-    /// cannot go back to the pool (and to another client) meanwhile.
-    pub running: tokio::sync::Mutex<Option<(BackendPool, u32)>>,
+    running: Mutex<Running>,
+    /// Wakes a statement waiting for KILLs in flight to land.
+    kills_done: tokio::sync::Notify,
     killed: AtomicBool,
     wake: tokio::sync::Notify,
 }
 
+/// The backend connection running the client's statement (its pool and
+/// server-side id), and how many KILL QUERYs are landing on it: until they
+/// have, the connection must not go back to the pool (and to another
+/// client). A plain mutex: held for a few instructions, never across an
+/// await, so the statement path pays no more than an uncontended lock.
+#[derive(Default)]
+struct Running {
+    statement: Option<(Arc<BackendPool>, u32)>,
+    kills_in_flight: u32,
+}
+
 impl ClientSlot {
+    fn running(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The client's statement now runs on connection `backend_id` of `pool`.
+    pub fn start_statement(&self, pool: Arc<BackendPool>, backend_id: u32) {
+        self.running().statement = Some((pool, backend_id));
+    }
+
+    /// The statement ended; returns once no KILL is landing on its
+    /// connection any more.
+    pub async fn end_statement(&self) {
+        loop {
+            let notified = self.kills_done.notified();
+            tokio::pin!(notified);
+            {
+                let mut running = self.running();
+                running.statement = None;
+                if running.kills_in_flight == 0 {
+                    return;
+                }
+                // Registered before the lock is released: no wake-up lost.
+                notified.as_mut().enable();
+            }
+            notified.await;
+        }
+    }
+
+    /// For KILL QUERY: the connection running the client's statement, kept
+    /// from going back to the pool until [`ClientSlot::kill_landed`].
+    pub fn begin_kill(&self) -> Option<(Arc<BackendPool>, u32)> {
+        let mut running = self.running();
+        let statement = running.statement.clone()?;
+        running.kills_in_flight += 1;
+        Some(statement)
+    }
+
+    pub fn kill_landed(&self) {
+        let mut running = self.running();
+        running.kills_in_flight = running.kills_in_flight.saturating_sub(1);
+        if running.kills_in_flight == 0 {
+            self.kills_done.notify_waiters();
+        }
+    }
+
     pub fn user(&self) -> String {
         self.user.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -67,7 +122,8 @@ impl Clients {
         let slot = Arc::new(ClientSlot {
             id,
             user: Mutex::new(user.to_string()),
-            running: tokio::sync::Mutex::new(None),
+            running: Mutex::new(Running::default()),
+            kills_done: tokio::sync::Notify::new(),
             killed: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
         });
@@ -92,6 +148,40 @@ impl Clients {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_statement_ends_only_after_the_kills_on_it_landed() {
+        let clients = Clients::default();
+        let slot = clients.register("a");
+        assert!(slot.begin_kill().is_none(), "nothing running");
+        slot.end_statement().await;
+        let settings = sluice_pool::PoolSettings {
+            max_per_backend: 1,
+            acquire_timeout: std::time::Duration::from_secs(1),
+            connect_timeout: std::time::Duration::from_secs(1),
+            max_lifetime: None,
+            min_idle: 0,
+            max_queue: 0,
+        };
+        let pools = sluice_pool::Pools::new(settings);
+        let key = sluice_pool::PoolKey {
+            backend: "b".into(),
+            user: "u".into(),
+            found_rows: false,
+            attrs: Default::default(),
+        };
+        let pool = Arc::new(pools.handle(&key, "127.0.0.1:1", ""));
+        slot.start_statement(pool, 42);
+        let (_, id) = slot.begin_kill().expect("running");
+        assert_eq!(id, 42);
+        let slot2 = slot.clone();
+        let ended = tokio::spawn(async move { slot2.end_statement().await });
+        tokio::task::yield_now().await;
+        assert!(!ended.is_finished(), "waits for the KILL");
+        slot.kill_landed();
+        ended.await.expect("statement ended");
+        assert!(slot.begin_kill().is_none());
+    }
 
     #[test]
     fn ids_skip_zero_and_ids_in_use_after_wrapping() {

@@ -17,3 +17,4 @@ pub mod relay;
 pub mod reload;
 pub mod session;
 pub mod shared;
+pub mod topology;

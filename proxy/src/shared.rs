@@ -2,14 +2,14 @@
 //! the primary announced, and connection counting.
 
 use crate::profile::ServerProfile;
+use crate::topology::Topology;
 use arc_swap::ArcSwap;
 use sluice_config::Config;
 use sluice_pool::monitor::Monitor;
 use sluice_pool::{PoolSettings, Pools};
 use sluice_router::Classifier;
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Statement templates whose classification is cached.
@@ -27,10 +27,8 @@ pub struct Shared {
     /// Connected clients by id, for KILL.
     pub clients_by_id: crate::clients::Clients,
     clients: AtomicUsize,
-    /// Statements running per backend (least-outstanding balancing).
-    load: RwLock<HashMap<String, Arc<AtomicUsize>>>,
-    /// Backends that just failed to give a connection, until when.
-    down_until: Mutex<HashMap<String, Instant>>,
+    /// The backends of the live config, by index.
+    pub topology: ArcSwap<Topology>,
     turn: AtomicUsize,
     /// Bumped by every applied reload; sessions re-resolve pools on change.
     generation: AtomicU64,
@@ -41,15 +39,15 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
-/// How long a backend that refused a connection is skipped for reads.
-const DOWN_FOR: Duration = Duration::from_secs(2);
-
 impl Shared {
     pub fn new(config: Config) -> Arc<Self> {
         let pools = Pools::new(pool_settings(&config));
         let monitor = Monitor::new(&config);
+        let started = Instant::now();
+        let config = Arc::new(config);
+        let topology = Topology::new(config.clone(), 1, started, None);
         Arc::new(Shared {
-            config: ArcSwap::from_pointee(config),
+            config: ArcSwap::new(config),
             pools,
             profile: ArcSwap::from_pointee(ServerProfile::fallback()),
             classifier: Classifier::new(CLASSIFICATION_CACHE_ENTRIES),
@@ -58,12 +56,11 @@ impl Shared {
             clients_by_id: Default::default(),
             positions: Default::default(),
             clients: AtomicUsize::new(0),
-            load: RwLock::new(HashMap::new()),
-            down_until: Mutex::new(HashMap::new()),
+            topology: ArcSwap::from_pointee(topology),
             turn: AtomicUsize::new(0),
             generation: AtomicU64::new(1),
             loaded_at: AtomicU64::new(unix_now()),
-            started: Instant::now(),
+            started,
             shutdown: tokio::sync::watch::Sender::new(false),
         })
     }
@@ -93,8 +90,17 @@ impl Shared {
 
     /// Swaps in a validated config.
     pub fn install_config(&self, config: Config) {
-        self.config.store(Arc::new(config));
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let generation = self.generation() + 1;
+        let config = Arc::new(config);
+        let topology = Topology::new(
+            config.clone(),
+            generation,
+            self.started,
+            Some(&self.topology.load()),
+        );
+        self.config.store(config);
+        self.topology.store(Arc::new(topology));
+        self.generation.store(generation, Ordering::Release);
         self.loaded_at.store(unix_now(), Ordering::Relaxed);
         metrics::gauge!("sluice_config_generation").set(self.generation() as f64);
     }
@@ -109,26 +115,6 @@ impl Shared {
 
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
-    }
-
-    /// The in-flight statement counter of a backend.
-    pub fn load(&self, backend: &str) -> Arc<AtomicUsize> {
-        if let Some(l) = self.load.read().unwrap_or_else(|e| e.into_inner()).get(backend) {
-            return l.clone();
-        }
-        let mut map = self.load.write().unwrap_or_else(|e| e.into_inner());
-        map.entry(backend.to_string()).or_default().clone()
-    }
-
-    /// Skips `backend` for reads for a moment after it refused a connection.
-    pub fn mark_down(&self, backend: &str) {
-        let mut map = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(backend.to_string(), Instant::now() + DOWN_FOR);
-    }
-
-    pub fn is_down(&self, backend: &str) -> bool {
-        let map = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(backend).is_some_and(|until| Instant::now() < *until)
     }
 
     /// Starts the backend monitor on the live config.

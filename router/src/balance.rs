@@ -15,26 +15,36 @@ pub struct Candidate {
 /// case at low concurrency) `turn` picks in proportion to weight, so pass a
 /// counter that increases per decision.
 pub fn pick_replica(candidates: &[Candidate], turn: usize) -> Option<usize> {
+    pick_replica_by(candidates.len(), |i| candidates[i], turn)
+}
+
+/// [`pick_replica`] over candidates computed on demand (no buffer needed).
+pub fn pick_replica_by(n: usize, candidate: impl Fn(usize) -> Candidate, turn: usize) -> Option<usize> {
     let usable = |c: &Candidate| c.eligible && c.weight > 0;
     // Outstanding per unit of weight, compared by cross-multiplication.
     let lighter = |a: &Candidate, b: &Candidate| {
         (a.outstanding as u128) * u128::from(b.weight) < (b.outstanding as u128) * u128::from(a.weight)
     };
-    let best = candidates
-        .iter()
-        .filter(|c| usable(c))
-        .fold(None::<&Candidate>, |best, c| match best {
-            Some(b) if !lighter(c, b) => Some(b),
-            _ => Some(c),
-        })?;
-    let tied = |c: &Candidate| usable(c) && !lighter(best, c) && !lighter(c, best);
-    let total: u64 = candidates
-        .iter()
+    let best =
+        (0..n)
+            .map(&candidate)
+            .filter(|c| usable(c))
+            .fold(None::<Candidate>, |best, c| match best {
+                Some(b) if !lighter(&c, &b) => Some(b),
+                _ => Some(c),
+            })?;
+    let tied = |c: &Candidate| usable(c) && !lighter(&best, c) && !lighter(c, &best);
+    let total: u64 = (0..n)
+        .map(&candidate)
         .filter(|c| tied(c))
         .map(|c| u64::from(c.weight))
         .sum();
     let mut point = (turn as u64) % total.max(1);
-    for (i, c) in candidates.iter().enumerate().filter(|(_, c)| tied(c)) {
+    for i in 0..n {
+        let c = candidate(i);
+        if !tied(&c) {
+            continue;
+        }
         if point < u64::from(c.weight) {
             return Some(i);
         }

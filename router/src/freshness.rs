@@ -4,8 +4,7 @@
 //! or close enough to wait for it. Among those, the least loaded for its
 //! weight ([`pick_replica`]).
 
-use crate::balance::{Candidate, pick_replica};
-use crate::gtid::GtidPos;
+use crate::balance::{Candidate, pick_replica_by};
 
 /// A stale replica is readmitted once its lag falls below this share of the
 /// limit, so a replica hovering at the threshold does not flap.
@@ -24,9 +23,13 @@ pub fn fresh_after(was_fresh: bool, lag_ms: Option<f64>, max_lag_ms: u64) -> boo
     lag <= limit
 }
 
-/// One replica as the read decision sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct ReplicaState<'a> {
+/// One backend as the read decision sees it. Backends that take no reads
+/// (the primary, a promoted replica) are passed with weight 0, so indexes
+/// are the topology's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplicaState {
+    /// A replica that may take reads (not the primary, not promoted).
+    pub replica: bool,
     pub weight: u32,
     pub outstanding: usize,
     /// Not known to be down.
@@ -34,25 +37,27 @@ pub struct ReplicaState<'a> {
     /// The hysteresis verdict against `routing.max_replica_lag_ms`.
     pub fresh: bool,
     pub lag_ms: Option<f64>,
-    /// What it has applied, when known.
-    pub position: Option<&'a GtidPos>,
+    /// Known to have applied what the read must see (the request's causal
+    /// position).
+    pub applied: bool,
 }
 
 /// What the read asks for.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ReadRequest<'a> {
+pub struct ReadRequest {
     /// The statement's `max_lag_ms` hint (replaces the hysteresis verdict).
     pub max_lag_ms: Option<u64>,
-    /// The session's last write, which the read must see.
-    pub causal: Option<&'a GtidPos>,
-    /// How long a read may wait on a replica for `causal`.
+    /// The read must see a position (its session's writes, or the
+    /// primary's); `ReplicaState::applied` says who has it.
+    pub causal: bool,
+    /// How long a read may wait on a replica for that position.
     pub causal_wait_ms: u64,
     /// The statement reads no table (`SELECT @@wait_timeout`): neither lag
     /// nor the session's writes matter to it.
     pub reads_no_data: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadChoice {
     /// Read on this replica.
     Replica(usize),
@@ -87,62 +92,75 @@ impl NoReplica {
     }
 }
 
-/// The decision, and which replicas were passed over for lag (for metrics).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The decision, and which replicas were passed over for lag (for metrics;
+/// bit i is backend i, so at most 64 backends, as the config allows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadPlan {
     pub choice: ReadChoice,
-    pub skipped_for_lag: Vec<usize>,
+    pub skipped_for_lag: u64,
 }
 
-pub fn choose_read(replicas: &[ReplicaState<'_>], request: ReadRequest<'_>, turn: usize) -> ReadPlan {
-    let lag_ok = |r: &ReplicaState<'_>| match request.max_lag_ms {
+impl ReadPlan {
+    /// The indexes of the replicas skipped for lag.
+    pub fn skipped(&self) -> impl Iterator<Item = usize> + '_ {
+        indexes(self.skipped_for_lag)
+    }
+}
+
+/// The set bits of a backend mask.
+pub fn indexes(mask: u64) -> impl Iterator<Item = usize> {
+    (0..64).filter(move |i| mask & (1 << i) != 0)
+}
+
+pub fn choose_read(replicas: &[ReplicaState], request: ReadRequest, turn: usize) -> ReadPlan {
+    let lag_ok = |r: &ReplicaState| match request.max_lag_ms {
         _ if request.reads_no_data => true,
         Some(max) => r.lag_ms.is_some_and(|lag| lag <= max as f64),
         None => r.fresh,
     };
-    let causal = request.causal.filter(|_| !request.reads_no_data);
-    let usable = |r: &ReplicaState<'_>| r.reachable && r.weight > 0;
-    let skipped_for_lag: Vec<usize> = (0..replicas.len())
-        .filter(|&i| usable(&replicas[i]) && !lag_ok(&replicas[i]))
-        .collect();
-    // One buffer, re-marked for each narrower choice.
-    let mut candidates: Vec<Candidate> = replicas
+    let causal = request.causal && !request.reads_no_data;
+    let usable = |r: &ReplicaState| r.replica && r.reachable && r.weight > 0;
+    let skipped_for_lag = replicas
         .iter()
-        .map(|r| Candidate {
-            weight: r.weight,
-            outstanding: r.outstanding,
-            eligible: false,
-        })
-        .collect();
-    let mut pick = |allowed: &dyn Fn(&ReplicaState<'_>) -> bool| {
-        for (c, r) in candidates.iter_mut().zip(replicas) {
-            c.eligible = usable(r) && lag_ok(r) && allowed(r);
-        }
-        pick_replica(&candidates, turn)
+        .enumerate()
+        .take(64)
+        .filter(|(_, r)| usable(r) && !lag_ok(r))
+        .fold(0u64, |mask, (i, _)| mask | 1 << i);
+    let pick = |allowed: &dyn Fn(&ReplicaState) -> bool| {
+        pick_replica_by(
+            replicas.len(),
+            |i| {
+                let r = &replicas[i];
+                Candidate {
+                    weight: r.weight,
+                    outstanding: r.outstanding,
+                    eligible: usable(r) && lag_ok(r) && allowed(r),
+                }
+            },
+            turn,
+        )
     };
     let choice = match pick(&|_| true) {
-        None if !replicas.iter().any(|r| r.weight > 0) => ReadChoice::NoReplica(NoReplica::NoneConfigured),
+        None if !replicas.iter().any(|r| r.replica && r.weight > 0) => {
+            ReadChoice::NoReplica(NoReplica::NoneConfigured)
+        }
         None if !replicas.iter().any(usable) => ReadChoice::NoReplica(NoReplica::Unreachable),
         None => ReadChoice::NoReplica(NoReplica::Lagging),
-        Some(i) => match causal {
-            None => ReadChoice::Replica(i),
-            Some(needed) => {
-                let applied = |r: &ReplicaState<'_>| r.position.is_some_and(|p| p.covers(needed));
-                // Waiting only makes sense on a replica whose lag is within
-                // the wait (unknown lag: worth one bounded try).
-                let close = |r: &ReplicaState<'_>| {
-                    request.causal_wait_ms > 0
-                        && r.lag_ms.is_none_or(|lag| lag <= request.causal_wait_ms as f64)
-                };
-                if let Some(i) = pick(&applied) {
-                    ReadChoice::Replica(i)
-                } else if let Some(i) = pick(&close) {
-                    ReadChoice::WaitOn(i)
-                } else {
-                    ReadChoice::NoReplica(NoReplica::NotCaughtUp)
-                }
+        Some(i) if !causal => ReadChoice::Replica(i),
+        Some(_) => {
+            // Waiting only makes sense on a replica whose lag is within
+            // the wait (unknown lag: worth one bounded try).
+            let close = |r: &ReplicaState| {
+                request.causal_wait_ms > 0 && r.lag_ms.is_none_or(|lag| lag <= request.causal_wait_ms as f64)
+            };
+            if let Some(i) = pick(&|r| r.applied) {
+                ReadChoice::Replica(i)
+            } else if let Some(i) = pick(&close) {
+                ReadChoice::WaitOn(i)
+            } else {
+                ReadChoice::NoReplica(NoReplica::NotCaughtUp)
             }
-        },
+        }
     };
     ReadPlan {
         choice,
@@ -154,14 +172,15 @@ pub fn choose_read(replicas: &[ReplicaState<'_>], request: ReadRequest<'_>, turn
 mod tests {
     use super::*;
 
-    fn replica(lag_ms: Option<f64>, fresh: bool) -> ReplicaState<'static> {
+    fn replica(lag_ms: Option<f64>, fresh: bool) -> ReplicaState {
         ReplicaState {
+            replica: true,
             weight: 1,
             outstanding: 0,
             reachable: true,
             fresh,
             lag_ms,
-            position: None,
+            applied: false,
         }
     }
 
@@ -185,7 +204,7 @@ mod tests {
         let replicas = [replica(Some(5000.0), false), replica(Some(3.0), true)];
         let plan = choose_read(&replicas, ReadRequest::default(), 0);
         assert_eq!(plan.choice, ReadChoice::Replica(1));
-        assert_eq!(plan.skipped_for_lag, vec![0]);
+        assert_eq!(plan.skipped().collect::<Vec<_>>(), vec![0]);
     }
 
     #[test]
@@ -216,7 +235,7 @@ mod tests {
         };
         let plan = choose_read(&replicas, strict, 0);
         assert_eq!(plan.choice, ReadChoice::Replica(1));
-        assert_eq!(plan.skipped_for_lag, vec![0]);
+        assert_eq!(plan.skipped().collect::<Vec<_>>(), vec![0]);
         // A looser hint admits a replica the config's limit keeps out.
         let stale = [replica(Some(4000.0), false)];
         let loose = ReadRequest {
@@ -233,15 +252,12 @@ mod tests {
 
     #[test]
     fn reads_after_a_write_go_to_a_replica_that_has_it() {
-        let behind = GtidPos::parse("0-1-9").unwrap();
-        let caught_up = GtidPos::parse("0-1-10").unwrap();
-        let write = GtidPos::parse("0-1-10").unwrap();
         let mut a = replica(Some(0.0), true);
-        a.position = Some(&behind);
+        a.applied = false;
         let mut b = replica(Some(0.0), true);
-        b.position = Some(&caught_up);
+        b.applied = true;
         let request = ReadRequest {
-            causal: Some(&write),
+            causal: true,
             causal_wait_ms: 100,
             ..ReadRequest::default()
         };
@@ -252,19 +268,17 @@ mod tests {
 
     #[test]
     fn reads_after_a_write_wait_only_when_the_replica_is_close() {
-        let behind = GtidPos::parse("0-1-9").unwrap();
-        let write = GtidPos::parse("0-1-10").unwrap();
         let mut close = replica(Some(20.0), true);
-        close.position = Some(&behind);
+        close.applied = false;
         let request = ReadRequest {
-            causal: Some(&write),
+            causal: true,
             causal_wait_ms: 100,
             ..ReadRequest::default()
         };
         assert_eq!(choose_read(&[close], request, 0).choice, ReadChoice::WaitOn(0));
         // 2 s behind: waiting 100 ms cannot help; go to the primary.
         let mut far = replica(Some(2000.0), true);
-        far.position = Some(&behind);
+        far.applied = false;
         assert_eq!(
             choose_read(&[far], request, 0).choice,
             ReadChoice::NoReplica(NoReplica::NotCaughtUp)
@@ -282,18 +296,16 @@ mod tests {
 
     #[test]
     fn reads_of_no_data_ignore_lag_and_causality() {
-        let behind = GtidPos::parse("0-1-9").unwrap();
-        let write = GtidPos::parse("0-1-10").unwrap();
         let mut stale = replica(Some(f64::INFINITY), false);
-        stale.position = Some(&behind);
+        stale.applied = false;
         let request = ReadRequest {
-            causal: Some(&write),
+            causal: true,
             reads_no_data: true,
             ..ReadRequest::default()
         };
         let plan = choose_read(&[stale], request, 0);
         assert_eq!(plan.choice, ReadChoice::Replica(0));
-        assert!(plan.skipped_for_lag.is_empty());
+        assert_eq!(plan.skipped_for_lag, 0);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Sluice's decisions, with no I/O: what a statement is and does to the
 //! session ([`classify`], [`analyze`], cached by fingerprint in
-//! [`Classifier`]), where it runs ([`route`]), which replica may serve a
+//! [`Classifier`]), where it runs and what the client keeps ([`plan`], every routing rule in one module), which replica may serve a
 //! read given lag and the session's own writes ([`choose_read`], [`gtid`]),
 //! and which backend takes writes ([`choose_writer`]). Every function here
 //! is pure (time and backend state are arguments), so every rule is a unit
@@ -16,15 +16,15 @@ pub mod freshness;
 pub mod gtid;
 pub mod kill;
 pub mod lexer;
-pub mod route;
+pub mod plan;
 mod scan;
 pub mod writer;
 
 pub use balance::{Candidate, pick_replica};
 pub use classifier::{Classified, Classifier, Facts, Scratch};
 pub use classify::{Kind, PinReason, Statement, classify};
-pub use freshness::{NoReplica, ReadChoice, ReadPlan, ReadRequest, ReplicaState, choose_read, fresh_after};
+pub use freshness::{NoReplica, ReadChoice, ReadRequest, ReplicaState, choose_read, fresh_after};
 pub use gtid::GtidPos;
 pub use kill::{Kill, hides_kill, parse_kill};
-pub use route::{Route, RouteInput, route};
+pub use plan::{HoldReason, Requirement, Route, RouteInput, route};
 pub use writer::{Writer, WriterCandidate, choose_writer};

@@ -25,7 +25,7 @@ impl Session {
     ) -> Result<Captured, BackendError> {
         let mut captured = Captured::default();
         self.capture_diagnostics(outcome, work).await?;
-        let Some(held) = self.held.as_mut() else {
+        let Some(held) = self.binding.held.as_mut() else {
             return Ok(captured);
         };
         if outcome.connection_charset_unsure {

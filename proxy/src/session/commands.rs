@@ -31,10 +31,10 @@ impl Session {
     }
 
     pub(super) async fn reset_connection(&mut self) -> Result<(), End> {
-        self.release_held().await;
-        self.statements.clear();
+        self.binding.release(self.id).await;
+        self.binding.statements.clear();
         self.diagnostics = Default::default();
-        self.in_transaction = false;
+        self.binding.in_transaction = false;
         let schema = self.desired.schema.take();
         self.desired = SessionState {
             schema,
@@ -58,10 +58,10 @@ impl Session {
         let Some(changed) = changed else {
             return Err(End::ClientGone);
         };
-        self.release_held().await;
-        self.statements.clear();
+        self.binding.release(self.id).await;
+        self.binding.statements.clear();
         self.diagnostics = Default::default();
-        self.in_transaction = false;
+        self.binding.in_transaction = false;
         self.user = changed.user;
         self.slot.set_user(&self.user);
         self.pools.clear();

@@ -33,7 +33,7 @@ impl Session {
         outcome: &Outcome,
         work: &Work<'_>,
     ) -> Result<(), BackendError> {
-        let Some(held) = self.held.as_mut() else {
+        let Some(held) = self.binding.held.as_mut() else {
             return Ok(());
         };
         let calc_found_rows = match work.facts {
@@ -70,7 +70,7 @@ impl Session {
             diag.conditions.clear();
         }
         // Preparing a statement leaves ROW_COUNT() and FOUND_ROWS() alone.
-        let prepare = matches!(work.outgoing, super::execute::Outgoing::Prepare { .. });
+        let prepare = matches!(work.outgoing, super::outgoing::Outgoing::Prepare { .. });
         if work.facts.is_some() && !prepare {
             diag.previous = diag.previous.after(Ended {
                 error: outcome.ended_with_error,

@@ -45,13 +45,11 @@ impl Session {
         metrics::counter!("sluice_kills_total", "kind" => if query_only { "query" } else { "connection" })
             .increment(1);
         if target.id != self.id {
-            // Holding the slot keeps the connection from going back to the
-            // pool until the KILL has landed.
-            let running = target.running.lock().await;
-            if let Some((pool, backend_id)) = running.as_ref() {
-                let target = pool.target().clone();
-                let limit = target.connect_timeout * 2;
-                if tokio::time::timeout(limit, kill_query(target, *backend_id))
+            // Until kill_landed, the connection cannot go back to the pool.
+            if let Some((pool, backend_id)) = target.begin_kill() {
+                let connect = pool.target().clone();
+                let limit = connect.connect_timeout * 2;
+                if tokio::time::timeout(limit, kill_query(connect, backend_id))
                     .await
                     .is_err()
                 {
@@ -60,8 +58,8 @@ impl Session {
                         "KILL QUERY for client {id} did not answer within {limit:?}"
                     );
                 }
+                target.kill_landed();
             }
-            drop(running);
         }
         if !query_only {
             target.kill();
@@ -72,7 +70,7 @@ impl Session {
     /// Asks the server whether this client's account has SUPER or
     /// CONNECTION ADMIN. A refused query means no; no connection is an error.
     async fn may_kill_others(&mut self) -> Result<bool, AcquireError> {
-        let pool = self.writer_pool().await?;
+        let (pool, _) = self.writer_pool().await?;
         let mut conn = pool.acquire().await?;
         match conn.query_rows(CAN_KILL_OTHERS).await {
             Ok(rows) => Ok(!rows.is_empty()),

@@ -10,36 +10,42 @@
 //! - `capture` / `diagnostics`: what the server changed or reported that
 //!   must follow the client (user variables, charset, warnings,
 //!   FOUND_ROWS(), ROW_COUNT()), read on the statement's connection.
-//! - `execute`: routing, checkout with state replay, the relay, and what to
-//!   hold afterwards.
-//! - `target`: which backend: the writer, or a replica fresh enough for the
-//!   read and the session's own writes.
+//! - `execute`: runs a command as `sluice_router::plan` decides: checkout,
+//!   state replay and send, the relay, what the client keeps afterwards.
+//! - `checkout`: the connection the plan names (the writer, or a replica
+//!   fresh enough for the read and read-your-writes).
+//! - `outgoing`: the packet sent on it (statement ids rewritten).
+//! - `binding`: what ties the client to backend connections (held
+//!   connection, pins, transaction, prepared statements).
 //! - `prepared`: prepared statements under multiplexing (Sluice's ids, lazy
 //!   prepare per backend connection).
 
+mod binding;
 mod capture;
+mod checkout;
 mod commands;
 mod diagnostics;
 mod execute;
 mod kill;
+mod outgoing;
 mod prepared;
 mod query;
-mod target;
 
 use crate::errors;
 use crate::handshake::{self, HandshakeError};
 use crate::metrics::SessionMetrics;
 use crate::profile::ServerProfile;
 use crate::shared::{ClientGuard, Shared};
+use crate::topology::Topology;
+use binding::Binding;
 use bytes::Bytes;
 use mysql_common::collations::{Collation, CollationId};
-use prepared::ClientStatements;
-use sluice_pool::{BackendPool, Pooled, SessionState, charset_vars};
+use sluice_config::Config;
+use sluice_pool::{BackendPool, SessionState, charset_vars};
 use sluice_protocol::PacketStream;
 use sluice_protocol::consts::{CapabilityFlags as Caps, com, status};
 use sluice_protocol::packets;
-use sluice_router::{PinReason, Scratch};
-use std::collections::HashMap;
+use sluice_router::{ReplicaState, Scratch};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,26 +67,6 @@ const COMMAND_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client that takes no bytes for this long is disconnected (MariaDB's
 /// default `net_write_timeout`); its backend connection is closed.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Why a client keeps its backend connection between statements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HoldReason {
-    Transaction,
-    Pinned(PinReason),
-    /// `pool.mode = "session"`: one backend connection for the client's life.
-    Session,
-    /// Checked out for the statement running now; back to the pool after
-    /// it (what a later statement may read of it, Sluice captured).
-    Statement,
-}
-
-struct Held {
-    conn: Pooled,
-    pool: BackendPool,
-    /// Primary or replica, for metrics.
-    role: sluice_config::Role,
-    reason: HoldReason,
-}
 
 /// Why the session ended.
 enum End {
@@ -165,27 +151,26 @@ struct Session {
     initial: Arc<SessionState>,
     /// The state the client's statements must see.
     desired: SessionState,
-    held: Option<Held>,
-    pinned: Option<PinReason>,
-    /// A prepared statement opened a cursor on the held connection (the
-    /// client may be pinned for another reason too).
-    cursor_open: bool,
-    /// The server's IN_TRANS flag after the client's last statement (also
-    /// while pinned or in `pool.mode = "session"`).
-    in_transaction: bool,
+    binding: Binding,
     /// Sequence id of the next packet to the client in the current command:
     /// one past the command's last packet (a command of 16 MiB or more
     /// spans several), as the server numbers its answer.
     seq: u8,
-    /// Pool handles by backend name for this user and FOUND_ROWS profile.
-    pools: HashMap<String, BackendPool>,
+    /// The config and backends of the generation this session works with
+    /// (refreshed between commands, after a reload).
+    config: Arc<Config>,
+    topology: Arc<Topology>,
+    /// This client's pool handles by backend index (its user, FOUND_ROWS
+    /// flag and attributes), for `topology`.
+    pools: Vec<Option<Arc<BackendPool>>>,
+    /// Reused per replica read: the plan's view of the backends.
+    replica_states: Vec<ReplicaState>,
     /// Set on SIGTERM/SIGINT (subscribed once, not per command).
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// This client in the registry other clients' KILL statements use.
     slot: Arc<crate::clients::ClientSlot>,
     /// Connection attributes its backend connections carry.
     attrs: sluice_pool::ConnectAttrs,
-    statements: ClientStatements,
     /// Warnings, FOUND_ROWS(), ROW_COUNT() of the client's statements.
     diagnostics: diagnostics::Diagnostics,
     /// When the session last ran something that may have written.
@@ -193,8 +178,6 @@ struct Session {
     /// `read_your_writes = "gtid"`: the session's writes that its reads
     /// must see, until every replica has applied them.
     causal: Option<sluice_router::GtidPos>,
-    /// Config generation the cached pools belong to.
-    generation: u64,
     scratch: Scratch,
     metrics: SessionMetrics,
 }
@@ -211,6 +194,7 @@ impl Session {
         let profile = shared.profile.load_full();
         let attrs = shared.attribute_sets.forwardable(&hello.attributes);
         let shutdown = shared.shutdown.subscribe();
+        let topology = shared.topology.load_full();
         let initial = SessionState {
             schema: hello.schema.clone(),
             vars: charset_vars_for(hello.collation, &profile).into_iter().collect(),
@@ -228,20 +212,18 @@ impl Session {
             nonce: hello.nonce,
             desired: initial.clone(),
             initial: Arc::new(initial),
-            held: None,
-            pinned: None,
-            cursor_open: false,
-            in_transaction: false,
+            binding: Binding::default(),
             seq: 1,
             attrs,
             shutdown,
             slot,
-            pools: HashMap::new(),
-            statements: ClientStatements::default(),
+            config: topology.config.clone(),
+            topology,
+            pools: Vec::new(),
+            replica_states: Vec::new(),
             diagnostics: Default::default(),
             last_write: None,
             causal: None,
-            generation: 0,
             scratch: Scratch::default(),
             metrics: SessionMetrics::default(),
         }
@@ -329,19 +311,16 @@ impl Session {
         // Between commands: give back buffer memory a big result grew.
         self.client.shrink_buffers();
         // A reload may have changed backends or passwords: look pools up again.
-        let generation = self.shared.generation();
-        if generation != self.generation {
-            self.generation = generation;
+        if self.shared.generation() != self.topology.generation {
+            self.topology = self.shared.topology.load_full();
+            self.config = self.topology.config.clone();
             self.pools.clear();
         }
-        let idle_limit = self.shared.config.load().server.client_idle_timeout_ms;
+        let idle_limit = self.config.server.client_idle_timeout_ms;
         let idle_deadline =
             (idle_limit > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(idle_limit));
         loop {
-            let bound = matches!(
-                self.holding_reason(),
-                Some(HoldReason::Transaction | HoldReason::Pinned(_))
-            );
+            let bound = self.binding.in_transaction_or_pinned();
             if *self.shutdown.borrow_and_update() && !bound {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "server shutdown"));
             }
@@ -427,10 +406,6 @@ impl Session {
             .map_err(|_| End::ClientGone)
     }
 
-    fn holding_reason(&self) -> Option<HoldReason> {
-        self.held.as_ref().map(|h| h.reason)
-    }
-
     /// Server status flags for packets Sluice builds: the client's real
     /// autocommit mode and whether its transaction is open.
     fn client_status(&self) -> u16 {
@@ -439,7 +414,7 @@ impl Session {
             .vars
             .get("autocommit")
             .is_some_and(|v| v.eq_ignore_ascii_case("OFF") || v == "0");
-        let in_trans = self.in_transaction && self.held.is_some();
+        let in_trans = self.binding.in_transaction && self.binding.held.is_some();
         let mut flags = 0;
         if !autocommit_off {
             flags |= status::AUTOCOMMIT;
@@ -455,7 +430,7 @@ impl Session {
     }
 
     async fn close(mut self, end: End) {
-        self.release_held().await;
+        self.binding.release(self.id).await;
         if matches!(end, End::Quit) {
             self.client.shutdown().await;
         }

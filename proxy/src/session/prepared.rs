@@ -5,8 +5,9 @@
 //! read-only statement runs on a replica like its text would.
 
 use super::diagnostics::DiagnosticsRead;
-use super::execute::{Outgoing, Work};
-use super::{End, HoldReason, Session};
+use super::execute::Work;
+use super::outgoing::Outgoing;
+use super::{End, Session};
 use crate::errors;
 use crate::relay::ResponseKind;
 use bytes::Bytes;
@@ -21,7 +22,7 @@ pub(super) struct ClientStatement {
     pub facts: Arc<Facts>,
     pub params: u16,
     /// Types from the client's last execute that sent them.
-    pub types: Option<Vec<u8>>,
+    pub types: Option<Arc<[u8]>>,
     /// COM_STMT_SEND_LONG_DATA chunks waiting for the next execute.
     pub long_data: Vec<(u16, Vec<u8>)>,
     pub long_data_bytes: usize,
@@ -71,7 +72,7 @@ impl Session {
             metrics::counter!("sluice_errors_total", "cause" => "kill_refused").increment(1);
             return self.reply(&errors::kill_not_preparable()).await;
         }
-        let client_id = self.statements.allocate();
+        let client_id = self.binding.statements.allocate();
         let label = facts.kind().label();
         let done = self
             .run(Work {
@@ -87,7 +88,7 @@ impl Session {
             })
             .await?;
         if let Some(stmt) = done.outcome.and_then(|o| o.prepared) {
-            self.statements.map.insert(
+            self.binding.statements.map.insert(
                 client_id,
                 ClientStatement {
                     sql,
@@ -107,7 +108,7 @@ impl Session {
         let id = statement_id(&payload);
         let command = com::name(payload[0]);
         let max_packet = self.shared.config.load().server.max_packet_bytes;
-        let Some(stmt) = self.statements.map.get_mut(&id) else {
+        let Some(stmt) = self.binding.statements.map.get_mut(&id) else {
             return self.reply(&errors::unknown_statement(id, command)).await;
         };
         if std::mem::take(&mut stmt.long_data_overflow) {
@@ -117,8 +118,10 @@ impl Session {
         }
         // Remember types the client sends; later executes may omit them.
         if payload[0] == com::STMT_EXECUTE {
-            if let Some(types) = types_in(&payload, stmt.params) {
-                stmt.types = Some(types);
+            if let Some(types) = sluice_protocol::statement::bound_types(&payload, stmt.params) {
+                if stmt.types.as_deref() != Some(types) {
+                    stmt.types = Some(types.into());
+                }
             }
         }
         let facts = stmt.facts.clone();
@@ -141,7 +144,7 @@ impl Session {
                 None => {}
             }
         }
-        let Some(stmt) = self.statements.map.get_mut(&id) else {
+        let Some(stmt) = self.binding.statements.map.get_mut(&id) else {
             return self.reply(&errors::unknown_statement(id, command)).await;
         };
         let outgoing = Outgoing::Execute {
@@ -170,7 +173,7 @@ impl Session {
     pub(super) fn send_long_data(&mut self, payload: &[u8]) -> Result<(), End> {
         let max_packet = self.shared.config.load().server.max_packet_bytes;
         let id = statement_id(payload);
-        if let (Some(stmt), Some(rest)) = (self.statements.map.get_mut(&id), payload.get(5..)) {
+        if let (Some(stmt), Some(rest)) = (self.binding.statements.map.get_mut(&id), payload.get(5..)) {
             if rest.len() < 2 {
                 return Ok(());
             }
@@ -191,7 +194,7 @@ impl Session {
 
     pub(super) async fn reset_statement(&mut self, payload: &Bytes) -> Result<(), End> {
         let id = statement_id(payload);
-        let Some(stmt) = self.statements.map.get_mut(&id) else {
+        let Some(stmt) = self.binding.statements.map.get_mut(&id) else {
             return self
                 .reply(&errors::unknown_statement(id, "mysqld_stmt_reset"))
                 .await;
@@ -200,7 +203,7 @@ impl Session {
         stmt.long_data_bytes = 0;
         stmt.long_data_overflow = false;
         let sql = stmt.sql.clone();
-        if self.cursor_open {
+        if self.binding.cursor_open {
             // Closes the cursor on the connection that holds it.
             let outgoing = Outgoing::ForStatement {
                 sql,
@@ -221,18 +224,14 @@ impl Session {
     /// COM_STMT_CLOSE has no response. Backend statements stay cached on
     /// their connections for other clients with the same text.
     pub(super) fn close_statement(&mut self, payload: &[u8]) -> Result<(), End> {
-        self.statements.map.remove(&statement_id(payload));
+        self.binding.statements.map.remove(&statement_id(payload));
         Ok(())
     }
 
     pub(super) async fn fetch(&mut self, payload: Bytes) -> Result<(), End> {
         let id = statement_id(&payload);
-        let sql = self.statements.map.get(&id).map(|s| s.sql.clone());
-        let on_cursor = self.cursor_open
-            && self
-                .held
-                .as_ref()
-                .is_some_and(|h| h.reason != HoldReason::Statement);
+        let sql = self.binding.statements.map.get(&id).map(|s| s.sql.clone());
+        let on_cursor = self.binding.cursor_open && self.binding.bound();
         let Some(sql) = sql.filter(|_| on_cursor) else {
             return self.reply(&errors::no_open_cursor(id)).await;
         };
@@ -245,19 +244,5 @@ impl Session {
             label: "COM_STMT_FETCH",
         };
         self.run(work).await.map(|_| ())
-    }
-}
-
-/// The parameter types an execute packet carries, if it binds new ones.
-fn types_in(packet: &[u8], params: u16) -> Option<Vec<u8>> {
-    if params == 0 {
-        return None;
-    }
-    let bound_at = 10 + (params as usize).div_ceil(8);
-    match packet.get(bound_at) {
-        Some(1) => packet
-            .get(bound_at + 1..bound_at + 1 + 2 * params as usize)
-            .map(<[u8]>::to_vec),
-        _ => None,
     }
 }

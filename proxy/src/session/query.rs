@@ -3,7 +3,8 @@
 //! promise, and run.
 
 use super::diagnostics::DiagnosticsRead;
-use super::execute::{Outgoing, Work};
+use super::execute::Work;
+use super::outgoing::Outgoing;
 use super::{End, Session};
 use crate::relay::ResponseKind;
 use bytes::Bytes;

@@ -1,0 +1,824 @@
+//! Every routing decision Sluice makes for a command, in one place. The
+//! session executes what these functions return and reports outcomes back;
+//! it makes no choice of its own. All pure (backend state, time and counters
+//! are arguments), so every rule is a unit test below.
+//!
+//! In the order a command meets them:
+//! 1. [`route`]: where the statement belongs: the connection the client
+//!    holds, the writer, or a replica.
+//! 2. [`read_requirement`]: what a replica read must see under
+//!    `read_your_writes` (the session's writes, every write through this
+//!    instance, or the primary's position now).
+//! 3. [`plan_read`]: which replica (lag, load, weight, the requirement; the
+//!    rules themselves in [`crate::freshness`] and [`crate::balance`]), or
+//!    the primary and why, or an error (`on_no_replica = "error"`).
+//! 4. [`on_unreachable`], [`on_lost_before_send`], [`may_retry_read`],
+//!    [`on_lost_mid_response`]: what happens when the backend fails before
+//!    or while the command runs.
+//! 5. [`new_pin`] and [`hold_after`]: what the client keeps afterwards.
+//! 6. [`after_write`]: what a write leaves behind for read-your-writes.
+//!
+//! Which backend takes writes is the monitor's [`crate::choose_writer`].
+
+use crate::analyze::TxControl;
+use crate::classifier::Facts;
+use crate::classify::{Kind, PinReason};
+use crate::freshness::{NoReplica, ReadChoice, ReadRequest, ReplicaState, choose_read};
+use sluice_config::{OnNoReplica, ReadYourWrites, RoutingMode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The connection the client already holds.
+    Held,
+    Primary,
+    Replica,
+}
+
+impl Route {
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Held => "held",
+            Route::Primary => "primary",
+            Route::Replica => "replica",
+        }
+    }
+}
+
+/// Everything the decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteInput<'a> {
+    pub mode: RoutingMode,
+    pub facts: &'a Facts,
+    /// The client keeps its connection between statements (an open
+    /// transaction, a pin, or `pool.mode = "session"`).
+    pub bound: bool,
+    /// The client runs with autocommit=0: every statement is in a transaction.
+    pub autocommit_off: bool,
+    /// The session wrote recently and must read its own writes from the
+    /// primary (`read_your_writes = "primary_window"`).
+    pub recent_write: bool,
+}
+
+pub fn route(input: RouteInput<'_>) -> Route {
+    let facts = input.facts;
+    let lexical = &facts.lexical;
+    if input.bound {
+        return Route::Held;
+    }
+    let hint = lexical.hint.as_deref();
+    if hint == Some("primary") || input.mode == RoutingMode::PrimaryOnly || input.autocommit_off {
+        return Route::Primary;
+    }
+    if input.recent_write && hint != Some("replica") {
+        return Route::Primary;
+    }
+    if let Some(TxControl::Begin { read_only }) = facts.ast.transaction {
+        return if read_only { Route::Replica } else { Route::Primary };
+    }
+    // An explicit replica hint may send a locking or side-effect read to a
+    // replica, never a write or a SELECT ... INTO.
+    let hinted_read = hint == Some("replica")
+        && facts.ast.parsed
+        && matches!(facts.kind(), Kind::Select | Kind::Show)
+        && !facts.ast.select_into;
+    let reads = facts.replica_safe() || hinted_read;
+    if reads { Route::Replica } else { Route::Primary }
+}
+
+/// A command that is not a statement (COM_INIT_DB, COM_FIELD_LIST, ...)
+/// runs where the client's connection is, or on the primary.
+pub fn route_command(bound: bool) -> Route {
+    if bound { Route::Held } else { Route::Primary }
+}
+
+/// What a replica read must have applied before it may serve the read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Nothing: any fresh replica.
+    None,
+    /// The session's own writes (`gtid`).
+    Session,
+    /// Every write through this instance (`global`).
+    Global,
+    /// The primary's position when the read arrives (`universal`; asked
+    /// once for all reads arriving together).
+    PrimaryNow,
+}
+
+pub fn read_requirement(ryw: ReadYourWrites, reads_no_data: bool) -> Requirement {
+    if reads_no_data {
+        return Requirement::None;
+    }
+    match ryw {
+        ReadYourWrites::Gtid => Requirement::Session,
+        ReadYourWrites::Global => Requirement::Global,
+        ReadYourWrites::Universal => Requirement::PrimaryNow,
+        ReadYourWrites::Off | ReadYourWrites::PrimaryWindow => Requirement::None,
+    }
+}
+
+/// A replica read, as [`plan_read`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadInput<'a> {
+    /// Every backend by topology index (non-replicas with `replica: false`).
+    pub backends: &'a [ReplicaState],
+    /// The read must see a position (`ReplicaState::applied` says who has it).
+    pub causal: bool,
+    /// The statement's `/* sluice:max_lag_ms=N */`.
+    pub max_lag_ms: Option<u64>,
+    pub reads_no_data: bool,
+    pub causal_wait_ms: u64,
+    pub on_no_replica: OnNoReplica,
+    /// A counter that rotates ties between equally loaded replicas.
+    pub turn: usize,
+}
+
+/// Where a replica read goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadTarget {
+    Replica(usize),
+    /// Wait on this replica (`MASTER_GTID_WAIT`, at most `causal_wait_ms`)
+    /// for the required position; if it does not get there, the primary.
+    WaitOn(usize),
+    Primary,
+    /// `on_no_replica = "error"`: refuse the read.
+    Refuse(NoReplica),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPlan {
+    pub target: ReadTarget,
+    /// Counted in `sluice_route_fallbacks_total{reason}` (the read went to
+    /// the primary for lack of a replica).
+    pub fallback: Option<&'static str>,
+    /// Counted in `sluice_read_your_writes_total{outcome}`.
+    pub causal_outcome: Option<&'static str>,
+    /// Bit i: replica i was passed over for lag.
+    pub skipped_for_lag: u64,
+    /// Every replica has applied the required position: a session's own
+    /// requirement can be forgotten.
+    pub all_applied: bool,
+}
+
+impl ReadPlan {
+    /// The indexes of the replicas passed over for lag.
+    pub fn skipped(&self) -> impl Iterator<Item = usize> + '_ {
+        crate::freshness::indexes(self.skipped_for_lag)
+    }
+}
+
+pub fn plan_read(input: ReadInput<'_>) -> ReadPlan {
+    let replicas = || input.backends.iter().filter(|b| b.replica);
+    let all_applied = input.causal && replicas().next().is_some() && replicas().all(|b| b.applied);
+    let causal = input.causal && !all_applied && !input.reads_no_data;
+    let request = ReadRequest {
+        max_lag_ms: input.max_lag_ms,
+        causal,
+        causal_wait_ms: input.causal_wait_ms,
+        reads_no_data: input.reads_no_data,
+    };
+    let chosen = choose_read(input.backends, request, input.turn);
+    let mut plan = ReadPlan {
+        target: ReadTarget::Primary,
+        fallback: None,
+        causal_outcome: None,
+        skipped_for_lag: chosen.skipped_for_lag,
+        all_applied,
+    };
+    match chosen.choice {
+        ReadChoice::Replica(i) => {
+            plan.target = ReadTarget::Replica(i);
+            plan.causal_outcome = causal.then_some("replica");
+        }
+        // Counted once the wait ends (waited, or primary).
+        ReadChoice::WaitOn(i) => plan.target = ReadTarget::WaitOn(i),
+        ReadChoice::NoReplica(NoReplica::NotCaughtUp) => plan.causal_outcome = Some("primary"),
+        ReadChoice::NoReplica(why) => {
+            plan.causal_outcome = causal.then_some("primary");
+            if input.on_no_replica == OnNoReplica::Error && why != NoReplica::NoneConfigured {
+                plan.target = ReadTarget::Refuse(why);
+            } else {
+                plan.fallback = Some(why.label());
+            }
+        }
+    }
+    plan
+}
+
+/// A backend refused a connection before anything of the client's reached
+/// it. What next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Mark the replica down for a moment and plan the read again.
+    SkipReplica,
+    /// Wait (`routing.write_wait_ms`) for the monitor to name another
+    /// writer, then try again.
+    WaitForWriter,
+    /// Give the client the error.
+    Fail,
+}
+
+/// Attempts at checking a connection out for one command.
+pub const MAX_CHECKOUT_ATTEMPTS: u32 = 3;
+
+pub fn on_unreachable(route: Route, writer: bool, follow_read_only: bool, attempt: u32) -> Recovery {
+    if attempt > MAX_CHECKOUT_ATTEMPTS {
+        return Recovery::Fail;
+    }
+    if route == Route::Replica && !writer {
+        Recovery::SkipReplica
+    } else if writer && follow_read_only {
+        Recovery::WaitForWriter
+    } else {
+        Recovery::Fail
+    }
+}
+
+/// A connection failed before the command was sent (restoring the session,
+/// preparing the statement). A connection fresh from the pool is replaced,
+/// at most twice: the route to try again, or None to give the client the
+/// error. A held connection's state is gone with it: a retry runs on the
+/// primary.
+pub fn on_lost_before_send(routed: Route, fresh: bool, attempt: u32) -> Option<Route> {
+    if !fresh || attempt >= MAX_CHECKOUT_ATTEMPTS {
+        return None;
+    }
+    Some(if routed == Route::Held {
+        Route::Primary
+    } else {
+        routed
+    })
+}
+
+/// An autocommit read whose backend failed before the client saw any of
+/// the answer runs once more; nothing else is retried.
+pub fn may_retry_read(facts: Option<&Facts>, bound: bool) -> bool {
+    facts.is_some_and(|f| f.replica_safe()) && !bound
+}
+
+/// The backend failed while the command ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// Part of the answer reached the client: its stream cannot take an
+    /// ERR; close it.
+    CloseClient,
+    /// Run the read again (skipping the replica for a moment if it was one).
+    Retry { mark_down: bool },
+    /// Tell the client.
+    Error,
+}
+
+pub fn on_lost_mid_response(client_saw_any: bool, retryable: bool, on_replica: bool) -> Lost {
+    if client_saw_any {
+        Lost::CloseClient
+    } else if retryable {
+        Lost::Retry {
+            mark_down: on_replica,
+        }
+    } else {
+        Lost::Error
+    }
+}
+
+/// Why a client keeps its backend connection between statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldReason {
+    Transaction,
+    Pinned(PinReason),
+    /// `pool.mode = "session"`: one backend connection for the client's life.
+    Session,
+    /// Checked out for the statement running now; back to the pool after
+    /// it (what a later statement may read of it, Sluice captured).
+    Statement,
+}
+
+/// What a statement left on its connection that only that connection has.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Leftovers {
+    /// COM_STMT_EXECUTE opened a cursor.
+    pub cursor_opened: bool,
+    /// The server reported session state Sluice cannot replay.
+    pub untracked_change: bool,
+    /// The user variables were read back after the statement.
+    pub user_vars_captured: bool,
+}
+
+/// The pin a statement adds (None: nothing that pins). A state change the
+/// read-back explains (user variables of one statement) does not pin; a
+/// procedure or multi-statement may also have left prepared statements or
+/// temporary tables, which do.
+pub fn new_pin(facts: Option<&Facts>, literal_count: usize, left: Leftovers) -> Option<PinReason> {
+    let explained = facts.is_some_and(|f| {
+        f.tracked_user_vars(literal_count)
+            || (left.user_vars_captured && f.kind() != Kind::Call && f.ast.statements <= 1)
+    });
+    facts
+        .and_then(|f| f.pin_reason(literal_count))
+        .filter(|&reason| !(reason == PinReason::UserVariable && left.user_vars_captured))
+        .or(left.cursor_opened.then_some(PinReason::Cursor))
+        .or((left.untracked_change && !explained).then_some(PinReason::UntrackedState))
+}
+
+/// The session after a statement, as [`hold_after`] needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldInput {
+    /// Pinned before or by this statement.
+    pub pinned: Option<PinReason>,
+    /// The final OK/EOF's IN_TRANS flag; None after an ERR.
+    pub in_trans_flag: Option<bool>,
+    /// The connection was held for a transaction before this statement.
+    pub was_in_transaction: bool,
+    /// Some OK/EOF of this response said a transaction is open.
+    pub saw_in_transaction: bool,
+    pub autocommit_off: bool,
+    /// `pool.mode = "session"`.
+    pub session_mode: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// A transaction is open on the connection.
+    pub in_transaction: bool,
+    /// Why the client keeps the connection; None gives it back to the pool.
+    pub keep: Option<HoldReason>,
+}
+
+/// Whether the client keeps its connection after a statement: pins first,
+/// then session mode, then an open transaction.
+pub fn hold_after(input: HoldInput) -> Hold {
+    let in_transaction = match input.in_trans_flag {
+        Some(open) => open,
+        // An ERR does not say: a transaction stays open until it ends, one
+        // opened earlier in this response is open, and with autocommit=0
+        // the failed statement may have opened one.
+        None => input.was_in_transaction || input.saw_in_transaction || input.autocommit_off,
+    };
+    let keep = if let Some(reason) = input.pinned {
+        Some(HoldReason::Pinned(reason))
+    } else if input.session_mode {
+        Some(HoldReason::Session)
+    } else if in_transaction {
+        Some(HoldReason::Transaction)
+    } else {
+        None
+    };
+    Hold { in_transaction, keep }
+}
+
+/// What a statement that ran on the writer leaves for read-your-writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteNote {
+    /// Nothing to remember (not a write, not on the writer, or `off`).
+    Nothing,
+    /// `gtid`: the session's reads must see this GTID.
+    SessionGtid,
+    /// `global`: every read through this instance must see it.
+    GlobalGtid,
+    /// No GTID to wait for (nothing was written, or the server does not
+    /// report it), or `primary_window`: the session reads from the primary
+    /// for `read_your_writes_window_ms`. `counted`: a GTID mode fell back
+    /// to the window (`sluice_read_your_writes_total{outcome="write_without_gtid"}`).
+    Window { counted: bool },
+}
+
+/// `kind` None: a command that is not a statement (writes nothing). `ran`:
+/// the statement executed (not a COM_STMT_PREPARE or a fetch).
+pub fn after_write(
+    on_writer: bool,
+    kind: Option<Kind>,
+    ran: bool,
+    ryw: ReadYourWrites,
+    gtid: bool,
+) -> WriteNote {
+    let read_only_kind = kind.is_none_or(|k| matches!(k, Kind::Select | Kind::Show | Kind::Set | Kind::Use));
+    if !on_writer || read_only_kind || !ran {
+        return WriteNote::Nothing;
+    }
+    match (ryw, gtid) {
+        (ReadYourWrites::Gtid, true) => WriteNote::SessionGtid,
+        (ReadYourWrites::Global, true) => WriteNote::GlobalGtid,
+        // `universal` asks the primary at read time.
+        (ReadYourWrites::Universal, true) => WriteNote::Nothing,
+        (ReadYourWrites::Gtid | ReadYourWrites::Global | ReadYourWrites::Universal, false) => {
+            WriteNote::Window { counted: true }
+        }
+        (ReadYourWrites::Off | ReadYourWrites::PrimaryWindow, _) => WriteNote::Window { counted: false },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(sql: &str) -> Route {
+        route(RouteInput {
+            mode: RoutingMode::Split,
+            facts: &Facts::of(sql),
+            bound: false,
+            autocommit_off: false,
+            recent_write: false,
+        })
+    }
+
+    #[test]
+    fn writes_ddl_and_procedures_go_to_the_primary() {
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1 WHERE id = 2",
+            "DELETE FROM t WHERE id = 1",
+            "REPLACE INTO t VALUES (1)",
+            "CREATE TABLE x (a INT)",
+            "ALTER TABLE t ADD COLUMN b INT",
+            "DROP TABLE t",
+            "TRUNCATE TABLE t",
+            "CALL proc(1)",
+            "LOAD DATA LOCAL INFILE 'f' INTO TABLE t",
+            "LOCK TABLES t WRITE",
+            "UNLOCK TABLES",
+        ] {
+            assert_eq!(split(sql), Route::Primary, "{sql}");
+        }
+    }
+
+    #[test]
+    fn locking_reads_and_side_effects_go_to_the_primary() {
+        for sql in [
+            "SELECT * FROM t WHERE id = 1 FOR UPDATE",
+            "SELECT * FROM t WHERE id = 1 FOR SHARE",
+            "SELECT * FROM t WHERE id = 1 LOCK IN SHARE MODE",
+            "SELECT c INTO @v FROM t WHERE id = 1",
+            "SELECT * FROM t INTO OUTFILE '/tmp/x'",
+            "SELECT GET_LOCK('x', 1)",
+            "SELECT RELEASE_LOCK('x')",
+            "SELECT IS_USED_LOCK('x')",
+            "SELECT NEXTVAL(s)",
+            "SET GLOBAL max_connections = 100",
+            "this is not sql",
+        ] {
+            assert_eq!(split(sql), Route::Primary, "{sql}");
+        }
+    }
+
+    #[test]
+    fn plain_reads_go_to_a_replica() {
+        for sql in [
+            "SELECT c FROM sbtest1 WHERE id = 5",
+            "SELECT 1",
+            "SHOW TABLES",
+            "DESCRIBE t",
+            "EXPLAIN SELECT * FROM t",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "SELECT COUNT(*) FROM t JOIN u ON t.id = u.id",
+        ] {
+            assert_eq!(split(sql), Route::Replica, "{sql}");
+        }
+    }
+
+    #[test]
+    fn transactions() {
+        assert_eq!(split("BEGIN"), Route::Primary);
+        assert_eq!(split("START TRANSACTION"), Route::Primary);
+        assert_eq!(split("START TRANSACTION READ ONLY"), Route::Replica);
+        let facts = Facts::of("SELECT 1");
+        let held = route(RouteInput {
+            mode: RoutingMode::Split,
+            facts: &facts,
+            bound: true,
+            autocommit_off: false,
+            recent_write: false,
+        });
+        assert_eq!(
+            held,
+            Route::Held,
+            "inside a transaction everything stays on its connection"
+        );
+        let ac0 = route(RouteInput {
+            mode: RoutingMode::Split,
+            facts: &facts,
+            bound: false,
+            autocommit_off: true,
+            recent_write: false,
+        });
+        assert_eq!(
+            ac0,
+            Route::Primary,
+            "autocommit=0 opens a transaction with the next statement"
+        );
+    }
+
+    #[test]
+    fn hints() {
+        assert_eq!(split("SELECT /* sluice:primary */ c FROM t"), Route::Primary);
+        assert_eq!(split("/* sluice:primary */ SELECT 1"), Route::Primary);
+        assert_eq!(
+            split("SELECT * FROM t WHERE id = 1 FOR UPDATE /* sluice:replica */"),
+            Route::Replica
+        );
+        assert_eq!(
+            split("SELECT c INTO @v FROM t /* sluice:replica */"),
+            Route::Primary
+        );
+        assert_eq!(
+            split("INSERT /* sluice:replica */ INTO t VALUES (1)"),
+            Route::Primary,
+            "never a write on a replica"
+        );
+    }
+
+    #[test]
+    fn reads_after_a_write_stay_on_the_primary_within_the_window() {
+        let facts = Facts::of("SELECT c FROM t WHERE id = 1");
+        let input = RouteInput {
+            mode: RoutingMode::Split,
+            facts: &facts,
+            bound: false,
+            autocommit_off: false,
+            recent_write: true,
+        };
+        assert_eq!(route(input), Route::Primary);
+        let hinted = Facts::of("SELECT /* sluice:replica */ c FROM t WHERE id = 1");
+        assert_eq!(
+            route(RouteInput {
+                facts: &hinted,
+                ..input
+            }),
+            Route::Replica,
+            "an explicit hint wins"
+        );
+    }
+
+    #[test]
+    fn primary_only_mode() {
+        let facts = Facts::of("SELECT 1");
+        let r = route(RouteInput {
+            mode: RoutingMode::PrimaryOnly,
+            facts: &facts,
+            bound: false,
+            autocommit_off: false,
+            recent_write: false,
+        });
+        assert_eq!(r, Route::Primary);
+    }
+
+    fn replica(applied: bool) -> ReplicaState {
+        ReplicaState {
+            replica: true,
+            weight: 1,
+            reachable: true,
+            fresh: true,
+            lag_ms: Some(0.0),
+            applied,
+            ..ReplicaState::default()
+        }
+    }
+
+    fn read(backends: &[ReplicaState], causal: bool, on_no_replica: OnNoReplica) -> ReadPlan {
+        plan_read(ReadInput {
+            backends,
+            causal,
+            max_lag_ms: None,
+            reads_no_data: false,
+            causal_wait_ms: 0,
+            on_no_replica,
+            turn: 0,
+        })
+    }
+
+    #[test]
+    fn read_requirement_follows_the_mode() {
+        assert_eq!(
+            read_requirement(ReadYourWrites::Gtid, false),
+            Requirement::Session
+        );
+        assert_eq!(
+            read_requirement(ReadYourWrites::Global, false),
+            Requirement::Global
+        );
+        assert_eq!(
+            read_requirement(ReadYourWrites::Universal, false),
+            Requirement::PrimaryNow
+        );
+        assert_eq!(
+            read_requirement(ReadYourWrites::PrimaryWindow, false),
+            Requirement::None
+        );
+        assert_eq!(read_requirement(ReadYourWrites::Off, false), Requirement::None);
+        assert_eq!(
+            read_requirement(ReadYourWrites::Universal, true),
+            Requirement::None,
+            "a read of no table needs nothing"
+        );
+    }
+
+    #[test]
+    fn reads_skip_the_primary_and_use_indexes_of_the_topology() {
+        let primary = ReplicaState::default();
+        let plan = read(&[primary, replica(false)], false, OnNoReplica::Primary);
+        assert_eq!(plan.target, ReadTarget::Replica(1));
+        assert_eq!(plan.fallback, None);
+        assert_eq!(plan.causal_outcome, None);
+    }
+
+    #[test]
+    fn no_replica_falls_back_to_the_primary_or_refuses() {
+        let mut down = replica(false);
+        down.reachable = false;
+        let plan = read(&[ReplicaState::default(), down], false, OnNoReplica::Primary);
+        assert_eq!(plan.target, ReadTarget::Primary);
+        assert_eq!(plan.fallback, Some("replicas_unreachable"));
+        let plan = read(&[ReplicaState::default(), down], false, OnNoReplica::Error);
+        assert_eq!(plan.target, ReadTarget::Refuse(NoReplica::Unreachable));
+        // No replica configured at all: the primary even with "error".
+        let plan = read(&[ReplicaState::default()], false, OnNoReplica::Error);
+        assert_eq!(plan.target, ReadTarget::Primary);
+        assert_eq!(plan.fallback, Some("no_replica"));
+    }
+
+    #[test]
+    fn causal_reads_count_their_outcome_and_forget_a_requirement_everyone_has() {
+        let plan = read(&[replica(false), replica(true)], true, OnNoReplica::Primary);
+        assert_eq!(plan.target, ReadTarget::Replica(1));
+        assert_eq!(plan.causal_outcome, Some("replica"));
+        assert!(!plan.all_applied);
+        let plan = read(&[replica(false)], true, OnNoReplica::Primary);
+        assert_eq!(plan.target, ReadTarget::Primary);
+        assert_eq!(plan.causal_outcome, Some("primary"));
+        assert_eq!(plan.fallback, None, "behind the session is not a fallback");
+        let plan = read(
+            &[ReplicaState::default(), replica(true), replica(true)],
+            true,
+            OnNoReplica::Primary,
+        );
+        assert!(plan.all_applied);
+        assert_eq!(plan.causal_outcome, None, "nothing left to wait for");
+        assert!(!read(&[ReplicaState::default()], true, OnNoReplica::Primary).all_applied);
+    }
+
+    #[test]
+    fn failures_before_sending() {
+        assert_eq!(
+            on_unreachable(Route::Replica, false, false, 1),
+            Recovery::SkipReplica
+        );
+        assert_eq!(on_unreachable(Route::Replica, false, false, 4), Recovery::Fail);
+        assert_eq!(
+            on_unreachable(Route::Primary, true, true, 1),
+            Recovery::WaitForWriter
+        );
+        assert_eq!(on_unreachable(Route::Primary, true, false, 1), Recovery::Fail);
+        // A replica read that fell back to the writer does not skip it.
+        assert_eq!(on_unreachable(Route::Replica, true, false, 1), Recovery::Fail);
+        assert_eq!(on_lost_before_send(Route::Replica, true, 1), Some(Route::Replica));
+        assert_eq!(on_lost_before_send(Route::Held, true, 2), Some(Route::Primary));
+        assert_eq!(on_lost_before_send(Route::Primary, true, 3), None);
+        assert_eq!(
+            on_lost_before_send(Route::Held, false, 1),
+            None,
+            "a held connection's state is gone with it"
+        );
+    }
+
+    #[test]
+    fn failures_while_running() {
+        let read = Facts::of("SELECT c FROM t WHERE id = 1");
+        let write = Facts::of("UPDATE t SET c = 1");
+        assert!(may_retry_read(Some(&read), false));
+        assert!(!may_retry_read(Some(&read), true), "not inside a transaction");
+        assert!(!may_retry_read(Some(&write), false));
+        assert!(!may_retry_read(None, false));
+        assert_eq!(on_lost_mid_response(true, true, true), Lost::CloseClient);
+        assert_eq!(
+            on_lost_mid_response(false, true, true),
+            Lost::Retry { mark_down: true }
+        );
+        assert_eq!(on_lost_mid_response(false, false, true), Lost::Error);
+    }
+
+    #[test]
+    fn pins() {
+        let none = Leftovers::default();
+        let temp = Facts::of("CREATE TEMPORARY TABLE x (a INT)");
+        assert_eq!(new_pin(Some(&temp), 0, none), Some(PinReason::TemporaryTable));
+        let into = Facts::of("SELECT c INTO @v FROM t");
+        let captured = Leftovers {
+            user_vars_captured: true,
+            untracked_change: true,
+            ..none
+        };
+        assert_eq!(
+            new_pin(Some(&into), 0, captured),
+            None,
+            "the read-back explains it"
+        );
+        assert_eq!(new_pin(Some(&into), 0, none), Some(PinReason::UserVariable));
+        let cursor = Leftovers {
+            cursor_opened: true,
+            ..none
+        };
+        assert_eq!(new_pin(None, 0, cursor), Some(PinReason::Cursor));
+        let untracked = Leftovers {
+            untracked_change: true,
+            ..none
+        };
+        let select = Facts::of("SELECT 1");
+        assert_eq!(
+            new_pin(Some(&select), 0, untracked),
+            Some(PinReason::UntrackedState)
+        );
+        let call = Facts::of("CALL p()");
+        assert_eq!(
+            new_pin(Some(&call), 0, captured),
+            Some(PinReason::UntrackedState),
+            "a procedure may leave more than variables"
+        );
+    }
+
+    #[test]
+    fn what_the_client_keeps() {
+        let base = HoldInput {
+            pinned: None,
+            in_trans_flag: Some(false),
+            was_in_transaction: false,
+            saw_in_transaction: false,
+            autocommit_off: false,
+            session_mode: false,
+        };
+        assert_eq!(hold_after(base).keep, None);
+        let open = HoldInput {
+            in_trans_flag: Some(true),
+            ..base
+        };
+        assert_eq!(hold_after(open).keep, Some(HoldReason::Transaction));
+        let pinned = HoldInput {
+            pinned: Some(PinReason::LockTables),
+            ..open
+        };
+        assert_eq!(
+            hold_after(pinned).keep,
+            Some(HoldReason::Pinned(PinReason::LockTables))
+        );
+        let session = HoldInput {
+            session_mode: true,
+            ..base
+        };
+        assert_eq!(hold_after(session).keep, Some(HoldReason::Session));
+        // After an ERR: open if it was, if this response opened one, or
+        // with autocommit=0.
+        let err = HoldInput {
+            in_trans_flag: None,
+            ..base
+        };
+        assert_eq!(hold_after(err).keep, None);
+        for open in [
+            HoldInput {
+                was_in_transaction: true,
+                ..err
+            },
+            HoldInput {
+                saw_in_transaction: true,
+                ..err
+            },
+            HoldInput {
+                autocommit_off: true,
+                ..err
+            },
+        ] {
+            let hold = hold_after(open);
+            assert!(hold.in_transaction);
+            assert_eq!(hold.keep, Some(HoldReason::Transaction));
+        }
+    }
+
+    #[test]
+    fn writes_leave_what_read_your_writes_needs() {
+        use ReadYourWrites::*;
+        let update = Some(Kind::Update);
+        assert_eq!(
+            after_write(true, update, true, Gtid, true),
+            WriteNote::SessionGtid
+        );
+        assert_eq!(
+            after_write(true, update, true, Global, true),
+            WriteNote::GlobalGtid
+        );
+        assert_eq!(
+            after_write(true, update, true, Universal, true),
+            WriteNote::Nothing
+        );
+        assert_eq!(
+            after_write(true, update, true, Gtid, false),
+            WriteNote::Window { counted: true }
+        );
+        assert_eq!(
+            after_write(true, update, true, PrimaryWindow, false),
+            WriteNote::Window { counted: false }
+        );
+        assert_eq!(after_write(false, update, true, Gtid, true), WriteNote::Nothing);
+        assert_eq!(
+            after_write(true, Some(Kind::Select), true, Gtid, true),
+            WriteNote::Nothing
+        );
+        assert_eq!(after_write(true, None, true, Gtid, true), WriteNote::Nothing);
+        assert_eq!(after_write(true, update, false, Gtid, true), WriteNote::Nothing);
+    }
+}
