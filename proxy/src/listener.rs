@@ -10,22 +10,51 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// Runs Sluice as the `sluice` binary does: binds `server.listen`, watches
+/// `config_path` for reloads, and shuts down gracefully on SIGTERM/SIGINT.
 pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
-    let handle = metrics::install()?;
     let listen = config.server.listen.clone();
+    let listener = bind(&listen).with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let stop = async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        }
+    };
+    serve_on(config, Some(config_path), listener, stop).await
+}
+
+/// Runs Sluice from `config` on an already bound `listener`, inside the
+/// caller's tokio runtime (any flavour), until `stop` resolves (its value
+/// names the reason in the log); then shuts down gracefully as on SIGTERM.
+/// `server.listen` is not used; `server.admin_listen` is bound here. With a
+/// `config_path` the file is watched for reloads (and SIGHUP reloads it).
+///
+/// For embedding Sluice in a process and for in-process tests. Installs
+/// the process-wide metrics recorder, so it can run once per process.
+pub async fn serve_on(
+    config: Config,
+    config_path: Option<PathBuf>,
+    listener: TcpListener,
+    stop: impl Future<Output = &'static str>,
+) -> anyhow::Result<()> {
+    let handle = metrics::install()?;
+    let listen = listener.local_addr()?;
     let admin_listen = config.server.admin_listen.clone();
     let shared = Shared::new(config);
-    let listener = bind(&listen).with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     admin::spawn(&admin_listen, handle, shared.clone()).await?;
     profile::spawn_learner(shared.clone());
     metrics::spawn_pool_gauges(shared.clone());
     metrics::build_info();
-    reload::spawn(shared.clone(), config_path)?;
+    if let Some(path) = config_path {
+        reload::spawn(shared.clone(), path)?;
+    }
     shared.spawn_monitor();
     tracing::info!(%listen, admin = %admin_listen, "sluice {} ready", env!("CARGO_PKG_VERSION"));
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -57,8 +86,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
                     }
                 }
             }
-            _ = terminate.recv() => return shut_down(&shared, listener, "SIGTERM").await,
-            _ = interrupt.recv() => return shut_down(&shared, listener, "SIGINT").await,
+            reason = &mut stop => return shut_down(&shared, listener, reason).await,
         }
     }
 }
