@@ -213,6 +213,39 @@ impl BackendConn {
         with_connection_id: bool,
         target: &crate::ConnectTarget,
     ) -> Result<Option<Vec<u8>>, BackendError> {
+        if self.already_has(desired, with_last_insert_id, with_connection_id) {
+            return Ok(None);
+        }
+        // Boxed: the statement path's future stays small when nothing
+        // needs restoring, which is nearly always.
+        Box::pin(self.apply_changes(desired, with_last_insert_id, with_connection_id, target)).await
+    }
+
+    /// Nothing to restore (conservative: anything unusual goes the long way).
+    fn already_has(
+        &self,
+        desired: &SessionState,
+        with_last_insert_id: bool,
+        with_connection_id: bool,
+    ) -> bool {
+        let state = &self.state;
+        let foreign_id = state.connection_id != 0 && state.connection_id != desired.connection_id;
+        state.schema == desired.schema
+            && state.multi_statements == desired.multi_statements
+            && !with_connection_id
+            && !foreign_id
+            && (!with_last_insert_id || state.last_insert_id == desired.last_insert_id)
+            && state.vars == desired.vars
+            && state.user_vars == desired.user_vars
+    }
+
+    async fn apply_changes(
+        &mut self,
+        desired: &SessionState,
+        with_last_insert_id: bool,
+        with_connection_id: bool,
+        target: &crate::ConnectTarget,
+    ) -> Result<Option<Vec<u8>>, BackendError> {
         if desired.schema.is_none() && self.state.schema.is_some() {
             // A client without a default schema must not see the previous
             // client's: only a change-user unsets it (rare: the pools mix

@@ -23,7 +23,9 @@ impl managed::Manager for BackendManager {
     type Error = BackendError;
 
     async fn create(&self) -> Result<BackendConn, BackendError> {
-        let conn = BackendConn::connect(&self.target).await?;
+        // Boxed: connecting is rare and its future large; deadpool inlines
+        // it into every checkout's future otherwise.
+        let conn = Box::pin(BackendConn::connect(&self.target)).await?;
         metrics::counter!("sluice_backend_connections_opened_total", "backend" => self.target.backend.clone())
             .increment(1);
         Ok(conn)
@@ -50,7 +52,7 @@ impl managed::Manager for BackendManager {
         }
         if idle >= conn.keepalive_interval() {
             metrics::counter!("sluice_pool_keepalive_pings_total", "backend" => backend.clone()).increment(1);
-            if let Err(e) = conn.ping().await {
+            if let Err(e) = Box::pin(conn.ping()).await {
                 tracing::info!(
                     backend,
                     "an idle backend connection failed its ping, replacing it: {e}"

@@ -101,11 +101,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             }
             let read = match self.read_timeout {
                 None => self.io.read_buf(&mut self.rbuf).await?,
-                Some(limit) => tokio::time::timeout(limit, self.io.read_buf(&mut self.rbuf))
-                    .await
-                    .map_err(|_| {
-                        io::Error::new(io::ErrorKind::TimedOut, "peer stalled in the middle of a packet")
-                    })??,
+                Some(limit) => {
+                    // The timer is armed only when the bytes are not there
+                    // yet: most reads complete at once, and a timer per
+                    // read is measurable on the per-query path.
+                    let mut read = std::pin::pin!(self.io.read_buf(&mut self.rbuf));
+                    match poll_once(read.as_mut()).await {
+                        Some(done) => done?,
+                        None => tokio::time::timeout(limit, read).await.map_err(|_| {
+                            io::Error::new(io::ErrorKind::TimedOut, "peer stalled in the middle of a packet")
+                        })??,
+                    }
+                }
             };
             if read == 0 {
                 return Err(io::Error::new(
@@ -269,9 +276,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         if !self.wbuf.is_empty() {
             match self.write_timeout {
                 None => self.io.write_all(&self.wbuf).await?,
-                Some(limit) => tokio::time::timeout(limit, self.io.write_all(&self.wbuf))
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"))??,
+                Some(limit) => {
+                    // As for reads: a timer only when the peer is slow.
+                    let mut write = std::pin::pin!(self.io.write_all(&self.wbuf));
+                    match poll_once(write.as_mut()).await {
+                        Some(done) => done?,
+                        None => tokio::time::timeout(limit, write)
+                            .await
+                            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"))??,
+                    }
+                }
             }
             self.wbuf.clear();
         }
@@ -305,6 +319,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         let _ = self.flush().await;
         let _ = self.io.shutdown().await;
     }
+}
+
+/// Polls `fut` once: its output if it is ready now, else None (it stays
+/// registered for a wake-up, so it can be awaited further).
+async fn poll_once<F: std::future::Future>(mut fut: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }
 
 fn payload_len(buf: &[u8]) -> usize {

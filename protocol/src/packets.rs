@@ -37,21 +37,19 @@ pub fn ok(affected_rows: u64, last_insert_id: u64, status: u16, warnings: u16) -
 }
 
 /// An EOF packet payload (for clients without CLIENT_DEPRECATE_EOF).
-pub fn eof(warnings: u16, status: u16) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5);
-    out.push(EOF_HEADER);
-    out.extend_from_slice(&warnings.to_le_bytes());
-    out.extend_from_slice(&status.to_le_bytes());
-    out
+/// A fixed-size array: the relay sends these per result set, allocation-free.
+pub fn eof(warnings: u16, status: u16) -> [u8; 5] {
+    let [w0, w1] = warnings.to_le_bytes();
+    let [s0, s1] = status.to_le_bytes();
+    [EOF_HEADER, w0, w1, s0, s1]
 }
 
 /// The OK packet with an EOF header that ends a result set for clients with
 /// CLIENT_DEPRECATE_EOF.
-pub fn ok_as_eof(warnings: u16, status: u16) -> Vec<u8> {
-    let mut out = vec![EOF_HEADER, 0, 0];
-    out.extend_from_slice(&(status & !status::SESSION_STATE_CHANGED).to_le_bytes());
-    out.extend_from_slice(&warnings.to_le_bytes());
-    out
+pub fn ok_as_eof(warnings: u16, status: u16) -> [u8; 7] {
+    let [s0, s1] = (status & !status::SESSION_STATE_CHANGED).to_le_bytes();
+    let [w0, w1] = warnings.to_le_bytes();
+    [EOF_HEADER, 0, 0, s0, s1, w0, w1]
 }
 
 pub fn is_err(payload: &[u8]) -> bool {

@@ -29,14 +29,14 @@ impl Session {
             return Ok(captured);
         };
         if outcome.connection_charset_unsure {
-            let (charset, collation) = held.conn.read_back_connection_charset().await?;
+            let (charset, collation) = Box::pin(held.conn.read_back_connection_charset()).await?;
             self.desired.set_connection_charset(charset, collation);
         }
         let writes_user_vars = work
             .facts
             .is_some_and(|f| f.writes_user_vars(work.literals.len()));
         if writes_user_vars {
-            match held.conn.read_back_user_variables().await? {
+            match Box::pin(held.conn.read_back_user_variables()).await? {
                 Some(vars) => {
                     self.desired.user_vars = vars;
                     captured.user_vars = true;

@@ -26,20 +26,44 @@ impl Session {
         route: Route,
         facts: Option<&Facts>,
     ) -> Result<(), AcquireError> {
-        if route == Route::Replica {
-            if let Some((backend, wait_for)) = self.replica_for_read(facts).await? {
-                let pool = self.pool_for(&backend);
-                let conn = self.acquire(&pool).await?;
-                let conn = match wait_for {
-                    None => Some(conn),
-                    Some(gtid) => self.wait_for_gtid(conn, &gtid).await,
-                };
-                if let Some(conn) = conn {
-                    self.binding.hold(conn, pool, backend, Role::Replica);
-                    return Ok(());
+        // One acquire for both routes: the future stays small.
+        let replica = match route {
+            Route::Replica => {
+                let reads_no_data = facts.is_some_and(|f| f.ast.reads_no_data);
+                let requirement = plan::read_requirement(self.config.routing.read_your_writes, reads_no_data);
+                match requirement {
+                    Requirement::None => self.replica_for_read(facts, None)?,
+                    // Boxed: rare, and large (it may ask the primary).
+                    _ => match Box::pin(self.required_position(requirement)).await {
+                        Ok(required) => self.replica_for_read(facts, required)?,
+                        // The primary's position is unknown: the primary.
+                        Err(()) => None,
+                    },
                 }
             }
-        }
+            _ => None,
+        };
+        let (pool, backend, role, wait_for) = match replica {
+            Some((backend, wait_for)) => (self.pool_for(&backend), backend, Role::Replica, wait_for),
+            None => {
+                let (pool, backend) = self.writer_pool().await?;
+                (pool, backend, Role::Primary, None)
+            }
+        };
+        let conn = self.acquire(&pool).await?;
+        let conn = match wait_for {
+            None => conn,
+            Some(gtid) => match Box::pin(self.wait_for_gtid(conn, &gtid)).await {
+                Some(conn) => conn,
+                // Not there in time: the primary.
+                None => return Box::pin(self.check_out_writer()).await,
+            },
+        };
+        self.binding.hold(conn, pool, backend, role);
+        Ok(())
+    }
+
+    async fn check_out_writer(&mut self) -> Result<(), AcquireError> {
         let (pool, backend) = self.writer_pool().await?;
         let conn = self.acquire(&pool).await?;
         self.binding.hold(conn, pool, backend, Role::Primary);
@@ -117,8 +141,7 @@ impl Session {
 
     /// The pool of the backend that takes writes now.
     pub(super) async fn writer_pool(&mut self) -> Result<(Arc<BackendPool>, Arc<Backend>), AcquireError> {
-        let config = self.config.clone();
-        if !config.monitor.follow_read_only {
+        if !self.config.monitor.follow_read_only {
             let primary = self
                 .topology
                 .primary
@@ -128,6 +151,15 @@ impl Session {
                 })?;
             return Ok((self.pool_for(&primary), primary));
         }
+        Box::pin(self.follow_writer(self.config.clone())).await
+    }
+
+    /// With `monitor.follow_read_only`: the backend the monitor names as
+    /// writable, waiting up to `routing.write_wait_ms` for one.
+    async fn follow_writer(
+        &mut self,
+        config: Arc<sluice_config::Config>,
+    ) -> Result<(Arc<BackendPool>, Arc<Backend>), AcquireError> {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(config.routing.write_wait_ms);
         let mut changes = self.shared.monitor.subscribe();
@@ -233,16 +265,14 @@ impl Session {
 
     /// The replica a read goes to (and the position to wait for there), or
     /// None for the primary; `Err` when the plan refuses the read
-    /// (`routing.on_no_replica = "error"`).
-    async fn replica_for_read(
+    /// (`routing.on_no_replica = "error"`). `required`: what the read must
+    /// see (`plan::read_requirement`, resolved).
+    fn replica_for_read(
         &mut self,
         facts: Option<&Facts>,
+        required: Option<GtidPos>,
     ) -> Result<Option<(Arc<Backend>, Option<GtidPos>)>, AcquireError> {
         let reads_no_data = facts.is_some_and(|f| f.ast.reads_no_data);
-        let requirement = plan::read_requirement(self.config.routing.read_your_writes, reads_no_data);
-        let Ok(required) = self.required_position(requirement).await else {
-            return Ok(None);
-        };
         let view = self.shared.monitor.view();
         let writer = match &view.writer {
             WriterState::Backend(name) => Some(name.as_str()),

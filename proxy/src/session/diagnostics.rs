@@ -38,7 +38,7 @@ impl Session {
         };
         let calc_found_rows = match work.facts {
             Some(f) if f.lexical.feeds_next && !outcome.ended_with_error => {
-                let rows = held.conn.query_rows("SELECT FOUND_ROWS()").await?;
+                let rows = Box::pin(held.conn.query_rows("SELECT FOUND_ROWS()")).await?;
                 rows.first()
                     .and_then(|r| r.first().cloned().flatten())
                     .and_then(|v| v.parse().ok())
@@ -47,7 +47,7 @@ impl Session {
         };
         let diag = &mut self.diagnostics;
         if outcome.warnings > 0 || outcome.ended_with_error {
-            let (columns, rows) = held.conn.query_result("SHOW WARNINGS").await?;
+            let (columns, rows) = Box::pin(held.conn.query_result("SHOW WARNINGS")).await?;
             metrics::counter!("sluice_diagnostics_captured_total").increment(1);
             let errors = rows
                 .iter()

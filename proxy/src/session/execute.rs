@@ -43,6 +43,51 @@ enum Step {
     RetryRead,
 }
 
+/// `routing.query_timeout_ms`: a statement still running after `after` is
+/// killed on the server; the relay then reads the server's "interrupted"
+/// error and passes it on. A backend that does not answer even then
+/// (frozen, cut off) is abandoned after `grace`: the connection is closed.
+struct KillAfter<'a> {
+    after: Duration,
+    grace: Duration,
+    target: &'a sluice_pool::ConnectTarget,
+    backend_id: u32,
+    conn_id: u32,
+    backend: &'a str,
+    sent_any: &'a AtomicBool,
+}
+
+impl KillAfter<'_> {
+    async fn run<F: std::future::Future<Output = Result<Outcome, RelayError>>>(
+        self,
+        mut relay: std::pin::Pin<&mut F>,
+        kill: &mut Option<tokio::task::JoinHandle<()>>,
+    ) -> Result<Outcome, RelayError> {
+        tokio::select! {
+            r = &mut relay => return r,
+            _ = tokio::time::sleep(self.after) => {}
+        }
+        tracing::info!(
+            conn_id = self.conn_id,
+            backend = self.backend,
+            "statement exceeded routing.query_timeout_ms = {}; killing it",
+            self.after.as_millis()
+        );
+        metrics::counter!("sluice_errors_total", "cause" => "query_timeout").increment(1);
+        *kill = Some(tokio::spawn(kill_query(self.target.clone(), self.backend_id)));
+        match tokio::time::timeout(self.grace, relay).await {
+            Ok(r) => r,
+            Err(_) => Err(RelayError::Backend {
+                error: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer {} ms after KILL QUERY", self.grace.as_millis()),
+                ),
+                client_saw_any: self.sent_any.load(Ordering::Relaxed),
+            }),
+        }
+    }
+}
+
 /// KILL QUERY from a separate connection (the statement's own connection is
 /// busy waiting for it).
 pub(super) async fn kill_query(target: sluice_pool::ConnectTarget, connection_id: u32) {
@@ -196,7 +241,7 @@ impl Session {
             attempt += 1;
             if self.binding.held.is_none() {
                 if let Err(e) = self.check_out(route_now, work.facts).await {
-                    if self.recover_checkout(&e, route_now, attempt).await {
+                    if Box::pin(self.recover_checkout(&e, route_now, attempt)).await {
                         continue;
                     }
                     tracing::warn!(conn_id = self.id, "{e}");
@@ -315,34 +360,25 @@ impl Session {
             relay = relay.with_statement_id(*client_id);
         }
         let kill_after = self.config.routing.query_timeout_ms;
-        let fut = relay.run(work.response);
-        let mut kill = None;
         let grace = held.pool.target().connect_timeout;
-        let result = if kill_after == 0 || work.facts.is_none() {
-            fut.await
-        } else {
-            tokio::pin!(fut);
-            tokio::select! {
-                r = &mut fut => r,
-                _ = tokio::time::sleep(Duration::from_millis(kill_after)) => {
-                    // Stop it on the server; the relay then reads the
-                    // server's "interrupted" error and passes it on.
-                    tracing::info!(conn_id = self.id, backend = &*backend.name, "statement exceeded routing.query_timeout_ms = {kill_after}; killing it");
-                    metrics::counter!("sluice_errors_total", "cause" => "query_timeout").increment(1);
-                    kill = Some(tokio::spawn(kill_query(held.pool.target().clone(), kill_id)));
-                    // A backend that does not answer even then (frozen,
-                    // cut off) is abandoned: the connection is closed.
-                    match tokio::time::timeout(grace, fut).await {
-                        Ok(r) => r,
-                        Err(_) => Err(RelayError::Backend {
-                            error: std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                format!("no answer {} ms after KILL QUERY", grace.as_millis()),
-                            ),
-                            client_saw_any: sent_any.load(Ordering::Relaxed),
-                        }),
-                    }
-                }
+        let mut kill = None;
+        let result = {
+            let mut fut = std::pin::pin!(relay.run(work.response));
+            if kill_after == 0 || work.facts.is_none() {
+                fut.await
+            } else {
+                // Boxed: the timers make the future large, and most
+                // deployments run without a query timeout.
+                let killer = KillAfter {
+                    after: Duration::from_millis(kill_after),
+                    grace,
+                    target: held.pool.target(),
+                    backend_id: kill_id,
+                    conn_id: self.id,
+                    backend: &backend.name,
+                    sent_any: &sent_any,
+                };
+                Box::pin(killer.run(fut.as_mut(), &mut kill)).await
             }
         };
         backend.in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -107,7 +107,7 @@ impl Session {
     pub(super) async fn execute_statement(&mut self, payload: Bytes) -> Result<(), End> {
         let id = statement_id(&payload);
         let command = com::name(payload[0]);
-        let max_packet = self.shared.config.load().server.max_packet_bytes;
+        let max_packet = self.config.server.max_packet_bytes;
         let Some(stmt) = self.binding.statements.map.get_mut(&id) else {
             return self.reply(&errors::unknown_statement(id, command)).await;
         };
@@ -171,7 +171,7 @@ impl Session {
     /// COM_STMT_SEND_LONG_DATA has no response: buffer the chunk for the
     /// executing connection.
     pub(super) fn send_long_data(&mut self, payload: &[u8]) -> Result<(), End> {
-        let max_packet = self.shared.config.load().server.max_packet_bytes;
+        let max_packet = self.config.server.max_packet_bytes;
         let id = statement_id(payload);
         if let (Some(stmt), Some(rest)) = (self.binding.statements.map.get_mut(&id), payload.get(5..)) {
             if rest.len() < 2 {

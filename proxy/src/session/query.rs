@@ -39,7 +39,7 @@ impl Session {
         } else {
             Vec::new()
         };
-        let facts = classified.facts.clone();
+        let facts = classified.facts;
         if facts.kind() == sluice_router::Kind::Other {
             if let Some(kill) = sluice_router::parse_kill(&sql) {
                 return self.kill(kill).await;
