@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// A replica chosen for a read, and the position to wait for there first.
+type ReplicaRead = (Arc<Backend>, Option<GtidPos>);
+
 impl Session {
     /// Checks a connection out for `route` (the writer or a replica) and
     /// holds it for the statement.
@@ -271,7 +274,7 @@ impl Session {
         &mut self,
         facts: Option<&Facts>,
         required: Option<GtidPos>,
-    ) -> Result<Option<(Arc<Backend>, Option<GtidPos>)>, AcquireError> {
+    ) -> Result<Option<ReplicaRead>, AcquireError> {
         let reads_no_data = facts.is_some_and(|f| f.ast.reads_no_data);
         let view = self.shared.monitor.view();
         let writer = match &view.writer {
