@@ -88,7 +88,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
 }
 
 impl BackendConn {
-
     /// Turns on session-state tracking (so OK packets report schema and
     /// variable changes) and records the session's starting state.
     pub(crate) async fn setup(&mut self) -> Result<(), BackendError> {

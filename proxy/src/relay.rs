@@ -270,12 +270,18 @@ where
         if !packets::is_eof(&eof.payload) {
             return Err(self.protocol_error("missing EOF after column definitions"));
         }
-        let (_, st) = packets::parse_eof(&eof.payload);
+        let (warnings, st) = packets::parse_eof(&eof.payload);
         if st & status::CURSOR_EXISTS != 0 {
             // A cursor was opened: rows come later through COM_STMT_FETCH.
+            // The packet saying so stays even for DEPRECATE_EOF clients,
+            // which MariaDB sends it as an OK with the EOF header.
             self.outcome.cursor_opened = true;
             self.outcome.status = Some(st);
-            self.send(&eof.payload).await?;
+            if self.deprecate_eof() {
+                self.send(&packets::ok_as_eof(warnings, st)).await?;
+            } else {
+                self.send(&eof.payload).await?;
+            }
             return Ok(false);
         }
         if !self.deprecate_eof() {
