@@ -9,6 +9,7 @@ use sluice_protocol::PacketStream;
 use sluice_protocol::consts::{CapabilityFlags, MariadbCapabilities, com, set_option};
 use sluice_protocol::packets::{self, ERR_HEADER};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// What the server announced in its handshake.
@@ -35,9 +36,12 @@ pub enum CommandOutcome {
     Err { payload: Vec<u8> },
 }
 
+/// Generic over the byte stream so the relay can run over in-memory streams
+/// in tests (and TLS later); the default keeps the pool's plain TCP type.
+/// Sluice's own commands below are implemented for TCP only.
 #[derive(Debug)]
-pub struct BackendConn {
-    pub stream: PacketStream<TcpStream>,
+pub struct BackendConn<S = TcpStream> {
+    pub stream: PacketStream<S>,
     pub info: ServerInfo,
     /// Session state as it is on the server right now.
     pub state: SessionState,
@@ -58,8 +62,8 @@ pub struct BackendConn {
     pub pseudo_thread_id_refused: bool,
 }
 
-impl BackendConn {
-    pub(crate) fn new(stream: PacketStream<TcpStream>, info: ServerInfo, state: SessionState) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
+    pub(crate) fn new(stream: PacketStream<S>, info: ServerInfo, state: SessionState) -> Self {
         BackendConn {
             stream,
             info,
@@ -74,6 +78,16 @@ impl BackendConn {
         }
     }
 
+    /// A connection over an already authenticated stream (no setup query is
+    /// run): for relaying over something other than the pool's TCP
+    /// connections, such as in-memory streams in tests. `state` should be
+    /// what the server's session really is.
+    pub fn from_stream(stream: PacketStream<S>, info: ServerInfo, state: SessionState) -> Self {
+        Self::new(stream, info, state)
+    }
+}
+
+impl BackendConn {
     /// Turns on session-state tracking (so OK packets report schema and
     /// variable changes) and records the session's starting state.
     pub(crate) async fn setup(&mut self) -> Result<(), BackendError> {

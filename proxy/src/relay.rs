@@ -3,6 +3,11 @@
 //! tracks packet boundaries, OK/EOF/ERR and status flags, renumbers sequence
 //! ids, and translates what differs between the client's capabilities and
 //! the pooled connection's (DEPRECATE_EOF, SESSION_TRACK, LOCAL_FILES).
+//!
+//! [`Relay`] is generic over both byte streams (plain TCP in production,
+//! in-memory duplex streams in the fixture tests, TLS later): each pair of
+//! stream types gets its own monomorphized copy, so the per-packet path
+//! costs the same as with concrete types.
 
 use crate::errors;
 use sluice_pool::{BackendConn, BackendStatement, SessionState};
@@ -10,7 +15,7 @@ use sluice_protocol::consts::{CapabilityFlags as Caps, status};
 use sluice_protocol::packets::{self, ERR_HEADER, LOCAL_INFILE_HEADER, OK_HEADER};
 use sluice_protocol::{Packet, PacketStream};
 use std::io;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The shape of the response a command gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,9 +74,10 @@ pub enum RelayError {
     Client(io::Error),
 }
 
-pub struct Relay<'a> {
-    pub client: &'a mut PacketStream<TcpStream>,
-    pub backend: &'a mut BackendConn,
+/// `C` is the client's byte stream, `B` the backend connection's.
+pub struct Relay<'a, C, B> {
+    pub client: &'a mut PacketStream<C>,
+    pub backend: &'a mut BackendConn<B>,
     pub client_caps: Caps,
     pub desired: &'a mut SessionState,
     /// Next sequence id towards the client.
@@ -84,10 +90,14 @@ pub struct Relay<'a> {
     client_statement_id: Option<u32>,
 }
 
-impl<'a> Relay<'a> {
+impl<'a, C, B> Relay<'a, C, B>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     pub fn new(
-        client: &'a mut PacketStream<TcpStream>,
-        backend: &'a mut BackendConn,
+        client: &'a mut PacketStream<C>,
+        backend: &'a mut BackendConn<B>,
         client_caps: Caps,
         desired: &'a mut SessionState,
         seq: u8,
@@ -260,12 +270,18 @@ impl<'a> Relay<'a> {
         if !packets::is_eof(&eof.payload) {
             return Err(self.protocol_error("missing EOF after column definitions"));
         }
-        let (_, st) = packets::parse_eof(&eof.payload);
+        let (warnings, st) = packets::parse_eof(&eof.payload);
         if st & status::CURSOR_EXISTS != 0 {
             // A cursor was opened: rows come later through COM_STMT_FETCH.
+            // The packet saying so stays even for DEPRECATE_EOF clients,
+            // which MariaDB sends it as an OK with the EOF header.
             self.outcome.cursor_opened = true;
             self.outcome.status = Some(st);
-            self.send(&eof.payload).await?;
+            if self.deprecate_eof() {
+                self.send(&packets::ok_as_eof(warnings, st)).await?;
+            } else {
+                self.send(&eof.payload).await?;
+            }
             return Ok(false);
         }
         if !self.deprecate_eof() {
