@@ -94,11 +94,16 @@ impl ClientSlot {
         self.killed.load(Ordering::Acquire)
     }
 
-    /// Resolves once the client is killed.
-    pub async fn wait_killed(&self) {
-        while !self.killed() {
-            self.wake.notified().await;
-        }
+    /// Resolves at the next wake-up: a KILL, or the server shutting down
+    /// (the session then checks which). A wake-up sent while the session is
+    /// busy is kept for its next wait, so none is lost.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Wakes the session if it waits for its client's next command.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 }
 
@@ -129,6 +134,13 @@ impl Clients {
         });
         map.insert(id, slot.clone());
         slot
+    }
+
+    /// Wakes every session waiting between commands (on shutdown).
+    pub fn wake_all(&self) {
+        for slot in self.lock().values() {
+            slot.wake();
+        }
     }
 
     pub fn remove(&self, id: u32) {

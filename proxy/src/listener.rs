@@ -104,6 +104,8 @@ async fn shut_down(shared: &Shared, listener: TcpListener, signal: &str) -> anyh
         limit.as_millis()
     );
     shared.shutdown.send_replace(true);
+    // Sessions waiting for a command check the flag when woken.
+    shared.clients_by_id.wake_all();
     let deadline = tokio::time::Instant::now() + limit;
     while shared.client_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

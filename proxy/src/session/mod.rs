@@ -165,8 +165,6 @@ struct Session {
     pools: Vec<Option<Arc<BackendPool>>>,
     /// Reused per replica read: the plan's view of the backends.
     replica_states: Vec<ReplicaState>,
-    /// Set on SIGTERM/SIGINT (subscribed once, not per command).
-    shutdown: tokio::sync::watch::Receiver<bool>,
     /// This client in the registry other clients' KILL statements use.
     slot: Arc<crate::clients::ClientSlot>,
     /// Connection attributes its backend connections carry.
@@ -193,7 +191,6 @@ impl Session {
         let id = slot.id;
         let profile = shared.profile.load_full();
         let attrs = shared.attribute_sets.forwardable(&hello.attributes);
-        let shutdown = shared.shutdown.subscribe();
         let topology = shared.topology.load_full();
         let initial = SessionState {
             schema: hello.schema.clone(),
@@ -215,7 +212,6 @@ impl Session {
             binding: Binding::default(),
             seq: 1,
             attrs,
-            shutdown,
             slot,
             config: topology.config.clone(),
             topology,
@@ -321,7 +317,7 @@ impl Session {
             (idle_limit > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(idle_limit));
         loop {
             let bound = self.binding.in_transaction_or_pinned();
-            if *self.shutdown.borrow_and_update() && !bound {
+            if self.shared.shutting_down() && !bound {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "server shutdown"));
             }
             if self.slot.killed() {
@@ -334,8 +330,8 @@ impl Session {
                     ready?;
                     break;
                 }
-                _ = self.shutdown.changed() => {}
-                _ = self.slot.wait_killed() => {}
+                // A KILL or the shutdown: checked at the top of the loop.
+                _ = self.slot.woken() => {}
                 _ = sleep_until(idle_deadline) => {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "client idle timeout"));
                 }
