@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Where Sluice's CPU goes on the point-select path: perf samples (with call
+# graphs) of the Sluice process during sysbench oltp_point_select through it
+# (primary_only, prepared statements), summarized as the split between kernel
+# and user space and the top user-space functions by self time.
+#
+#   bench/profile.sh                                   # starts its own topology
+#   SLUICE_BENCH_PRIMARY=127.0.0.1:13306 bench/profile.sh
+#   SLUICE_BIN_BEFORE=/path/to/old/sluice bench/profile.sh   # also an older build
+# Needs perf (Debian's linux-perf). Knobs: BENCH_TIME (8 s), BENCH_THREADS (16),
+#   SLUICE_BIN, SLUICE_BIN_BEFORE, BENCH_OUT (bench/results-profile-DATE.md).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd -P)
+BENCH_TIME=${BENCH_TIME:-8}
+BENCH_THREADS=${BENCH_THREADS:-16}
+SLUICE_BIN=${SLUICE_BIN:-$root/target/release/sluice}
+out=${BENCH_OUT:-$root/bench/results-profile-$(date +%F).md}
+export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
+sluice_addr=127.0.0.1:6045
+
+# shellcheck source=scripts/topology.sh
+source scripts/topology.sh
+work=$(mktemp -d -t sluice-profile.XXXXXX)
+pid=""
+cleanup() {
+  trap '' INT TERM
+  [[ -z $pid ]] || kill "$pid" 2>/dev/null || true
+  topology_stop "$work/db" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+log() { echo "profile: $*" >&2; }
+command -v perf >/dev/null || { log "perf is not installed (apt-get install linux-perf)"; exit 1; }
+[[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --release)"; exit 1; }
+if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
+  primary=$SLUICE_BENCH_PRIMARY
+else
+  topology_start "$work/db" >&2
+  primary=127.0.0.1:$SLUICE_PORT_BASE
+fi
+sb() {
+  local addr=$1
+  shift
+  timeout --foreground -k 5 $((BENCH_TIME + 60)) sysbench oltp_point_select --db-driver=mysql \
+    --mysql-host="${addr%:*}" --mysql-port="${addr##*:}" --mysql-user=app --mysql-password=app \
+    --mysql-db=sluice_bench --tables=4 --table-size=10000 "$@"
+}
+mysql_root() { mariadb -uroot -h"${primary%:*}" -P"${primary##*:}" "$@"; }
+mysql_root -e "CREATE DATABASE IF NOT EXISTS sluice_bench"
+sb "$primary" cleanup >/dev/null
+sb "$primary" --threads=4 prepare >/dev/null
+cat >"$work/sluice.toml" <<EOF2
+[server]
+listen = "$sluice_addr"
+admin_listen = "127.0.0.1:9045"
+
+[[users]]
+name = "app"
+password = "app"
+
+[routing]
+mode = "primary_only"
+
+[[backends]]
+name = "primary"
+address = "$primary"
+role = "primary"
+EOF2
+
+# One profile: the DSO split and the top 25 user-space symbols by self time.
+profile() {
+  local name=$1 bin=$2
+  "$bin" --config "$work/sluice.toml" >"$work/$name.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do (: <"/dev/tcp/${sluice_addr%:*}/${sluice_addr##*:}") 2>/dev/null && break; sleep 0.1; done
+  sb "$sluice_addr" --threads="$BENCH_THREADS" --time=3 run >/dev/null # warm up
+  perf record -F 2000 -g -p "$pid" -o "$work/$name.data" -- sleep "$BENCH_TIME" >/dev/null 2>&1 &
+  local perf_pid=$!
+  sb "$sluice_addr" --threads="$BENCH_THREADS" --time="$BENCH_TIME" run >"$work/$name.run"
+  wait "$perf_pid" || true
+  kill "$pid"
+  wait "$pid" 2>/dev/null || true
+  pid=""
+  echo "## $name ($(awk '$1 == "queries:" {print $3}' "$work/$name.run" | tr -d '(') queries per second)"
+  echo
+  echo "Samples by where they ran:"
+  echo
+  echo '```'
+  perf report -i "$work/$name.data" --no-children --sort dso --stdio -g none 2>/dev/null |
+    grep -v '^#' | grep -v '^$' | head -5
+  echo '```'
+  echo
+  echo "Top user-space functions by self time (share of all samples):"
+  echo
+  echo '```'
+  perf report -i "$work/$name.data" --no-children --dsos "$(basename "$bin"),libc.so.6" --sort sym --stdio -g none 2>/dev/null |
+    grep -v '^#' | grep -v '^$' | head -25 | cut -c1-150
+  echo '```'
+  echo
+}
+
+{
+  echo "# Where Sluice's CPU goes: perf profile of oltp_point_select $(date '+%F %H:%M')"
+  echo
+  echo "sysbench oltp_point_select (prepared), $BENCH_THREADS threads, ${BENCH_TIME} s sampled at 2 kHz;" \
+    "Sluice primary_only at commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (dirty)'); $(nproc) cores."
+  echo "Kernel time is mostly the TCP send/receive path (a wake-up of the peer per packet), which a" \
+    "TCP relay pays as well; user time is Sluice's own work."
+  echo
+  if [[ -n ${SLUICE_BIN_BEFORE:-} ]]; then profile before "$SLUICE_BIN_BEFORE"; fi
+  profile sluice "$SLUICE_BIN"
+} >"$out"
+log "wrote $out"
