@@ -12,6 +12,7 @@
 # Knobs: BENCH_TIME (10 s per run), BENCH_ROUNDS (3), BENCH_THREADS (16),
 #   BENCH_POOL_SIZES ("2 4 8 16 50"), BENCH_PS_MODE (auto = prepared; disable = text),
 #   BENCH_POOL_EXTRA (extra lines for [pool], e.g. 'adaptive_limit = true'),
+#   BENCH_ADAPTIVE_SIZES (also these sizes with pool.adaptive_limit on, e.g. "16 50"),
 #   SLUICE_BIN, SLUICE_BIN_BEFORE, BENCH_LABEL (the build column; commit by default), BENCH_OUT (bench/results-pool-size-DATE.md).
 # Run it under the build lock so no compile shares the cores with a measurement:
 #   flock /tmp/sluice-cargo.lock bench/pool_size.sh
@@ -24,10 +25,11 @@ BENCH_THREADS=${BENCH_THREADS:-16}
 BENCH_POOL_SIZES=${BENCH_POOL_SIZES:-2 4 8 16 50}
 BENCH_PS_MODE=${BENCH_PS_MODE:-auto}
 BENCH_POOL_EXTRA=${BENCH_POOL_EXTRA:-}
+BENCH_ADAPTIVE_SIZES=${BENCH_ADAPTIVE_SIZES:-}
 SLUICE_BIN=${SLUICE_BIN:-$root/target/release/sluice}
 out=${BENCH_OUT:-$root/bench/results-pool-size-$(date +%F).md}
 export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-25306}
-listen_base=$((SLUICE_PORT_BASE + 100))
+listen_base=$((SLUICE_PORT_BASE + 1000))
 tables=4
 table_size=10000
 
@@ -125,19 +127,29 @@ if [[ -n ${SLUICE_BIN_BEFORE:-} ]]; then
   bin_of[before]=$SLUICE_BIN_BEFORE
 fi
 i=0
+start_sluice() { # build, pool size, endpoint name, extra [pool] lines
+  local e=$3
+  addr_of[$e]=127.0.0.1:$((listen_base + i))
+  admin_of[$e]=127.0.0.1:$((listen_base + 50 + i))
+  BENCH_POOL_EXTRA=$4 sluice_config "${addr_of[$e]}" "${admin_of[$e]}" "$2" >"$work/sluice-$i.toml"
+  "${bin_of[$1]}" --config "$work/sluice-$i.toml" >"$work/sluice-$i.log" 2>&1 &
+  pids+=($!)
+  pid_of[$e]=$!
+  endpoints+=("$e")
+  i=$((i + 1))
+}
 for b in "${builds[@]}"; do
   for size in $BENCH_POOL_SIZES; do
-    e=$b/$size
-    addr_of[$e]=127.0.0.1:$((listen_base + i))
-    admin_of[$e]=127.0.0.1:$((listen_base + 50 + i))
-    sluice_config "${addr_of[$e]}" "${admin_of[$e]}" "$size" >"$work/sluice-$i.toml"
-    "${bin_of[$b]}" --config "$work/sluice-$i.toml" >"$work/sluice-$i.log" 2>&1 &
-    pids+=($!)
-    pid_of[$e]=$!
-    endpoints+=("$e")
-    i=$((i + 1))
+    start_sluice "$b" "$size" "$b/$size" "$BENCH_POOL_EXTRA"
   done
 done
+for size in $BENCH_ADAPTIVE_SIZES; do
+  start_sluice "$label" "$size" "$label+adaptive/$size" "adaptive_limit = true"
+done
+index_of() {
+  local i
+  for i in "${!endpoints[@]}"; do [[ ${endpoints[$i]} == "$1" ]] && echo "$i"; done
+}
 for e in "${endpoints[@]}"; do
   wait_port "${addr_of[$e]}" || { log "$e did not start"; cat "$work"/sluice-*.log >&2; exit 1; }
 done
@@ -154,7 +166,8 @@ limit_of() {
 
 # A warm-up run per endpoint so every pool has opened its connections.
 for e in "${endpoints[@]}"; do
-  sb "${addr_of[$e]}" --db-ps-mode="$BENCH_PS_MODE" --threads="$BENCH_THREADS" --time=2 run >/dev/null
+  sb "${addr_of[$e]}" --db-ps-mode="$BENCH_PS_MODE" --threads="$BENCH_THREADS" --time=2 run >/dev/null ||
+    { log "warm-up against $e failed"; tail -20 "$work/sluice-$(index_of "$e").log" >&2; exit 1; }
 done
 
 for ((round = 1; round <= BENCH_ROUNDS; round++)); do
@@ -162,8 +175,14 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
     addr=${addr_of[$e]} pid=${pid_of[$e]}
     read -r u0 s0 < <(ticks "$pid")
     read -r mu0 ms0 < <(ticks "$server_pid")
-    sb "$addr" --db-ps-mode="$BENCH_PS_MODE" --threads="$BENCH_THREADS" --time="$BENCH_TIME" \
-      --percentile=99 run >"$work/run.log"
+    if ! sb "$addr" --db-ps-mode="$BENCH_PS_MODE" --threads="$BENCH_THREADS" --time="$BENCH_TIME" \
+      --percentile=99 run >"$work/run.log" 2>&1; then
+      log "sysbench failed against $e ($addr):"
+      tail -20 "$work/run.log" >&2
+      log "its Sluice's log:"
+      tail -20 "$work/sluice-$(index_of "$e").log" >&2
+      exit 1
+    fi
     read -r u1 s1 < <(ticks "$pid")
     read -r mu1 ms1 < <(ticks "$server_pid")
     queries=$(awk '$1 == "queries:" { q = $2 } END { print q + 0 }' "$work/run.log")
