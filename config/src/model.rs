@@ -92,6 +92,11 @@ pub struct PoolConfig {
     /// refused at once (0 = no limit beyond acquire_timeout_ms).
     #[serde(default)]
     pub max_queue: usize,
+    /// Find how many connections per backend run statements at once from
+    /// their latency (at most max_connections_per_backend); past that,
+    /// requests queue in Sluice instead of on the server.
+    #[serde(default)]
+    pub adaptive_limit: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +121,7 @@ impl Default for PoolConfig {
             max_lifetime_ms: default_max_lifetime(),
             min_idle: 0,
             max_queue: 0,
+            adaptive_limit: false,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The backend side of Sluice: raw MySQL client connections to MariaDB/MySQL
 //! ([`BackendConn`]), the session state each one carries ([`SessionState`]),
-//! and the deadpool pools that hold them, one per (backend, user, capability
-//! profile) ([`Pools`]).
+//! and the pools that hold them, one per (backend, user, capability
+//! profile) ([`Pools`]): deadpool for the connections' life, a gate in
+//! front of it for waiting (first come, first served, a returned connection
+//! handed straight to the oldest waiter) and the optional adaptive limit.
 //!
 //! The [`monitor`] watches every backend (health, read_only, lag, GTID
 //! position) and decides which one takes writes.
@@ -12,7 +14,9 @@
 mod conn;
 mod connect;
 mod error;
+mod gate;
 mod keepalive;
+mod limit;
 mod manager;
 pub mod monitor;
 mod session;
@@ -21,6 +25,7 @@ mod statements;
 pub use conn::{BackendConn, CommandOutcome, ServerInfo, query_packet};
 pub use connect::{BACKEND_CAPABILITIES, ConnectTarget};
 pub use error::{AcquireError, BackendError};
+pub use limit::{AdaptiveLimit, LimitParams};
 pub use manager::{BackendPool, ConnectAttrs, PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};
 pub use session::{SessionState, charset_vars};
 pub use statements::{BackendStatement, StatementCache};

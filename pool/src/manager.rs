@@ -1,13 +1,19 @@
-//! The deadpool pools: one per (backend, user, FOUND_ROWS profile), created
-//! on first use, checked out with a bounded wait and turned into a distinct
-//! [`AcquireError`] per cause.
+//! The pools: one per (backend, user, FOUND_ROWS profile, attributes),
+//! created on first use. deadpool opens, checks and keeps the connections;
+//! a [`Gate`] in front of it bounds how many are out at once and queues the
+//! requests past that, handing a returned connection straight to the oldest
+//! waiter. Failures become a distinct [`AcquireError`] per cause.
 
+use crate::gate::{Entry, Gate, Grant, WaitError};
+use crate::limit::{AdaptiveLimit, LimitParams};
 use crate::{AcquireError, BackendConn, BackendError, ConnectTarget};
 use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, TimeoutType};
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct BackendManager {
     target: ConnectTarget,
@@ -16,7 +22,7 @@ pub struct BackendManager {
 
 /// A connection idle at least this long is checked before a client gets
 /// it (a cheap non-blocking peek for a closed socket).
-const PEEK_AFTER_IDLE: Duration = Duration::from_millis(50);
+pub(crate) const PEEK_AFTER_IDLE: Duration = Duration::from_millis(50);
 
 impl managed::Manager for BackendManager {
     type Type = BackendConn;
@@ -74,6 +80,8 @@ fn build_pool(target: ConnectTarget, settings: PoolSettings) -> Pool {
     let create_timeout = settings.connect_timeout.min(settings.acquire_timeout);
     // FIFO: a checkout takes the connection idle longest, so every
     // connection keeps being used and the keepalive sweep reaches them all.
+    // The gate admits at most max_size at once, so deadpool's own wait
+    // (wait_timeout) is only a backstop.
     Pool::builder(BackendManager { target, settings })
         .max_size(settings.max_per_backend)
         .wait_timeout(Some(settings.acquire_timeout))
@@ -91,9 +99,159 @@ fn replaced(backend: &str, reason: &'static str) -> RecycleError<BackendError> {
     RecycleError::message(reason)
 }
 
-pub type Pool = managed::Pool<BackendManager>;
-/// A checked-out backend connection; dropping it returns it to its pool.
-pub type Pooled = Object<BackendManager>;
+pub(crate) type Pool = managed::Pool<BackendManager>;
+type Conn = Object<BackendManager>;
+
+/// One pool and its gate, shared by the sessions' handles, the checked-out
+/// connections and the keepalive task.
+pub(crate) struct PoolShared {
+    pub(crate) pool: Pool,
+    pub(crate) gate: Arc<Gate<Conn>>,
+    /// The adaptive limit is on: checkouts note their start for latency
+    /// samples.
+    adaptive: AtomicBool,
+}
+
+impl PoolShared {
+    fn new(target: ConnectTarget, settings: PoolSettings) -> Arc<Self> {
+        let adaptive = settings
+            .adaptive_limit
+            .then(|| AdaptiveLimit::new(LimitParams::new(settings.max_per_backend)));
+        Arc::new(PoolShared {
+            pool: build_pool(target, settings),
+            gate: Gate::new(settings.max_per_backend, adaptive),
+            adaptive: AtomicBool::new(settings.adaptive_limit),
+        })
+    }
+
+    fn backend(&self) -> &str {
+        &self.pool.manager().target.backend
+    }
+
+    /// Checks a connection out of deadpool for a permit already held
+    /// (opening one if none is idle); the permit goes back if that fails or
+    /// the caller goes away meanwhile.
+    pub(crate) async fn checkout(
+        self: &Arc<Self>,
+        timeouts: Option<&managed::Timeouts>,
+    ) -> Result<Pooled, PoolError<BackendError>> {
+        struct Permit<'a>(&'a Gate<Conn>);
+        impl Drop for Permit<'_> {
+            fn drop(&mut self) {
+                self.0.release(None);
+            }
+        }
+        let permit = Permit(&self.gate);
+        let conn = match timeouts {
+            None => self.pool.get().await?,
+            Some(t) => self.pool.timeout_get(t).await?,
+        };
+        std::mem::forget(permit);
+        Ok(self.pooled(conn))
+    }
+
+    fn pooled(self: &Arc<Self>, conn: Conn) -> Pooled {
+        let adaptive = self.adaptive.load(Ordering::Relaxed);
+        Pooled {
+            conn: Some(conn),
+            shared: self.clone(),
+            since: adaptive.then(Instant::now),
+        }
+    }
+
+    /// A connection coming back from a client: closed if it cannot be
+    /// reused, else straight to the oldest waiter, else back to deadpool.
+    /// The checks are those of `recycle` that need no round trip; a
+    /// connection that needs a ping goes through deadpool, which pings it
+    /// at the next checkout.
+    fn give_back(&self, mut conn: Conn, since: Option<Instant>) {
+        let settings = &self.pool.manager().settings;
+        let now = Instant::now();
+        let c: &mut BackendConn = &mut conn;
+        // A latency sample when a command was sent during this checkout.
+        let sample = since
+            .filter(|since| c.last_io >= *since)
+            .map(|_| (now.saturating_duration_since(c.last_io), now));
+        let backend = self.backend();
+        let reason = if c.broken {
+            Some("broken")
+        } else if settings
+            .max_lifetime
+            .is_some_and(|max| now.saturating_duration_since(c.created) > max.mul_f64(c.jitter))
+        {
+            Some("max_lifetime")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            replaced(backend, reason);
+            drop(Object::take(conn));
+            self.gate.release(sample);
+            return;
+        }
+        let idle = now.saturating_duration_since(c.last_io);
+        if idle >= c.keepalive_interval() {
+            drop(conn);
+            self.gate.release(sample);
+            return;
+        }
+        if idle >= PEEK_AFTER_IDLE && c.peer_closed() {
+            replaced(backend, "closed_by_server");
+            drop(Object::take(conn));
+            self.gate.release(sample);
+            return;
+        }
+        c.stream.shrink_buffers();
+        if let Err(conn) = self.gate.hand_off(conn, sample) {
+            // Nobody waits: back to deadpool first, then the permit, so a
+            // request admitted meanwhile finds the connection idle.
+            drop(conn);
+            self.gate.release(None);
+        }
+    }
+}
+
+/// A checked-out backend connection (dereferences to [`BackendConn`]);
+/// dropping it returns it to its pool, or to the request waiting longest.
+pub struct Pooled {
+    conn: Option<Conn>,
+    shared: Arc<PoolShared>,
+    /// When it was checked out, if the adaptive limit wants latencies.
+    since: Option<Instant>,
+}
+
+impl Deref for Pooled {
+    type Target = BackendConn;
+    fn deref(&self) -> &BackendConn {
+        self.conn
+            .as_ref()
+            .expect("a Pooled holds its connection until dropped")
+    }
+}
+
+impl DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut BackendConn {
+        self.conn
+            .as_mut()
+            .expect("a Pooled holds its connection until dropped")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shared.give_back(conn, self.since);
+        }
+    }
+}
+
+impl std::fmt::Debug for Pooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pooled")
+            .field("backend", &self.shared.backend())
+            .finish()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -113,6 +271,9 @@ pub type ConnectAttrs = Arc<[(String, String)]>;
 pub struct PoolStatus {
     pub key: PoolKey,
     pub max: usize,
+    /// Connections allowed out at once: `max`, or below it the adaptive
+    /// limit's current value.
+    pub limit: usize,
     pub size: usize,
     pub idle: usize,
     pub waiting: usize,
@@ -130,11 +291,14 @@ pub struct PoolSettings {
     pub min_idle: usize,
     /// Reject at once when this many requests already wait (0 = no limit).
     pub max_queue: usize,
+    /// Find the number of connections out at once from observed latency
+    /// (at most `max_per_backend`) instead of always allowing the maximum.
+    pub adaptive_limit: bool,
 }
 
 /// Every pool of the process.
 pub struct Pools {
-    pools: RwLock<HashMap<PoolKey, Pool>>,
+    pools: RwLock<HashMap<PoolKey, Arc<PoolShared>>>,
     settings: RwLock<PoolSettings>,
 }
 
@@ -166,14 +330,20 @@ impl Pools {
     pub fn handle(&self, key: &PoolKey, address: &str, password: &str) -> BackendPool {
         let settings = self.settings();
         BackendPool {
-            pool: self.pool_for(key, address, password, settings),
+            shared: self.pool_for(key, address, password, settings),
             key: Arc::new(key.clone()),
             address: address.into(),
             settings,
         }
     }
 
-    fn pool_for(&self, key: &PoolKey, address: &str, password: &str, settings: PoolSettings) -> Pool {
+    fn pool_for(
+        &self,
+        key: &PoolKey,
+        address: &str,
+        password: &str,
+        settings: PoolSettings,
+    ) -> Arc<PoolShared> {
         if let Some(pool) = self.pools.read().unwrap_or_else(|e| e.into_inner()).get(key) {
             return pool.clone();
         }
@@ -190,9 +360,9 @@ impl Pools {
                     attrs: key.attrs.clone(),
                     connect_timeout: settings.connect_timeout,
                 };
-                let pool = build_pool(target, settings);
-                crate::keepalive::spawn(pool.clone(), settings);
-                pool
+                let shared = PoolShared::new(target, settings);
+                crate::keepalive::spawn(&shared, settings);
+                shared
             })
             .clone()
     }
@@ -202,14 +372,16 @@ impl Pools {
         let pools = self.pools.read().unwrap_or_else(|e| e.into_inner());
         pools
             .iter()
-            .map(|(key, pool)| {
-                let s = pool.status();
+            .map(|(key, shared)| {
+                let s = shared.pool.status();
+                let gate = shared.gate.status();
                 PoolStatus {
                     key: key.clone(),
                     max: s.max_size,
+                    limit: gate.limit,
                     size: s.size,
                     idle: s.available,
-                    waiting: s.waiting,
+                    waiting: gate.queued,
                 }
             })
             .collect()
@@ -223,12 +395,17 @@ impl Pools {
     pub fn reconfigure(&self, settings: PoolSettings, keep: impl Fn(&PoolKey, &ConnectTarget) -> bool) {
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
         let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
-        pools.retain(|key, pool| {
-            if keep(key, &pool.manager().target) {
-                pool.resize(settings.max_per_backend);
+        pools.retain(|key, shared| {
+            if keep(key, &shared.pool.manager().target) {
+                shared.pool.resize(settings.max_per_backend);
+                shared
+                    .gate
+                    .set_bounds(settings.max_per_backend, settings.adaptive_limit);
+                shared.adaptive.store(settings.adaptive_limit, Ordering::Relaxed);
                 true
             } else {
-                pool.close();
+                shared.gate.close();
+                shared.pool.close();
                 false
             }
         });
@@ -236,8 +413,9 @@ impl Pools {
 
     /// Closes every pool (shutdown).
     pub fn close(&self) {
-        for pool in self.pools.read().unwrap_or_else(|e| e.into_inner()).values() {
-            pool.close();
+        for shared in self.pools.read().unwrap_or_else(|e| e.into_inner()).values() {
+            shared.gate.close();
+            shared.pool.close();
         }
     }
 }
@@ -245,7 +423,7 @@ impl Pools {
 /// One pool, as a session holds it.
 #[derive(Clone)]
 pub struct BackendPool {
-    pool: Pool,
+    shared: Arc<PoolShared>,
     pub key: Arc<PoolKey>,
     pub address: Arc<str>,
     settings: PoolSettings,
@@ -258,29 +436,51 @@ impl BackendPool {
 
     /// How to open a connection of this pool outside it (KILL QUERY).
     pub fn target(&self) -> &ConnectTarget {
-        &self.pool.manager().target
+        &self.shared.pool.manager().target
     }
 
-    /// Checks out a connection, waiting at most the acquire timeout; with
-    /// `pool.max_queue` set, refuses at once when the queue is full.
+    /// Checks out a connection, waiting (first come, first served) at most
+    /// the acquire timeout; with `pool.max_queue` set, refuses at once when
+    /// the queue is full. A request that finds a connection free never
+    /// queues and arms no timer.
     pub async fn acquire(&self) -> Result<Pooled, AcquireError> {
+        let gate = &self.shared.gate;
         let backend = || self.key.backend.clone();
-        if self.settings.max_queue > 0 && self.waiting() >= self.settings.max_queue {
-            return Err(AcquireError::QueueFull {
-                backend: backend(),
-                waiting: self.waiting(),
-            });
-        }
+        let granted = match gate.enter(self.settings.max_queue, self.settings.acquire_timeout) {
+            Entry::Admitted => Grant::Permit,
+            Entry::QueueFull { waiting } => {
+                return Err(AcquireError::QueueFull {
+                    backend: backend(),
+                    waiting,
+                });
+            }
+            Entry::Closed => return Err(AcquireError::Closed { backend: backend() }),
+            Entry::Wait(wait) => match wait.await {
+                Ok(grant) => grant,
+                Err(WaitError::TimedOut) => {
+                    return Err(AcquireError::PoolExhausted {
+                        backend: backend(),
+                        max: gate.status().limit,
+                        waited_ms: self.settings.acquire_timeout.as_millis() as u64,
+                    });
+                }
+                Err(WaitError::Closed) => return Err(AcquireError::Closed { backend: backend() }),
+            },
+        };
+        let conn = match granted {
+            Grant::Item(conn) => return Ok(self.shared.pooled(conn)),
+            Grant::Permit => self.shared.checkout(None).await,
+        };
         let unreachable = |reason: String| AcquireError::Unreachable {
             backend: backend(),
             address: self.address.to_string(),
             reason,
         };
-        match self.pool.get().await {
+        match conn {
             Ok(conn) => Ok(conn),
             Err(PoolError::Timeout(TimeoutType::Wait)) => Err(AcquireError::PoolExhausted {
                 backend: backend(),
-                max: self.pool.status().max_size,
+                max: self.shared.pool.status().max_size,
                 waited_ms: self.settings.acquire_timeout.as_millis() as u64,
             }),
             Err(PoolError::Timeout(_)) => Err(unreachable(format!(
@@ -295,17 +495,19 @@ impl BackendPool {
         }
     }
 
-    /// Clients queueing because the pool is full (deadpool also counts
-    /// clients that are opening a new connection as waiting; those are not
-    /// pressure).
+    /// Requests queueing because every connection the pool may have out is
+    /// busy (requests opening a new connection are not counted: they are
+    /// not pressure).
     pub fn waiting(&self) -> usize {
-        let s = self.pool.status();
-        if s.size >= s.max_size { s.waiting } else { 0 }
+        self.shared.gate.waiting()
     }
 }
 
 /// Detaches a connection from its pool and closes it, for connections whose
 /// protocol state is unknown.
-pub fn discard(conn: Pooled) {
-    drop(Object::take(conn));
+pub fn discard(mut conn: Pooled) {
+    if let Some(c) = conn.conn.take() {
+        drop(Object::take(c));
+        conn.shared.gate.release(None);
+    }
 }

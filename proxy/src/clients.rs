@@ -174,6 +174,7 @@ mod tests {
             max_lifetime: None,
             min_idle: 0,
             max_queue: 0,
+            adaptive_limit: false,
         };
         let pools = sluice_pool::Pools::new(settings);
         let key = sluice_pool::PoolKey {

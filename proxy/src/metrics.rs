@@ -31,21 +31,30 @@ pub fn build_info() {
     metrics::gauge!("sluice_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
-/// Samples pool sizes every second into `sluice_pool_connections{backend,state}`.
+/// Samples pool sizes every second into `sluice_pool_connections{backend,state}`,
+/// `sluice_pool_waiting` and `sluice_pool_concurrency_limit`.
 pub fn spawn_pool_gauges(shared: Arc<Shared>) {
+    metrics::describe_gauge!(
+        "sluice_pool_concurrency_limit",
+        "Backend connections allowed to run statements at once (summed over the backend's pools): \
+         pool.max_connections_per_backend, or with pool.adaptive_limit the limit found from latency"
+    );
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            let mut per_backend: std::collections::BTreeMap<String, (usize, usize, usize)> =
+            let mut per_backend: std::collections::BTreeMap<String, (usize, usize, usize, usize)> =
                 Default::default();
             for status in shared.pools.status() {
                 let entry = per_backend.entry(status.key.backend.clone()).or_default();
                 entry.0 += status.idle;
                 entry.1 += status.size.saturating_sub(status.idle);
                 entry.2 += status.waiting;
+                entry.3 += status.limit;
             }
-            for (backend, (idle, active, waiting)) in per_backend {
+            for (backend, (idle, active, waiting, limit)) in per_backend {
+                metrics::gauge!("sluice_pool_concurrency_limit", "backend" => backend.clone())
+                    .set(limit as f64);
                 metrics::gauge!("sluice_pool_connections", "backend" => backend.clone(), "state" => "idle")
                     .set(idle as f64);
                 metrics::gauge!("sluice_pool_connections", "backend" => backend.clone(), "state" => "active")

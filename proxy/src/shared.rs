@@ -153,6 +153,7 @@ pub fn pool_settings(config: &Config) -> PoolSettings {
             .then(|| Duration::from_millis(config.pool.max_lifetime_ms)),
         min_idle: config.pool.min_idle,
         max_queue: config.pool.max_queue,
+        adaptive_limit: config.pool.adaptive_limit,
     }
 }
 

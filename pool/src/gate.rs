@@ -1,0 +1,822 @@
+//! The queue in front of a pool. At most `limit` connections are out at
+//! once (held by clients, being opened or checked, or on their way to a
+//! waiter); past that, requests wait first come, first served. A returned
+//! connection goes straight to the oldest waiter: one lock, one wake-up, no
+//! trip through the pool's idle list.
+//!
+//! Waiting costs no allocation and no timer of its own: waiters live in a
+//! slot table that is reused, and one reaper task per gate, asleep until the
+//! earliest deadline, times them out. A request that finds room never
+//! touches the queue.
+//!
+//! The gate is generic over what it hands out (`T`, a checked-out pool
+//! object in the pool) so it is tested without a server.
+
+use crate::limit::{AdaptiveLimit, LimitParams};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// What a waiter gets: a connection still checked out from the pool, or the
+/// right to check one out (or open one) itself.
+#[derive(Debug)]
+pub(crate) enum Grant<T> {
+    Item(T),
+    Permit,
+}
+
+/// Why a wait ended without a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitError {
+    TimedOut,
+    Closed,
+}
+
+/// The outcome of asking to enter.
+pub(crate) enum Entry<'a, T> {
+    /// A permit is held: check a connection out.
+    Admitted,
+    /// `max_queue` requests already wait.
+    QueueFull {
+        waiting: usize,
+    },
+    Closed,
+    /// In the queue: await it.
+    Wait(Wait<'a, T>),
+}
+
+enum Slot<T> {
+    Free,
+    Waiting,
+    Granted(Grant<T>),
+    TimedOut,
+    Closed,
+}
+
+struct Waiter<T> {
+    /// Bumped each time the slot is freed, so stale queue entries are told
+    /// apart from the slot's next waiter.
+    generation: u32,
+    slot: Slot<T>,
+    waker: Option<Waker>,
+    deadline: Instant,
+}
+
+struct State<T> {
+    /// Permits out: connections held by clients, being checked out, or
+    /// granted to a waiter that has not run yet.
+    out: usize,
+    limit: usize,
+    max: usize,
+    /// Waiters in `Slot::Waiting`.
+    queued: usize,
+    closed: bool,
+    waiters: Vec<Waiter<T>>,
+    free: Vec<u32>,
+    /// Waiters in arrival order, as (slot, generation); entries whose slot
+    /// moved on are skipped.
+    queue: VecDeque<(u32, u32)>,
+    /// When the reaper looks next; `None` while it sleeps with no deadline.
+    reaper_at: Option<Instant>,
+    adaptive: Option<AdaptiveLimit>,
+}
+
+pub(crate) struct Gate<T> {
+    state: Mutex<State<T>>,
+    /// Wakes the reaper when a deadline earlier than the one it sleeps
+    /// towards appears, or when the gate closes or goes away.
+    reaper: Arc<Notify>,
+}
+
+impl<T> Drop for Gate<T> {
+    fn drop(&mut self) {
+        self.reaper.notify_one();
+    }
+}
+
+/// A point-in-time view for status pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GateStatus {
+    pub out: usize,
+    pub limit: usize,
+    pub queued: usize,
+}
+
+impl<T: Send + 'static> Gate<T> {
+    /// A gate admitting up to `max` at once (or, with `adaptive`, up to the
+    /// limit it finds, never above `max`); spawns its reaper on the current
+    /// Tokio runtime.
+    pub(crate) fn new(max: usize, adaptive: Option<AdaptiveLimit>) -> Arc<Self> {
+        let limit = adaptive.as_ref().map_or(max, |a| a.limit().min(max));
+        let gate = Arc::new(Gate {
+            state: Mutex::new(State {
+                out: 0,
+                limit,
+                max,
+                queued: 0,
+                closed: false,
+                waiters: Vec::new(),
+                free: Vec::new(),
+                queue: VecDeque::new(),
+                reaper_at: None,
+                adaptive,
+            }),
+            reaper: Arc::new(Notify::new()),
+        });
+        tokio::spawn(reap(Arc::downgrade(&gate), gate.reaper.clone()));
+        gate
+    }
+}
+
+impl<T> Gate<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a permit if one is free and nobody waits (FIFO: a newcomer
+    /// never passes a waiter); else queues, refusing when `max_queue`
+    /// (0 = no bound) already wait.
+    pub(crate) fn enter(&self, max_queue: usize, timeout: Duration) -> Entry<'_, T> {
+        let mut s = self.lock();
+        if s.closed {
+            return Entry::Closed;
+        }
+        if s.out < s.limit && s.queued == 0 {
+            s.out += 1;
+            return Entry::Admitted;
+        }
+        if max_queue > 0 && s.queued >= max_queue {
+            return Entry::QueueFull { waiting: s.queued };
+        }
+        let deadline = Instant::now() + timeout;
+        let index = match s.free.pop() {
+            Some(i) => i,
+            None => {
+                s.waiters.push(Waiter {
+                    generation: 0,
+                    slot: Slot::Free,
+                    waker: None,
+                    deadline,
+                });
+                (s.waiters.len() - 1) as u32
+            }
+        };
+        let w = &mut s.waiters[index as usize];
+        w.slot = Slot::Waiting;
+        w.deadline = deadline;
+        let generation = w.generation;
+        s.queue.push_back((index, generation));
+        s.queued += 1;
+        let rearm = s.reaper_at.is_none_or(|at| deadline < at);
+        if rearm {
+            s.reaper_at = Some(deadline);
+        }
+        drop(s);
+        if rearm {
+            self.reaper.notify_one();
+        }
+        Entry::Wait(Wait {
+            gate: self,
+            index,
+            generation,
+            done: false,
+        })
+    }
+
+    /// Takes a permit only if one is free and nobody waits (housekeeping,
+    /// which must never delay a client).
+    pub(crate) fn try_enter(&self) -> bool {
+        let mut s = self.lock();
+        if s.closed || s.out >= s.limit || s.queued > 0 {
+            return false;
+        }
+        s.out += 1;
+        true
+    }
+
+    /// Gives a returned item to the oldest waiter (its permit goes along);
+    /// hands it back when nobody waits or the limit has shrunk below the
+    /// permits out, and the caller then puts it back in the pool and calls
+    /// [`Gate::release`].
+    pub(crate) fn hand_off(&self, item: T, sample: Option<(Duration, Instant)>) -> Result<(), T> {
+        let mut s = self.lock();
+        if let Some((rtt, now)) = sample {
+            s.observe(rtt, now);
+        }
+        if s.closed || s.out > s.limit {
+            return Err(item);
+        }
+        let Some(index) = s.pop_waiter() else {
+            return Err(item);
+        };
+        let w = &mut s.waiters[index];
+        w.slot = Slot::Granted(Grant::Item(item));
+        let waker = w.waker.take();
+        drop(s);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Returns one permit: to the oldest waiter, who then checks a
+    /// connection out itself, or to the free count.
+    pub(crate) fn release(&self, sample: Option<(Duration, Instant)>) {
+        let mut s = self.lock();
+        if let Some((rtt, now)) = sample {
+            s.observe(rtt, now);
+        }
+        let waker = s.release_locked();
+        drop(s);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// New bound, adaptive limit on or off (configuration reload). With the
+    /// adaptive limit on, the limit stays where it is if that is below the
+    /// new bound.
+    pub(crate) fn set_bounds(&self, max: usize, adaptive: bool) {
+        let mut s = self.lock();
+        s.max = max;
+        if !adaptive {
+            s.adaptive = None;
+        } else if s.adaptive.is_none() {
+            s.adaptive = Some(AdaptiveLimit::new(LimitParams::new(max)));
+        }
+        let limit = match &mut s.adaptive {
+            Some(a) => {
+                a.set_max(max);
+                a.limit()
+            }
+            None => max,
+        };
+        s.set_limit(limit);
+    }
+
+    /// Closes the gate: waiters get `Closed` now, later requests at once.
+    pub(crate) fn close(&self) {
+        let mut s = self.lock();
+        if s.closed {
+            return;
+        }
+        s.closed = true;
+        while let Some(index) = s.pop_waiter() {
+            let w = &mut s.waiters[index];
+            w.slot = Slot::Closed;
+            if let Some(waker) = w.waker.take() {
+                waker.wake();
+            }
+        }
+        drop(s);
+        self.reaper.notify_one();
+    }
+
+    pub(crate) fn status(&self) -> GateStatus {
+        let s = self.lock();
+        GateStatus {
+            out: s.out,
+            limit: s.limit,
+            queued: s.queued,
+        }
+    }
+
+    pub(crate) fn waiting(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// Times out every waiter whose deadline has passed; returns the next
+    /// deadline (None: no waiter, or closed).
+    fn expire(&self, now: Instant) -> Option<Instant> {
+        let mut s = self.lock();
+        let s = &mut *s;
+        let mut next: Option<Instant> = None;
+        let mut expired = 0;
+        for w in s.waiters.iter_mut() {
+            if !matches!(w.slot, Slot::Waiting) {
+                continue;
+            }
+            if w.deadline <= now {
+                w.slot = Slot::TimedOut;
+                expired += 1;
+                if let Some(waker) = w.waker.take() {
+                    waker.wake();
+                }
+            } else if next.is_none_or(|n| w.deadline < n) {
+                next = Some(w.deadline);
+            }
+        }
+        if expired > 0 {
+            s.queued -= expired;
+            let waiters = &s.waiters;
+            s.queue.retain(|&(i, g)| {
+                let w = &waiters[i as usize];
+                w.generation == g && matches!(w.slot, Slot::Waiting)
+            });
+        }
+        if s.closed {
+            next = None;
+        }
+        s.reaper_at = next;
+        next
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+impl<T> State<T> {
+    /// The oldest live waiter, taken off the queue (and out of `queued`);
+    /// its slot is still `Waiting` for the caller to fill.
+    fn pop_waiter(&mut self) -> Option<usize> {
+        while let Some((index, generation)) = self.queue.pop_front() {
+            let w = &self.waiters[index as usize];
+            if w.generation == generation && matches!(w.slot, Slot::Waiting) {
+                self.queued -= 1;
+                return Some(index as usize);
+            }
+        }
+        None
+    }
+
+    fn release_locked(&mut self) -> Option<Waker> {
+        if !self.closed && self.out <= self.limit {
+            if let Some(index) = self.pop_waiter() {
+                let w = &mut self.waiters[index];
+                w.slot = Slot::Granted(Grant::Permit);
+                return w.waker.take();
+            }
+        }
+        self.out -= 1;
+        None
+    }
+
+    fn observe(&mut self, rtt: Duration, now: Instant) {
+        let out = self.out;
+        let changed = self.adaptive.as_mut().and_then(|a| a.on_sample(rtt, out, now));
+        if let Some(limit) = changed {
+            self.set_limit(limit.min(self.max));
+        }
+    }
+
+    /// Applies a new limit; a larger one admits waiters at once.
+    fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+        while !self.closed && self.out < self.limit {
+            let Some(index) = self.pop_waiter() else { break };
+            self.out += 1;
+            let w = &mut self.waiters[index];
+            w.slot = Slot::Granted(Grant::Permit);
+            if let Some(waker) = w.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Frees a slot whose waiter is done with it.
+    fn free_slot(&mut self, index: u32) {
+        let w = &mut self.waiters[index as usize];
+        w.slot = Slot::Free;
+        w.waker = None;
+        w.generation = w.generation.wrapping_add(1);
+        self.free.push(index);
+    }
+}
+
+/// A place in the queue. Dropping it (the client went away, or its own
+/// timeout fired) gives up the place; a grant that arrived meanwhile goes to
+/// the next waiter, so no connection or permit is lost.
+pub(crate) struct Wait<'a, T> {
+    gate: &'a Gate<T>,
+    index: u32,
+    generation: u32,
+    done: bool,
+}
+
+impl<T> Future for Wait<'_, T> {
+    type Output = Result<Grant<T>, WaitError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut s = this.gate.lock();
+        let w = &mut s.waiters[this.index as usize];
+        debug_assert_eq!(w.generation, this.generation);
+        let result = match std::mem::replace(&mut w.slot, Slot::Free) {
+            Slot::Waiting => {
+                w.slot = Slot::Waiting;
+                match &mut w.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    waker => *waker = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            Slot::Granted(grant) => Ok(grant),
+            Slot::TimedOut => Err(WaitError::TimedOut),
+            Slot::Closed => Err(WaitError::Closed),
+            Slot::Free => unreachable!("a waiter's slot is freed only by the waiter"),
+        };
+        s.free_slot(this.index);
+        this.done = true;
+        Poll::Ready(result)
+    }
+}
+
+impl<T> Drop for Wait<'_, T> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut s = self.gate.lock();
+        let w = &mut s.waiters[self.index as usize];
+        let mut wake = None;
+        let mut give_back = None;
+        match std::mem::replace(&mut w.slot, Slot::Free) {
+            Slot::Waiting => s.queued -= 1,
+            Slot::Granted(Grant::Permit) => wake = s.release_locked(),
+            Slot::Granted(Grant::Item(item)) => {
+                // Straight to the next waiter if there is one, else back
+                // to the pool (outside the lock) and the permit with it.
+                let next = if !s.closed && s.out <= s.limit {
+                    s.pop_waiter()
+                } else {
+                    None
+                };
+                match next {
+                    Some(next) => {
+                        let n = &mut s.waiters[next];
+                        n.slot = Slot::Granted(Grant::Item(item));
+                        wake = n.waker.take();
+                    }
+                    None => give_back = Some(item),
+                }
+            }
+            Slot::TimedOut | Slot::Closed | Slot::Free => {}
+        }
+        s.free_slot(self.index);
+        drop(s);
+        if let Some(waker) = wake {
+            waker.wake();
+        }
+        if let Some(item) = give_back {
+            // Dropping the item returns it to its pool; then the permit.
+            drop(item);
+            self.gate.release(None);
+        }
+    }
+}
+
+/// Sleeps until the earliest waiter's deadline (or until told of an earlier
+/// one), times out the waiters due, and repeats; ends with its gate.
+async fn reap<T>(gate: Weak<Gate<T>>, notify: Arc<Notify>) {
+    let mut next = None;
+    loop {
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                    _ = notify.notified() => {}
+                }
+            }
+            None => notify.notified().await,
+        }
+        let Some(gate) = gate.upgrade() else { return };
+        if gate.is_closed() {
+            return;
+        }
+        next = gate.expire(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    /// Counts drops, standing in for "returned to the pool".
+    struct Item(u32, Arc<AtomicUsize>);
+    impl Drop for Item {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waiter<'a>(gate: &'a Gate<Item>, max_queue: usize, timeout: Duration) -> Wait<'a, Item> {
+        match gate.enter(max_queue, timeout) {
+            Entry::Wait(w) => w,
+            Entry::Admitted => panic!("admitted, expected to wait"),
+            Entry::QueueFull { .. } => panic!("queue full"),
+            Entry::Closed => panic!("closed"),
+        }
+    }
+
+    fn admitted(gate: &Gate<Item>) -> bool {
+        matches!(gate.enter(0, LONG), Entry::Admitted)
+    }
+
+    fn ready<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(f).poll(&mut cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn admits_up_to_the_limit_then_queues() {
+        let gate = Gate::<Item>::new(2, None);
+        assert!(admitted(&gate));
+        assert!(admitted(&gate));
+        let mut w = waiter(&gate, 0, LONG);
+        assert!(ready(&mut w).is_none());
+        assert_eq!(
+            gate.status(),
+            GateStatus {
+                out: 2,
+                limit: 2,
+                queued: 1
+            }
+        );
+        gate.release(None);
+        assert!(matches!(ready(&mut w), Some(Ok(Grant::Permit))));
+        assert_eq!(
+            gate.status(),
+            GateStatus {
+                out: 2,
+                limit: 2,
+                queued: 0
+            }
+        );
+        gate.release(None);
+        gate.release(None);
+        assert_eq!(gate.status().out, 0);
+    }
+
+    #[tokio::test]
+    async fn waiters_are_served_in_arrival_order_with_the_item_itself() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let gate = Gate::<Item>::new(1, None);
+        assert!(admitted(&gate));
+        let mut waits: Vec<_> = (0..5).map(|_| waiter(&gate, 0, LONG)).collect();
+        for w in &mut waits {
+            assert!(ready(w).is_none());
+        }
+        for (n, w) in waits.iter_mut().enumerate() {
+            assert!(gate.hand_off(Item(n as u32, drops.clone()), None).is_ok());
+            match ready(w) {
+                Some(Ok(Grant::Item(item))) => assert_eq!(item.0, n as u32),
+                _ => panic!("waiter {n} not served in order"),
+            }
+            // Later waiters are still waiting.
+            assert_eq!(gate.waiting(), 4 - n);
+        }
+        // Nobody waits: the item comes back to the caller.
+        assert!(gate.hand_off(Item(9, drops.clone()), None).is_err());
+        gate.release(None);
+        assert_eq!(gate.status().out, 0);
+    }
+
+    #[tokio::test]
+    async fn a_newcomer_does_not_pass_a_waiter() {
+        let gate = Gate::<Item>::new(1, None);
+        assert!(admitted(&gate));
+        let mut w = waiter(&gate, 0, LONG);
+        assert!(ready(&mut w).is_none());
+        // A permit comes back and goes to the waiter, not to the next
+        // request, which queues behind.
+        gate.release(None);
+        let mut late = waiter(&gate, 0, LONG);
+        assert!(matches!(ready(&mut w), Some(Ok(Grant::Permit))));
+        assert!(ready(&mut late).is_none());
+        assert!(!gate.try_enter());
+    }
+
+    #[tokio::test]
+    async fn max_queue_refuses_at_once() {
+        let gate = Gate::<Item>::new(1, None);
+        assert!(admitted(&gate));
+        let _a = waiter(&gate, 2, LONG);
+        let _b = waiter(&gate, 2, LONG);
+        assert!(matches!(gate.enter(2, LONG), Entry::QueueFull { waiting: 2 }));
+        // No bound: queues.
+        assert!(matches!(gate.enter(0, LONG), Entry::Wait(_)));
+    }
+
+    #[tokio::test]
+    async fn a_wait_times_out_at_its_deadline() {
+        let gate = Gate::<Item>::new(1, None);
+        assert!(admitted(&gate));
+        let started = Instant::now();
+        let result = waiter(&gate, 0, Duration::from_millis(100)).await;
+        let waited = started.elapsed();
+        assert!(matches!(result, Err(WaitError::TimedOut)));
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert!(waited < Duration::from_millis(1000), "{waited:?}");
+        assert_eq!(
+            gate.status(),
+            GateStatus {
+                out: 1,
+                limit: 1,
+                queued: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_earlier_deadline_behind_a_later_one_still_fires() {
+        let gate = Gate::<Item>::new(1, None);
+        assert!(admitted(&gate));
+        let mut slow = waiter(&gate, 0, LONG);
+        assert!(ready(&mut slow).is_none());
+        let started = Instant::now();
+        let fast = waiter(&gate, 0, Duration::from_millis(50)).await;
+        assert!(matches!(fast, Err(WaitError::TimedOut)));
+        assert!(started.elapsed() < Duration::from_millis(1000));
+        assert!(ready(&mut slow).is_none());
+        gate.release(None);
+        assert!(matches!(ready(&mut slow), Some(Ok(Grant::Permit))));
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_waiter_is_skipped() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let gate = Gate::<Item>::new(1, None);
+        assert!(admitted(&gate));
+        let first = waiter(&gate, 0, Duration::from_millis(20));
+        let mut second = waiter(&gate, 0, LONG);
+        assert!(matches!(first.await, Err(WaitError::TimedOut)));
+        assert!(gate.hand_off(Item(1, drops.clone()), None).is_ok());
+        assert!(matches!(ready(&mut second), Some(Ok(Grant::Item(Item(1, _))))));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_waiter_passes_its_grant_on() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let gate = Gate::<Item>::new(1, None);
+        assert!(admitted(&gate));
+        let mut a = waiter(&gate, 0, LONG);
+        let mut b = waiter(&gate, 0, LONG);
+        assert!(ready(&mut a).is_none());
+        assert!(ready(&mut b).is_none());
+        // The item is handed to `a`, whose client goes away before it runs.
+        assert!(gate.hand_off(Item(7, drops.clone()), None).is_ok());
+        drop(a);
+        let item = match ready(&mut b) {
+            Some(Ok(Grant::Item(item))) => item,
+            _ => panic!("the item was lost"),
+        };
+        assert_eq!(item.0, 7);
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        // Same with nobody behind: the item goes back to the pool, the
+        // permit is freed.
+        let mut c = waiter(&gate, 0, LONG);
+        assert!(ready(&mut c).is_none());
+        assert!(gate.hand_off(item, None).is_ok());
+        drop(c);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            gate.status(),
+            GateStatus {
+                out: 0,
+                limit: 1,
+                queued: 0
+            }
+        );
+        // And a dropped permit grant frees the permit.
+        assert!(admitted(&gate));
+        let mut d = waiter(&gate, 0, LONG);
+        assert!(ready(&mut d).is_none());
+        gate.release(None);
+        drop(d);
+        assert_eq!(
+            gate.status(),
+            GateStatus {
+                out: 0,
+                limit: 1,
+                queued: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_dropped_while_waiting_leaves_the_queue() {
+        let gate = Gate::<Item>::new(1, None);
+        assert!(admitted(&gate));
+        let mut a = waiter(&gate, 0, LONG);
+        assert!(ready(&mut a).is_none());
+        drop(a);
+        assert_eq!(gate.waiting(), 0);
+        gate.release(None);
+        assert_eq!(gate.status().out, 0);
+        // Its slot is reused without confusion.
+        assert!(admitted(&gate));
+        let mut b = waiter(&gate, 0, LONG);
+        gate.release(None);
+        assert!(matches!(ready(&mut b), Some(Ok(Grant::Permit))));
+    }
+
+    #[tokio::test]
+    async fn close_wakes_every_waiter_and_refuses_newcomers() {
+        let gate = Gate::<Item>::new(1, None);
+        assert!(admitted(&gate));
+        let mut a = waiter(&gate, 0, LONG);
+        let mut b = waiter(&gate, 0, LONG);
+        assert!(ready(&mut a).is_none());
+        gate.close();
+        assert!(matches!(ready(&mut a), Some(Err(WaitError::Closed))));
+        assert!(matches!(ready(&mut b), Some(Err(WaitError::Closed))));
+        assert!(matches!(gate.enter(0, LONG), Entry::Closed));
+        assert!(!gate.try_enter());
+        // A connection coming back is not handed on.
+        let drops = Arc::new(AtomicUsize::new(0));
+        assert!(gate.hand_off(Item(1, drops), None).is_err());
+        gate.release(None);
+        assert_eq!(gate.status().out, 0);
+    }
+
+    #[tokio::test]
+    async fn a_wider_bound_admits_waiters_a_narrower_one_drains() {
+        let gate = Gate::<Item>::new(1, None);
+        assert!(admitted(&gate));
+        let mut a = waiter(&gate, 0, LONG);
+        let mut b = waiter(&gate, 0, LONG);
+        gate.set_bounds(3, false);
+        assert!(matches!(ready(&mut a), Some(Ok(Grant::Permit))));
+        assert!(matches!(ready(&mut b), Some(Ok(Grant::Permit))));
+        assert_eq!(
+            gate.status(),
+            GateStatus {
+                out: 3,
+                limit: 3,
+                queued: 0
+            }
+        );
+        gate.set_bounds(1, false);
+        let mut c = waiter(&gate, 0, LONG);
+        // Over the bound: returns do not go to waiters until below it.
+        let drops = Arc::new(AtomicUsize::new(0));
+        assert!(gate.hand_off(Item(1, drops.clone()), None).is_err());
+        gate.release(None);
+        gate.release(None);
+        assert!(ready(&mut c).is_none());
+        gate.release(None);
+        assert!(matches!(ready(&mut c), Some(Ok(Grant::Permit))));
+        assert_eq!(
+            gate.status(),
+            GateStatus {
+                out: 1,
+                limit: 1,
+                queued: 0
+            }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_tasks_share_few_permits_without_loss() {
+        let gate = Gate::<Item>::new(3, None);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let served = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for t in 0..16u32 {
+            let gate = gate.clone();
+            let drops = drops.clone();
+            let served = served.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..200u32 {
+                    let item = match gate.enter(0, LONG) {
+                        Entry::Admitted => Item(t * 1000 + i, drops.clone()),
+                        Entry::Wait(w) => match w.await.expect("granted") {
+                            Grant::Item(item) => item,
+                            Grant::Permit => Item(t * 1000 + i, drops.clone()),
+                        },
+                        _ => panic!("refused"),
+                    };
+                    served.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    if let Err(item) = gate.hand_off(item, None) {
+                        drop(item);
+                        gate.release(None);
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(served.load(Ordering::SeqCst), 16 * 200);
+        assert_eq!(
+            gate.status(),
+            GateStatus {
+                out: 0,
+                limit: 3,
+                queued: 0
+            }
+        );
+    }
+}
