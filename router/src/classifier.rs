@@ -69,11 +69,15 @@ impl Facts {
     }
 }
 
-/// Reusable buffers for fingerprinting, one per session.
+/// Reusable buffers for fingerprinting, one per session, and the
+/// session's last classification: a client repeating a statement shape
+/// (the common case) skips the shared cache and its lock.
 #[derive(Debug, Default)]
 pub struct Scratch {
     pub normalized: Vec<u8>,
     pub literals: Vec<Range<usize>>,
+    last: Option<(u64, Arc<Facts>)>,
+    last_key: Vec<u8>,
 }
 
 struct Entry {
@@ -108,13 +112,30 @@ impl Classifier {
     /// Classifies `sql`; afterwards `scratch.literals` holds its literal spans.
     pub fn classify(&self, sql: &str, scratch: &mut Scratch) -> Classified {
         let hash = fingerprint(sql, &mut scratch.normalized, &mut scratch.literals);
+        if let Some((last, facts)) = &scratch.last {
+            // The text is compared too, as in the shared cache.
+            if *last == hash && scratch.last_key == scratch.normalized {
+                return Classified {
+                    facts: facts.clone(),
+                    cache_hit: true,
+                };
+            }
+        }
+        let classified = self.classify_shared(sql, hash, &scratch.normalized);
+        scratch.last_key.clear();
+        scratch.last_key.extend_from_slice(&scratch.normalized);
+        scratch.last = Some((hash, classified.facts.clone()));
+        classified
+    }
+
+    fn classify_shared(&self, sql: &str, hash: u64, normalized: &[u8]) -> Classified {
         let shard = &self.shards[(hash as usize) % SHARDS];
         {
             let mut cache = shard.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(entry) = cache.get(&hash) {
                 // Compare the text too: a hash collision must never route a
                 // write as a read.
-                if *entry.key == scratch.normalized[..] {
+                if *entry.key == *normalized {
                     return Classified {
                         facts: entry.facts.clone(),
                         cache_hit: true,
@@ -124,7 +145,7 @@ impl Classifier {
         }
         let facts = Arc::new(Facts::of(sql));
         let entry = Entry {
-            key: scratch.normalized.as_slice().into(),
+            key: normalized.into(),
             facts: facts.clone(),
         };
         shard.lock().unwrap_or_else(|e| e.into_inner()).put(hash, entry);
@@ -177,6 +198,20 @@ mod tests {
         assert!(again.cache_hit);
         assert!(again.facts.replica_safe());
         assert_eq!(s.literals.len(), 1);
+    }
+
+    #[test]
+    fn a_repeated_shape_comes_from_the_session_and_another_does_not() {
+        let c = Classifier::new(100);
+        let mut s = Scratch::default();
+        let read = c.classify("SELECT c FROM t WHERE id = 1", &mut s);
+        let again = c.classify("SELECT c FROM t WHERE id = 7", &mut s);
+        assert!(again.cache_hit);
+        assert!(Arc::ptr_eq(&read.facts, &again.facts));
+        let write = c.classify("DELETE FROM t WHERE id = 7", &mut s);
+        assert!(!write.cache_hit);
+        assert!(!write.facts.replica_safe(), "never the previous statement's facts");
+        assert!(c.classify("SELECT c FROM t WHERE id = 3", &mut s).cache_hit);
     }
 
     #[test]
