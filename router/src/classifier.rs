@@ -210,7 +210,10 @@ mod tests {
         assert!(Arc::ptr_eq(&read.facts, &again.facts));
         let write = c.classify("DELETE FROM t WHERE id = 7", &mut s);
         assert!(!write.cache_hit);
-        assert!(!write.facts.replica_safe(), "never the previous statement's facts");
+        assert!(
+            !write.facts.replica_safe(),
+            "never the previous statement's facts"
+        );
         assert!(c.classify("SELECT c FROM t WHERE id = 3", &mut s).cache_hit);
     }
 
