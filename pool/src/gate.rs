@@ -198,20 +198,26 @@ impl<T> Gate<T> {
         true
     }
 
-    /// Gives a returned item to the oldest waiter (its permit goes along);
-    /// hands it back when nobody waits or the limit has shrunk below the
-    /// permits out, and the caller then puts it back in the pool and calls
-    /// [`Gate::release`].
-    pub(crate) fn hand_off(&self, item: T, sample: Option<(Duration, Instant)>) -> Result<(), T> {
+    /// Gives a returned item to the oldest waiter (its permit goes along)
+    /// and says so; when nobody waits, or the limit has shrunk below the
+    /// permits out, or the gate is closed, drops the item (which puts it
+    /// back in its pool) and frees the permit. One lock either way: the
+    /// item is back in the pool before the permit is, so a request admitted
+    /// next finds it idle.
+    pub(crate) fn put_back(&self, item: T, sample: Option<(Duration, Instant)>) -> bool {
         let mut s = self.lock();
         if let Some((rtt, now)) = sample {
             s.observe(rtt, now);
         }
-        if s.closed || s.out > s.limit {
-            return Err(item);
-        }
-        let Some(index) = s.pop_waiter() else {
-            return Err(item);
+        let next = if s.closed || s.out > s.limit {
+            None
+        } else {
+            s.pop_waiter()
+        };
+        let Some(index) = next else {
+            drop(item);
+            s.out -= 1;
+            return false;
         };
         let w = &mut s.waiters[index];
         w.slot = Slot::Granted(Grant::Item(item));
@@ -220,7 +226,7 @@ impl<T> Gate<T> {
         if let Some(waker) = waker {
             waker.wake();
         }
-        Ok(())
+        true
     }
 
     /// Returns one permit: to the oldest waiter, who then checks a
@@ -434,7 +440,6 @@ impl<T> Drop for Wait<'_, T> {
         let mut s = self.gate.lock();
         let w = &mut s.waiters[self.index as usize];
         let mut wake = None;
-        let mut give_back = None;
         match std::mem::replace(&mut w.slot, Slot::Free) {
             Slot::Waiting => s.queued -= 1,
             Slot::Granted(Grant::Permit) => wake = s.release_locked(),
@@ -452,7 +457,12 @@ impl<T> Drop for Wait<'_, T> {
                         n.slot = Slot::Granted(Grant::Item(item));
                         wake = n.waker.take();
                     }
-                    None => give_back = Some(item),
+                    None => {
+                        // Back to the pool, then the permit (under the
+                        // lock, as in `put_back`).
+                        drop(item);
+                        s.out -= 1;
+                    }
                 }
             }
             Slot::TimedOut | Slot::Closed | Slot::Free => {}
@@ -461,11 +471,6 @@ impl<T> Drop for Wait<'_, T> {
         drop(s);
         if let Some(waker) = wake {
             waker.wake();
-        }
-        if let Some(item) = give_back {
-            // Dropping the item returns it to its pool; then the permit.
-            drop(item);
-            self.gate.release(None);
         }
     }
 }
@@ -568,7 +573,7 @@ mod tests {
             assert!(ready(w).is_none());
         }
         for (n, w) in waits.iter_mut().enumerate() {
-            assert!(gate.hand_off(Item(n as u32, drops.clone()), None).is_ok());
+            assert!(gate.put_back(Item(n as u32, drops.clone()), None));
             match ready(w) {
                 Some(Ok(Grant::Item(item))) => assert_eq!(item.0, n as u32),
                 _ => panic!("waiter {n} not served in order"),
@@ -576,10 +581,10 @@ mod tests {
             // Later waiters are still waiting.
             assert_eq!(gate.waiting(), 4 - n);
         }
-        // Nobody waits: the item comes back to the caller.
-        assert!(gate.hand_off(Item(9, drops.clone()), None).is_err());
-        gate.release(None);
+        // Nobody waits: the item goes back to the pool, the permit is free.
+        assert!(!gate.put_back(Item(9, drops.clone()), None));
         assert_eq!(gate.status().out, 0);
+        assert_eq!(drops.load(Ordering::SeqCst), 5 + 1);
     }
 
     #[tokio::test]
@@ -651,7 +656,7 @@ mod tests {
         let first = waiter(&gate, 0, Duration::from_millis(20));
         let mut second = waiter(&gate, 0, LONG);
         assert!(matches!(first.await, Err(WaitError::TimedOut)));
-        assert!(gate.hand_off(Item(1, drops.clone()), None).is_ok());
+        assert!(gate.put_back(Item(1, drops.clone()), None));
         assert!(matches!(ready(&mut second), Some(Ok(Grant::Item(Item(1, _))))));
     }
 
@@ -665,7 +670,7 @@ mod tests {
         assert!(ready(&mut a).is_none());
         assert!(ready(&mut b).is_none());
         // The item is handed to `a`, whose client goes away before it runs.
-        assert!(gate.hand_off(Item(7, drops.clone()), None).is_ok());
+        assert!(gate.put_back(Item(7, drops.clone()), None));
         drop(a);
         let item = match ready(&mut b) {
             Some(Ok(Grant::Item(item))) => item,
@@ -677,7 +682,7 @@ mod tests {
         // permit is freed.
         let mut c = waiter(&gate, 0, LONG);
         assert!(ready(&mut c).is_none());
-        assert!(gate.hand_off(item, None).is_ok());
+        assert!(gate.put_back(item, None));
         drop(c);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
         assert_eq!(
@@ -735,8 +740,7 @@ mod tests {
         assert!(!gate.try_enter());
         // A connection coming back is not handed on.
         let drops = Arc::new(AtomicUsize::new(0));
-        assert!(gate.hand_off(Item(1, drops), None).is_err());
-        gate.release(None);
+        assert!(!gate.put_back(Item(1, drops), None));
         assert_eq!(gate.status().out, 0);
     }
 
@@ -761,8 +765,7 @@ mod tests {
         let mut c = waiter(&gate, 0, LONG);
         // Over the bound: returns do not go to waiters until below it.
         let drops = Arc::new(AtomicUsize::new(0));
-        assert!(gate.hand_off(Item(1, drops.clone()), None).is_err());
-        gate.release(None);
+        assert!(!gate.put_back(Item(1, drops.clone()), None));
         gate.release(None);
         assert!(ready(&mut c).is_none());
         gate.release(None);
@@ -799,10 +802,7 @@ mod tests {
                     };
                     served.fetch_add(1, Ordering::SeqCst);
                     tokio::task::yield_now().await;
-                    if let Err(item) = gate.hand_off(item, None) {
-                        drop(item);
-                        gate.release(None);
-                    }
+                    gate.put_back(item, None);
                 }
             }));
         }
@@ -818,5 +818,124 @@ mod tests {
                 queued: 0
             }
         );
+    }
+}
+
+/// The waiting path's own cost, without a server: 16 tasks sharing 2 (or
+/// 16) dummy connections, through deadpool alone (as before the gate) and
+/// through the gate in front of deadpool (as now). Prints CPU per
+/// checkout-and-return.
+/// `cargo test --release -p sluice-pool wait_path_cost -- --ignored --nocapture`
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use deadpool::managed::{self, Metrics, RecycleResult};
+
+    struct Dummy;
+    impl managed::Manager for Dummy {
+        type Type = u64;
+        type Error = ();
+        async fn create(&self) -> Result<u64, ()> {
+            Ok(0)
+        }
+        async fn recycle(&self, _: &mut u64, _: &Metrics) -> RecycleResult<()> {
+            Ok(())
+        }
+    }
+    type DPool = managed::Pool<Dummy>;
+    type Obj = managed::Object<Dummy>;
+
+    fn dpool(max: usize) -> DPool {
+        DPool::builder(Dummy)
+            .max_size(max)
+            .wait_timeout(Some(Duration::from_secs(2)))
+            .create_timeout(Some(Duration::from_secs(2)))
+            .recycle_timeout(Some(Duration::from_secs(2)))
+            .queue_mode(managed::QueueMode::Fifo)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .unwrap()
+    }
+
+    fn cpu() -> Duration {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 10)
+    }
+
+    const TASKS: usize = 16;
+    const ROUNDS: usize = 40_000;
+
+    async fn run<F, Fut>(one: F) -> (Duration, Duration)
+    where
+        F: Fn() -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let (c0, t0) = (cpu(), Instant::now());
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let one = one.clone();
+                tokio::spawn(async move {
+                    for _ in 0..ROUNDS {
+                        one().await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let n = (TASKS * ROUNDS) as u32;
+        ((cpu() - c0) / n, t0.elapsed() / n)
+    }
+
+    async fn deadpool_only(max: usize) -> (Duration, Duration) {
+        let pool = dpool(max);
+        run(move || {
+            let pool = pool.clone();
+            async move {
+                let conn = pool.get().await.unwrap();
+                tokio::task::yield_now().await;
+                drop(conn);
+            }
+        })
+        .await
+    }
+
+    async fn gated(max: usize) -> (Duration, Duration) {
+        let pool = dpool(max);
+        let gate = Gate::<Obj>::new(max, None);
+        run(move || {
+            let (pool, gate) = (pool.clone(), gate.clone());
+            async move {
+                let conn = match gate.enter(0, Duration::from_secs(2)) {
+                    Entry::Admitted => pool.get().await.unwrap(),
+                    Entry::Wait(w) => match w.await.unwrap() {
+                        Grant::Item(conn) => conn,
+                        Grant::Permit => pool.get().await.unwrap(),
+                    },
+                    _ => unreachable!(),
+                };
+                tokio::task::yield_now().await;
+                gate.put_back(conn, None);
+            }
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, not a check"]
+    async fn wait_path_cost() {
+        for max in [2, 16] {
+            let (cpu, wall) = deadpool_only(max).await;
+            println!(
+                "deadpool alone, {TASKS} tasks, {max} connections: {cpu:?} CPU, {wall:?} wall per checkout"
+            );
+            let (cpu, wall) = gated(max).await;
+            println!(
+                "gate + deadpool, {TASKS} tasks, {max} connections: {cpu:?} CPU, {wall:?} wall per checkout"
+            );
+        }
     }
 }

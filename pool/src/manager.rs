@@ -202,12 +202,8 @@ impl PoolShared {
             return;
         }
         c.stream.shrink_buffers();
-        if let Err(conn) = self.gate.hand_off(conn, sample) {
-            // Nobody waits: back to deadpool first, then the permit, so a
-            // request admitted meanwhile finds the connection idle.
-            drop(conn);
-            self.gate.release(None);
-        }
+        // To the oldest waiter, or back to deadpool.
+        self.gate.put_back(conn, sample);
     }
 }
 
