@@ -17,7 +17,7 @@ BENCH_THREADS=${BENCH_THREADS:-16}
 SLUICE_BIN=${SLUICE_BIN:-$root/target/release/sluice}
 out=${BENCH_OUT:-$root/bench/results-profile-$(date +%F).md}
 export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
-sluice_addr=127.0.0.1:6045
+sluice_port=6045
 
 # shellcheck source=scripts/topology.sh
 source scripts/topology.sh
@@ -50,10 +50,12 @@ mysql_root() { mariadb -uroot -h"${primary%:*}" -P"${primary##*:}" "$@"; }
 mysql_root -e "CREATE DATABASE IF NOT EXISTS sluice_bench"
 sb "$primary" cleanup >/dev/null
 sb "$primary" --threads=4 prepare >/dev/null
-cat >"$work/sluice.toml" <<EOF2
+# One config per build, each on its own ports (a stopped Sluice may still be draining).
+config() {
+  cat <<EOF2
 [server]
-listen = "$sluice_addr"
-admin_listen = "127.0.0.1:9045"
+listen = "127.0.0.1:$1"
+admin_listen = "127.0.0.1:$(($1 + 3000))"
 
 [[users]]
 name = "app"
@@ -67,11 +69,15 @@ name = "primary"
 address = "$primary"
 role = "primary"
 EOF2
+}
 
 # One profile: the DSO split and the top 25 user-space symbols by self time.
 profile() {
   local name=$1 bin=$2
-  "$bin" --config "$work/sluice.toml" >"$work/$name.log" 2>&1 &
+  local sluice_addr=127.0.0.1:$sluice_port
+  config "$sluice_port" >"$work/$name.toml"
+  sluice_port=$((sluice_port + 1))
+  "$bin" --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do (: <"/dev/tcp/${sluice_addr%:*}/${sluice_addr##*:}") 2>/dev/null && break; sleep 0.1; done
   sb "$sluice_addr" --threads="$BENCH_THREADS" --time=3 run >/dev/null # warm up
@@ -88,14 +94,14 @@ profile() {
   echo
   echo '```'
   perf report -i "$work/$name.data" --no-children --sort dso --stdio -g none 2>/dev/null |
-    grep -v '^#' | grep -v '^$' | head -5
+    grep -v '^#' | grep -v '^$' | head -5 || true # head closes the pipe early
   echo '```'
   echo
   echo "Top user-space functions by self time (share of all samples):"
   echo
   echo '```'
   perf report -i "$work/$name.data" --no-children --dsos "$(basename "$bin"),libc.so.6" --sort sym --stdio -g none 2>/dev/null |
-    grep -v '^#' | grep -v '^$' | head -25 | cut -c1-150
+    grep -v '^#' | grep -v '^$' | head -25 | cut -c1-150 || true
   echo '```'
   echo
 }

@@ -260,7 +260,8 @@ scripts/install-deps.sh >&2
 replicas=()
 if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
   primary=$SLUICE_BENCH_PRIMARY
-  read -ra replicas <<<"${SLUICE_BENCH_REPLICAS//,/ }"
+  # Space- or comma-separated; none is fine for the foundation suite.
+  read -ra replicas <<<"$(tr ',' ' ' <<<"${SLUICE_BENCH_REPLICAS:-}")"
 else
   topology_start "$work/db" >&2
   primary=127.0.0.1:$SLUICE_PORT_BASE
