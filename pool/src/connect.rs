@@ -57,6 +57,25 @@ impl BackendConn {
     }
 }
 
+/// The capabilities a pooled connection asks of this server: Sluice's
+/// own ([`BACKEND_CAPABILITIES`]) that the server has, and MariaDB's
+/// extended ones Sluice uses (announced by clearing CLIENT_MYSQL, which
+/// the client then clears too). Shared with the relay's fixture capture,
+/// so captured traffic is what a pooled connection sees.
+pub fn negotiate(handshake: &HandshakePacket<'_>) -> (Caps, MariadbCapabilities) {
+    let server_caps = handshake.capabilities();
+    let mut caps = BACKEND_CAPABILITIES & server_caps;
+    let mariadb_caps = if server_caps.contains(Caps::CLIENT_LONG_PASSWORD) {
+        MariadbCapabilities::empty()
+    } else {
+        handshake.mariadb_ext_capabilities() & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    };
+    if !mariadb_caps.is_empty() {
+        caps.remove(Caps::CLIENT_LONG_PASSWORD);
+    }
+    (caps, mariadb_caps)
+}
+
 async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendError> {
     let tcp = TcpStream::connect(&target.address).await?;
     tcp.set_nodelay(true)?;
@@ -73,7 +92,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
     let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
         .map_err(|e| BackendError::protocol(format!("bad server handshake: {e}")))?;
     let server_caps = handshake.capabilities();
-    let mut caps = BACKEND_CAPABILITIES & server_caps;
+    let (mut caps, mariadb_caps) = negotiate(&handshake);
     if target.found_rows {
         caps |= Caps::CLIENT_FOUND_ROWS;
     }
@@ -81,15 +100,6 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
         return Err(BackendError::protocol(
             "server lacks PROTOCOL_41 / SECURE_CONNECTION / PLUGIN_AUTH",
         ));
-    }
-    // MariaDB announces its extended capabilities by clearing CLIENT_MYSQL.
-    let mariadb_caps = if server_caps.contains(Caps::CLIENT_LONG_PASSWORD) {
-        MariadbCapabilities::empty()
-    } else {
-        handshake.mariadb_ext_capabilities() & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
-    };
-    if !mariadb_caps.is_empty() {
-        caps.remove(Caps::CLIENT_LONG_PASSWORD);
     }
     let version = handshake.server_version_parsed().unwrap_or((5, 7, 0));
     let nonce = handshake.nonce();

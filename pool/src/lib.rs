@@ -23,7 +23,7 @@ mod session;
 mod statements;
 
 pub use conn::{BackendConn, CommandOutcome, ServerInfo, query_packet};
-pub use connect::{BACKEND_CAPABILITIES, ConnectTarget};
+pub use connect::{BACKEND_CAPABILITIES, ConnectTarget, negotiate};
 pub use error::{AcquireError, BackendError};
 pub use limit::{AdaptiveLimit, LimitParams};
 pub use manager::{BackendPool, ConnectAttrs, PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};

@@ -250,8 +250,16 @@ impl Session {
                     return Ok(Some(Step::Done(Done::default())));
                 }
             }
+            // check_out holds a connection whenever it succeeds; should
+            // that ever break, the client gets an error, never silence.
             let Some(held) = self.binding.held.as_mut() else {
-                continue;
+                metrics::counter!("sluice_errors_total", "cause" => "backend_lost").increment(1);
+                self.reply(&errors::backend_lost(
+                    "(none)",
+                    "no backend connection was checked out",
+                ))
+                .await?;
+                return Ok(Some(Step::Done(Done::default())));
             };
             let fresh = held.reason == HoldReason::Statement && route_now != Route::Held;
             let applied = held

@@ -11,7 +11,7 @@ use super::fixture::{self, Cmd, SCHEMA, SPECS, Segment, Spec, View, ViewKind};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::{MyDeserialize, MySerialize};
-use sluice_protocol::consts::{CapabilityFlags as Caps, MariadbCapabilities};
+use sluice_protocol::consts::CapabilityFlags as Caps;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -198,15 +198,7 @@ async fn connect(addr: &str, kind: ViewKind) -> Result<(TcpStream, String, Caps)
     let (seq, greeting) = read_packet(&mut conn).await?;
     let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting)).map_err(|e| e.to_string())?;
     let server_caps = handshake.capabilities();
-    let mut caps = sluice_pool::BACKEND_CAPABILITIES & server_caps;
-    let mariadb_caps = if server_caps.contains(Caps::CLIENT_LONG_PASSWORD) {
-        MariadbCapabilities::empty()
-    } else {
-        handshake.mariadb_ext_capabilities() & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
-    };
-    if !mariadb_caps.is_empty() {
-        caps.remove(Caps::CLIENT_LONG_PASSWORD);
-    }
+    let (caps, mariadb_caps) = sluice_pool::negotiate(&handshake);
     let caps = kind.caps(caps) & (server_caps | Caps::CLIENT_LONG_PASSWORD);
     let nonce = handshake.nonce();
     let plugin = handshake
