@@ -8,8 +8,8 @@ mod secret;
 mod validate;
 
 pub use model::{
-    BackendConfig, Config, LogConfig, LogFormat, MonitorConfig, OnNoReplica, PoolConfig, PoolMode,
-    ReadYourWrites, Role, RoutingConfig, RoutingMode, ServerConfig, UserConfig,
+    BackendConfig, Config, GuardConfig, GuardTableConfig, LogConfig, LogFormat, MonitorConfig, OnNoReplica,
+    PoolConfig, PoolMode, ReadYourWrites, Role, RoutingConfig, RoutingMode, ServerConfig, UserConfig,
 };
 pub use secret::Secret;
 pub use validate::ConfigError;

@@ -20,6 +20,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub guard: GuardConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -280,6 +282,62 @@ pub enum Role {
     Replica,
 }
 
+/// The empty-key guard: Bloom filters of the keys that exist in chosen
+/// tables, fed from the primary's binlog, that answer lookups of absent
+/// keys without a backend round trip.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    #[serde(default)]
+    pub tables: Vec<GuardTableConfig>,
+    /// Build each filter again this often (0 = never): deleted keys only
+    /// cause false positives, and a fresh filter sheds them.
+    #[serde(default = "default_guard_rebuild")]
+    pub rebuild_interval_ms: u64,
+    /// All filters together may use at most this much memory (a rebuild
+    /// briefly needs room for two filters of a table).
+    #[serde(default = "default_guard_memory")]
+    pub max_memory_mb: u64,
+    /// The binlog stream registers as a replica with this server_id; it
+    /// must differ from every server's and every other Sluice instance's.
+    #[serde(default = "default_guard_server_id")]
+    pub server_id: u32,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            tables: Vec::new(),
+            rebuild_interval_ms: default_guard_rebuild(),
+            max_memory_mb: default_guard_memory(),
+            server_id: default_guard_server_id(),
+        }
+    }
+}
+
+/// One guarded table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardTableConfig {
+    /// `schema.table`.
+    pub table: String,
+    /// A column with a one-column PRIMARY KEY or UNIQUE index.
+    pub key: String,
+    #[serde(default = "default_false_positive_rate")]
+    pub false_positive_rate: f64,
+    /// Keys the filter is sized for; by default the table's row count at
+    /// build time, with headroom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_keys: Option<u64>,
+}
+
+impl GuardTableConfig {
+    /// (schema, table); validation makes sure both are there.
+    pub fn schema_table(&self) -> (&str, &str) {
+        self.table.split_once('.').unwrap_or(("", &self.table))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -357,6 +415,18 @@ fn default_max_prepared() -> usize {
 }
 fn default_weight() -> u32 {
     1
+}
+fn default_guard_rebuild() -> u64 {
+    6 * 3_600_000
+}
+fn default_guard_memory() -> u64 {
+    256
+}
+fn default_guard_server_id() -> u32 {
+    0x5_1ce
+}
+fn default_false_positive_rate() -> f64 {
+    0.01
 }
 fn default_log_level() -> String {
     "info".into()

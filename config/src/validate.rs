@@ -130,6 +130,7 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
         check_addr(&format!("{key}.address"), &backend.address)?;
     }
     validate_monitor(config, &env)?;
+    validate_guard(&config.guard)?;
     let primaries = config.backends.iter().filter(|b| b.role == Role::Primary).count();
     if primaries != 1 {
         return Err(ConfigError::at(
@@ -138,6 +139,65 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
         ));
     }
     Ok(())
+}
+
+fn validate_guard(guard: &crate::GuardConfig) -> Result<(), ConfigError> {
+    if guard.server_id == 0 {
+        return Err(ConfigError::at(
+            "guard.server_id",
+            "must not be 0 (the binlog stream registers as a replica with it)",
+        ));
+    }
+    if guard.max_memory_mb == 0 {
+        return Err(ConfigError::at("guard.max_memory_mb", "must be at least 1"));
+    }
+    let mut seen = HashSet::new();
+    for (i, table) in guard.tables.iter().enumerate() {
+        let key = format!("guard.tables[{i}]");
+        let parts = table.table.split_once('.');
+        if !parts.is_some_and(|(s, t)| is_identifier(s) && is_identifier(t)) {
+            return Err(ConfigError::at(
+                format!("{key}.table"),
+                format!("`{}` must be `schema.table` (unquoted names)", table.table),
+            ));
+        }
+        if !is_identifier(&table.key) {
+            return Err(ConfigError::at(
+                format!("{key}.key"),
+                format!("`{}` must be one column name (unquoted)", table.key),
+            ));
+        }
+        if !(table.false_positive_rate > 0.0 && table.false_positive_rate <= 0.5) {
+            return Err(ConfigError::at(
+                format!("{key}.false_positive_rate"),
+                "must be above 0 and at most 0.5",
+            ));
+        }
+        if table.expected_keys == Some(0) {
+            return Err(ConfigError::at(
+                format!("{key}.expected_keys"),
+                "must be at least 1 (leave it out to size from the table)",
+            ));
+        }
+        if !seen.insert(table.table.to_ascii_lowercase()) {
+            return Err(ConfigError::at(
+                format!("{key}.table"),
+                format!("`{}` is guarded twice", table.table),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A name the guard can match against statements and information_schema
+/// without quoting rules: letters, digits, `_` and `$`, not all digits.
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+        && !name.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn validate_monitor(config: &mut Config, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
