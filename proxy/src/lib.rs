@@ -4,6 +4,7 @@
 //! backend connections from `sluice-pool`, settings from `sluice-config`.
 
 pub mod admin;
+pub mod answers;
 pub mod attributes;
 pub mod cli;
 pub mod clients;

@@ -63,6 +63,9 @@ pub struct Outcome {
     /// The last result was a result set (not an OK), and its row count.
     pub result_set: bool,
     pub rows: u64,
+    /// With [`Relay::capturing_columns`]: the column count packet and the
+    /// column definitions of a response that was one complete result set.
+    pub columns: Option<Vec<bytes::Bytes>>,
 }
 
 #[derive(Debug)]
@@ -88,6 +91,10 @@ pub struct Relay<'a, C, B> {
     outcome: Outcome,
     /// For COM_STMT_PREPARE: the id the client sees instead of the backend's.
     client_statement_id: Option<u32>,
+    /// Keep the result set's column definitions (the guard answers later
+    /// lookups of the same shape with them).
+    capture_columns: bool,
+    seen_result_set: bool,
 }
 
 impl<'a, C, B> Relay<'a, C, B>
@@ -112,7 +119,16 @@ where
             sent_any,
             outcome: Outcome::default(),
             client_statement_id: None,
+            capture_columns: false,
+            seen_result_set: false,
         }
+    }
+
+    /// Keeps the column definitions of a one-result-set response in
+    /// `Outcome::columns`.
+    pub fn capturing_columns(mut self, capture: bool) -> Self {
+        self.capture_columns = capture;
+        self
     }
 
     /// Shows the client `id` in a COM_STMT_PREPARE response.
@@ -262,8 +278,22 @@ where
         self.send(&count.payload).await?;
         self.outcome.result_set = true;
         self.outcome.rows = 0;
+        // Only a first result set can be a whole response's.
+        let first = !std::mem::replace(&mut self.seen_result_set, true);
+        let mut captured = (self.capture_columns && first).then(|| {
+            let mut defs = Vec::with_capacity(columns.min(64) as usize + 1);
+            defs.push(count.payload.clone());
+            defs
+        });
         for _ in 0..columns {
             let def = self.read().await?;
+            if let Some(defs) = captured.as_mut() {
+                if def.is_continued() {
+                    captured = None;
+                } else {
+                    defs.push(def.payload.clone());
+                }
+            }
             self.forward(&def).await?;
         }
         let eof = self.read().await?;
@@ -288,10 +318,14 @@ where
             self.send(&eof.payload).await?;
         }
         self.rows().await?;
-        Ok(self
+        let more = self
             .outcome
             .status
-            .is_some_and(|s| s & status::MORE_RESULTS_EXISTS != 0))
+            .is_some_and(|s| s & status::MORE_RESULTS_EXISTS != 0);
+        if !more && !self.outcome.ended_with_error {
+            self.outcome.columns = captured;
+        }
+        Ok(more)
     }
 
     /// Rows until the terminating EOF (translated for DEPRECATE_EOF

@@ -37,6 +37,8 @@ pub struct Shared {
     pub started: Instant,
     /// Set on SIGTERM/SIGINT: idle clients are closed, transactions finish.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Result-set metadata of guardable lookups, for the guard's answers.
+    pub answers: crate::answers::Answers,
 }
 
 impl Shared {
@@ -62,6 +64,7 @@ impl Shared {
             loaded_at: AtomicU64::new(unix_now()),
             started,
             shutdown: tokio::sync::watch::Sender::new(false),
+            answers: crate::answers::Answers::new(ANSWER_SHAPES),
         })
     }
 
@@ -132,6 +135,9 @@ impl Shared {
         self.clients.load(Ordering::Relaxed)
     }
 }
+
+/// Statement shapes whose result-set metadata the guard keeps.
+const ANSWER_SHAPES: usize = 4096;
 
 pub struct ClientGuard {
     shared: Arc<Shared>,

@@ -202,6 +202,19 @@ impl Monitor {
             return (Some(f64::INFINITY), LagSource::Stopped);
         }
         // Heartbeats count only while Sluice is writing them.
+        match probe.heartbeat_us.and_then(|us| self.heartbeat_lag_ms(config, us)) {
+            Some(lag) => (Some(lag), LagSource::Heartbeat),
+            None => (
+                replication.seconds_behind_master.map(|s| s as f64 * 1000.0),
+                LagSource::SecondsBehindMaster,
+            ),
+        }
+    }
+
+    /// Lag of a reader (the guard's binlog feed) whose newest heartbeat is
+    /// `seen_us`, measured like a replica's; None while Sluice is not
+    /// writing heartbeats it can trust.
+    pub fn heartbeat_lag_ms(&self, config: &Config, seen_us: u64) -> Option<f64> {
         let trust = Duration::from_millis(
             config
                 .monitor
@@ -212,13 +225,8 @@ impl Monitor {
         );
         let now = heartbeat::now_us();
         let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        match (probe.heartbeat_us, written.latest_within(now, trust)) {
-            (Some(replica_us), Some(_)) => (Some(written.lag_ms(replica_us, now)), LagSource::Heartbeat),
-            _ => (
-                replication.seconds_behind_master.map(|s| s as f64 * 1000.0),
-                LagSource::SecondsBehindMaster,
-            ),
-        }
+        written.latest_within(now, trust)?;
+        Some(written.lag_ms(seen_us, now))
     }
 
     fn forget(&self, config: &Config, name: &str) {
