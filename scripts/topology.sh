@@ -182,6 +182,9 @@ GRANT ALL PRIVILEGES ON *.* TO 'app'@'localhost' WITH GRANT OPTION;
 CREATE USER 'sluice_monitor'@'%' IDENTIFIED BY 'monitor';
 GRANT SLAVE MONITOR, BINLOG MONITOR ON *.* TO 'sluice_monitor'@'%';
 GRANT CREATE, SELECT, INSERT, UPDATE ON sluice.* TO 'sluice_monitor'@'%';
+-- The empty-key guard (same account): the binlog stream and the key scans.
+GRANT REPLICATION SLAVE ON *.* TO 'sluice_monitor'@'%';
+GRANT SELECT ON *.* TO 'sluice_monitor'@'%';
 CREATE DATABASE sluice_test;
 EOF
   if ((ed)); then

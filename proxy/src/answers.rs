@@ -71,7 +71,9 @@ impl Answers {
     pub fn new(capacity: usize) -> Answers {
         let per_shard = NonZeroUsize::new(capacity.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
         Answers {
-            shards: (0..SHARDS).map(|_| Mutex::new(LruCache::new(per_shard))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .collect(),
         }
     }
 
@@ -131,10 +133,22 @@ mod tests {
         answers.put(&key(b"SELECT * FROM t WHERE id = ?", "utf8mb4", 0), cols.clone());
         let got = answers.get(&key(b"SELECT * FROM t WHERE id = ?", "utf8mb4", 0));
         assert_eq!(got.as_deref(), Some(&cols[..]));
-        assert!(answers.get(&key(b"SELECT * FROM t WHERE id = ?", "latin1", 0)).is_none());
-        assert!(answers.get(&key(b"SELECT c FROM t WHERE id = ?", "utf8mb4", 0)).is_none());
+        assert!(
+            answers
+                .get(&key(b"SELECT * FROM t WHERE id = ?", "latin1", 0))
+                .is_none()
+        );
+        assert!(
+            answers
+                .get(&key(b"SELECT c FROM t WHERE id = ?", "utf8mb4", 0))
+                .is_none()
+        );
         // DDL on the table since: the old metadata is not used.
-        assert!(answers.get(&key(b"SELECT * FROM t WHERE id = ?", "utf8mb4", 1)).is_none());
+        assert!(
+            answers
+                .get(&key(b"SELECT * FROM t WHERE id = ?", "utf8mb4", 1))
+                .is_none()
+        );
         let binary = ShapeKey {
             binary: true,
             ..key(b"SELECT * FROM t WHERE id = ?", "utf8mb4", 0)

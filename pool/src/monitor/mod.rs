@@ -202,7 +202,10 @@ impl Monitor {
             return (Some(f64::INFINITY), LagSource::Stopped);
         }
         // Heartbeats count only while Sluice is writing them.
-        match probe.heartbeat_us.and_then(|us| self.heartbeat_lag_ms(config, us)) {
+        match probe
+            .heartbeat_us
+            .and_then(|us| self.heartbeat_lag_ms(config, us))
+        {
             Some(lag) => (Some(lag), LagSource::Heartbeat),
             None => (
                 replication.seconds_behind_master.map(|s| s as f64 * 1000.0),

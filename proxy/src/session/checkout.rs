@@ -275,42 +275,10 @@ impl Session {
         facts: Option<&Facts>,
         required: Option<GtidPos>,
     ) -> Result<Option<ReplicaRead>, AcquireError> {
-        let reads_no_data = facts.is_some_and(|f| f.ast.reads_no_data);
         let view = self.shared.monitor.view();
-        let writer = match &view.writer {
-            WriterState::Backend(name) => Some(name.as_str()),
-            _ => None,
-        };
-        let follow = self.config.monitor.follow_read_only;
+        let decided = self.plan_replica_read(facts, required.as_ref(), &view);
         let topology = &self.topology;
-        self.replica_states.clear();
-        self.replica_states.extend(topology.backends.iter().map(|b| {
-            // A promoted replica takes writes, not reads.
-            let replica = b.role == Role::Replica && !(follow && writer == Some(&*b.name));
-            let health = if replica { view.health(&b.name) } else { None };
-            ReplicaState {
-                replica,
-                weight: b.weight,
-                outstanding: b.in_flight.load(Ordering::Relaxed),
-                reachable: !topology.is_down(b) && health.and_then(|h| h.up) != Some(false),
-                fresh: !health.is_some_and(|h| h.stale),
-                lag_ms: health.and_then(|h| h.lag_ms),
-                applied: match (&required, health.and_then(|h| h.position.as_ref())) {
-                    (Some(needed), Some(position)) => position.covers(needed),
-                    _ => false,
-                },
-            }
-        }));
         let max_lag_ms = facts.and_then(|f| f.lexical.max_lag_ms());
-        let decided = plan::plan_read(ReadInput {
-            backends: &self.replica_states,
-            causal: required.is_some(),
-            max_lag_ms,
-            reads_no_data,
-            causal_wait_ms: self.config.routing.causal_wait_ms,
-            on_no_replica: self.config.routing.on_no_replica,
-            turn: self.shared.next_turn(),
-        });
         tracing::debug!(conn_id = self.id, ?decided, causal = ?required, "read plan");
         for i in decided.skipped() {
             metrics::counter!("sluice_reads_skipped_for_lag_total", "backend" => topology.backends[i].name.to_string())
@@ -340,6 +308,51 @@ impl Session {
                 ),
             }),
         }
+    }
+
+    /// Where a replica read would go, as the plan decides from the
+    /// monitor's view (`self.replica_states` keeps the view it used).
+    /// Nothing is counted or changed here; the guard asks too.
+    pub(super) fn plan_replica_read(
+        &mut self,
+        facts: Option<&Facts>,
+        required: Option<&GtidPos>,
+        view: &View,
+    ) -> plan::ReadPlan {
+        let reads_no_data = facts.is_some_and(|f| f.ast.reads_no_data);
+        let writer = match &view.writer {
+            WriterState::Backend(name) => Some(name.as_str()),
+            _ => None,
+        };
+        let follow = self.config.monitor.follow_read_only;
+        let topology = &self.topology;
+        self.replica_states.clear();
+        self.replica_states.extend(topology.backends.iter().map(|b| {
+            // A promoted replica takes writes, not reads.
+            let replica = b.role == Role::Replica && !(follow && writer == Some(&*b.name));
+            let health = if replica { view.health(&b.name) } else { None };
+            ReplicaState {
+                replica,
+                weight: b.weight,
+                outstanding: b.in_flight.load(Ordering::Relaxed),
+                reachable: !topology.is_down(b) && health.and_then(|h| h.up) != Some(false),
+                fresh: !health.is_some_and(|h| h.stale),
+                lag_ms: health.and_then(|h| h.lag_ms),
+                applied: match (required, health.and_then(|h| h.position.as_ref())) {
+                    (Some(needed), Some(position)) => position.covers(needed),
+                    _ => false,
+                },
+            }
+        }));
+        plan::plan_read(ReadInput {
+            backends: &self.replica_states,
+            causal: required.is_some(),
+            max_lag_ms: facts.and_then(|f| f.lexical.max_lag_ms()),
+            reads_no_data,
+            causal_wait_ms: self.config.routing.causal_wait_ms,
+            on_no_replica: self.config.routing.on_no_replica,
+            turn: self.shared.next_turn(),
+        })
     }
 
     /// Waits on a replica connection until it has applied `gtid`, at most

@@ -1,0 +1,707 @@
+//! The empty-key guard against the real topology, with the server as the
+//! oracle: every lookup (text and prepared) gives through Sluice exactly
+//! what the primary gives, including each comparison trap of MariaDB's
+//! (strings, decimals and hex against integer keys, PAD SPACE, binary
+//! collations, NULL); a guarded answer is the server's own bytes; the
+//! diagnostics a later statement reads are the server's; and under a
+//! randomized mix of writes through Sluice and around it, no lookup ever
+//! misses a row it must see.
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Params, Row, Value};
+use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, metric_sum};
+use std::time::{Duration, Instant};
+
+/// A distinct binlog server_id per test: two streams with one id kick
+/// each other off the primary.
+fn options(server_id: u32, tables: &[(&str, &str)], routing_extra: &str) -> SluiceOptions {
+    let mut extra = format!("\n[guard]\nserver_id = {server_id}\nrebuild_interval_ms = 0\n");
+    for (table, key) in tables {
+        extra.push_str(&format!(
+            "\n[[guard.tables]]\ntable = \"sluice_test.{table}\"\nkey = \"{key}\"\n"
+        ));
+    }
+    SluiceOptions {
+        routing_extra: routing_extra.to_string(),
+        extra,
+        ..SluiceOptions::default()
+    }
+}
+
+fn status(s: &Sluice) -> serde_json::Value {
+    let body = s.http_get("/status").expect("status answers");
+    serde_json::from_str(&body).expect("status is JSON")
+}
+
+fn table_status(s: &Sluice, table: &str) -> serde_json::Value {
+    let wanted = format!("sluice_test.{table}");
+    status(s)["guard"]["tables"]
+        .as_array()
+        .and_then(|tables| tables.iter().find(|t| t["table"] == wanted.as_str()).cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_state(s: &Sluice, table: &str, state: &str) {
+    wait_until(&format!("{table} is {state}"), Duration::from_secs(30), || {
+        table_status(s, table)["state"] == state
+    })
+    .await;
+}
+
+/// Waits until both replicas have applied everything the primary has.
+async fn replicas_caught_up(primary: &mut Conn) {
+    let pos: String = primary
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .expect("position")
+        .unwrap_or_default();
+    let t = Topology::from_env();
+    for replica in [&t.replica1, &t.replica2] {
+        let mut c = Conn::new(direct_opts(replica)).await.expect("replica");
+        let waited: Option<i64> = c
+            .query_first(format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))
+            .await
+            .expect("wait");
+        assert_eq!(waited, Some(0), "{replica} did not catch up");
+        c.disconnect().await.ok();
+    }
+}
+
+fn counts(s: &Sluice, table: &str) -> (f64, f64) {
+    let m = s.metrics();
+    let label = format!("table=\"sluice_test.{table}\"");
+    (
+        metric_sum(&m, "sluice_guard_answered_total", &[&label]),
+        metric_sum(&m, "sluice_guard_passed_total", &[&label]),
+    )
+}
+
+fn passed(s: &Sluice, table: &str, reason: &str) -> f64 {
+    let label = format!("table=\"sluice_test.{table}\"");
+    let reason = format!("reason=\"{reason}\"");
+    metric_sum(&s.metrics(), "sluice_guard_passed_total", &[&label, &reason])
+}
+
+/// Rows as text, in order, for comparison with the server's.
+fn texts(rows: Vec<Row>) -> Vec<Vec<Option<String>>> {
+    rows.into_iter()
+        .map(|r| {
+            r.unwrap()
+                .into_iter()
+                .map(|v| match v {
+                    Value::NULL => None,
+                    Value::Bytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                    other => Some(other.as_sql(false)),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+async fn setup_traps(primary: &mut Conn) {
+    primary
+        .query_drop(
+            "DROP TABLE IF EXISTS guard_traps, guard_strings, guard_ci;
+             CREATE TABLE guard_traps (id INT PRIMARY KEY, u BIGINT UNSIGNED UNIQUE, c VARCHAR(20));
+             INSERT INTO guard_traps VALUES (5, 5, 'five'), (10, 18446744073709551615, 'ten'), (-3, 3, 'minus three'), (0, 0, 'zero');
+             CREATE TABLE guard_strings (n INT PRIMARY KEY,
+                 s VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin UNIQUE,
+                 vb VARBINARY(20) UNIQUE);
+             INSERT INTO guard_strings VALUES (1, 'a', 'ab'), (2, 'é', 'x y'), (3, 'with''quote', '');
+             CREATE TABLE guard_ci (s VARCHAR(20) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci PRIMARY KEY);
+             INSERT INTO guard_ci VALUES ('a'), ('é');",
+        )
+        .await
+        .expect("create trap tables");
+}
+
+/// Every lookup here is run twice through Sluice (the first run of a
+/// shape gives the guard its metadata) and once on the primary; all three
+/// must agree.
+async fn same_as_server(sluice: &mut Conn, primary: &mut Conn, sql: &str, params: Params) {
+    let want = texts(primary.exec(sql, params.clone()).await.expect("primary"));
+    for round in 0..2 {
+        let got = if params == Params::Empty {
+            texts(sluice.query(sql).await.expect("through sluice (text)"))
+        } else {
+            texts(
+                sluice
+                    .exec(sql, params.clone())
+                    .await
+                    .expect("through sluice (prepared)"),
+            )
+        };
+        assert_eq!(got, want, "round {round}: {sql} {params:?}");
+    }
+    if params == Params::Empty {
+        // The prepared form of the same text, too.
+        let got = texts(sluice.exec(sql, ()).await.expect("prepared without parameters"));
+        assert_eq!(got, want, "prepared: {sql}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_comparison_trap_gives_what_the_server_gives() {
+    let t = Topology::from_env();
+    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
+    setup_traps(&mut primary).await;
+    replicas_caught_up(&mut primary).await;
+    let s = Sluice::start_with(options(
+        4101,
+        &[("guard_traps", "id"), ("guard_strings", "s"), ("guard_ci", "s")],
+        "",
+    ));
+    wait_state(&s, "guard_traps", "ready").await;
+    wait_state(&s, "guard_strings", "ready").await;
+    // A case-insensitive key could hide 'A' when 'a' exists: refused.
+    wait_state(&s, "guard_ci", "refused").await;
+    let mut c = Conn::new(s.opts()).await.expect("connect through sluice");
+
+    let text = [
+        // Absent integer keys: the guard's to answer.
+        "SELECT * FROM guard_traps WHERE id = 6",
+        "SELECT c FROM guard_traps WHERE id = 7 AND c = 'x' ORDER BY c LIMIT 1",
+        "SELECT id, c FROM guard_traps WHERE id IN (6, 7, 8)",
+        "SELECT * FROM guard_traps t WHERE t.id = -4",
+        "SELECT * FROM guard_traps WHERE 11 = id",
+        "SELECT * FROM guard_traps WHERE u = 6",
+        // Present keys and partly present lists.
+        "SELECT * FROM guard_traps WHERE id = 5",
+        "SELECT * FROM guard_traps WHERE id = -3",
+        "SELECT * FROM guard_traps WHERE id IN (6, 5)",
+        "SELECT * FROM guard_traps WHERE u = 18446744073709551615",
+        // Traps: the server converts, so these must reach it.
+        "SELECT * FROM guard_traps WHERE id = '5abc'",
+        "SELECT * FROM guard_traps WHERE id = 5.0",
+        "SELECT * FROM guard_traps WHERE id = '1e1'",
+        "SELECT * FROM guard_traps WHERE id = 1e1",
+        "SELECT * FROM guard_traps WHERE id = 0x5",
+        "SELECT * FROM guard_traps WHERE id = ' 5'",
+        "SELECT * FROM guard_traps WHERE id = '05'",
+        "SELECT * FROM guard_traps WHERE id = '-3'",
+        "SELECT * FROM guard_traps WHERE id = '6'",
+        "SELECT * FROM guard_traps WHERE id = 5.4",
+        "SELECT * FROM guard_traps WHERE id = 99999999999",
+        "SELECT * FROM guard_traps WHERE id = NULL",
+        "SELECT * FROM guard_traps WHERE u = -1",
+        "SELECT * FROM guard_traps WHERE id = TRUE",
+        // Not lookups the guard may answer: a row even for no match.
+        "SELECT COUNT(*) FROM guard_traps WHERE id = 6",
+        "SELECT MAX(c) FROM guard_traps WHERE id = 6",
+        "SELECT * FROM guard_traps WHERE id = 6 OR id = 5",
+        "SELECT * FROM guard_traps WHERE id = 6 UNION SELECT * FROM guard_traps WHERE id = 5",
+        "SELECT * FROM guard_traps WHERE id = (SELECT 5)",
+        // Strings under utf8mb4_bin (PAD SPACE) and varbinary (NO PAD).
+        "SELECT * FROM guard_strings WHERE s = 'a'",
+        "SELECT * FROM guard_strings WHERE s = 'a '",
+        "SELECT * FROM guard_strings WHERE s = 'A'",
+        "SELECT * FROM guard_strings WHERE s = 'e'",
+        "SELECT * FROM guard_strings WHERE s = 'é'",
+        "SELECT * FROM guard_strings WHERE s = 'with''quote'",
+        "SELECT * FROM guard_strings WHERE s = 'with\\'quote'",
+        "SELECT * FROM guard_strings WHERE s = 'b'",
+        "SELECT * FROM guard_strings WHERE s = _latin1'a'",
+        "SELECT * FROM guard_strings WHERE s = 'A' COLLATE utf8mb4_general_ci",
+        "SELECT * FROM guard_strings WHERE s = 1",
+        "SELECT * FROM guard_strings WHERE vb = 'ab'",
+        "SELECT * FROM guard_strings WHERE vb = 'ab '",
+        "SELECT * FROM guard_strings WHERE vb = 'x y'",
+        "SELECT * FROM guard_strings WHERE vb = ''",
+        "SELECT * FROM guard_strings WHERE vb = 'zz'",
+        // Case- and accent-insensitive: 'A' finds 'a', 'e' finds 'é'.
+        "SELECT * FROM guard_ci WHERE s = 'A'",
+        "SELECT * FROM guard_ci WHERE s = 'e'",
+        "SELECT * FROM guard_ci WHERE s = 'zz'",
+    ];
+    for sql in text {
+        same_as_server(&mut c, &mut primary, sql, Params::Empty).await;
+    }
+    let (answered_before, _) = counts(&s, "guard_traps");
+    assert!(
+        answered_before >= 6.0,
+        "absent integer keys were answered: {answered_before}"
+    );
+    for reason in ["non_integer_literal", "hex_literal", "null", "out_of_range"] {
+        assert!(passed(&s, "guard_traps", reason) > 0.0, "a pass for {reason}");
+    }
+    assert!(passed(&s, "guard_traps", "maybe_present") > 0.0);
+
+    // Prepared, decided from the bound value.
+    let sql = "SELECT * FROM guard_traps WHERE id = ?";
+    for value in [
+        Value::Int(6),
+        Value::Int(5),
+        Value::Int(-3),
+        Value::Int(1 << 40),
+        Value::UInt(u64::MAX),
+        Value::Bytes(b"5abc".to_vec()),
+        Value::Bytes(b"6".to_vec()),
+        Value::Bytes(b" 5".to_vec()),
+        Value::Bytes(b"1e1".to_vec()),
+        Value::Double(5.0),
+        Value::Double(6.0),
+        Value::NULL,
+    ] {
+        same_as_server(&mut c, &mut primary, sql, Params::Positional(vec![value])).await;
+    }
+    let sql = "SELECT n FROM guard_strings WHERE s = ? LIMIT 5";
+    for value in ["a", "a ", "A", "é", "e", "zz", "with'quote"] {
+        same_as_server(
+            &mut c,
+            &mut primary,
+            sql,
+            Params::Positional(vec![Value::Bytes(value.as_bytes().to_vec())]),
+        )
+        .await;
+    }
+    let (answered_after, _) = counts(&s, "guard_traps");
+    assert!(
+        answered_after > answered_before,
+        "prepared lookups of absent keys were answered"
+    );
+    assert!(
+        counts(&s, "guard_strings").0 > 0.0,
+        "absent string keys were answered"
+    );
+    assert_eq!(
+        counts(&s, "guard_ci").0,
+        0.0,
+        "a case-insensitive key is never answered"
+    );
+    c.disconnect().await.ok();
+    primary.disconnect().await.ok();
+}
+
+/// One text command's response: every packet up to the result's end.
+async fn response(c: &mut sluice_tests::raw::RawClient, sql: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    c.stream.send(0, sql).await.expect("send");
+    let mut packets = Vec::new();
+    let mut eofs = 0;
+    loop {
+        let p = c.stream.read_packet().await.expect("read");
+        let eof_header = p.payload.first() == Some(&0xfe) && p.payload.len() < 9;
+        let error = p.payload.first() == Some(&0xff);
+        let len = p.payload.len();
+        packets.push((p.seq, p.payload.to_vec()));
+        if error {
+            break;
+        }
+        if eof_header {
+            eofs += 1;
+            // Without DEPRECATE_EOF: EOF after the columns, EOF after the
+            // rows. With it, one OK with the EOF header (7+ bytes).
+            if eofs == 2 || len > 5 {
+                break;
+            }
+        }
+    }
+    packets
+}
+
+/// A guarded answer, byte for byte, is what the primary sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_answer_is_the_servers_own_bytes() {
+    use mysql_common::constants::CapabilityFlags as Caps;
+    use sluice_tests::raw::RawClient;
+    let t = Topology::from_env();
+    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
+    primary
+        .query_drop(
+            "DROP TABLE IF EXISTS guard_bytes;
+             CREATE TABLE guard_bytes (id BIGINT PRIMARY KEY, name VARCHAR(30), at DATETIME(3), amount DECIMAL(10,2));
+             INSERT INTO guard_bytes VALUES (1, 'one', NOW(3), 1.5);",
+        )
+        .await
+        .expect("create");
+    replicas_caught_up(&mut primary).await;
+    let s = Sluice::start_with(options(4102, &[("guard_bytes", "id")], ""));
+    wait_state(&s, "guard_bytes", "ready").await;
+    let sql = b"\x03SELECT id, name AS who, at, amount FROM guard_bytes WHERE id = 42";
+    for caps in [Caps::empty(), Caps::CLIENT_DEPRECATE_EOF] {
+        let mut direct = RawClient::connect(t.primary_port(), "app", "app", caps)
+            .await
+            .expect("raw to primary");
+        let mut through = RawClient::connect(s.port, "app", "app", caps)
+            .await
+            .expect("raw through sluice");
+        let want = response(&mut direct, sql).await;
+        let first = response(&mut through, sql).await;
+        assert_eq!(first, want, "relayed from a replica ({caps:?})");
+        let answered = counts(&s, "guard_bytes").0;
+        let second = response(&mut through, sql).await;
+        assert_eq!(second, want, "answered by the guard ({caps:?})");
+        assert_eq!(
+            counts(&s, "guard_bytes").0,
+            answered + 1.0,
+            "the second was the guard's"
+        );
+    }
+    primary.disconnect().await.ok();
+}
+
+/// After a guarded answer, what later statements read about it is what the
+/// server says after the same statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnostics_after_a_guarded_answer_are_the_servers() {
+    let t = Topology::from_env();
+    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
+    primary
+        .query_drop(
+            "DROP TABLE IF EXISTS guard_diag, guard_diag_log;
+             CREATE TABLE guard_diag (id INT PRIMARY KEY, c INT);
+             CREATE TABLE guard_diag_log (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(10));
+             INSERT INTO guard_diag VALUES (1, 1);",
+        )
+        .await
+        .expect("create");
+    replicas_caught_up(&mut primary).await;
+    let s = Sluice::start_with(options(4103, &[("guard_diag", "id")], ""));
+    wait_state(&s, "guard_diag", "ready").await;
+    let mut c = Conn::new(s.opts()).await.expect("sluice");
+    let mut d = Conn::new(direct_opts(&t.primary)).await.expect("direct");
+    // The shape runs once for its metadata.
+    c.query_drop("SELECT * FROM guard_diag WHERE id = 1")
+        .await
+        .expect("warm");
+    let steps: &[&str] = &[
+        "INSERT INTO guard_diag_log (note) VALUES ('x')",
+        "SELECT CAST('5abc' AS SIGNED)",
+        "SELECT * FROM guard_diag WHERE id = 2",
+        "SHOW WARNINGS",
+        "SELECT FOUND_ROWS(), ROW_COUNT(), LAST_INSERT_ID(), @@warning_count",
+        "SELECT * FROM guard_diag WHERE id = 3 LIMIT 1",
+        "SELECT FOUND_ROWS()",
+    ];
+    let before = counts(&s, "guard_diag").0;
+    for sql in steps {
+        let want = texts(d.query(*sql).await.expect("direct"));
+        let got = texts(c.query(*sql).await.expect("sluice"));
+        // LAST_INSERT_ID differs between the two connections' inserts.
+        if sql.contains("LAST_INSERT_ID") {
+            assert_eq!(got[0][0..2], want[0][0..2], "{sql}");
+            assert_eq!(got[0][3], want[0][3], "{sql}");
+        } else {
+            assert_eq!(got, want, "{sql}");
+        }
+    }
+    assert_eq!(
+        counts(&s, "guard_diag").0,
+        before + 2.0,
+        "both lookups answered by the guard"
+    );
+    c.disconnect().await.ok();
+    d.disconnect().await.ok();
+    primary.disconnect().await.ok();
+}
+
+/// Highest sequence number per domain of a `domain-server-seq,...` text.
+fn gtid_covers(have: &str, need: &str) -> bool {
+    let parse = |text: &str| -> Vec<(u64, u64)> {
+        text.split(',')
+            .filter_map(|p| {
+                let mut f = p.trim().split('-');
+                let domain = f.next()?.parse().ok()?;
+                let _server: u64 = f.next()?.parse().ok()?;
+                Some((domain, f.next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let have = parse(have);
+    parse(need)
+        .iter()
+        .all(|(d, seq)| have.iter().any(|(hd, hs)| hd == d && hs >= seq))
+}
+
+/// Both replicas' positions as Sluice's monitor knows them cover `need`.
+fn monitor_knows(s: &Sluice, need: &str) -> bool {
+    let st = status(s);
+    let Some(backends) = st["backends"].as_array() else {
+        return false;
+    };
+    backends.iter().filter(|b| b["role"] == "replica").all(|b| {
+        b["gtid_position"]
+            .as_str()
+            .is_some_and(|have| gtid_covers(have, need))
+    })
+}
+
+const KEYS: i64 = 20_000;
+
+/// Keys with `k % 4 == 0` are deleted and moved; the others, once
+/// inserted, stay: a lookup of one of those that started after the row was
+/// visible must find it.
+fn stays(k: i64) -> bool {
+    k % 4 != 0
+}
+
+type Visible = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i64>>>;
+
+async fn writes_through_sluice(
+    mut c: Conn,
+    visible: Visible,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    use rand::Rng;
+    let mut ops = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let (a, b, a2) = {
+            let mut rng = rand::rng();
+            let pick = |rng: &mut rand::rngs::ThreadRng, staying: bool| loop {
+                let k = rng.random_range(0..KEYS);
+                if stays(k) == staying {
+                    break k;
+                }
+            };
+            (pick(&mut rng, true), pick(&mut rng, false), pick(&mut rng, true))
+        };
+        let op = ops % 6;
+        ops += 1;
+        let done: Vec<i64> = match op {
+            0 => {
+                c.exec_drop("INSERT IGNORE INTO guard_random (id, v) VALUES (?, 1)", (a,))
+                    .await
+                    .expect("insert");
+                vec![a]
+            }
+            1 => {
+                c.exec_drop("INSERT IGNORE INTO guard_random (id, v) VALUES (?, 2)", (b,))
+                    .await
+                    .expect("insert b");
+                c.exec_drop("DELETE FROM guard_random WHERE id = ?", (b + 4,))
+                    .await
+                    .expect("delete");
+                vec![]
+            }
+            2 => {
+                // A moving key lands on a staying one.
+                c.query_drop(format!("UPDATE IGNORE guard_random SET id = {a} WHERE id = {b}"))
+                    .await
+                    .expect("update key");
+                let moved: Option<i64> = c
+                    .query_first(format!("SELECT id FROM guard_random WHERE id = {a}"))
+                    .await
+                    .expect("read own write");
+                moved.into_iter().collect()
+            }
+            3 => {
+                c.query_drop(format!("REPLACE INTO guard_random (id, v) VALUES ({a}, 3)"))
+                    .await
+                    .expect("replace");
+                vec![a]
+            }
+            4 => {
+                c.exec_drop(
+                    "INSERT INTO guard_random (id, v) VALUES (?, 4) ON DUPLICATE KEY UPDATE v = v + 1",
+                    (a,),
+                )
+                .await
+                .expect("upsert");
+                vec![a]
+            }
+            _ => {
+                let mut tx = c
+                    .start_transaction(mysql_async::TxOpts::default())
+                    .await
+                    .expect("begin");
+                tx.exec_drop("INSERT IGNORE INTO guard_random (id, v) VALUES (?, 5)", (a,))
+                    .await
+                    .expect("tx insert");
+                tx.exec_drop("INSERT INTO guard_random_log (k) VALUES (?)", (a,))
+                    .await
+                    .expect("tx other table");
+                tx.exec_drop("INSERT IGNORE INTO guard_random (id, v) VALUES (?, 5)", (a2,))
+                    .await
+                    .expect("tx insert 2");
+                tx.commit().await.expect("commit");
+                vec![a, a2]
+            }
+        };
+        visible.lock().expect("visible").extend(done);
+    }
+    ops
+}
+
+async fn writes_around_sluice(
+    s: &Sluice,
+    visible: Visible,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    use rand::Rng;
+    let t = Topology::from_env();
+    let dir = std::env::temp_dir().join(format!("guard-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("load dir");
+    let file = dir.join("keys.tsv");
+    let opts = mysql_async::OptsBuilder::from_opts(direct_opts(&t.primary))
+        .local_infile_handler(Some(mysql_async::WhiteListFsHandler::new(&[&file])));
+    let mut c = Conn::new(opts).await.expect("primary");
+    let mut ops = 0;
+    let mut batch = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        batch += 1;
+        let keys: Vec<i64> = {
+            let mut rng = rand::rng();
+            (0..20).map(|_| rng.random_range(0..KEYS / 4) * 4 + 1).collect()
+        };
+        for k in &keys[..10] {
+            c.exec_drop("INSERT IGNORE INTO guard_random (id, v) VALUES (?, 10)", (k,))
+                .await
+                .expect("direct insert");
+            ops += 1;
+        }
+        let lines: String = keys[10..].iter().map(|k| format!("{k}\t11\n")).collect();
+        std::fs::write(&file, lines).expect("write load file");
+        c.query_drop(format!(
+            "LOAD DATA LOCAL INFILE '{}' IGNORE INTO TABLE guard_random (id, v)",
+            file.display()
+        ))
+        .await
+        .expect("load data");
+        ops += 1;
+        if batch == 5 {
+            // DDL mid-run: the key moves to another ordinal position.
+            c.query_drop("ALTER TABLE guard_random ADD COLUMN extra INT NOT NULL DEFAULT 0 FIRST")
+                .await
+                .expect("alter");
+        }
+        let pos: String = c
+            .query_first("SELECT @@gtid_binlog_pos")
+            .await
+            .expect("position")
+            .unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !monitor_knows(s, &pos) {
+            assert!(Instant::now() < deadline, "replicas did not reach {pos}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        visible.lock().expect("visible").extend(keys);
+    }
+    c.disconnect().await.ok();
+    ops
+}
+
+#[derive(Default, Debug)]
+struct Lookups {
+    done: u64,
+    empty: u64,
+    false_negatives: Vec<i64>,
+}
+
+async fn lookups(s: &Sluice, visible: Visible, count: u64, prepared: bool, reconnect_every: u64) -> Lookups {
+    use rand::Rng;
+    let mut out = Lookups::default();
+    let mut c = Conn::new(s.opts()).await.expect("reader");
+    for i in 0..count {
+        if reconnect_every > 0 && i > 0 && i % reconnect_every == 0 {
+            c.disconnect().await.ok();
+            c = Conn::new(s.opts()).await.expect("reader reconnect");
+        }
+        let k = rand::rng().random_range(0..KEYS);
+        let must = visible.lock().expect("visible").contains(&k);
+        let found: Option<(i64, i64)> = if prepared {
+            c.exec_first("SELECT id, v FROM guard_random WHERE id = ?", (k,))
+                .await
+                .expect("lookup")
+        } else {
+            c.query_first(format!("SELECT id, v FROM guard_random WHERE id = {k}"))
+                .await
+                .expect("lookup")
+        };
+        out.done += 1;
+        if found.is_none() {
+            out.empty += 1;
+            if must {
+                out.false_negatives.push(k);
+            }
+        }
+    }
+    c.disconnect().await.ok();
+    out
+}
+
+/// Writes through Sluice and straight to the primary (inserts, key
+/// updates, deletes, REPLACE, upserts, LOAD DATA, a multi-table
+/// transaction, an ALTER mid-run) while readers look keys up through
+/// Sluice, text and prepared, on long-lived and per-request connections.
+/// Every row a lookup must see (written through Sluice before it, under
+/// `global` read-your-writes; or written around Sluice and applied by the
+/// replicas as Sluice knows them) is found: no false negative.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn randomized_writes_and_lookups_never_miss_a_row() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = Topology::from_env();
+    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
+    primary
+        .query_drop(
+            "DROP TABLE IF EXISTS guard_random, guard_random_log;
+             CREATE TABLE guard_random (id BIGINT PRIMARY KEY, v INT NOT NULL);
+             CREATE TABLE guard_random_log (n INT AUTO_INCREMENT PRIMARY KEY, k BIGINT);",
+        )
+        .await
+        .expect("create");
+    let initial: Vec<i64> = (0..KEYS).step_by(7).collect();
+    for chunk in initial.chunks(1000) {
+        let values: Vec<String> = chunk.iter().map(|k| format!("({k}, 0)")).collect();
+        primary
+            .query_drop(format!("INSERT INTO guard_random VALUES {}", values.join(",")))
+            .await
+            .expect("initial rows");
+    }
+    replicas_caught_up(&mut primary).await;
+    let visible: Visible = Arc::new(std::sync::Mutex::new(
+        initial.iter().copied().filter(|&k| stays(k)).collect(),
+    ));
+    let s = Sluice::start_with(options(
+        4104,
+        &[("guard_random", "id")],
+        "read_your_writes = \"global\"",
+    ));
+    wait_state(&s, "guard_random", "ready").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(writes_through_sluice(
+        Conn::new(s.opts()).await.expect("writer"),
+        visible.clone(),
+        stop.clone(),
+    ));
+    let readers = async {
+        let per_reader = 25_000;
+        let (a, b, c, d) = tokio::join!(
+            lookups(&s, visible.clone(), per_reader, false, 0),
+            lookups(&s, visible.clone(), per_reader, true, 0),
+            lookups(&s, visible.clone(), per_reader, false, 50),
+            lookups(&s, visible.clone(), per_reader, true, 50),
+        );
+        stop.store(true, Ordering::Relaxed);
+        [a, b, c, d]
+    };
+    let (results, direct_ops) =
+        tokio::join!(readers, writes_around_sluice(&s, visible.clone(), stop.clone()));
+    let through_ops = writer.await.expect("writer task");
+    let done: u64 = results.iter().map(|r| r.done).sum();
+    let empty: u64 = results.iter().map(|r| r.empty).sum();
+    let misses: Vec<i64> = results.iter().flat_map(|r| r.false_negatives.clone()).collect();
+    let (answered, passed) = counts(&s, "guard_random");
+    let false_positives = metric_sum(
+        &s.metrics(),
+        "sluice_guard_false_positives_total",
+        &["table=\"sluice_test.guard_random\""],
+    );
+    eprintln!(
+        "randomized guard test: {done} lookups, {empty} empty, {answered} answered by the guard, \
+         {passed} passed to the database, {false_positives} false positives, {} false negatives; \
+         {through_ops} writes through Sluice, {direct_ops} around it",
+        misses.len()
+    );
+    assert!(misses.is_empty(), "rows hidden from lookups: {misses:?}");
+    assert!(done >= 100_000);
+    assert!(answered >= 1000.0, "the guard answered lookups: {answered}");
+    primary.disconnect().await.ok();
+}
