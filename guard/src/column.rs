@@ -55,7 +55,10 @@ pub async fn verify_indexed(
             let field = if r.about_table { "table" } else { "key" };
             Err(format!("guard.tables[{i}].{field}: {}", r.message))
         }
-        Err(e) => Err(format!("guard.tables[{i}].table: cannot inspect `{}`: {e}", table.table)),
+        Err(e) => Err(format!(
+            "guard.tables[{i}].table: cannot inspect `{}`: {e}",
+            table.table
+        )),
     }
 }
 
@@ -84,7 +87,10 @@ pub async fn discover(
     if exists.is_none() {
         return refuse(
             true,
-            format!("table `{}` does not exist (or the guard's account cannot see it)", table.table),
+            format!(
+                "table `{}` does not exist (or the guard's account cannot see it)",
+                table.table
+            ),
         );
     }
     let row: Option<ColumnRow> = conn
@@ -184,7 +190,10 @@ pub fn key_kind(
                 return Err(format!("collation {collation} is {how}"));
             }
             if !CHARSETS.contains(&charset.as_str()) {
-                return Err(format!("charset {charset} is not supported (only {})", CHARSETS.join(", ")));
+                return Err(format!(
+                    "charset {charset} is not supported (only {})",
+                    CHARSETS.join(", ")
+                ));
             }
             return Ok(KeyKind::Bytes {
                 pad_space: !collation.contains("nopad"),
@@ -204,29 +213,57 @@ mod tests {
     fn maps_types() {
         assert_eq!(
             key_kind("int", "int(10) unsigned", None, None),
-            Ok(KeyKind::Integer { unsigned: true, bytes: 4 })
+            Ok(KeyKind::Integer {
+                unsigned: true,
+                bytes: 4
+            })
         );
         assert_eq!(
             key_kind("bigint", "bigint(20)", None, None),
-            Ok(KeyKind::Integer { unsigned: false, bytes: 8 })
+            Ok(KeyKind::Integer {
+                unsigned: false,
+                bytes: 8
+            })
         );
         assert_eq!(
             key_kind("mediumint", "mediumint(8) unsigned", None, None),
-            Ok(KeyKind::Integer { unsigned: true, bytes: 3 })
+            Ok(KeyKind::Integer {
+                unsigned: true,
+                bytes: 3
+            })
         );
         assert_eq!(
             key_kind("varbinary", "varbinary(16)", None, None),
-            Ok(KeyKind::Bytes { pad_space: false, charset: "binary".into() })
+            Ok(KeyKind::Bytes {
+                pad_space: false,
+                charset: "binary".into()
+            })
         );
         assert_eq!(
             key_kind("varchar", "varchar(20)", Some("utf8mb4"), Some("utf8mb4_bin")),
-            Ok(KeyKind::Bytes { pad_space: true, charset: "utf8mb4".into() })
+            Ok(KeyKind::Bytes {
+                pad_space: true,
+                charset: "utf8mb4".into()
+            })
         );
         assert_eq!(
-            key_kind("varchar", "varchar(20)", Some("utf8mb4"), Some("utf8mb4_nopad_bin")),
-            Ok(KeyKind::Bytes { pad_space: false, charset: "utf8mb4".into() })
+            key_kind(
+                "varchar",
+                "varchar(20)",
+                Some("utf8mb4"),
+                Some("utf8mb4_nopad_bin")
+            ),
+            Ok(KeyKind::Bytes {
+                pad_space: false,
+                charset: "utf8mb4".into()
+            })
         );
-        let ci = key_kind("varchar", "varchar(20)", Some("utf8mb4"), Some("utf8mb4_general_ci"));
+        let ci = key_kind(
+            "varchar",
+            "varchar(20)",
+            Some("utf8mb4"),
+            Some("utf8mb4_general_ci"),
+        );
         assert_eq!(ci, Err("collation utf8mb4_general_ci is case-insensitive".into()));
         assert!(key_kind("varchar", "varchar(2)", Some("utf16"), Some("utf16_bin")).is_err());
         assert!(key_kind("decimal", "decimal(10,0)", None, None).is_err());

@@ -2,7 +2,11 @@
 //! monitor builds its own (TCP, never a socket).
 
 /// Opens a mysql_async connection to `address` (`host:port`, `[v6]:port`).
-pub async fn connect(address: &str, user: &str, password: &str) -> Result<mysql_async::Conn, mysql_async::Error> {
+pub async fn connect(
+    address: &str,
+    user: &str,
+    password: &str,
+) -> Result<mysql_async::Conn, mysql_async::Error> {
     let (host, port) = address.rsplit_once(':').unwrap_or((address, "3306"));
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let opts = mysql_async::OptsBuilder::default()

@@ -10,10 +10,10 @@
 //! Events are read and applied inside a spawned task: mysql_common can
 //! panic on a truncated packet, and a panic there is one more stream error.
 
+use crate::conn;
 use crate::key::{Binlogged, encode_binlog};
 use crate::metric as m;
 use crate::state::{Registry, Shared, lock};
-use crate::conn;
 use futures_util::StreamExt;
 use mysql_async::BinlogStreamRequest;
 use mysql_async::prelude::Queryable;
@@ -104,7 +104,10 @@ async fn connect_and_stream(shared: &Arc<Shared>, address: &str, purged: bool) -
     let mut conn = conn::connect(address, &settings.user, &settings.password)
         .await
         .map_err(failed)?;
-    let format: Option<String> = conn.query_first("SELECT @@GLOBAL.binlog_format").await.map_err(failed)?;
+    let format: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.binlog_format")
+        .await
+        .map_err(failed)?;
     let format = format.unwrap_or_default();
     if !format.eq_ignore_ascii_case("ROW") {
         return Err(Setup::Refused(format!(
@@ -117,10 +120,15 @@ async fn connect_and_stream(shared: &Arc<Shared>, address: &str, purged: bool) -
     let epoch = *shared.epoch.borrow();
     let start = if epoch == 0 || purged {
         // The stream starts at or before every snapshot taken from now on.
-        let pos: Option<String> = conn.query_first("SELECT @@GLOBAL.gtid_binlog_pos").await.map_err(failed)?;
+        let pos: Option<String> = conn
+            .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+            .await
+            .map_err(failed)?;
         let pos = pos.unwrap_or_default();
         let Some(start) = GtidPos::parse(&pos) else {
-            return Err(Setup::Refused(format!("@@gtid_binlog_pos `{pos}` is not a MariaDB GTID position")));
+            return Err(Setup::Refused(format!(
+                "@@gtid_binlog_pos `{pos}` is not a MariaDB GTID position"
+            )));
         };
         let mut reg = lock(&shared.registry);
         if purged {
@@ -128,7 +136,10 @@ async fn connect_and_stream(shared: &Arc<Shared>, address: &str, purged: bool) -
             for key in keys {
                 if let Some(ctl) = reg.forget_filters(&key) {
                     shared.mark_not_ready(&key);
-                    ctl.set_state("building", Some("the binlog position was purged: rebuilding".into()));
+                    ctl.set_state(
+                        "building",
+                        Some("the binlog position was purged: rebuilding".into()),
+                    );
                     ctl.request_rebuild("purged");
                 }
             }
@@ -143,7 +154,8 @@ async fn connect_and_stream(shared: &Arc<Shared>, address: &str, purged: bool) -
     let setup = async {
         conn.query_drop("SET @mariadb_slave_capability=4").await?;
         conn.query_drop("SET @master_heartbeat_period=1000000000").await?;
-        conn.query_drop(format!("SET @slave_connect_state='{start}'")).await?;
+        conn.query_drop(format!("SET @slave_connect_state='{start}'"))
+            .await?;
         conn.query_drop("SET @slave_gtid_strict_mode=1").await?;
         conn.get_binlog_stream(
             BinlogStreamRequest::new(settings.server_id)
@@ -272,7 +284,8 @@ impl Session {
             2 => {
                 match event.read_event::<QueryEvent<'_>>() {
                     Ok(q) => self.query(&q),
-                    Err(e) => self.disable_everything("unparsed_event", format!("a QUERY event failed to parse: {e}")),
+                    Err(e) => self
+                        .disable_everything("unparsed_event", format!("a QUERY event failed to parse: {e}")),
                 }
                 if self.txn.as_ref().is_some_and(|t| t.standalone) {
                     self.end_txn();
@@ -323,7 +336,8 @@ impl Session {
                         &mut reg,
                         &key,
                         "statement_write",
-                        "a statement-format write reached the binlog (binlog_format=STATEMENT in a session?)".into(),
+                        "a statement-format write reached the binlog (binlog_format=STATEMENT in a session?)"
+                            .into(),
                     );
                 }
             }
@@ -366,7 +380,11 @@ impl Session {
         let name = format!("{}.{}", tme.database_name(), tme.table_name()).to_ascii_lowercase();
         let shared = self.shared.clone();
         let mut reg = lock(&shared.registry);
-        let heartbeat = reg.heartbeat.as_ref().filter(|(t, _)| *t == name).map(|(_, o)| *o);
+        let heartbeat = reg
+            .heartbeat
+            .as_ref()
+            .filter(|(t, _)| *t == name)
+            .map(|(_, o)| *o);
         let guarded = reg.tables.get(&name).is_some_and(|t| !t.sinks.is_empty());
         if heartbeat.is_none() && !guarded {
             return;
@@ -419,7 +437,9 @@ impl Session {
         if let Some(t) = reg.tables.get_mut(&name) {
             t.sinks.retain(|s| s.filter.strong_count() > 0);
             'sinks: for sink in &t.sinks {
-                let Some(filter) = sink.filter.upgrade() else { continue };
+                let Some(filter) = sink.filter.upgrade() else {
+                    continue;
+                };
                 let Some(i) = index_of(sink.ordinal) else {
                     if write {
                         problem = Some((
@@ -438,7 +458,10 @@ impl Session {
                     let value = match row.as_ref(i) {
                         Some(BinlogValue::Value(v)) => v,
                         _ => {
-                            problem = Some(("layout", "the key column's binlog value is not a plain value".into()));
+                            problem = Some((
+                                "layout",
+                                "the key column's binlog value is not a plain value".into(),
+                            ));
                             break 'sinks;
                         }
                     };
@@ -448,7 +471,9 @@ impl Session {
                         Binlogged::Mismatch => {
                             problem = Some((
                                 "layout",
-                                format!("the key column's binlog value {value:?} does not match its type (the table changed?)"),
+                                format!(
+                                    "the key column's binlog value {value:?} does not match its type (the table changed?)"
+                                ),
                             ));
                             break 'sinks;
                         }
@@ -477,7 +502,13 @@ impl Session {
         let name = format!("{}.{}", tme.database_name(), tme.table_name()).to_ascii_lowercase();
         let mut reg = lock(&self.shared.registry);
         if reg.tables.contains_key(&name) {
-            disable(&self.shared, &mut reg, &name, "unparsed_event", format!("{what} the guard cannot read"));
+            disable(
+                &self.shared,
+                &mut reg,
+                &name,
+                "unparsed_event",
+                format!("{what} the guard cannot read"),
+            );
         }
     }
 
@@ -493,7 +524,9 @@ impl Session {
 /// Stops trusting a table's filters (not ready, no longer fed) and asks for
 /// a rebuild. Called before the position of the event is published.
 fn disable(shared: &Shared, reg: &mut Registry, key: &str, reason: &'static str, why: String) {
-    let Some(ctl) = reg.forget_filters(key) else { return };
+    let Some(ctl) = reg.forget_filters(key) else {
+        return;
+    };
     shared.mark_not_ready(key);
     tracing::warn!(table = %ctl.config.table, reason, "guard disables the table until rebuilt: {why}");
     metrics::counter!(m::DISABLED, "reason" => reason).increment(1);
@@ -503,7 +536,9 @@ fn disable(shared: &Shared, reg: &mut Registry, key: &str, reason: &'static str,
 
 /// DDL on a guarded table: its cached metadata and filters are stale.
 fn ddl(shared: &Shared, reg: &mut Registry, key: &str, schema: &str, text: &str) {
-    let Some(ctl) = reg.forget_filters(key) else { return };
+    let Some(ctl) = reg.forget_filters(key) else {
+        return;
+    };
     shared.mark_not_ready(key);
     ctl.ddl_generation.fetch_add(1, Ordering::SeqCst);
     let shown: String = text.chars().take(200).collect();

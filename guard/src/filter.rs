@@ -34,7 +34,9 @@ impl Budget {
     fn release(&self, bytes: u64) {
         let _ = self
             .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(bytes)));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
     }
 }
 
@@ -66,7 +68,9 @@ impl Filter {
             return None;
         }
         let items = usize::try_from(expected.max(1)).unwrap_or(usize::MAX);
-        let bloom = AtomicBloomFilter::with_false_pos(fpr).seed(&SEED).expected_items(items);
+        let bloom = AtomicBloomFilter::with_false_pos(fpr)
+            .seed(&SEED)
+            .expected_items(items);
         Some(Filter {
             bloom,
             keys: AtomicU64::new(0),
@@ -130,7 +134,9 @@ mod tests {
             f.insert(&i.to_le_bytes());
         }
         assert!((0u64..10_000).all(|i| f.may_contain(&i.to_le_bytes())));
-        let fp = (10_000u64..110_000).filter(|i| f.may_contain(&i.to_le_bytes())).count();
+        let fp = (10_000u64..110_000)
+            .filter(|i| f.may_contain(&i.to_le_bytes()))
+            .count();
         assert!(fp < 1_500, "{fp} false positives in 100000");
         assert!(f.keys() > 9_900);
         assert_eq!(budget.used(), size_bytes(10_000, 0.01));

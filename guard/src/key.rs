@@ -81,34 +81,64 @@ mod tests {
     #[test]
     fn unsigned_binlog_values_are_reinterpreted_by_width() {
         let mut out = Vec::new();
-        let u32k = KeyKind::Integer { unsigned: true, bytes: 4 };
+        let u32k = KeyKind::Integer {
+            unsigned: true,
+            bytes: 4,
+        };
         assert_eq!(encode_binlog(&u32k, &Value::Int(-1), &mut out), Binlogged::Key);
         assert_eq!(out, enc_int(4_294_967_295));
-        let u64k = KeyKind::Integer { unsigned: true, bytes: 8 };
+        let u64k = KeyKind::Integer {
+            unsigned: true,
+            bytes: 8,
+        };
         assert_eq!(encode_binlog(&u64k, &Value::Int(-1), &mut out), Binlogged::Key);
         assert_eq!(out, enc_int(u64::MAX as i128));
-        assert_eq!(encode_binlog(&u64k, &Value::UInt(u64::MAX), &mut out), Binlogged::Key);
+        assert_eq!(
+            encode_binlog(&u64k, &Value::UInt(u64::MAX), &mut out),
+            Binlogged::Key
+        );
         assert_eq!(out, enc_int(u64::MAX as i128));
-        let u24 = KeyKind::Integer { unsigned: true, bytes: 3 };
-        assert_eq!(encode_binlog(&u24, &Value::Int(16_777_215), &mut out), Binlogged::Key);
+        let u24 = KeyKind::Integer {
+            unsigned: true,
+            bytes: 3,
+        };
+        assert_eq!(
+            encode_binlog(&u24, &Value::Int(16_777_215), &mut out),
+            Binlogged::Key
+        );
         assert_eq!(out, enc_int(16_777_215));
-        let s8 = KeyKind::Integer { unsigned: false, bytes: 1 };
+        let s8 = KeyKind::Integer {
+            unsigned: false,
+            bytes: 1,
+        };
         assert_eq!(encode_binlog(&s8, &Value::Int(-128), &mut out), Binlogged::Key);
         assert_eq!(out, enc_int(-128));
-        assert_eq!(encode_binlog(&s8, &Value::Int(300), &mut out), Binlogged::Mismatch);
+        assert_eq!(
+            encode_binlog(&s8, &Value::Int(300), &mut out),
+            Binlogged::Mismatch
+        );
         assert_eq!(encode_binlog(&s8, &Value::NULL, &mut out), Binlogged::Null);
-        assert_eq!(encode_binlog(&s8, &Value::Bytes(b"1".to_vec()), &mut out), Binlogged::Mismatch);
+        assert_eq!(
+            encode_binlog(&s8, &Value::Bytes(b"1".to_vec()), &mut out),
+            Binlogged::Mismatch
+        );
     }
 
     #[test]
     fn scan_and_binlog_agree() {
-        let k = KeyKind::Integer { unsigned: true, bytes: 4 };
+        let k = KeyKind::Integer {
+            unsigned: true,
+            bytes: 4,
+        };
         let mut a = Vec::new();
         let mut b = Vec::new();
         encode_text(&k, &Value::Bytes(b"4294967295".to_vec()), &mut a).unwrap();
         encode_binlog(&k, &Value::Int(-1), &mut b);
         assert_eq!(a, b);
-        let s = KeyKind::Bytes { pad_space: true, charset: "utf8mb4".into() };
+        let s = KeyKind::Bytes {
+            pad_space: true,
+            charset: "utf8mb4".into(),
+        };
         encode_text(&s, &Value::Bytes(b"ab ".to_vec()), &mut a).unwrap();
         encode_binlog(&s, &Value::Bytes(b"ab".to_vec()), &mut b);
         assert_eq!(a, b);

@@ -71,7 +71,7 @@ pub struct TableGuard {
     pub(crate) ctl: Arc<TableCtl>,
     pub(crate) column: KeyColumn,
     pub(crate) filter: Arc<Filter>,
-    pub(crate) ready: AtomicBool,
+    pub(crate) ready: Arc<AtomicBool>,
 }
 
 impl TableGuard {
@@ -125,7 +125,11 @@ impl Guard {
     /// Starts the feed if needed and applies (hot-reload) the config: tables
     /// added/removed/changed rebuild; the stream restarts only if
     /// server_id/account changed. Must be called inside a tokio runtime.
-    pub fn configure(self: &Arc<Self>, config: &sluice_config::Config, writer: tokio::sync::watch::Receiver<Option<String>>) {
+    pub fn configure(
+        self: &Arc<Self>,
+        config: &sluice_config::Config,
+        writer: tokio::sync::watch::Receiver<Option<String>>,
+    ) {
         let guard = &config.guard;
         let (user, password) = config.monitor_account().unwrap_or(("", ""));
         self.shared.settings.store(Arc::new(Settings {
@@ -138,8 +142,11 @@ impl Guard {
         }));
         *lock(&self.shared.writer) = Some(writer);
         let mut control = lock(&self.control);
-        let wanted: HashMap<String, &GuardTableConfig> =
-            guard.tables.iter().map(|t| (t.table.to_ascii_lowercase(), t)).collect();
+        let wanted: HashMap<String, &GuardTableConfig> = guard
+            .tables
+            .iter()
+            .map(|t| (t.table.to_ascii_lowercase(), t))
+            .collect();
         // Removed or changed tables stop; their generation carries over.
         let mut generations = HashMap::new();
         let stale: Vec<String> = control
@@ -213,7 +220,11 @@ impl Guard {
 
     fn stop_table(&self, key: &str, m: Managed) {
         m.task.abort();
-        lock(&self.shared.registry).tables.remove(key);
+        {
+            let mut reg = lock(&self.shared.registry);
+            reg.forget_filters(key);
+            reg.tables.remove(key);
+        }
         self.shared.mark_not_ready(key);
         self.shared.tables.rcu(|tables| {
             let mut tables = (**tables).clone();
@@ -363,7 +374,8 @@ impl Guard {
             }
             if let Some(t) = live.get(&ctl.key) {
                 ::metrics::gauge!(m::KEYS, "table" => name.clone()).set(t.filter.keys() as f64);
-                ::metrics::gauge!(m::FILTER_BYTES, "table" => name.clone()).set(t.filter.memory_bytes() as f64);
+                ::metrics::gauge!(m::FILTER_BYTES, "table" => name.clone())
+                    .set(t.filter.memory_bytes() as f64);
                 ::metrics::gauge!(m::FILTER_BITS, "table" => name).set(t.filter.bits() as f64);
             }
         }

@@ -12,7 +12,14 @@ pub const CONNECTED: &str = "sluice_guard_stream_connected";
 pub const HEARTBEAT: &str = "sluice_guard_heartbeat_timestamp_microseconds";
 
 /// Every state a table can be in (one `sluice_guard_state` series each).
-pub const STATES: &[&str] = &["building", "catching_up", "ready", "disabled", "refused", "memory_limit"];
+pub const STATES: &[&str] = &[
+    "building",
+    "catching_up",
+    "ready",
+    "disabled",
+    "refused",
+    "memory_limit",
+];
 
 /// Registers the descriptions once per process.
 pub fn describe() {

@@ -23,8 +23,10 @@ pub async fn scan(
     kind: &KeyKind,
     filter: &Filter,
 ) -> Result<Result<Scanned, String>, mysql_async::Error> {
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await?;
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT").await?;
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await?;
     let result = scan_in_snapshot(conn, schema, table, column, kind, filter).await;
     // Ends the read view whatever happened; a broken connection reports the
     // first error.
@@ -48,7 +50,9 @@ async fn scan_in_snapshot(
             .map(|(_, v)| v.clone())
     };
     let (Some(file), Some(pos)) = (get("binlog_snapshot_file"), get("binlog_snapshot_position")) else {
-        return Ok(Err("the server reports no binlog_snapshot_file/position (binary log disabled?)".into()));
+        return Ok(Err(
+            "the server reports no binlog_snapshot_file/position (binary log disabled?)".into(),
+        ));
     };
     if file.is_empty() {
         return Ok(Err("the server has no binary log (log_bin is off)".into()));
@@ -57,7 +61,9 @@ async fn scan_in_snapshot(
         .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.as_str(), pos.as_str()))
         .await?;
     let Some(snapshot) = gtid.flatten().as_deref().and_then(GtidPos::parse) else {
-        return Ok(Err(format!("BINLOG_GTID_POS('{file}', {pos}) gave no GTID position")));
+        return Ok(Err(format!(
+            "BINLOG_GTID_POS('{file}', {pos}) gave no GTID position"
+        )));
     };
     let sql = format!("SELECT `{column}` FROM `{schema}`.`{table}`");
     let mut result = conn.query_iter(sql).await?;

@@ -111,6 +111,8 @@ pub(crate) struct Sink {
     pub ordinal: usize,
     pub kind: KeyKind,
     pub filter: Weak<Filter>,
+    /// The `ready` flag of every `TableGuard` built on this filter.
+    pub ready: Arc<AtomicBool>,
 }
 
 /// A scanned filter waiting for the stream to cover its snapshot.
@@ -135,11 +137,14 @@ impl Registry {
         }
     }
 
-    /// Drops every filter and pending build of a table: it must be built
+    /// Drops every filter and pending build of a table (each one, current
+    /// or superseded but still held, stops being ready): it must be built
     /// again. Returns the table's control block.
     pub fn forget_filters(&mut self, key: &str) -> Option<Arc<TableCtl>> {
         let t = self.tables.get_mut(key)?;
-        t.sinks.clear();
+        for sink in t.sinks.drain(..) {
+            sink.ready.store(false, Ordering::SeqCst);
+        }
         t.pending.clear();
         Some(t.ctl.clone())
     }
@@ -177,7 +182,10 @@ pub(crate) struct TableCtl {
 
 impl TableCtl {
     pub fn new(config: GuardTableConfig) -> TableCtl {
-        let (schema, table) = config.table.split_once('.').unwrap_or(("", config.table.as_str()));
+        let (schema, table) = config
+            .table
+            .split_once('.')
+            .unwrap_or(("", config.table.as_str()));
         TableCtl {
             key: config.table.to_ascii_lowercase(),
             schema: schema.to_string(),
@@ -198,6 +206,11 @@ impl TableCtl {
     pub fn request_rebuild(&self, reason: &'static str) {
         lock(&self.rebuild).get_or_insert(reason);
         self.notify.notify_one();
+    }
+
+    /// Whether a rebuild was asked for and not yet taken.
+    pub fn rebuild_pending(&self) -> bool {
+        lock(&self.rebuild).is_some()
     }
 
     pub fn take_rebuild(&self) -> Option<&'static str> {

@@ -127,6 +127,7 @@ async fn build(shared: &Arc<Shared>, ctl: &Arc<TableCtl>) -> Result<(), Failed> 
         )));
     };
     let filter = Arc::new(filter);
+    let ready = Arc::new(AtomicBool::new(false));
     // (a) Registered for stream keys before the snapshot is taken.
     let build = {
         let mut reg = lock(&shared.registry);
@@ -141,11 +142,21 @@ async fn build(shared: &Arc<Shared>, ctl: &Arc<TableCtl>) -> Result<(), Failed> 
             ordinal: column.ordinal,
             kind: column.kind.clone(),
             filter: Arc::downgrade(&filter),
+            ready: ready.clone(),
         });
         build
     };
     // (b) The scan.
-    let scanned = match scan(&mut conn, &ctl.schema, &ctl.table, &column.name, &column.kind, &filter).await {
+    let scanned = match scan(
+        &mut conn,
+        &ctl.schema,
+        &ctl.table,
+        &column.name,
+        &column.kind,
+        &filter,
+    )
+    .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(why)) => return Err(Failed::Refused(why)),
         Err(e) => return Err(transient(e)),
@@ -174,16 +185,18 @@ async fn build(shared: &Arc<Shared>, ctl: &Arc<TableCtl>) -> Result<(), Failed> 
     if rx.await.is_err() {
         return Err(Failed::Superseded);
     }
-    // Swap in, unless the stream dropped this build meanwhile.
+    // Swap in, unless the stream dropped this build meanwhile or the table
+    // changed since its column was discovered (a DDL asked for a rebuild).
     let reg = lock(&shared.registry);
-    if !reg.has_sink(&ctl.key, build) {
+    if !reg.has_sink(&ctl.key, build) || ctl.rebuild_pending() {
         return Err(Failed::Superseded);
     }
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
     let guard = Arc::new(TableGuard {
         ctl: ctl.clone(),
         column: column.clone(),
         filter: filter.clone(),
-        ready: AtomicBool::new(true),
+        ready,
     });
     shared.tables.rcu(|tables| {
         let mut tables = (**tables).clone();

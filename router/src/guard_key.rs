@@ -117,9 +117,15 @@ mod tests {
         assert_eq!(r(true, 4), Some((0, 4_294_967_295)));
         assert_eq!(r(false, 8), Some((i64::MIN as i128, i64::MAX as i128)));
         assert_eq!(r(true, 8), Some((0, u64::MAX as i128)));
-        let b = KeyKind::Bytes { pad_space: true, charset: "utf8mb4".into() };
+        let b = KeyKind::Bytes {
+            pad_space: true,
+            charset: "utf8mb4".into(),
+        };
         assert_eq!(b.int_range(), None);
-        let k = KeyKind::Integer { unsigned: true, bytes: 1 };
+        let k = KeyKind::Integer {
+            unsigned: true,
+            bytes: 1,
+        };
         let mut out = Vec::new();
         assert_eq!(k.encode_int_checked(256, &mut out), None);
         assert_eq!(k.encode_int_checked(-1, &mut out), None);
