@@ -32,7 +32,9 @@ impl GtidPos {
         self.entries.is_empty()
     }
 
-    fn advance(&mut self, domain: u32, server: u32, seq: u64) {
+    /// Records that `domain-server-seq` was applied (a later sequence in
+    /// the same domain wins; an earlier one changes nothing).
+    pub fn advance(&mut self, domain: u32, server: u32, seq: u64) {
         match self.entries.binary_search_by_key(&domain, |e| e.0) {
             Ok(i) if self.entries[i].2 < seq => self.entries[i] = (domain, server, seq),
             Ok(_) => {}

@@ -14,6 +14,7 @@ pub mod diagnostics;
 pub mod fingerprint;
 pub mod freshness;
 pub mod gtid;
+pub mod guard_key;
 pub mod kill;
 pub mod lexer;
 pub mod plan;
