@@ -77,8 +77,20 @@ pub mod param_type {
     pub fn length_encoded(t: u8) -> bool {
         matches!(
             t,
-            DECIMAL | VARCHAR | BIT | JSON | NEWDECIMAL | ENUM | SET | TINY_BLOB | MEDIUM_BLOB | LONG_BLOB | BLOB
-                | VAR_STRING | STRING | GEOMETRY
+            DECIMAL
+                | VARCHAR
+                | BIT
+                | JSON
+                | NEWDECIMAL
+                | ENUM
+                | SET
+                | TINY_BLOB
+                | MEDIUM_BLOB
+                | LONG_BLOB
+                | BLOB
+                | VAR_STRING
+                | STRING
+                | GEOMETRY
         )
     }
 }
@@ -92,7 +104,12 @@ pub mod param_type {
 /// A parameter sent with COM_STMT_SEND_LONG_DATA is not in the packet at
 /// all (the values after it move up): when any parameter of the execution
 /// was sent as long data, do not read this packet's values.
-pub fn execute_param<'a>(payload: &'a [u8], params: u16, types: Option<&'a [u8]>, index: u16) -> Option<ParamValue<'a>> {
+pub fn execute_param<'a>(
+    payload: &'a [u8],
+    params: u16,
+    types: Option<&'a [u8]>,
+    index: u16,
+) -> Option<ParamValue<'a>> {
     if index >= params || payload.first() != Some(&com::STMT_EXECUTE) {
         return None;
     }
@@ -119,7 +136,14 @@ pub fn execute_param<'a>(payload: &'a [u8], params: u16, types: Option<&'a [u8]>
         let (value, len) = match t {
             param_type::TINY => {
                 let b = *rest.first()?;
-                (ParamValue::Int(if unsigned { i128::from(b) } else { i128::from(b as i8) }), 1)
+                (
+                    ParamValue::Int(if unsigned {
+                        i128::from(b)
+                    } else {
+                        i128::from(b as i8)
+                    }),
+                    1,
+                )
             }
             param_type::SHORT => {
                 let b: [u8; 2] = rest.get(..2)?.try_into().ok()?;
@@ -314,7 +338,6 @@ mod tests {
         assert_eq!(bound_types(&client, 2), None);
     }
 
-
     fn params_packet(nulls: &[u8], bound: Option<&[u8]>, values: &[u8]) -> Vec<u8> {
         let mut p = vec![com::STMT_EXECUTE, 1, 0, 0, 0, 0, 1, 0, 0, 0];
         p.extend_from_slice(nulls);
@@ -333,8 +356,26 @@ mod tests {
     fn execute_params_are_read_by_type() {
         use param_type::*;
         let types = [
-            TINY, 0, TINY, UNSIGNED_FLAG, SHORT, 0, LONG, UNSIGNED_FLAG, LONGLONG, 0, VAR_STRING, 0, DOUBLE, 0,
-            LONGLONG, UNSIGNED_FLAG, DATETIME, 0, STRING, 0,
+            TINY,
+            0,
+            TINY,
+            UNSIGNED_FLAG,
+            SHORT,
+            0,
+            LONG,
+            UNSIGNED_FLAG,
+            LONGLONG,
+            0,
+            VAR_STRING,
+            0,
+            DOUBLE,
+            0,
+            LONGLONG,
+            UNSIGNED_FLAG,
+            DATETIME,
+            0,
+            STRING,
+            0,
         ];
         let mut values = vec![0xff, 0xff, 0xfe, 0xff];
         values.extend_from_slice(&u32::MAX.to_le_bytes());
@@ -419,7 +460,8 @@ mod tests {
             let params = (next() % 6 + 1) as u16;
             let mut types = Vec::new();
             for _ in 0..params {
-                let t = [0x01, 0x02, 0x03, 0x08, 0x0f, 0xfe, 0xfc, 0x05, 0x0c, 0x06, 0x42][next() as usize % 11];
+                let t =
+                    [0x01, 0x02, 0x03, 0x08, 0x0f, 0xfe, 0xfc, 0x05, 0x0c, 0x06, 0x42][next() as usize % 11];
                 types.extend_from_slice(&[t, (next() % 2) as u8 * 0x80]);
             }
             let values: Vec<u8> = (0..next() % 40).map(|_| next() as u8).collect();

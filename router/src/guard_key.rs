@@ -66,10 +66,7 @@ mod tests {
         assert_eq!(int(true, 1), Some((0, 255)));
         assert_eq!(int(false, 3), Some((-8_388_608, 8_388_607)));
         assert_eq!(int(true, 4), Some((0, 4_294_967_295)));
-        assert_eq!(
-            int(false, 8),
-            Some((i128::from(i64::MIN), i128::from(i64::MAX)))
-        );
+        assert_eq!(int(false, 8), Some((i128::from(i64::MIN), i128::from(i64::MAX))));
         assert_eq!(int(true, 8), Some((0, i128::from(u64::MAX))));
         assert_eq!(int(false, 5), None);
         assert_eq!(int(false, 0), None);

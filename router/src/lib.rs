@@ -14,9 +14,12 @@ pub mod diagnostics;
 pub mod fingerprint;
 pub mod freshness;
 pub mod gtid;
+pub mod guard_key;
 pub mod kill;
 pub mod lexer;
+pub mod lookup;
 pub mod plan;
+pub mod probe;
 mod scan;
 pub mod writer;
 
