@@ -1008,9 +1008,11 @@ mod tests {
         );
         // Spans that are not in the text do not panic.
         let s = shape("SELECT c FROM t WHERE id = 5").unwrap();
-        assert_eq!(s.resolve("x", &[(5..90)], 0), Err("shape_mismatch"));
+        let outside = vec![Range { start: 5, end: 90 }];
+        assert_eq!(s.resolve("x", &outside, 0), Err("shape_mismatch"));
         let s = shape("SELECT c FROM t WHERE id IN (5)").unwrap();
-        assert_eq!(s.resolve("x", &[(0..1), (3..2)], 0), Err("shape_mismatch"));
+        let reversed = vec![0..1, Range { start: 3, end: 2 }];
+        assert_eq!(s.resolve("x", &reversed, 0), Err("shape_mismatch"));
     }
 
     #[test]
@@ -1029,5 +1031,108 @@ mod tests {
         assert_eq!(text.placeholders(), Vec::<usize>::new());
         let q = Text::new("SELECT '?', ? /* ? */, `?`, ?", &[], &[]);
         assert_eq!(q.placeholders(), vec![12, 28]);
+    }
+
+    #[test]
+    fn random_texts_never_panic() {
+        let seeds = [
+            "SELECT c FROM t WHERE id IN (1, -2, 3) AND k = 'é''x' AND j = ? LIMIT 4",
+            "SELECT a.c FROM db.t a WHERE a.id = -5 AND\n n = \"q\" ORDER BY 1",
+        ];
+        let pieces = [
+            "'", "\"", "-", "(", ")", ",", " ", "\n", "é", "?", "1", "0x1", "/*", "*/", "\\", "AND", "OR",
+            "IN",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as usize
+        };
+        let (mut out, mut lits) = (Vec::new(), Vec::new());
+        for _ in 0..3000 {
+            let mut sql = seeds[next() % seeds.len()].to_string();
+            for _ in 0..next() % 4 {
+                let at = next() % (sql.len() + 1);
+                if sql.is_char_boundary(at) {
+                    sql.insert_str(at, pieces[next() % pieces.len()]);
+                }
+            }
+            let Some(shape) = shape(&sql) else { continue };
+            let mut other = sql.clone();
+            let at = next() % (other.len() + 1);
+            if other.is_char_boundary(at) {
+                other.insert_str(at, pieces[next() % pieces.len()]);
+            }
+            fingerprint(&other, &mut out, &mut lits);
+            if let Ok(map) = shape.resolve(&other, &lits, shape.param_count) {
+                for c in &shape.conjuncts {
+                    for o in map.ordinals(&c.values) {
+                        assert!(o < lits.len(), "{sql} / {other}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn resolved_values_are_the_executions_own() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as usize
+        };
+        let values = ["1", "-7", "'x'", "'y''z'", "42", "0x1F", "2.5"];
+        // Between 1 and `max` values.
+        let mut value = |max: usize| -> Vec<String> {
+            let n = 1 + next() % max;
+            (0..n)
+                .map(|_| values[next() % values.len()].to_string())
+                .collect()
+        };
+        let (mut out, mut lits, mut out2) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut resolved, mut mismatched) = (0, 0);
+        let mut executions = Vec::new();
+        for _ in 0..400 {
+            let (p, a, list, b, o) = (value(2), value(1), value(4), value(1), value(2));
+            let sql = format!(
+                "SELECT {} FROM t WHERE a = {} AND id IN ({}) AND b = {} ORDER BY {}",
+                p.join(", "),
+                a[0],
+                list.join(", "),
+                b[0],
+                o.join(",")
+            );
+            executions.push((sql, vec![a, list, b]));
+        }
+        for (template, _) in &executions {
+            let Some(shape) = shape(template) else { continue };
+            let hash = fingerprint(template, &mut out, &mut lits);
+            for (sql, expected) in &executions {
+                if fingerprint(sql, &mut out2, &mut lits) != hash {
+                    continue;
+                }
+                match shape.resolve(sql, &lits, 0) {
+                    Ok(map) => {
+                        resolved += 1;
+                        let got: Vec<Vec<String>> = shape
+                            .conjuncts
+                            .iter()
+                            .map(|c| {
+                                map.ordinals(&c.values)
+                                    .map(|o| sql[lits[o].clone()].to_string())
+                                    .collect()
+                            })
+                            .collect();
+                        assert_eq!(&got, expected, "{template} -> {sql}");
+                    }
+                    Err(_) => mismatched += 1,
+                }
+            }
+        }
+        assert!(resolved > 100 && mismatched > 100, "{resolved} {mismatched}");
     }
 }
