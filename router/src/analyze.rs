@@ -5,6 +5,7 @@
 //! classification-cache miss.
 
 use crate::classify::Kind;
+use crate::lookup::{LookupShape, lookup_shape};
 use sqlparser::ast::{
     BinaryOperator, ContextModifier, Expr, FunctionArguments, ObjectName, Set, SetExpr, Statement,
     TableFactor, TransactionAccessMode, TransactionMode, UnaryOperator, visit_expressions, visit_relations,
@@ -67,6 +68,8 @@ pub struct AstFacts {
     /// A SET whose value is not a literal (user variables only).
     pub user_var_expression: bool,
     pub point_lookup: Option<PointLookup>,
+    /// The point lookup the empty-key guard may answer (a single SELECT).
+    pub lookup: Option<LookupShape>,
     /// A SELECT of literals and variables only (no table, no function):
     /// it cannot read stale data, so replica lag does not matter to it.
     pub reads_no_data: bool,
@@ -111,6 +114,7 @@ pub fn analyze(sql: &str) -> AstFacts {
                 facts.select_into = select.into.is_some();
                 facts.point_lookup = point_lookup(&select.from, select.selection.as_ref());
             }
+            facts.lookup = lookup_shape(sql, statement);
             facts.read_only = !facts.locking && !facts.select_into && !facts.primary_function;
             facts.reads_no_data = facts.read_only && facts.tables.is_empty() && !calls_function;
         }

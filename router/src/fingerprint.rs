@@ -10,6 +10,31 @@ use std::ops::Range;
 /// Normalizes `sql` into `out` and records literal spans into `literals`.
 /// Returns the xxh3 hash of the normalized text.
 pub fn fingerprint(sql: &str, out: &mut Vec<u8>, literals: &mut Vec<Range<usize>>) -> u64 {
+    fingerprint_with(sql, out, literals, |_| {})
+}
+
+/// [`fingerprint`], also saying for each literal whether it starts a new
+/// `?` in the normalized text (`true`) or was folded into the list before
+/// it (`false`: it followed `?` and a comma). A run of literals starting
+/// with `true` is one group: its size may differ between executions of the
+/// same fingerprint. Used on a cache miss only ([`crate::lookup`]).
+pub fn fingerprint_groups(
+    sql: &str,
+    out: &mut Vec<u8>,
+    literals: &mut Vec<Range<usize>>,
+    heads: &mut Vec<bool>,
+) -> u64 {
+    heads.clear();
+    fingerprint_with(sql, out, literals, |head| heads.push(head))
+}
+
+#[inline(always)]
+fn fingerprint_with(
+    sql: &str,
+    out: &mut Vec<u8>,
+    literals: &mut Vec<Range<usize>>,
+    mut literal_pushed: impl FnMut(bool),
+) -> u64 {
     out.clear();
     literals.clear();
     let b = sql.as_bytes();
@@ -49,7 +74,7 @@ pub fn fingerprint(sql: &str, out: &mut Vec<u8>, literals: &mut Vec<Range<usize>
             b'\'' | b'"' => {
                 let end = quoted_end(b, i, c);
                 literals.push(i..end);
-                push_literal(out);
+                literal_pushed(push_literal(out));
                 i = end;
             }
             b'`' => {
@@ -65,13 +90,13 @@ pub fn fingerprint(sql: &str, out: &mut Vec<u8>, literals: &mut Vec<Range<usize>
             {
                 let end = number_end(b, i + 1);
                 literals.push(i..end);
-                push_literal(out);
+                literal_pushed(push_literal(out));
                 i = end;
             }
             b'0'..=b'9' => {
                 let end = number_end(b, i);
                 literals.push(i..end);
-                push_literal(out);
+                literal_pushed(push_literal(out));
                 i = end;
             }
             b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit)
@@ -79,7 +104,7 @@ pub fn fingerprint(sql: &str, out: &mut Vec<u8>, literals: &mut Vec<Range<usize>
             {
                 let end = number_end(b, i + 1);
                 literals.push(i..end);
-                push_literal(out);
+                literal_pushed(push_literal(out));
                 i = end;
             }
             c if is_word(c) || c == b'@' => {
@@ -112,12 +137,14 @@ fn push_token(out: &mut Vec<u8>, token: &[u8]) {
 }
 
 /// Emits `?`, folding a literal that continues a `? , ` list into it.
-fn push_literal(out: &mut Vec<u8>) {
+/// False when folded.
+fn push_literal(out: &mut Vec<u8>) -> bool {
     if out.ends_with(b"? ,") {
         out.truncate(out.len() - 2);
-        return;
+        return false;
     }
     push_token(out, b"?");
+    true
 }
 
 fn is_operator(c: u8) -> bool {
@@ -188,6 +215,23 @@ mod tests {
         let (b, _) = norm("SELECT * FROM t WHERE id IN (7)");
         assert_eq!(a, b);
         assert_eq!(la.len(), 3);
+    }
+
+    #[test]
+    fn groups_say_which_literals_were_folded() {
+        let mut out = Vec::new();
+        let mut lits = Vec::new();
+        let mut heads = Vec::new();
+        let sql = "SELECT 1, c FROM t WHERE id IN (1, -2, 3) AND x = ? , 5 LIMIT 5, 10";
+        let a = fingerprint_groups(sql, &mut out, &mut lits, &mut heads);
+        assert_eq!(
+            heads,
+            vec![true, true, false, false, false, true, false],
+            "a literal after a placeholder and a comma folds too"
+        );
+        let mut out2 = Vec::new();
+        assert_eq!(a, fingerprint(sql, &mut out2, &mut lits));
+        assert_eq!(out, out2);
     }
 
     #[test]

@@ -17,7 +17,9 @@ pub mod gtid;
 pub mod guard_key;
 pub mod kill;
 pub mod lexer;
+pub mod lookup;
 pub mod plan;
+pub mod probe;
 mod scan;
 pub mod writer;
 

@@ -17,6 +17,11 @@
 //!    or while the command runs.
 //! 5. [`new_pin`] and [`hold_after`]: what the client keeps afterwards.
 //! 6. [`after_write`]: what a write leaves behind for read-your-writes.
+//! 7. [`guard_may_answer`]: whether the empty-key guard may answer a read
+//!    [`plan_read`] placed, instead of that backend: only when the guard is
+//!    at least as fresh as the backend the read would use (the consistency
+//!    contract; the statement's shape and key are [`crate::lookup`] and
+//!    [`crate::probe`]).
 //!
 //! Which backend takes writes is the monitor's [`crate::choose_writer`].
 
@@ -24,6 +29,7 @@ use crate::analyze::TxControl;
 use crate::classifier::Facts;
 use crate::classify::{Kind, PinReason};
 use crate::freshness::{NoReplica, ReadChoice, ReadRequest, ReplicaState, choose_read};
+use crate::gtid::GtidPos;
 use sluice_config::{OnNoReplica, ReadYourWrites, RoutingMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +209,113 @@ pub fn plan_read(input: ReadInput<'_>) -> ReadPlan {
         }
     }
     plan
+}
+
+/// What the empty-key guard's "may I answer" depends on, for a read that
+/// [`route`] sent to a replica (autocommit, no locking clause, no primary
+/// hint, not in a transaction) and [`plan_read`] placed.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardInput<'a> {
+    /// Where [`plan_read`] sent the read.
+    pub target: ReadTarget,
+    /// The position the guard's filter has applied from the binlog.
+    pub guard_applied: &'a GtidPos,
+    /// The last known position of the replica in `target` (Replica(i),
+    /// WaitOn(i)); None if unknown.
+    pub replica_applied: Option<&'a GtidPos>,
+    /// What read-your-writes requires of this read, resolved to a position
+    /// (the session's last write; the global or primary position).
+    pub required: Option<&'a GtidPos>,
+    /// The guard's lag, from the heartbeat rows it sees in the binlog; None
+    /// when unknown.
+    pub guard_lag_ms: Option<f64>,
+    /// `routing.max_replica_lag_ms` or the statement's hint.
+    pub max_lag_ms: u64,
+    /// The table's filter is built and caught up.
+    pub table_ready: bool,
+    /// The binlog stream is connected.
+    pub stream_connected: bool,
+}
+
+/// The guard's decision; `Pass` carries a stable metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardVerdict {
+    Answer,
+    Pass(&'static str),
+}
+
+/// Labels of [`GuardVerdict::Pass`] from [`guard_may_answer`].
+pub mod guard_pass {
+    /// The table's filter is building, rebuilding or disabled.
+    pub const NOT_READY: &str = "not_ready";
+    /// The binlog stream is down: the filter stopped at some position.
+    pub const STREAM_DOWN: &str = "stream_down";
+    /// `on_no_replica = "error"` refuses the read: the client gets that.
+    pub const NO_REPLICA: &str = "no_replica";
+    /// The replica the read would use has no known position.
+    pub const REPLICA_POSITION_UNKNOWN: &str = "replica_position_unknown";
+    /// The guard has not applied what that replica has.
+    pub const BEHIND_REPLICA: &str = "behind_replica";
+    /// The guard has not applied what read-your-writes requires.
+    pub const BEHIND_REQUIRED: &str = "behind_required";
+    /// Falling back to the primary, the guard's own lag is unknown.
+    pub const LAG_UNKNOWN: &str = "lag_unknown";
+    /// Falling back to the primary, the guard lags more than a replica may.
+    pub const LAGGING: &str = "lagging";
+
+    pub const ALL: &[&str] = &[
+        NOT_READY,
+        STREAM_DOWN,
+        NO_REPLICA,
+        REPLICA_POSITION_UNKNOWN,
+        BEHIND_REPLICA,
+        BEHIND_REQUIRED,
+        LAG_UNKNOWN,
+        LAGGING,
+    ];
+}
+
+/// The guard's consistency contract: it answers only when it is never
+/// staler than the read's alternative. For a replica (Replica(i), or
+/// WaitOn(i) which reads there once it has `required`), the guard must have
+/// applied the replica's known position and `required`. For the primary
+/// (chosen for lack of an eligible replica), the guard is held to the
+/// replica rule itself: its lag known and within `max_lag_ms`, and
+/// `required` applied. A refused read is refused, not answered.
+pub fn guard_may_answer(input: GuardInput<'_>) -> GuardVerdict {
+    use guard_pass::*;
+    if !input.table_ready {
+        return GuardVerdict::Pass(NOT_READY);
+    }
+    if !input.stream_connected {
+        return GuardVerdict::Pass(STREAM_DOWN);
+    }
+    match input.target {
+        ReadTarget::Refuse(_) => return GuardVerdict::Pass(NO_REPLICA),
+        ReadTarget::Replica(_) | ReadTarget::WaitOn(_) => match input.replica_applied {
+            None => return GuardVerdict::Pass(REPLICA_POSITION_UNKNOWN),
+            Some(replica) if !input.guard_applied.covers(replica) => {
+                return GuardVerdict::Pass(BEHIND_REPLICA);
+            }
+            Some(_) => {}
+        },
+        ReadTarget::Primary => match input.guard_lag_ms {
+            None => return GuardVerdict::Pass(LAG_UNKNOWN),
+            // NaN is not within any limit.
+            Some(lag)
+                if lag
+                    .partial_cmp(&(input.max_lag_ms as f64))
+                    .is_none_or(|o| o.is_gt()) =>
+            {
+                return GuardVerdict::Pass(LAGGING);
+            }
+            Some(_) => {}
+        },
+    }
+    match input.required {
+        Some(required) if !input.guard_applied.covers(required) => GuardVerdict::Pass(BEHIND_REQUIRED),
+        _ => GuardVerdict::Answer,
+    }
 }
 
 /// A backend refused a connection before anything of the client's reached
@@ -652,6 +765,168 @@ mod tests {
         assert!(plan.all_applied);
         assert_eq!(plan.causal_outcome, None, "nothing left to wait for");
         assert!(!read(&[ReplicaState::default()], true, OnNoReplica::Primary).all_applied);
+    }
+
+    fn gtid(s: &str) -> GtidPos {
+        GtidPos::parse(s).unwrap()
+    }
+
+    #[test]
+    fn guard_answers_only_when_as_fresh_as_the_alternative() {
+        use guard_pass::*;
+        let guard = gtid("0-1-100");
+        let behind = gtid("0-1-101");
+        let same = gtid("0-1-100");
+        let older = gtid("0-1-90");
+        let base = GuardInput {
+            target: ReadTarget::Replica(1),
+            guard_applied: &guard,
+            replica_applied: Some(&older),
+            required: None,
+            guard_lag_ms: None,
+            max_lag_ms: 1000,
+            table_ready: true,
+            stream_connected: true,
+        };
+        assert_eq!(guard_may_answer(base), GuardVerdict::Answer);
+        let at = |replica, required| GuardInput {
+            replica_applied: replica,
+            required,
+            ..base
+        };
+        assert_eq!(
+            guard_may_answer(at(Some(&same), Some(&same))),
+            GuardVerdict::Answer
+        );
+        assert_eq!(
+            guard_may_answer(at(Some(&behind), None)),
+            GuardVerdict::Pass(BEHIND_REPLICA)
+        );
+        assert_eq!(
+            guard_may_answer(at(None, None)),
+            GuardVerdict::Pass(REPLICA_POSITION_UNKNOWN)
+        );
+        assert_eq!(
+            guard_may_answer(at(Some(&older), Some(&behind))),
+            GuardVerdict::Pass(BEHIND_REQUIRED)
+        );
+        let other_domain = gtid("1-2-1");
+        assert_eq!(
+            guard_may_answer(at(Some(&other_domain), None)),
+            GuardVerdict::Pass(BEHIND_REPLICA),
+            "a domain the guard has not seen"
+        );
+        // WaitOn reads on the replica once it has `required`: both count.
+        let wait = GuardInput {
+            target: ReadTarget::WaitOn(2),
+            ..at(Some(&older), Some(&behind))
+        };
+        assert_eq!(guard_may_answer(wait), GuardVerdict::Pass(BEHIND_REQUIRED));
+        let wait = GuardInput {
+            target: ReadTarget::WaitOn(2),
+            ..at(Some(&older), Some(&same))
+        };
+        assert_eq!(guard_may_answer(wait), GuardVerdict::Answer);
+        let wait = GuardInput {
+            target: ReadTarget::WaitOn(2),
+            ..at(None, Some(&same))
+        };
+        assert_eq!(
+            guard_may_answer(wait),
+            GuardVerdict::Pass(REPLICA_POSITION_UNKNOWN)
+        );
+    }
+
+    #[test]
+    fn guard_in_place_of_the_primary_is_held_to_the_replica_rule() {
+        use guard_pass::*;
+        let guard = gtid("0-1-100");
+        let behind = gtid("0-1-101");
+        let primary = |lag, required| GuardInput {
+            target: ReadTarget::Primary,
+            guard_applied: &guard,
+            replica_applied: None,
+            required,
+            guard_lag_ms: lag,
+            max_lag_ms: 1000,
+            table_ready: true,
+            stream_connected: true,
+        };
+        assert_eq!(guard_may_answer(primary(Some(20.0), None)), GuardVerdict::Answer);
+        assert_eq!(
+            guard_may_answer(primary(Some(1000.0), None)),
+            GuardVerdict::Answer
+        );
+        assert_eq!(
+            guard_may_answer(primary(Some(1000.5), None)),
+            GuardVerdict::Pass(LAGGING)
+        );
+        assert_eq!(
+            guard_may_answer(primary(Some(f64::NAN), None)),
+            GuardVerdict::Pass(LAGGING)
+        );
+        assert_eq!(
+            guard_may_answer(primary(None, None)),
+            GuardVerdict::Pass(LAG_UNKNOWN)
+        );
+        assert_eq!(
+            guard_may_answer(primary(Some(0.0), Some(&behind))),
+            GuardVerdict::Pass(BEHIND_REQUIRED)
+        );
+        assert_eq!(
+            guard_may_answer(primary(Some(0.0), Some(&guard))),
+            GuardVerdict::Answer
+        );
+        let hinted = GuardInput {
+            max_lag_ms: 10,
+            ..primary(Some(20.0), None)
+        };
+        assert_eq!(
+            guard_may_answer(hinted),
+            GuardVerdict::Pass(LAGGING),
+            "the statement's hint"
+        );
+    }
+
+    #[test]
+    fn guard_passes_when_not_ready_down_or_refused() {
+        use guard_pass::*;
+        let guard = gtid("0-1-100");
+        let base = GuardInput {
+            target: ReadTarget::Replica(0),
+            guard_applied: &guard,
+            replica_applied: Some(&guard),
+            required: None,
+            guard_lag_ms: Some(0.0),
+            max_lag_ms: 1000,
+            table_ready: true,
+            stream_connected: true,
+        };
+        assert_eq!(
+            guard_may_answer(GuardInput {
+                table_ready: false,
+                ..base
+            }),
+            GuardVerdict::Pass(NOT_READY)
+        );
+        assert_eq!(
+            guard_may_answer(GuardInput {
+                stream_connected: false,
+                ..base
+            }),
+            GuardVerdict::Pass(STREAM_DOWN)
+        );
+        assert_eq!(
+            guard_may_answer(GuardInput {
+                target: ReadTarget::Refuse(NoReplica::Lagging),
+                ..base
+            }),
+            GuardVerdict::Pass(NO_REPLICA)
+        );
+        let mut all = ALL.to_vec();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), ALL.len());
     }
 
     #[test]
