@@ -15,6 +15,13 @@
 #                         replicas (from its /metrics). After every run the replicas are
 #                         given time to catch up, so one run's replication lag does not
 #                         slow the next.
+#   guard                 the empty-key guard: point selects of absent ids (bench/absent_keys.lua)
+#                         and of present ids (oltp_point_select), prepared and text; endpoints
+#                         direct (primary), haproxy, Sluice in split mode with the guard on the
+#                         sysbench tables and without it (read_your_writes = "off"). Adds the
+#                         ratio guard / no guard, the statements the backends ran (Com_select
+#                         and Handler_read_key summed over every backend, per 1000 client
+#                         queries) and the guard's measured false positive rate.
 #   ryw                   the cost of read_your_writes: oltp_read_write (prepared, autocommit)
 #                         and a write-then-read loop (bench/write_then_read.lua); endpoints
 #                         direct, haproxy and Sluice in split mode with read_your_writes =
@@ -59,12 +66,16 @@ case $BENCH_SUITE in
     workloads=(read_only_ps read_write_ps read_only_ps_notrx read_write_ps_notrx)
     [[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice-primary_only sluice-split)
     ;;
+  guard)
+    workloads=(absent_ps absent_noprep point_select_ps point_select_noprep)
+    [[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice-guard sluice-noguard)
+    ;;
   ryw)
     workloads=(read_write_ps_notrx write_then_read)
     [[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice-off sluice-gtid sluice-global sluice-universal)
     ;;
   *)
-    echo "bench: unknown BENCH_SUITE '$BENCH_SUITE' (foundation, split or ryw)" >&2
+    echo "bench: unknown BENCH_SUITE '$BENCH_SUITE' (foundation, split, guard or ryw)" >&2
     exit 2
     ;;
 esac
@@ -145,6 +156,8 @@ run_workload() {
       sb "$addr" oltp_read_write --db-ps-mode=auto --skip_trx=on \
         --mysql-ignore-errors=1213,1020,1205,1062 "${load[@]}" run
       ;;
+    absent_ps) sb "$addr" "$root/bench/absent_keys.lua" --db-ps-mode=auto "${load[@]}" run ;;
+    absent_noprep) sb "$addr" "$root/bench/absent_keys.lua" --db-ps-mode=disable "${load[@]}" run ;;
     write_then_read)
       sb "$addr" "$root/bench/write_then_read.lua" --mysql-ignore-errors=1213,1205 "${load[@]}" run
       ;;
@@ -187,10 +200,38 @@ query_counts() {
     END { printf "%d %d\n", t, r }'
 }
 
+# "COM_SELECT HANDLER_READ_KEY" summed over every backend (the database's own count
+# of the statements it ran and the index lookups it did).
+db_counters() {
+  local b
+  for b in "$primary" "${replicas[@]}"; do
+    mariadb --no-defaults -h"${b%:*}" -P"${b##*:}" -uapp -papp -N \
+      -e "SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_select', 'Handler_read_key')"
+  done | awk '$1 == "Com_select" { s += $2 } $1 == "Handler_read_key" { k += $2 } END { print s + 0, k + 0 }'
+}
+
+# "ANSWERED MAYBE_PRESENT": the guard's counters from the admin endpoint ADDR.
+guard_counts() {
+  curl -fsS --max-time 5 "http://$1/metrics" | awk '
+    /^sluice_guard_answered_total\{/ { a += $NF }
+    /^sluice_guard_passed_total\{/ && /reason="maybe_present"/ { m += $NF }
+    END { printf "%d %d\n", a, m }'
+}
+
+# The [guard] section for the sysbench tables.
+guard_config() {
+  local t
+  printf '\n[guard]\nserver_id = 5151\nrebuild_interval_ms = 0\n'
+  for ((t = 1; t <= tables; t++)); do
+    printf '\n[[guard.tables]]\ntable = "sluice_test.sbtest%d"\nkey = "id"\nfalse_positive_rate = %s\n' \
+      "$t" "${BENCH_GUARD_FPR:-0.01}"
+  done
+}
+
 # Sluice's config: MODE is primary_only or split. The split suite gives both modes the
 # same backends (primary and replicas); the foundation suite only the primary.
 sluice_config() {
-  local listen=$1 admin=$2 mode=$3 ryw=${4:-off} r i=0 backends=()
+  local listen=$1 admin=$2 mode=$3 ryw=${4:-off} guard=${5:-} r i=0 backends=()
   [[ $BENCH_SUITE == foundation ]] || backends=("${replicas[@]}")
   cat <<EOF
 [server]
@@ -219,13 +260,14 @@ EOF
     i=$((i + 1))
     printf '\n[[backends]]\nname = "replica%d"\naddress = "%s"\nrole = "replica"\n' "$i" "$r"
   done
+  [[ -z $guard ]] || guard_config
 }
 
 # Start a Sluice named NAME (for files) on LISTEN / ADMIN in routing MODE.
 start_sluice() {
-  local name=$1 listen=$2 admin=$3 mode=$4 ryw=${5:-off}
+  local name=$1 listen=$2 admin=$3 mode=$4 ryw=${5:-off} guard=${6:-}
   port_free "$listen" && port_free "$admin" || exit 1
-  sluice_config "$listen" "$admin" "$mode" "$ryw" >"$work/$name.toml"
+  sluice_config "$listen" "$admin" "$mode" "$ryw" "$guard" >"$work/$name.toml"
   "$SLUICE_BIN" --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
   pids+=($!)
   wait_port "$listen" "$!" || { tail -n 30 "$work/$name.log" >&2; log "$name did not start"; exit 1; }
@@ -284,9 +326,10 @@ haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 wait_port "$haproxy_addr" "$!" || { cat "$work/haproxy.log" >&2; log "haproxy did not start"; exit 1; }
 declare -A endpoint_addr=([direct]=$primary [haproxy]=$haproxy_addr [sluice]=$sluice_addr
-  [sluice-primary_only]=$sluice_addr [sluice-split]=$split_addr)
+  [sluice-primary_only]=$sluice_addr [sluice-split]=$split_addr
+  [sluice-guard]=$sluice_addr [sluice-noguard]=$split_addr)
 declare -A endpoint_admin=([sluice]=$sluice_admin [sluice-primary_only]=$sluice_admin
-  [sluice-split]=$split_admin)
+  [sluice-split]=$split_admin [sluice-guard]=$sluice_admin [sluice-noguard]=$split_admin)
 ryw_modes=(off gtid global universal)
 for i in "${!ryw_modes[@]}"; do
   endpoint_addr[sluice-${ryw_modes[$i]}]=127.0.0.1:$((6036 + i))
@@ -299,6 +342,17 @@ if [[ ${SKIP_SLUICE:-0} != 1 ]]; then
     split)
       start_sluice sluice-primary_only "$sluice_addr" "$sluice_admin" primary_only
       start_sluice sluice-split "$split_addr" "$split_admin" split
+      ;;
+    guard)
+      start_sluice sluice-guard "$sluice_addr" "$sluice_admin" split off guard
+      start_sluice sluice-noguard "$split_addr" "$split_admin" split off
+      # The filters are built from a scan and the binlog: wait until every table is.
+      for ((i = 0; i < 300; i++)); do
+        ready=$(curl -fsS --max-time 5 "http://$sluice_admin/status" | grep -o '"state":"ready"' | wc -l || true)
+        ((ready >= tables)) && break
+        sleep 0.1
+      done
+      ((ready >= tables)) || { log "the guard did not get ready"; curl -fsS "http://$sluice_admin/status" >&2; exit 1; }
       ;;
     ryw)
       for m in "${ryw_modes[@]}"; do
@@ -316,7 +370,11 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
       logf="$work/$w-$e-$round.log"
       admin=${endpoint_admin[$e]:-}
       before=""
-      [[ -z $admin || $BENCH_SUITE == foundation ]] || before=$(query_counts "$admin" || true)
+      [[ -z $admin || $BENCH_SUITE == foundation || $BENCH_SUITE == guard ]] || before=$(query_counts "$admin" || true)
+      db_before=""
+      [[ $BENCH_SUITE != guard ]] || db_before=$(db_counters)
+      guard_before=""
+      [[ $BENCH_SUITE != guard || $e != sluice-guard ]] || guard_before=$(guard_counts "$admin")
       if run_workload "$w" "${endpoint_addr[$e]}" >"$logf" 2>&1 && res=$(parse <"$logf"); then
         read -r qps p95 errors <<<"$res"
         share=""
@@ -324,8 +382,20 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
           share=$(awk -v b="$before" -v a="$after" 'BEGIN { split(b, x, " "); split(a, y, " ")
             t = y[1] - x[1]; if (t > 0) printf "%.1f", 100 * (y[2] - x[2]) / t }')
         fi
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$e" "$round" "$qps" "$p95" "$errors" "$share" \
-          >>"$work/results.tsv"
+        db="" fp=""
+        if [[ -n $db_before ]]; then
+          # Backend statements and index lookups per 1000 client queries.
+          db=$(awk -v b="$db_before" -v a="$(db_counters)" -v q="$qps" -v t="$BENCH_TIME" 'BEGIN {
+            split(b, x, " "); split(a, y, " "); n = q * t
+            if (n > 0) printf "%.1f/%.1f", 1000 * (y[1] - x[1]) / n, 1000 * (y[2] - x[2]) / n }')
+        fi
+        if [[ -n $guard_before && $w == absent_* ]]; then
+          fp=$(awk -v b="$guard_before" -v a="$(guard_counts "$admin")" 'BEGIN {
+            split(b, x, " "); split(a, y, " "); n = (y[1] - x[1]) + (y[2] - x[2])
+            if (n > 0) printf "%.4f", (y[2] - x[2]) / n }')
+        fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$e" "$round" "$qps" "$p95" "$errors" "$share" \
+          "$db" "$fp" >>"$work/results.tsv"
         log "round $round/$BENCH_ROUNDS $w via $e: $qps qps, p95 $p95 ms, $errors errors${share:+, $share% on replicas}"
       else
         failures+=("$w via $e, round $round")
@@ -360,6 +430,17 @@ done
     echo
     echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) | split / primary_only (QPS) | on replicas | errors |"
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  elif [[ $BENCH_SUITE == guard ]]; then
+    echo "Sluice runs in split mode with the primary and ${#replicas[@]} replica(s), read_your_writes = \"off\";" \
+      "sluice-guard guards sbtest1..$tables on id (false_positive_rate ${BENCH_GUARD_FPR:-0.01}), sluice-noguard" \
+      "is the same without [guard]; haproxy and direct go to the primary only. absent_* look up ids" \
+      "above the table size (bench/absent_keys.lua); point_select_* are sysbench's oltp_point_select." \
+      "\"db selects / key reads\" is Com_select / Handler_read_key summed over every backend per 1000" \
+      "client queries during the run (the monitor's own probes included); \"fp rate\" is the share of" \
+      "absent-key lookups the filter passed as maybe present."
+    echo
+    echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) | guard / no guard (QPS) | db selects / key reads per 1000 | fp rate | errors |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   elif [[ $BENCH_SUITE == ryw ]]; then
     echo "Sluice runs in split mode with the primary and ${#replicas[@]} replica(s), one instance per" \
       "read_your_writes mode; haproxy and direct go to the primary only. read_write_ps_notrx is" \
@@ -386,7 +467,12 @@ done
       printf '| %s | %s | %s | %s | %s |' "$w" "$e" \
         "$([[ -n $qps ]] && printf '%.0f' "$qps" || echo failed)" \
         "$([[ -n $p95 ]] && printf '%.2f' "$p95" || echo failed)" "$(ratio "$qps" "$direct")"
-      if [[ $BENCH_SUITE != foundation ]]; then
+      if [[ $BENCH_SUITE == guard ]]; then
+        vs=""
+        [[ $e != sluice-guard ]] || vs=$(ratio "$qps" "$(column "$w" sluice-noguard 4 | median || true)")
+        printf ' %s | %s | %s | %s |' "$vs" "$(column "$w" "$e" 8 | grep . | tail -n 1 || true)" \
+          "$(column "$w" "$e" 9 | grep . | median || true)" "$(column "$w" "$e" 6 | sum)"
+      elif [[ $BENCH_SUITE != foundation ]]; then
         vs=""
         [[ $e != sluice-split ]] || vs=$(ratio "$qps" "$primary_only")
         [[ $BENCH_SUITE != ryw || $e != sluice-* ]] || vs=$(ratio "$qps" "$off")

@@ -123,7 +123,7 @@ fn status_json(shared: &Shared) -> String {
         WriterState::Conflict(names) => format!("{:?}", names.join(",")),
     };
     format!(
-        "{{\"version\":{:?},\"writer\":{writer},\"uptime_seconds\":{},\"clients\":{},\"server_version\":{:?},\"config\":{{\"generation\":{},\"loaded_at_unix\":{}}},\"backends\":[{}],\"pools\":[{}]}}\n",
+        "{{\"version\":{:?},\"writer\":{writer},\"uptime_seconds\":{},\"clients\":{},\"server_version\":{:?},\"config\":{{\"generation\":{},\"loaded_at_unix\":{}}},\"backends\":[{}],\"pools\":[{}],\"guard\":{}}}\n",
         env!("CARGO_PKG_VERSION"),
         shared.started.elapsed().as_secs(),
         shared.client_count(),
@@ -131,6 +131,25 @@ fn status_json(shared: &Shared) -> String {
         shared.generation(),
         shared.loaded_at(),
         backends.join(","),
-        pool_list.join(",")
+        pool_list.join(","),
+        guard_json(shared)
     )
+}
+
+/// The guard's state per table, with the lag Sluice measures for its feed.
+fn guard_json(shared: &Shared) -> String {
+    let mut status = shared.guard.status();
+    let config = shared.config.load();
+    let lag_ms = shared
+        .guard
+        .last_heartbeat_us()
+        .and_then(|us| shared.monitor.heartbeat_lag_ms(&config, us));
+    if let Some(map) = status.as_object_mut() {
+        map.insert("lag_ms".into(), serde_json::json!(lag_ms));
+        map.insert(
+            "never_answers".into(),
+            serde_json::json!(crate::shared::guard_never_answers(&config)),
+        );
+    }
+    status.to_string()
 }

@@ -52,6 +52,7 @@ pub async fn serve_on(
         reload::spawn(shared.clone(), path)?;
     }
     shared.spawn_monitor();
+    shared.spawn_guard();
     tracing::info!(%listen, admin = %admin_listen, "sluice {} ready", env!("CARGO_PKG_VERSION"));
 
     tokio::pin!(stop);

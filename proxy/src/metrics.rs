@@ -73,12 +73,36 @@ pub struct SessionMetrics {
     latency: Vec<(&'static str, Histogram)>,
     pool_wait: Vec<(String, Histogram)>,
     classification: Option<[Counter; 3]>,
+    guard: Vec<(String, Option<&'static str>, Counter)>,
 }
 
 /// Distinct label sets a session keeps handles for before starting over.
 const MAX_CACHED: usize = 32;
 
 impl SessionMetrics {
+    /// A lookup of a guarded table: answered by the guard (`reason` None)
+    /// or passed to the database for `reason`.
+    pub fn guard(&mut self, table: &str, reason: Option<&'static str>) {
+        let cached = &mut self.guard;
+        let i = match cached.iter().position(|(t, r, _)| t == table && *r == reason) {
+            Some(i) => i,
+            None => {
+                if cached.len() >= MAX_CACHED {
+                    cached.clear();
+                }
+                let c = match reason {
+                    None => metrics::counter!("sluice_guard_answered_total", "table" => table.to_string()),
+                    Some(reason) => {
+                        metrics::counter!("sluice_guard_passed_total", "table" => table.to_string(), "reason" => reason)
+                    }
+                };
+                cached.push((table.to_string(), reason, c));
+                cached.len() - 1
+            }
+        };
+        cached[i].2.increment(1);
+    }
+
     pub fn query(&mut self, backend: &str, route: &'static str, kind: &'static str, took: Duration) {
         let queries = &mut self.queries;
         let i = match queries

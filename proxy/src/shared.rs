@@ -39,6 +39,10 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Result-set metadata of guardable lookups, for the guard's answers.
     pub answers: crate::answers::Answers,
+    /// The empty-key guard: filters of the keys in `[guard]` tables.
+    pub guard: Arc<sluice_guard::Guard>,
+    /// The writer's address, for the guard's binlog stream.
+    guard_writer: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Shared {
@@ -65,6 +69,8 @@ impl Shared {
             started,
             shutdown: tokio::sync::watch::Sender::new(false),
             answers: crate::answers::Answers::new(ANSWER_SHAPES),
+            guard: sluice_guard::Guard::new(),
+            guard_writer: tokio::sync::watch::Sender::new(None),
         })
     }
 
@@ -106,6 +112,7 @@ impl Shared {
         self.generation.store(generation, Ordering::Release);
         self.loaded_at.store(unix_now(), Ordering::Relaxed);
         metrics::gauge!("sluice_config_generation").set(self.generation() as f64);
+        self.configure_guard(&self.config.load());
     }
 
     pub fn generation(&self) -> u64 {
@@ -124,6 +131,57 @@ impl Shared {
     pub fn spawn_monitor(self: &Arc<Self>) {
         let shared = self.clone();
         self.monitor.spawn(Arc::new(move || shared.config.load_full()));
+    }
+
+    /// Starts the guard's binlog feed on the live config. It reads from
+    /// the backend that takes writes: the configured primary, or with
+    /// `monitor.follow_read_only` the one the monitor finds writable.
+    pub fn spawn_guard(self: &Arc<Self>) {
+        self.configure_guard(&self.config.load());
+        let shared = self.clone();
+        let mut changes = self.monitor.subscribe();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                shared.update_guard_writer();
+            }
+        });
+    }
+
+    fn update_guard_writer(&self) {
+        let now = self.writer_address();
+        self.guard_writer.send_if_modified(|was| {
+            let changed = *was != now;
+            *was = now;
+            changed
+        });
+    }
+
+    fn configure_guard(&self, config: &Config) {
+        self.update_guard_writer();
+        if !config.guard.tables.is_empty() {
+            if let Some(why) = guard_never_answers(config) {
+                tracing::warn!("the empty-key guard can never answer: {why}; it only keeps its filters");
+            }
+        }
+        self.guard.configure(config, self.guard_writer.subscribe());
+    }
+
+    /// The address writes go to now, if any.
+    pub fn writer_address(&self) -> Option<String> {
+        let topology = self.topology.load();
+        if self.config.load().monitor.follow_read_only {
+            match &self.monitor.view().writer {
+                sluice_pool::monitor::WriterState::Backend(name) => {
+                    topology.by_name(name).map(|b| b.address.to_string())
+                }
+                _ => None,
+            }
+        } else {
+            topology
+                .primary
+                .and_then(|i| topology.backends.get(i))
+                .map(|b| b.address.to_string())
+        }
     }
 
     /// A counter that rotates ties between equally loaded replicas.
@@ -160,6 +218,18 @@ pub fn pool_settings(config: &Config) -> PoolSettings {
         min_idle: config.pool.min_idle,
         max_queue: config.pool.max_queue,
         adaptive_limit: config.pool.adaptive_limit,
+    }
+}
+
+/// Why a config leaves the guard no read to answer: it only answers reads
+/// that may go to a replica.
+pub fn guard_never_answers(config: &Config) -> Option<&'static str> {
+    if config.pool.mode == sluice_config::PoolMode::Session {
+        Some("pool.mode = \"session\" keeps every client on the primary")
+    } else if config.routing.mode == sluice_config::RoutingMode::PrimaryOnly {
+        Some("routing.mode = \"primary_only\" sends every read to the primary")
+    } else {
+        None
     }
 }
 

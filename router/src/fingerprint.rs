@@ -82,6 +82,13 @@ fn fingerprint_with(
                 push_token(out, &b[i..end]);
                 i = end;
             }
+            // A prepared statement's placeholder is not a literal: `id = ?`
+            // and `id = 5` are different templates (the guard reads the
+            // value from the parameters in one, from the text in the other).
+            b'?' => {
+                push_token(out, b"?p");
+                i += 1;
+            }
             // A minus right after an operator, `(` or `,` belongs to the number.
             b'-' if b.get(i + 1).is_some_and(u8::is_ascii_digit)
                 && !out
@@ -194,6 +201,18 @@ mod tests {
     }
 
     #[test]
+    fn placeholders_and_literals_are_different_templates() {
+        let (with_literal, _) = norm("SELECT c FROM t WHERE id = 5");
+        let (with_placeholder, lits) = norm("SELECT c FROM t WHERE id = ?");
+        assert_ne!(with_literal, with_placeholder);
+        assert!(lits.is_empty());
+        // A literal after a placeholder does not fold into it.
+        let (n, l) = norm("SELECT c FROM t WHERE id IN (?, 5)");
+        assert_eq!(n, "SELECT c FROM t WHERE id IN ( ?p , ? )");
+        assert_eq!(l, vec!["5"]);
+    }
+
+    #[test]
     fn literals_become_placeholders_in_order() {
         let (n, l) = norm("SELECT c FROM sbtest1 WHERE id=12345 AND name = 'it''s'");
         assert_eq!(n, "SELECT c FROM sbtest1 WHERE id = ? AND name = ?");
@@ -226,8 +245,8 @@ mod tests {
         let a = fingerprint_groups(sql, &mut out, &mut lits, &mut heads);
         assert_eq!(
             heads,
-            vec![true, true, false, false, false, true, false],
-            "a literal after a placeholder and a comma folds too"
+            vec![true, true, false, false, true, true, false],
+            "a literal after a placeholder and a comma starts a group of its own"
         );
         let mut out2 = Vec::new();
         assert_eq!(a, fingerprint(sql, &mut out2, &mut lits));

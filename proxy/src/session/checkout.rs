@@ -238,7 +238,10 @@ impl Session {
     /// The position a replica read must see, under the configured
     /// read-your-writes mode. `Err` when the primary's position could not
     /// be learned (`universal`): the read goes to the primary.
-    async fn required_position(&mut self, requirement: Requirement) -> Result<Option<GtidPos>, ()> {
+    pub(super) async fn required_position(
+        &mut self,
+        requirement: Requirement,
+    ) -> Result<Option<GtidPos>, ()> {
         match requirement {
             Requirement::None => Ok(None),
             Requirement::Session => Ok(self.causal.clone()),

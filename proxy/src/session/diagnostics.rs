@@ -109,6 +109,14 @@ impl Session {
         }
     }
 
+    /// A statement that uses a table clears the warnings and errors.
+    pub(super) fn clear_conditions_of_previous(&mut self) {
+        let diag = &mut self.diagnostics;
+        diag.previous.warning_count = 0;
+        diag.previous.error_count = 0;
+        diag.conditions.clear();
+    }
+
     /// COM_PING and the like end with an OK that sets `ROW_COUNT()` to 0
     /// on the server.
     pub(super) fn ok_without_rows(&mut self) {

@@ -29,6 +29,8 @@ pub(super) struct Work<'a> {
     pub response: ResponseKind,
     pub outgoing: Outgoing,
     pub label: &'static str,
+    /// Keep the result set's column definitions (for the guard).
+    pub capture_columns: bool,
 }
 
 /// What the command did, for the caller.
@@ -110,7 +112,7 @@ impl Session {
     }
 
     /// Where the command belongs (the plan's first rule).
-    fn route(&self, facts: Option<&Facts>) -> Route {
+    pub(super) fn route(&self, facts: Option<&Facts>) -> Route {
         let bound = self.binding.bound();
         let Some(facts) = facts else {
             return plan::route_command(bound);
@@ -367,6 +369,7 @@ impl Session {
         if let Outgoing::Prepare { client_id, .. } = &work.outgoing {
             relay = relay.with_statement_id(*client_id);
         }
+        relay = relay.capturing_columns(work.capture_columns);
         let kill_after = self.config.routing.query_timeout_ms;
         let grace = held.pool.target().connect_timeout;
         let mut kill = None;

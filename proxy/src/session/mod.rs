@@ -26,6 +26,7 @@ mod checkout;
 mod commands;
 mod diagnostics;
 mod execute;
+mod guard;
 mod kill;
 mod outgoing;
 mod prepared;
@@ -178,6 +179,8 @@ struct Session {
     causal: Option<sluice_router::GtidPos>,
     scratch: Scratch,
     metrics: SessionMetrics,
+    /// Reused per guarded lookup: the keys it names, encoded.
+    guard_keys: Vec<Vec<u8>>,
 }
 
 impl Session {
@@ -221,6 +224,7 @@ impl Session {
             last_write: None,
             causal: None,
             scratch: Scratch::default(),
+            guard_keys: Vec::new(),
             metrics: SessionMetrics::default(),
         }
     }

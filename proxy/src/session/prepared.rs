@@ -6,6 +6,7 @@
 
 use super::diagnostics::DiagnosticsRead;
 use super::execute::Work;
+use super::guard::{Asked, Values};
 use super::outgoing::Outgoing;
 use super::{End, Session};
 use crate::errors;
@@ -28,6 +29,8 @@ pub(super) struct ClientStatement {
     pub long_data_bytes: usize,
     /// Long data exceeded the limit: the next execute fails.
     pub long_data_overflow: bool,
+    /// Literal spans of `sql`, for a lookup the guard may answer.
+    pub literals: Option<Arc<[std::ops::Range<usize>]>>,
 }
 
 #[derive(Default)]
@@ -72,6 +75,11 @@ impl Session {
             metrics::counter!("sluice_errors_total", "cause" => "kill_refused").increment(1);
             return self.reply(&errors::kill_not_preparable()).await;
         }
+        let literals = facts
+            .ast
+            .lookup
+            .is_some()
+            .then(|| Arc::from(self.scratch.literals.as_slice()));
         let client_id = self.binding.statements.allocate();
         let label = facts.kind().label();
         let done = self
@@ -85,6 +93,7 @@ impl Session {
                     client_id,
                 },
                 label,
+                capture_columns: false,
             })
             .await?;
         if let Some(stmt) = done.outcome.and_then(|o| o.prepared) {
@@ -98,6 +107,7 @@ impl Session {
                     long_data: Vec::new(),
                     long_data_bytes: 0,
                     long_data_overflow: false,
+                    literals,
                 },
             );
         }
@@ -155,17 +165,51 @@ impl Session {
             long_data: std::mem::take(&mut stmt.long_data),
         };
         stmt.long_data_bytes = 0;
+        let literals = stmt.literals.clone();
         let label = facts.kind().label();
+        // A lookup of a guarded table: perhaps answered without the database.
+        let follow_up = match (&outgoing, literals) {
+            (
+                Outgoing::Execute {
+                    sql,
+                    params,
+                    types,
+                    long_data,
+                    ..
+                },
+                Some(literals),
+            ) if payload[0] == com::STMT_EXECUTE => {
+                let values = Values::Binary {
+                    sql,
+                    literals: &literals,
+                    payload: &payload,
+                    params: *params,
+                    types: types.as_deref(),
+                    long_data: !long_data.is_empty(),
+                };
+                match self.ask_guard(&facts, values).await? {
+                    Asked::Answered => return Ok(()),
+                    Asked::Pass(follow_up) => Some(follow_up),
+                    Asked::NotGuarded => None,
+                }
+            }
+            _ => None,
+        };
         // A cursor pins the client once the server reports it open.
-        self.run(Work {
-            facts: Some(&facts),
-            literals: Vec::new(),
-            response: ResponseKind::Results,
-            outgoing,
-            label,
-        })
-        .await
-        .map(|_| ())
+        let done = self
+            .run(Work {
+                facts: Some(&facts),
+                literals: Vec::new(),
+                response: ResponseKind::Results,
+                outgoing,
+                label,
+                capture_columns: follow_up.as_ref().is_some_and(|f| f.wants_columns()),
+            })
+            .await?;
+        if let Some(follow_up) = follow_up {
+            self.guard_follow_up(follow_up, done.outcome.as_ref());
+        }
+        Ok(())
     }
 
     /// COM_STMT_SEND_LONG_DATA has no response: buffer the chunk for the
@@ -215,6 +259,7 @@ impl Session {
                 response: ResponseKind::Simple,
                 outgoing,
                 label: "COM_STMT_RESET",
+                capture_columns: false,
             };
             return self.run(work).await.map(|_| ());
         }
@@ -242,6 +287,7 @@ impl Session {
             response: ResponseKind::Fetch,
             outgoing,
             label: "COM_STMT_FETCH",
+            capture_columns: false,
         };
         self.run(work).await.map(|_| ())
     }

@@ -4,6 +4,7 @@
 
 use super::diagnostics::DiagnosticsRead;
 use super::execute::Work;
+use super::guard::{Asked, Values};
 use super::outgoing::Outgoing;
 use super::{End, Session};
 use crate::relay::ResponseKind;
@@ -75,15 +76,37 @@ impl Session {
                 None => {}
             }
         }
-        self.run(Work {
-            facts: Some(&facts),
-            literals,
-            response: ResponseKind::Results,
-            outgoing,
-            label,
-        })
-        .await
-        .map(|_| ())
+        // A lookup of a guarded table: perhaps answered without the database.
+        let follow_up = if utf8 && matches!(outgoing, Outgoing::Raw(_)) {
+            let spans = std::mem::take(&mut self.scratch.literals);
+            let values = Values::Text {
+                sql: &sql,
+                literals: &spans,
+            };
+            let asked = self.ask_guard(&facts, values).await;
+            self.scratch.literals = spans;
+            match asked? {
+                Asked::Answered => return Ok(()),
+                Asked::Pass(follow_up) => Some(follow_up),
+                Asked::NotGuarded => None,
+            }
+        } else {
+            None
+        };
+        let done = self
+            .run(Work {
+                facts: Some(&facts),
+                literals,
+                response: ResponseKind::Results,
+                outgoing,
+                label,
+                capture_columns: follow_up.as_ref().is_some_and(|f| f.wants_columns()),
+            })
+            .await?;
+        if let Some(follow_up) = follow_up {
+            self.guard_follow_up(follow_up, done.outcome.as_ref());
+        }
+        Ok(())
     }
 
     pub(super) async fn plain_command(&mut self, payload: Bytes) -> Result<(), End> {
@@ -99,6 +122,7 @@ impl Session {
             response,
             outgoing: Outgoing::Raw(payload),
             label,
+            capture_columns: false,
         })
         .await
         .map(|_| ())

@@ -1,0 +1,469 @@
+//! The empty-key guard on the statement path. A point lookup whose keys the
+//! guard's filter says are certainly absent is answered here with an empty
+//! result set (the server's own column definitions from the last real run
+//! of the same shape, the status flags the server would send, no warnings),
+//! but only when `plan::guard_may_answer` says the backend the read would
+//! have gone to could not have returned a row the guard has not seen. Every
+//! other lookup of a guarded table goes to the database as usual, counted
+//! in `sluice_guard_passed_total{reason}`; a "maybe present" that the server
+//! answers with no row is counted as a false positive.
+
+use super::{End, Session};
+use crate::answers::ShapeKey;
+use bytes::Bytes;
+use sluice_guard::TableGuard;
+use sluice_protocol::consts::CapabilityFlags as Caps;
+use sluice_protocol::packets;
+use sluice_router::diagnostics::Ended;
+use sluice_router::lookup::{KeyConjunct, KeyValues, LookupShape};
+use sluice_router::plan::{self, GuardInput, GuardVerdict, ReadTarget};
+use sluice_router::probe::{probe_literal, probe_param, reason};
+use sluice_router::{Facts, GtidPos, Route};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where this execution's key values are.
+pub(super) enum Values<'a> {
+    /// COM_QUERY: literal spans of the text (from the fingerprint).
+    Text {
+        sql: &'a str,
+        literals: &'a [Range<usize>],
+    },
+    /// COM_STMT_EXECUTE: the bound parameters.
+    Binary {
+        sql: &'a str,
+        /// Literal spans of the prepared text.
+        literals: &'a [Range<usize>],
+        payload: &'a [u8],
+        params: u16,
+        /// Types an earlier execute sent (this one may omit them).
+        types: Option<&'a [u8]>,
+        /// Some parameter was sent as long data (not in the packet).
+        long_data: bool,
+    },
+}
+
+/// What the statement path does after asking the guard.
+pub(super) enum Asked {
+    /// Not a lookup of a guarded table.
+    NotGuarded,
+    /// The client has its answer.
+    Answered,
+    /// Run it; afterwards [`Session::guard_follow_up`].
+    Pass(FollowUp),
+}
+
+/// What to learn from a guarded table's lookup that ran on a backend.
+pub(super) struct FollowUp {
+    table: Arc<TableGuard>,
+    /// Keep the result's column definitions under this shape.
+    shape: Option<OwnedShape>,
+    /// The filter said "maybe present": no row back is a false positive.
+    maybe_present: bool,
+}
+
+impl FollowUp {
+    pub fn wants_columns(&self) -> bool {
+        self.shape.is_some()
+    }
+}
+
+struct OwnedShape {
+    text: Vec<u8>,
+    schema: String,
+    charset: String,
+    binary: bool,
+    generation: u64,
+}
+
+impl Session {
+    /// Asks the guard about a statement before it runs.
+    pub(super) async fn ask_guard(&mut self, facts: &Facts, values: Values<'_>) -> Result<Asked, End> {
+        let Some(shape) = facts.ast.lookup.as_ref() else {
+            return Ok(Asked::NotGuarded);
+        };
+        let Some(schema) = shape.schema.as_deref().or(self.desired.schema.as_deref()) else {
+            return Ok(Asked::NotGuarded);
+        };
+        let Some(table) = self.shared.guard.table(schema, &shape.table) else {
+            return Ok(Asked::NotGuarded);
+        };
+        let started = Instant::now();
+        let schema = schema.to_string();
+        match self.decide(facts, shape, &table, &schema, &values).await {
+            Decision::Answer(columns) => {
+                tracing::debug!(
+                    conn_id = self.id,
+                    table = table.name(),
+                    "lookup answered by the guard"
+                );
+                self.answer_empty(facts, &columns).await?;
+                self.metrics.guard(table.name(), None);
+                self.metrics
+                    .query("guard", "guard", facts.kind().label(), started.elapsed());
+                Ok(Asked::Answered)
+            }
+            Decision::Pass { reason, capture } => {
+                tracing::debug!(
+                    conn_id = self.id,
+                    table = table.name(),
+                    reason,
+                    "lookup passed to the database"
+                );
+                self.metrics.guard(table.name(), Some(reason));
+                let shape = capture.then(|| self.owned_shape(shape, &table, &schema, &values));
+                Ok(Asked::Pass(FollowUp {
+                    table,
+                    shape,
+                    maybe_present: reason == "maybe_present",
+                }))
+            }
+        }
+    }
+
+    /// After a passed lookup ran: keep its metadata, count a false positive.
+    pub(super) fn guard_follow_up(&mut self, follow: FollowUp, outcome: Option<&crate::relay::Outcome>) {
+        let Some(outcome) = outcome else { return };
+        if outcome.ended_with_error {
+            return;
+        }
+        if follow.maybe_present && outcome.result_set && outcome.rows == 0 {
+            metrics::counter!("sluice_guard_false_positives_total", "table" => follow.table.name().to_string())
+                .increment(1);
+        }
+        if let (Some(shape), Some(columns)) = (follow.shape, outcome.columns.clone()) {
+            self.shared.answers.put(
+                &ShapeKey {
+                    text: &shape.text,
+                    schema: &shape.schema,
+                    charset: &shape.charset,
+                    binary: shape.binary,
+                    generation: shape.generation,
+                },
+                columns,
+            );
+        }
+    }
+
+    async fn decide(
+        &mut self,
+        facts: &Facts,
+        shape: &LookupShape,
+        table: &Arc<TableGuard>,
+        schema: &str,
+        values: &Values<'_>,
+    ) -> Decision {
+        // Reads that must go to the primary (transactions, hints, locking
+        // reads, primary_only) are never the guard's.
+        if self.route(Some(facts)) != Route::Replica {
+            return Decision::pass("primary_route");
+        }
+        let Some(conjunct) = shape.conjuncts.iter().find(|c| c.is_column(table.key_column())) else {
+            return Decision::pass("no_key_condition");
+        };
+        // The position first, then readiness, then the filter: a table is
+        // marked not ready before the position of the event that broke it
+        // is published, so a stale filter is never read as a fresh one.
+        let guard_applied = self.shared.guard.applied();
+        if !table.ready() {
+            return Decision::pass_capturing("not_ready");
+        }
+        if let Values::Binary { payload, .. } = values {
+            // A cursor's result comes through COM_STMT_FETCH.
+            if payload.get(5).is_some_and(|flags| *flags != 0) {
+                return Decision::pass("cursor");
+            }
+        }
+        // Every key the lookup names, encoded as the filter holds them.
+        let charset = self.connection_charset();
+        let mut keys = std::mem::take(&mut self.guard_keys);
+        keys.clear();
+        let probed = probe_keys(table, shape, conjunct, values, &charset, &mut keys);
+        let maybe = match probed {
+            Ok(()) => keys.iter().any(|k| table.may_contain(k)),
+            Err(reason) => {
+                self.guard_keys = keys;
+                return Decision::pass(reason);
+            }
+        };
+        self.guard_keys = keys;
+        let shape_text = shape_text(shape, conjunct, values);
+        let generation = table.ddl_generation();
+        let columns = self.shared.answers.get(&ShapeKey {
+            text: &shape_text,
+            schema,
+            charset: &self.result_charset(),
+            binary: matches!(values, Values::Binary { .. }),
+            generation,
+        });
+        if maybe {
+            return Decision::Pass {
+                reason: "maybe_present",
+                capture: columns.is_none(),
+            };
+        }
+        let Some(columns) = columns else {
+            return Decision::pass_capturing("no_metadata");
+        };
+        match self.consistent(facts, table, &guard_applied).await {
+            GuardVerdict::Answer => Decision::Answer(columns),
+            GuardVerdict::Pass(reason) => Decision::pass(reason),
+        }
+    }
+
+    /// The consistency contract: the guard has seen everything the backend
+    /// the read would have gone to has, and what read-your-writes requires.
+    async fn consistent(
+        &mut self,
+        facts: &Facts,
+        table: &TableGuard,
+        guard_applied: &GtidPos,
+    ) -> GuardVerdict {
+        let requirement = plan::read_requirement(self.config.routing.read_your_writes, false);
+        let required = match requirement {
+            plan::Requirement::None => None,
+            _ => match Box::pin(self.required_position(requirement)).await {
+                Ok(required) => required,
+                Err(()) => return GuardVerdict::Pass("primary_position_unknown"),
+            },
+        };
+        let view = self.shared.monitor.view();
+        let read = self.plan_replica_read(Some(facts), required.as_ref(), &view);
+        let replica_applied = match read.target {
+            ReadTarget::Replica(i) | ReadTarget::WaitOn(i) => self
+                .topology
+                .backends
+                .get(i)
+                .and_then(|b| view.health(&b.name))
+                .and_then(|h| h.position.clone()),
+            _ => None,
+        };
+        let guard = &self.shared.guard;
+        let guard_lag_ms = guard
+            .last_heartbeat_us()
+            .and_then(|us| self.shared.monitor.heartbeat_lag_ms(&self.config, us));
+        plan::guard_may_answer(GuardInput {
+            target: read.target,
+            guard_applied,
+            replica_applied: replica_applied.as_ref(),
+            required: required.as_ref(),
+            guard_lag_ms,
+            max_lag_ms: facts
+                .lexical
+                .max_lag_ms()
+                .unwrap_or(self.config.routing.max_replica_lag_ms),
+            table_ready: table.ready(),
+            stream_connected: guard.connected(),
+        })
+    }
+
+    fn owned_shape(
+        &self,
+        shape: &LookupShape,
+        table: &TableGuard,
+        schema: &str,
+        values: &Values<'_>,
+    ) -> OwnedShape {
+        let text = match shape.conjuncts.iter().find(|c| c.is_column(table.key_column())) {
+            Some(conjunct) => shape_text(shape, conjunct, values),
+            None => Vec::new(),
+        };
+        OwnedShape {
+            text,
+            schema: schema.to_string(),
+            charset: self.result_charset(),
+            binary: matches!(values, Values::Binary { .. }),
+            generation: table.ddl_generation(),
+        }
+    }
+
+    /// The charset string literals and string parameters arrive in; a
+    /// session whose client and connection charsets differ gets a value no
+    /// column has, so its string keys are passed through.
+    fn connection_charset(&self) -> String {
+        let var = |name: &str| self.desired.vars.get(name).map(String::as_str).unwrap_or("");
+        let client = var("character_set_client");
+        let connection = var("character_set_connection");
+        if client == connection {
+            connection.to_string()
+        } else {
+            "(client and connection charsets differ)".to_string()
+        }
+    }
+
+    /// What the result's column definitions depend on in the session.
+    fn result_charset(&self) -> String {
+        let var = |name: &str| self.desired.vars.get(name).map(String::as_str).unwrap_or("");
+        format!("{}/{}", var("character_set_results"), var("collation_connection"))
+    }
+
+    /// An empty result set with the server's column definitions, as the
+    /// server ends one: no warnings, the session's status flags.
+    async fn answer_empty(&mut self, facts: &Facts, columns: &[Bytes]) -> Result<(), End> {
+        self.binding.release_statement_hold();
+        let status = self.client_status();
+        let deprecate_eof = self.caps.contains(Caps::CLIENT_DEPRECATE_EOF);
+        let mut seq = self.seq;
+        for packet in columns {
+            self.client.queue_packet(seq, packet);
+            seq = seq.wrapping_add(1);
+        }
+        if !deprecate_eof {
+            self.client.queue_packet(seq, &packets::eof(0, status));
+            seq = seq.wrapping_add(1);
+            self.client.queue_packet(seq, &packets::eof(0, status));
+        } else {
+            self.client.queue_packet(seq, &packets::ok_as_eof(0, status));
+        }
+        // What a later statement reads about this one: a SELECT of a table
+        // that returned no row and raised nothing.
+        if sluice_router::diagnostics::clears_conditions(facts) {
+            self.clear_conditions_of_previous();
+        }
+        self.diagnostics.previous = self.diagnostics.previous.after(Ended {
+            result_set: true,
+            rows: 0,
+            ..Ended::default()
+        });
+        self.client.flush().await.map_err(|_| End::ClientGone)
+    }
+}
+
+enum Decision {
+    Answer(Arc<[Bytes]>),
+    Pass { reason: &'static str, capture: bool },
+}
+
+impl Decision {
+    fn pass(reason: &'static str) -> Decision {
+        Decision::Pass {
+            reason,
+            capture: false,
+        }
+    }
+
+    fn pass_capturing(reason: &'static str) -> Decision {
+        Decision::Pass {
+            reason,
+            capture: true,
+        }
+    }
+}
+
+/// Encodes every key value of `conjunct` into `keys`.
+fn probe_keys(
+    table: &TableGuard,
+    shape: &LookupShape,
+    conjunct: &KeyConjunct,
+    values: &Values<'_>,
+    charset: &str,
+    keys: &mut Vec<Vec<u8>>,
+) -> Result<(), &'static str> {
+    let kind = table.kind();
+    match values {
+        Values::Text { sql, literals } => {
+            let map = shape.resolve(sql, literals, 0).inspect_err(|why| {
+                tracing::debug!(
+                    why,
+                    literals = literals.len(),
+                    template_literals = shape.literal_count,
+                    template_params = shape.param_count,
+                    "a lookup's literals do not fit its template"
+                )
+            })?;
+            for ordinal in map.ordinals(&conjunct.values) {
+                let text = literals
+                    .get(ordinal)
+                    .and_then(|span| sql.get(span.clone()))
+                    .ok_or(reason::SHAPE_MISMATCH)?;
+                let mut key = Vec::new();
+                probe_literal(kind, text, charset, &mut key)?;
+                keys.push(key);
+            }
+        }
+        Values::Binary {
+            sql,
+            literals,
+            payload,
+            params,
+            types,
+            long_data,
+        } => {
+            shape
+                .resolve(sql, literals, usize::from(*params))
+                .inspect_err(|why| {
+                    tracing::debug!(
+                        why,
+                        literals = literals.len(),
+                        params,
+                        template_literals = shape.literal_count,
+                        template_params = shape.param_count,
+                        "a prepared lookup does not fit its template"
+                    )
+                })?;
+            let indexes: &[u16] = match &conjunct.values {
+                KeyValues::Param(i) => std::slice::from_ref(i),
+                KeyValues::ParamList(list) => list,
+                _ => return Err(reason::SHAPE_MISMATCH),
+            };
+            // The types this execute binds, or the ones it sent before.
+            let bound = sluice_protocol::statement::bound_types(payload, *params).or(*types);
+            for &index in indexes {
+                let value = sluice_protocol::statement::execute_param(payload, *params, *types, index)
+                    .ok_or(reason::SHAPE_MISMATCH)?;
+                let at = usize::from(index) * 2;
+                let (param_type, flags) = bound
+                    .and_then(|t| Some((*t.get(at)?, *t.get(at + 1)?)))
+                    .ok_or(reason::SHAPE_MISMATCH)?;
+                let mut key = Vec::new();
+                probe_param(
+                    kind,
+                    param_type,
+                    flags & 0x80 != 0,
+                    value,
+                    *long_data,
+                    charset,
+                    &mut key,
+                )?;
+                keys.push(key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The statement's text apart from the key's values: what its result's
+/// metadata can depend on. The text with the key's literals replaced by
+/// `?` and every other literal kept (a literal in the select list names
+/// and sizes a column), or a prepared statement's own SQL.
+fn shape_text(shape: &LookupShape, conjunct: &KeyConjunct, values: &Values<'_>) -> Vec<u8> {
+    match values {
+        Values::Binary { sql, .. } => {
+            let mut text = b"binary\0".to_vec();
+            text.extend_from_slice(sql.as_bytes());
+            text
+        }
+        Values::Text { sql, literals } => {
+            let keys = shape
+                .resolve(sql, literals, 0)
+                .map(|map| map.ordinals(&conjunct.values))
+                .unwrap_or(0..0);
+            let b = sql.as_bytes();
+            let mut text = Vec::with_capacity(b.len() + 8);
+            text.extend_from_slice(b"text\0");
+            let mut last = 0;
+            for (i, span) in literals.iter().enumerate() {
+                text.extend_from_slice(b.get(last..span.start).unwrap_or_default());
+                if keys.contains(&i) {
+                    text.push(b'?');
+                } else {
+                    text.extend_from_slice(b.get(span.clone()).unwrap_or_default());
+                }
+                last = span.end.max(last);
+            }
+            text.extend_from_slice(b.get(last..).unwrap_or_default());
+            text
+        }
+    }
+}
