@@ -37,6 +37,10 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP # terminal closed
 
 topology_start "$work/db"
+# A table for the empty-key guard to watch.
+mariadb --no-defaults -h127.0.0.1 -P"$SLUICE_PORT_BASE" -uapp -papp sluice_test -e "
+  CREATE TABLE IF NOT EXISTS users (id BIGINT PRIMARY KEY, name VARCHAR(50) NOT NULL);
+  INSERT IGNORE INTO users VALUES (1, 'ada'), (2, 'grace'), (3, 'edsger');"
 topology_sluice_config "$work/db" "$listen" "$admin" >"$work/sluice.toml"
 
 "$bin" --config "$work/sluice.toml" &
@@ -57,6 +61,9 @@ Sluice is running (pid $sluice_pid), config $work/sluice.toml
   status:   curl http://$admin/status   (writer, replica lag in ms, GTID positions)
   lag:      mariadb -h127.0.0.1 -P$((SLUICE_PORT_BASE + 2)) -uapp -papp -e "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=3; START SLAVE"
             makes replica2 lag 3 s: it stops getting reads (max_replica_lag_ms = 1000)
+  guard:    mariadb -h${listen%:*} -P${listen##*:} -uapp -papp sluice_test -e "SELECT * FROM users WHERE id = 1; SELECT * FROM users WHERE id = 42; SELECT * FROM users WHERE id = 43"
+            ids 42 and 43 do not exist: once the shape has run, the guard answers such lookups
+            without the database (curl -s http://$admin/metrics | grep sluice_guard_answered_total)
   backends: primary 127.0.0.1:$SLUICE_PORT_BASE, replicas :$((SLUICE_PORT_BASE + 1)) :$((SLUICE_PORT_BASE + 2))
 Press Ctrl-C to stop everything.
 EOF

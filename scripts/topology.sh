@@ -350,6 +350,15 @@ role = "replica"
 name = "replica2"
 address = "127.0.0.1:$REPLICA2_PORT"
 role = "replica"
+
+# The empty-key guard: lookups of ids that do not exist in sluice_test.users
+# are answered without the database (scripts/demo.sh creates the table).
+[guard]
+server_id = 5151                   # the guard's binlog stream registers as this replica
+
+[[guard.tables]]
+table = "sluice_test.users"
+key = "id"
 EOF
 )
 

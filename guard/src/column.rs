@@ -62,6 +62,60 @@ pub async fn verify_indexed(
     }
 }
 
+/// What `sluice check-config` learns about `[guard]` from the primary.
+pub enum Verified {
+    /// Every table can be guarded.
+    Ok(Vec<KeyColumn>),
+    /// Problems, each naming its key (`guard.tables[i].table` / `.key`).
+    Problems(Vec<String>),
+    /// The primary could not be asked (the tables are not checked).
+    Unreachable(String),
+}
+
+/// Checks every `[[guard.tables]]` entry against the primary, with the
+/// monitor's account, within `limit`.
+pub async fn verify_config(config: &sluice_config::Config, limit: std::time::Duration) -> Verified {
+    let Some(primary) = config
+        .backends
+        .iter()
+        .find(|b| b.role == sluice_config::Role::Primary)
+    else {
+        return Verified::Unreachable("no primary is configured".into());
+    };
+    let (user, password) = config.monitor_account().unwrap_or(("", ""));
+    let work = async {
+        let mut conn = crate::conn::connect(&primary.address, user, password)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut found = Vec::new();
+        let mut problems = Vec::new();
+        for (i, table) in config.guard.tables.iter().enumerate() {
+            match verify_indexed(&mut conn, i, table).await {
+                Ok(column) => found.push(column),
+                Err(problem) => problems.push(problem),
+            }
+        }
+        conn.disconnect().await.ok();
+        Ok::<_, String>(if problems.is_empty() {
+            Verified::Ok(found)
+        } else {
+            Verified::Problems(problems)
+        })
+    };
+    match tokio::time::timeout(limit, work).await {
+        Ok(Ok(verified)) => verified,
+        Ok(Err(e)) => {
+            Verified::Unreachable(format!("primary `{}` at {}: {e}", primary.name, primary.address))
+        }
+        Err(_) => Verified::Unreachable(format!(
+            "primary `{}` at {}: no answer within {} ms",
+            primary.name,
+            primary.address,
+            limit.as_millis()
+        )),
+    }
+}
+
 type ColumnRow = (String, String, Option<String>, Option<String>, u64, String);
 
 /// Looks the key column up in information_schema. The outer error is the

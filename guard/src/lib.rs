@@ -23,7 +23,7 @@ pub mod scan;
 mod state;
 mod table;
 
-pub use column::{KeyColumn, verify, verify_indexed};
+pub use column::{KeyColumn, Verified, verify, verify_config, verify_indexed};
 pub use key::KeyKind;
 
 use filter::Filter;
@@ -238,6 +238,23 @@ impl Guard {
         let tables = self.shared.tables.load();
         if tables.is_empty() {
             return None;
+        }
+        // Asked on every lookup-shaped statement: a few tables are compared
+        // in place, without building the key.
+        if tables.len() <= 16 {
+            return tables
+                .iter()
+                .find(|(key, _)| {
+                    key.len() == schema.len() + 1 + table.len()
+                        && key.as_bytes().get(schema.len()) == Some(&b'.')
+                        && key
+                            .get(..schema.len())
+                            .is_some_and(|s| s.eq_ignore_ascii_case(schema))
+                        && key
+                            .get(schema.len() + 1..)
+                            .is_some_and(|t| t.eq_ignore_ascii_case(table))
+                })
+                .map(|(_, t)| t.clone());
         }
         let mut key = String::with_capacity(schema.len() + table.len() + 1);
         key.push_str(schema);

@@ -1,7 +1,7 @@
 //! The server's own metadata for the guard's local answers. When a
 //! guardable lookup really runs, the column definitions of its result set
 //! are kept here, keyed by everything that can change them: the statement's
-//! text apart from the key's values, the schema it ran in, the result
+//! text apart from the key's values, the guarded table, the result
 //! charset, the protocol (text or binary) and the guarded table's DDL
 //! generation. A guarded answer sends exactly these packets, so a shape
 //! that has not run once is never answered locally.
@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 /// What the metadata of one execution depends on.
 #[derive(Debug, Clone, Copy)]
 pub struct ShapeKey<'a> {
-    /// The statement's text with the key's values left out (the normalized
-    /// text plus every other literal, or a prepared statement's SQL).
+    /// The statement's text with the key's values left out (its text with
+    /// the key's literals as `?`, or a prepared statement's SQL).
     pub text: &'a [u8],
-    pub schema: &'a str,
+    /// The guarded table, `schema.table`.
+    pub table: &'a str,
     /// `character_set_results` and `collation_connection`, as the session
     /// has them.
-    pub charset: &'a str,
+    pub charset: [&'a str; 2],
     /// COM_STMT_EXECUTE (binary rows) rather than COM_QUERY.
     pub binary: bool,
     /// The guarded table's DDL generation when the metadata was seen.
@@ -32,7 +33,7 @@ impl ShapeKey<'_> {
     fn hash64(&self) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         self.text.hash(&mut h);
-        self.schema.hash(&mut h);
+        self.table.hash(&mut h);
         self.charset.hash(&mut h);
         self.binary.hash(&mut h);
         self.generation.hash(&mut h);
@@ -42,8 +43,8 @@ impl ShapeKey<'_> {
 
 struct Entry {
     text: Box<[u8]>,
-    schema: Box<str>,
-    charset: Box<str>,
+    table: Box<str>,
+    charset: [Box<str>; 2],
     binary: bool,
     generation: u64,
     /// The column count packet, then one packet per column definition.
@@ -53,8 +54,9 @@ struct Entry {
 impl Entry {
     fn matches(&self, key: &ShapeKey<'_>) -> bool {
         *self.text == *key.text
-            && *self.schema == *key.schema
-            && *self.charset == *key.charset
+            && *self.table == *key.table
+            && *self.charset[0] == *key.charset[0]
+            && *self.charset[1] == *key.charset[1]
             && self.binary == key.binary
             && self.generation == key.generation
     }
@@ -102,8 +104,8 @@ impl Answers {
         let hash = key.hash64();
         let entry = Entry {
             text: key.text.into(),
-            schema: key.schema.into(),
-            charset: key.charset.into(),
+            table: key.table.into(),
+            charset: key.charset.map(Into::into),
             binary: key.binary,
             generation: key.generation,
             columns: columns.into(),
@@ -119,8 +121,8 @@ mod tests {
     fn key<'a>(text: &'a [u8], charset: &'a str, generation: u64) -> ShapeKey<'a> {
         ShapeKey {
             text,
-            schema: "app",
-            charset,
+            table: "app.t",
+            charset: [charset, "utf8mb4_general_ci"],
             binary: false,
             generation,
         }

@@ -43,12 +43,54 @@ pub fn main() -> ExitCode {
 fn check_config(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            if !guard_tables_ok(path, &config) {
+                return ExitCode::FAILURE;
+            }
             print!("{}", config.to_effective_toml());
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("sluice: {}: {e}", path.display());
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `[guard]` tables are checked against the primary when it answers: a
+/// missing table, a missing column or a key the guard cannot use fails the
+/// check with the key named. An unreachable primary is only a warning (the
+/// file itself is valid).
+fn guard_tables_ok(path: &std::path::Path, config: &Config) -> bool {
+    if config.guard.tables.is_empty() {
+        return true;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice: cannot start the runtime: {e}");
+            return false;
+        }
+    };
+    let limit = std::time::Duration::from_millis(config.pool.connect_timeout_ms.max(1000) * 2);
+    match runtime.block_on(sluice_guard::verify_config(config, limit)) {
+        sluice_guard::Verified::Ok(_) => true,
+        sluice_guard::Verified::Problems(problems) => {
+            for problem in problems {
+                match problem.split_once(": ") {
+                    Some((key, why)) => {
+                        eprintln!("sluice: {}: invalid config key `{key}`: {why}", path.display())
+                    }
+                    None => eprintln!("sluice: {}: {problem}", path.display()),
+                }
+            }
+            false
+        }
+        sluice_guard::Verified::Unreachable(why) => {
+            eprintln!(
+                "sluice: warning: [guard] tables not checked against the database ({why}); \
+                 Sluice checks them again when it starts"
+            );
+            true
         }
     }
 }

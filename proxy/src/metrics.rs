@@ -29,6 +29,20 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 
 pub fn build_info() {
     metrics::gauge!("sluice_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::describe_counter!(
+        "sluice_guard_answered_total",
+        "Lookups of a [guard] table answered by the empty-key guard without the database"
+    );
+    metrics::describe_counter!(
+        "sluice_guard_passed_total",
+        "Lookups of a [guard] table passed to the database, by reason (maybe_present: the filter \
+         could not rule the key out)"
+    );
+    metrics::describe_counter!(
+        "sluice_guard_false_positives_total",
+        "Lookups passed as maybe present for which the server returned no row (Bloom false \
+         positives and keys deleted since the filter was built)"
+    );
 }
 
 /// Samples pool sizes every second into `sluice_pool_connections{backend,state}`,

@@ -82,3 +82,66 @@ fn check_config_names_the_bad_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("acquire_timout_ms"));
 }
+
+/// `[guard]` tables are checked against the primary: a table that does
+/// not exist, a column that is not there or cannot be a guard's key, each
+/// named by its key; a valid one passes.
+#[test]
+fn check_config_names_a_bad_guard_table_or_key() {
+    let topo = sluice_tests::Topology::from_env();
+    let setup = Command::new("mariadb")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &topo.primary_port().to_string(),
+            "-uapp",
+            "-papp",
+        ])
+        .args([
+            "-e",
+            "CREATE TABLE IF NOT EXISTS sluice_test.guard_cli (id INT PRIMARY KEY, \
+             name VARCHAR(20) COLLATE utf8mb4_general_ci UNIQUE, note INT)",
+        ])
+        .output()
+        .expect("run mariadb");
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let dir = std::env::temp_dir().join(format!("sluice-cli-guard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = |table: &str, key: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[[users]]\nname = \"app\"\npassword = \"app\"\n\n\
+             [monitor]\nuser = \"sluice_monitor\"\npassword = \"monitor\"\n\n\
+             [[backends]]\nname = \"primary\"\naddress = \"{}\"\nrole = \"primary\"\n\n\
+             [[guard.tables]]\ntable = \"{table}\"\nkey = \"{key}\"\n",
+            topo.primary
+        )
+    };
+    let cases = [
+        ("sluice_test.guard_missing", "id", Some("guard.tables[0].table")),
+        ("sluice_test.guard_cli", "nope", Some("guard.tables[0].key")),
+        ("sluice_test.guard_cli", "note", Some("guard.tables[0].key")),
+        ("sluice_test.guard_cli", "name", Some("guard.tables[0].key")),
+        ("sluice_test.guard_cli", "id", None),
+    ];
+    for (i, (table, key, named)) in cases.iter().enumerate() {
+        let path = dir.join(format!("guard{i}.toml"));
+        std::fs::write(&path, config(table, key)).unwrap();
+        let out = sluice(&["check-config", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match named {
+            Some(named) => {
+                assert!(!out.status.success(), "{table}.{key} must fail");
+                assert!(
+                    stderr.contains(named),
+                    "{table}.{key}: must name `{named}`: {stderr}"
+                );
+            }
+            None => assert!(out.status.success(), "{table}.{key}: {stderr}"),
+        }
+    }
+}

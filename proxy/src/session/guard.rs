@@ -69,10 +69,10 @@ impl FollowUp {
     }
 }
 
+/// The metadata key of a passed lookup, kept until its result arrives.
 struct OwnedShape {
     text: Vec<u8>,
-    schema: String,
-    charset: String,
+    charset: [String; 2],
     binary: bool,
     generation: u64,
 }
@@ -90,14 +90,8 @@ impl Session {
             return Ok(Asked::NotGuarded);
         };
         let started = Instant::now();
-        let schema = schema.to_string();
-        match self.decide(facts, shape, &table, &schema, &values).await {
+        match self.decide(facts, shape, &table, &values).await {
             Decision::Answer(columns) => {
-                tracing::debug!(
-                    conn_id = self.id,
-                    table = table.name(),
-                    "lookup answered by the guard"
-                );
                 self.answer_empty(facts, &columns).await?;
                 self.metrics.guard(table.name(), None);
                 self.metrics
@@ -112,7 +106,12 @@ impl Session {
                     "lookup passed to the database"
                 );
                 self.metrics.guard(table.name(), Some(reason));
-                let shape = capture.then(|| self.owned_shape(shape, &table, &schema, &values));
+                let shape = capture.then(|| OwnedShape {
+                    text: self.guard_text.clone(),
+                    charset: result_charset(&self.desired).map(str::to_string),
+                    binary: matches!(values, Values::Binary { .. }),
+                    generation: table.ddl_generation(),
+                });
                 Ok(Asked::Pass(FollowUp {
                     table,
                     shape,
@@ -136,8 +135,8 @@ impl Session {
             self.shared.answers.put(
                 &ShapeKey {
                     text: &shape.text,
-                    schema: &shape.schema,
-                    charset: &shape.charset,
+                    table: follow.table.name(),
+                    charset: [&shape.charset[0], &shape.charset[1]],
                     binary: shape.binary,
                     generation: shape.generation,
                 },
@@ -151,7 +150,6 @@ impl Session {
         facts: &Facts,
         shape: &LookupShape,
         table: &Arc<TableGuard>,
-        schema: &str,
         values: &Values<'_>,
     ) -> Decision {
         // Reads that must go to the primary (transactions, hints, locking
@@ -175,27 +173,19 @@ impl Session {
                 return Decision::pass("cursor");
             }
         }
-        // Every key the lookup names, encoded as the filter holds them.
-        let charset = self.connection_charset();
-        let mut keys = std::mem::take(&mut self.guard_keys);
-        keys.clear();
-        let probed = probe_keys(table, shape, conjunct, values, &charset, &mut keys);
-        let maybe = match probed {
-            Ok(()) => keys.iter().any(|k| table.may_contain(k)),
-            Err(reason) => {
-                self.guard_keys = keys;
-                return Decision::pass(reason);
-            }
+        // Every key the lookup names, as the filter holds them.
+        let charset = connection_charset(&self.desired);
+        let maybe = match probe_keys(table, shape, conjunct, values, charset, &mut self.guard_key) {
+            Ok(maybe) => maybe,
+            Err(reason) => return Decision::pass(reason),
         };
-        self.guard_keys = keys;
-        let shape_text = shape_text(shape, conjunct, values);
-        let generation = table.ddl_generation();
+        shape_text(shape, conjunct, values, &mut self.guard_text);
         let columns = self.shared.answers.get(&ShapeKey {
-            text: &shape_text,
-            schema,
-            charset: &self.result_charset(),
+            text: &self.guard_text,
+            table: table.name(),
+            charset: result_charset(&self.desired),
             binary: matches!(values, Values::Binary { .. }),
-            generation,
+            generation: table.ddl_generation(),
         });
         if maybe {
             return Decision::Pass {
@@ -236,17 +226,21 @@ impl Session {
                 .backends
                 .get(i)
                 .and_then(|b| view.health(&b.name))
-                .and_then(|h| h.position.clone()),
+                .and_then(|h| h.position.as_ref()),
             _ => None,
         };
         let guard = &self.shared.guard;
-        let guard_lag_ms = guard
-            .last_heartbeat_us()
-            .and_then(|us| self.shared.monitor.heartbeat_lag_ms(&self.config, us));
+        // Its own lag matters only where the read would go to the primary.
+        let guard_lag_ms = match read.target {
+            ReadTarget::Primary => guard
+                .last_heartbeat_us()
+                .and_then(|us| self.shared.monitor.heartbeat_lag_ms(&self.config, us)),
+            _ => None,
+        };
         plan::guard_may_answer(GuardInput {
             target: read.target,
             guard_applied,
-            replica_applied: replica_applied.as_ref(),
+            replica_applied,
             required: required.as_ref(),
             guard_lag_ms,
             max_lag_ms: facts
@@ -256,46 +250,6 @@ impl Session {
             table_ready: table.ready(),
             stream_connected: guard.connected(),
         })
-    }
-
-    fn owned_shape(
-        &self,
-        shape: &LookupShape,
-        table: &TableGuard,
-        schema: &str,
-        values: &Values<'_>,
-    ) -> OwnedShape {
-        let text = match shape.conjuncts.iter().find(|c| c.is_column(table.key_column())) {
-            Some(conjunct) => shape_text(shape, conjunct, values),
-            None => Vec::new(),
-        };
-        OwnedShape {
-            text,
-            schema: schema.to_string(),
-            charset: self.result_charset(),
-            binary: matches!(values, Values::Binary { .. }),
-            generation: table.ddl_generation(),
-        }
-    }
-
-    /// The charset string literals and string parameters arrive in; a
-    /// session whose client and connection charsets differ gets a value no
-    /// column has, so its string keys are passed through.
-    fn connection_charset(&self) -> String {
-        let var = |name: &str| self.desired.vars.get(name).map(String::as_str).unwrap_or("");
-        let client = var("character_set_client");
-        let connection = var("character_set_connection");
-        if client == connection {
-            connection.to_string()
-        } else {
-            "(client and connection charsets differ)".to_string()
-        }
-    }
-
-    /// What the result's column definitions depend on in the session.
-    fn result_charset(&self) -> String {
-        let var = |name: &str| self.desired.vars.get(name).map(String::as_str).unwrap_or("");
-        format!("{}/{}", var("character_set_results"), var("collation_connection"))
     }
 
     /// An empty result set with the server's column definitions, as the
@@ -330,6 +284,26 @@ impl Session {
     }
 }
 
+/// The charset string literals and string parameters arrive in. A session
+/// whose client and connection charsets differ gets a value no column has,
+/// so its string keys are passed through.
+fn connection_charset(state: &sluice_pool::SessionState) -> &str {
+    let var = |name: &str| state.vars.get(name).map(String::as_str).unwrap_or("");
+    let client = var("character_set_client");
+    let connection = var("character_set_connection");
+    if client == connection {
+        connection
+    } else {
+        "(client and connection charsets differ)"
+    }
+}
+
+/// What the result's column definitions depend on in the session.
+fn result_charset(state: &sluice_pool::SessionState) -> [&str; 2] {
+    let var = |name: &str| state.vars.get(name).map(String::as_str).unwrap_or("");
+    [var("character_set_results"), var("collation_connection")]
+}
+
 enum Decision {
     Answer(Arc<[Bytes]>),
     Pass { reason: &'static str, capture: bool },
@@ -351,35 +325,29 @@ impl Decision {
     }
 }
 
-/// Encodes every key value of `conjunct` into `keys`.
+/// Probes every key value of `conjunct` against the filter: Ok(true) when
+/// one may be present, Ok(false) when all are certainly absent, Err with the
+/// reason when a value cannot be compared as the server would.
 fn probe_keys(
     table: &TableGuard,
     shape: &LookupShape,
     conjunct: &KeyConjunct,
     values: &Values<'_>,
     charset: &str,
-    keys: &mut Vec<Vec<u8>>,
-) -> Result<(), &'static str> {
+    key: &mut Vec<u8>,
+) -> Result<bool, &'static str> {
     let kind = table.kind();
+    let mut maybe = false;
     match values {
         Values::Text { sql, literals } => {
-            let map = shape.resolve(sql, literals, 0).inspect_err(|why| {
-                tracing::debug!(
-                    why,
-                    literals = literals.len(),
-                    template_literals = shape.literal_count,
-                    template_params = shape.param_count,
-                    "a lookup's literals do not fit its template"
-                )
-            })?;
+            let map = shape.resolve(sql, literals, 0)?;
             for ordinal in map.ordinals(&conjunct.values) {
                 let text = literals
                     .get(ordinal)
                     .and_then(|span| sql.get(span.clone()))
                     .ok_or(reason::SHAPE_MISMATCH)?;
-                let mut key = Vec::new();
-                probe_literal(kind, text, charset, &mut key)?;
-                keys.push(key);
+                probe_literal(kind, text, charset, key)?;
+                maybe |= table.may_contain(key);
             }
         }
         Values::Binary {
@@ -390,18 +358,7 @@ fn probe_keys(
             types,
             long_data,
         } => {
-            shape
-                .resolve(sql, literals, usize::from(*params))
-                .inspect_err(|why| {
-                    tracing::debug!(
-                        why,
-                        literals = literals.len(),
-                        params,
-                        template_literals = shape.literal_count,
-                        template_params = shape.param_count,
-                        "a prepared lookup does not fit its template"
-                    )
-                })?;
+            shape.resolve(sql, literals, usize::from(*params))?;
             let indexes: &[u16] = match &conjunct.values {
                 KeyValues::Param(i) => std::slice::from_ref(i),
                 KeyValues::ParamList(list) => list,
@@ -416,7 +373,6 @@ fn probe_keys(
                 let (param_type, flags) = bound
                     .and_then(|t| Some((*t.get(at)?, *t.get(at + 1)?)))
                     .ok_or(reason::SHAPE_MISMATCH)?;
-                let mut key = Vec::new();
                 probe_param(
                     kind,
                     param_type,
@@ -424,34 +380,29 @@ fn probe_keys(
                     value,
                     *long_data,
                     charset,
-                    &mut key,
+                    key,
                 )?;
-                keys.push(key);
+                maybe |= table.may_contain(key);
             }
         }
     }
-    Ok(())
+    Ok(maybe)
 }
 
 /// The statement's text apart from the key's values: what its result's
 /// metadata can depend on. The text with the key's literals replaced by
 /// `?` and every other literal kept (a literal in the select list names
 /// and sizes a column), or a prepared statement's own SQL.
-fn shape_text(shape: &LookupShape, conjunct: &KeyConjunct, values: &Values<'_>) -> Vec<u8> {
+fn shape_text(shape: &LookupShape, conjunct: &KeyConjunct, values: &Values<'_>, text: &mut Vec<u8>) {
+    text.clear();
     match values {
-        Values::Binary { sql, .. } => {
-            let mut text = b"binary\0".to_vec();
-            text.extend_from_slice(sql.as_bytes());
-            text
-        }
+        Values::Binary { sql, .. } => text.extend_from_slice(sql.as_bytes()),
         Values::Text { sql, literals } => {
             let keys = shape
                 .resolve(sql, literals, 0)
                 .map(|map| map.ordinals(&conjunct.values))
                 .unwrap_or(0..0);
             let b = sql.as_bytes();
-            let mut text = Vec::with_capacity(b.len() + 8);
-            text.extend_from_slice(b"text\0");
             let mut last = 0;
             for (i, span) in literals.iter().enumerate() {
                 text.extend_from_slice(b.get(last..span.start).unwrap_or_default());
@@ -463,7 +414,6 @@ fn shape_text(shape: &LookupShape, conjunct: &KeyConjunct, values: &Values<'_>) 
                 last = span.end.max(last);
             }
             text.extend_from_slice(b.get(last..).unwrap_or_default());
-            text
         }
     }
 }

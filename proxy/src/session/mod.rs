@@ -179,8 +179,10 @@ struct Session {
     causal: Option<sluice_router::GtidPos>,
     scratch: Scratch,
     metrics: SessionMetrics,
-    /// Reused per guarded lookup: the keys it names, encoded.
-    guard_keys: Vec<Vec<u8>>,
+    /// Reused per guarded lookup: one key, encoded, and the statement's
+    /// shape text (the metadata cache's key).
+    guard_key: Vec<u8>,
+    guard_text: Vec<u8>,
 }
 
 impl Session {
@@ -224,7 +226,8 @@ impl Session {
             last_write: None,
             causal: None,
             scratch: Scratch::default(),
-            guard_keys: Vec::new(),
+            guard_key: Vec::new(),
+            guard_text: Vec::new(),
             metrics: SessionMetrics::default(),
         }
     }
