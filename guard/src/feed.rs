@@ -353,8 +353,13 @@ impl Session {
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
+                let at = self.txn.as_ref().map(|t| {
+                    let mut at = GtidPos::default();
+                    at.advance(t.domain, t.server, t.seq);
+                    at
+                });
                 for key in hit {
-                    ddl(&self.shared, &mut reg, &key, &schema, &text);
+                    ddl(&self.shared, &mut reg, &key, &schema, &text, at.as_ref());
                 }
             }
         }
@@ -535,11 +540,14 @@ fn disable(shared: &Shared, reg: &mut Registry, key: &str, reason: &'static str,
 }
 
 /// DDL on a guarded table: its cached metadata and filters are stale.
-fn ddl(shared: &Shared, reg: &mut Registry, key: &str, schema: &str, text: &str) {
+fn ddl(shared: &Shared, reg: &mut Registry, key: &str, schema: &str, text: &str, at: Option<&GtidPos>) {
     let Some(ctl) = reg.forget_filters(key) else {
         return;
     };
     shared.mark_not_ready(key);
+    if let Some(at) = at {
+        lock(&ctl.structure_at).merge(at);
+    }
     ctl.ddl_generation.fetch_add(1, Ordering::SeqCst);
     let shown: String = text.chars().take(200).collect();
     tracing::info!(table = %ctl.config.table, schema, "guard rebuilds the table after DDL: {shown}");

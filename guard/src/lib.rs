@@ -94,6 +94,13 @@ impl TableGuard {
         self.ctl.ddl_generation.load(Ordering::SeqCst)
     }
 
+    /// Where the table's structure was last established (its build's
+    /// snapshot, its last DDL): result metadata is trusted only from a
+    /// backend that has applied this.
+    pub fn structure_at(&self) -> GtidPos {
+        lock(&self.ctl.structure_at).clone()
+    }
+
     /// false = certainly absent (only meaningful when ready).
     pub fn may_contain(&self, encoded_key: &[u8]) -> bool {
         self.filter.may_contain(encoded_key)

@@ -175,6 +175,10 @@ pub(crate) struct TableCtl {
     pub schema: String,
     pub table: String,
     pub ddl_generation: AtomicU64,
+    /// The position where the table's structure was last established (a
+    /// build's snapshot, a DDL's GTID): a backend that has not applied it
+    /// may still return the old columns.
+    pub structure_at: Mutex<sluice_router::GtidPos>,
     pub status: Mutex<TableStatus>,
     rebuild: Mutex<Option<&'static str>>,
     notify: Notify,
@@ -191,6 +195,7 @@ impl TableCtl {
             schema: schema.to_string(),
             table: table.to_string(),
             ddl_generation: AtomicU64::new(0),
+            structure_at: Mutex::new(sluice_router::GtidPos::default()),
             status: Mutex::new(TableStatus {
                 state: "building",
                 ..TableStatus::default()

@@ -163,6 +163,7 @@ async fn build(shared: &Arc<Shared>, ctl: &Arc<TableCtl>) -> Result<(), Failed> 
     };
     drop(conn);
     lock(&ctl.status).snapshot = Some(scanned.snapshot.to_string());
+    lock(&ctl.structure_at).merge(&scanned.snapshot);
     if ctl.state() != "ready" {
         ctl.set_state("catching_up", None);
     }

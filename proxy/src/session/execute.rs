@@ -37,6 +37,8 @@ pub(super) struct Work<'a> {
 #[derive(Default)]
 pub(super) struct Done {
     pub outcome: Option<Outcome>,
+    /// The backend that answered, and as what.
+    pub ran_on: Option<(std::sync::Arc<Backend>, Role)>,
 }
 
 enum Step {
@@ -178,7 +180,13 @@ impl Session {
         self.metrics
             .query(&backend.name, label, work.label, started.elapsed());
         match result {
-            Ok(outcome) => self.finish(work, outcome, &backend).await,
+            Ok(outcome) => match self.finish(work, outcome, &backend).await? {
+                Step::Done(mut done) => {
+                    done.ran_on = Some((backend, role));
+                    Ok(Step::Done(done))
+                }
+                other => Ok(other),
+            },
             Err(RelayError::Client(e)) => {
                 if e.kind() == std::io::ErrorKind::TimedOut {
                     // It stopped reading its answer (net_write_timeout).
@@ -448,6 +456,7 @@ impl Session {
         self.after(&outcome, work, captured);
         Ok(Step::Done(Done {
             outcome: Some(outcome),
+            ran_on: None,
         }))
     }
 

@@ -107,6 +107,9 @@ struct OwnedShape {
     charset: [String; 2],
     binary: bool,
     generation: u64,
+    /// Where the table's structure was established: only a backend known
+    /// to have applied it returns the current columns.
+    structure_at: GtidPos,
 }
 
 impl Session {
@@ -143,6 +146,7 @@ impl Session {
                     charset: result_charset(&self.desired).map(str::to_string),
                     binary: matches!(values, Values::Binary { .. }),
                     generation: table.ddl_generation(),
+                    structure_at: table.structure_at(),
                 });
                 Ok(Asked::Pass(FollowUp {
                     table,
@@ -154,8 +158,10 @@ impl Session {
     }
 
     /// After a passed lookup ran: keep its metadata, count a false positive.
-    pub(super) fn guard_follow_up(&mut self, follow: FollowUp, outcome: Option<&crate::relay::Outcome>) {
-        let Some(outcome) = outcome else { return };
+    pub(super) fn guard_follow_up(&mut self, follow: FollowUp, done: &super::execute::Done) {
+        let Some(outcome) = done.outcome.as_ref() else {
+            return;
+        };
         if outcome.ended_with_error {
             return;
         }
@@ -163,18 +169,35 @@ impl Session {
             metrics::counter!("sluice_guard_false_positives_total", "table" => follow.table.name().to_string())
                 .increment(1);
         }
-        if let (Some(shape), Some(columns)) = (follow.shape, outcome.columns.clone()) {
-            self.shared.answers.put(
-                &ShapeKey {
-                    text: &shape.text,
-                    table: follow.table.name(),
-                    charset: [&shape.charset[0], &shape.charset[1]],
-                    binary: shape.binary,
-                    generation: shape.generation,
-                },
-                columns,
-            );
+        let (Some(shape), Some(columns)) = (follow.shape, outcome.columns.clone()) else {
+            return;
+        };
+        // A replica that has not applied the table's last DDL (or the
+        // build's snapshot) may have answered with the old columns.
+        let current = match &done.ran_on {
+            Some((_, sluice_config::Role::Primary)) => true,
+            Some((backend, sluice_config::Role::Replica)) => self
+                .shared
+                .monitor
+                .view()
+                .health(&backend.name)
+                .and_then(|h| h.position.as_ref())
+                .is_some_and(|p| p.covers(&shape.structure_at)),
+            None => false,
+        };
+        if !current {
+            return;
         }
+        self.shared.answers.put(
+            &ShapeKey {
+                text: &shape.text,
+                table: follow.table.name(),
+                charset: [&shape.charset[0], &shape.charset[1]],
+                binary: shape.binary,
+                generation: shape.generation,
+            },
+            columns,
+        );
     }
 
     async fn decide(

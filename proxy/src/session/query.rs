@@ -104,7 +104,7 @@ impl Session {
             })
             .await?;
         if let Some(follow_up) = follow_up {
-            self.guard_follow_up(follow_up, done.outcome.as_ref());
+            self.guard_follow_up(follow_up, &done);
         }
         Ok(())
     }
