@@ -762,8 +762,8 @@ async fn ddl_changes_the_columns_of_later_answers() {
             .map(|col| col.name_str().into_owned())
             .collect()
     };
-    let mut lookup = async |c: &mut Conn, id: i32| -> Vec<String> {
-        let mut result = c
+    let lookup = async |c: &mut Conn, id: i32| -> Vec<String> {
+        let result = c
             .query_iter(format!("SELECT * FROM guard_ddl WHERE id = {id}"))
             .await
             .expect("lookup");
