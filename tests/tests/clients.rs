@@ -81,7 +81,12 @@ fn sql_path(path: &Path) -> String {
 #[test]
 fn mariadb_cli() {
     require("mariadb");
-    let s = Sluice::start();
+    // Each `mariadb` run is a new connection: a later run must see an
+    // earlier run's writes, which in split mode takes `global`.
+    let s = Sluice::start_with(sluice_tests::SluiceOptions {
+        routing_extra: "read_your_writes = \"global\"".into(),
+        ..sluice_tests::SluiceOptions::default()
+    });
     let cli = |args: &[&str]| run_ok(mariadb(s.port).args(args).arg("sluice_test"));
     let tmp = TempDir::new("cli");
 
