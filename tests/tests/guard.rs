@@ -801,3 +801,54 @@ async fn ddl_changes_the_columns_of_later_answers() {
     c.disconnect().await.ok();
     primary.disconnect().await.ok();
 }
+
+/// `[guard]` is hot-reloadable: a table added by a reload is built and
+/// answered without a restart, and removing it stops the guard answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_table_comes_and_goes_with_a_reload() {
+    let t = Topology::from_env();
+    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
+    primary
+        .query_drop(
+            "DROP TABLE IF EXISTS guard_reload;
+             CREATE TABLE guard_reload (id INT PRIMARY KEY);
+             INSERT INTO guard_reload VALUES (1);",
+        )
+        .await
+        .expect("create");
+    replicas_caught_up(&mut primary).await;
+    let s = Sluice::start_with(options(4106, &[], "read_your_writes = \"off\""));
+    let mut c = Conn::new(s.opts()).await.expect("sluice");
+    let lookups = async |c: &mut Conn| {
+        for id in [1, 2, 3, 4] {
+            let found: Option<i32> = c
+                .query_first(format!("SELECT id FROM guard_reload WHERE id = {id}"))
+                .await
+                .expect("lookup");
+            assert_eq!(found.is_some(), id == 1, "lookup of {id}");
+        }
+    };
+    lookups(&mut c).await;
+    assert_eq!(counts(&s, "guard_reload"), (0.0, 0.0), "not guarded yet");
+
+    let config = std::fs::read_to_string(s.config_path()).expect("config");
+    let guarded = format!("{config}\n[[guard.tables]]\ntable = \"sluice_test.guard_reload\"\nkey = \"id\"\n");
+    s.write_config(&guarded);
+    s.signal(libc::SIGHUP);
+    wait_state(&s, "guard_reload", "ready").await;
+    lookups(&mut c).await;
+    lookups(&mut c).await;
+    let (answered, _) = counts(&s, "guard_reload");
+    assert!(answered >= 3.0, "answered after the reload: {answered}");
+
+    s.write_config(&config);
+    s.signal(libc::SIGHUP);
+    wait_until("the table is no longer guarded", Duration::from_secs(30), || {
+        table_status(&s, "guard_reload").is_null()
+    })
+    .await;
+    lookups(&mut c).await;
+    assert_eq!(counts(&s, "guard_reload").0, answered, "no answers once removed");
+    c.disconnect().await.ok();
+    primary.disconnect().await.ok();
+}
