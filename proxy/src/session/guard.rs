@@ -69,7 +69,11 @@ impl FollowUp {
     }
 }
 
-/// The session's last shape found in [`crate::answers::Answers`].
+/// Shapes a session remembers the metadata of (a client's few lookups of a
+/// few tables).
+const SHAPES_REMEMBERED: usize = 8;
+
+/// A shape the session found in [`crate::answers::Answers`].
 pub(super) struct ShapeMemo {
     text: Vec<u8>,
     table: Box<str>,
@@ -242,14 +246,23 @@ impl Session {
             binary: matches!(values, Values::Binary { .. }),
             generation: table.ddl_generation(),
         };
-        // A client repeating one shape (the flood this is for) finds its
-        // metadata without the shared cache's hash and lock.
-        let columns = match &self.guard_memo {
-            Some(memo) if memo.matches(&key) => Some(memo.columns.clone()),
-            _ => {
+        // A client repeating its few shapes (the flood this is for) finds
+        // their metadata without the shared cache's hash and lock.
+        let columns = match self.guard_memo.iter().find(|m| m.matches(&key)) {
+            Some(memo) => Some(memo.columns.clone()),
+            None => {
                 let found = self.shared.answers.get(&key);
                 if let Some(columns) = &found {
-                    self.guard_memo = Some(ShapeMemo::new(&key, columns.clone()));
+                    let memo = ShapeMemo::new(&key, columns.clone());
+                    if self.guard_memo.len() < SHAPES_REMEMBERED {
+                        self.guard_memo.push(memo);
+                    } else {
+                        // Oldest out.
+                        self.guard_memo.rotate_left(1);
+                        if let Some(last) = self.guard_memo.last_mut() {
+                            *last = memo;
+                        }
+                    }
                 }
                 found
             }

@@ -183,7 +183,7 @@ struct Session {
     /// shape text (the metadata cache's key).
     guard_key: Vec<u8>,
     guard_text: Vec<u8>,
-    guard_memo: Option<guard::ShapeMemo>,
+    guard_memo: Vec<guard::ShapeMemo>,
 }
 
 impl Session {
@@ -229,7 +229,7 @@ impl Session {
             scratch: Scratch::default(),
             guard_key: Vec::new(),
             guard_text: Vec::new(),
-            guard_memo: None,
+            guard_memo: Vec::new(),
             metrics: SessionMetrics::default(),
         }
     }
