@@ -29,6 +29,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 
 pub fn build_info() {
     metrics::gauge!("sluice_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::describe_gauge!(
+        "sluice_guard_lag_seconds",
+        "How far the empty-key guard's binlog feed is behind the primary, from the heartbeat rows \
+         it sees (NaN when unknown)"
+    );
     metrics::describe_counter!(
         "sluice_guard_answered_total",
         "Lookups of a [guard] table answered by the empty-key guard without the database"
@@ -66,6 +71,7 @@ pub fn spawn_pool_gauges(shared: Arc<Shared>) {
                 entry.2 += status.waiting;
                 entry.3 += status.limit;
             }
+            guard_lag(&shared);
             for (backend, (idle, active, waiting, limit)) in per_backend {
                 metrics::gauge!("sluice_pool_concurrency_limit", "backend" => backend.clone())
                     .set(limit as f64);
@@ -77,6 +83,21 @@ pub fn spawn_pool_gauges(shared: Arc<Shared>) {
             }
         }
     });
+}
+
+/// `sluice_guard_lag_seconds`: how far the guard's binlog feed is behind,
+/// measured from the heartbeat rows it sees (NaN when unknown: no guarded
+/// table, no trusted heartbeat, or the stream has seen none yet).
+fn guard_lag(shared: &Shared) {
+    if shared.config.load().guard.tables.is_empty() {
+        return;
+    }
+    let config = shared.config.load();
+    let lag = shared
+        .guard
+        .last_heartbeat_us()
+        .and_then(|us| shared.monitor.heartbeat_lag_ms(&config, us));
+    metrics::gauge!("sluice_guard_lag_seconds").set(lag.map_or(f64::NAN, |ms| ms / 1000.0));
 }
 
 /// Per-session cache of metric handles: looking a labelled metric up in the

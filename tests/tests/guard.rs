@@ -166,6 +166,12 @@ async fn every_comparison_trap_gives_what_the_server_gives() {
     wait_state(&s, "guard_strings", "ready").await;
     // A case-insensitive key could hide 'A' when 'a' exists: refused.
     wait_state(&s, "guard_ci", "refused").await;
+    // The feed's lag is measured from the heartbeat rows it sees.
+    wait_until("the guard's lag is known", Duration::from_secs(30), || {
+        let lag = metric_sum(&s.metrics(), "sluice_guard_lag_seconds", &[]);
+        lag.is_finite() && lag >= 0.0
+    })
+    .await;
     let mut c = Conn::new(s.opts()).await.expect("connect through sluice");
 
     let text = [
