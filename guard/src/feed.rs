@@ -10,7 +10,6 @@
 //! Events are read and applied inside a spawned task: mysql_common can
 //! panic on a truncated packet, and a panic there is one more stream error.
 
-use crate::conn;
 use crate::key::{Binlogged, encode_binlog};
 use crate::metric as m;
 use crate::state::{Registry, Shared, lock};
@@ -101,7 +100,7 @@ enum Setup {
 async fn connect_and_stream(shared: &Arc<Shared>, address: &str, purged: bool) -> Result<End, Setup> {
     let settings = shared.settings.load_full();
     let failed = |e: mysql_async::Error| Setup::Failed("connect", e.to_string());
-    let mut conn = conn::connect(address, &settings.user, &settings.password)
+    let mut conn = sluice_pool::monitor::connect(address, &settings.user, &settings.password)
         .await
         .map_err(failed)?;
     let format: Option<String> = conn

@@ -14,7 +14,6 @@
 //! [`metric`] (names), `feed` (the binlog stream), `table` (the per-table builder).
 
 pub mod column;
-mod conn;
 mod feed;
 pub mod filter;
 pub mod key;

@@ -4,12 +4,12 @@
 //! swap it in. It builds again when asked (DDL, a disabled table, a purged
 //! binlog) and every `rebuild_interval_ms` (sheds deleted keys).
 
+use crate::TableGuard;
 use crate::column::discover;
 use crate::filter::Filter;
 use crate::metric as m;
 use crate::scan::scan;
 use crate::state::{Pending, Shared, Sink, TableCtl, lock};
-use crate::{TableGuard, conn};
 use mysql_async::prelude::Queryable;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -97,7 +97,7 @@ async fn build(shared: &Arc<Shared>, ctl: &Arc<TableCtl>) -> Result<(), Failed> 
         return Err(Failed::Transient("no writer known".into()));
     };
     let settings = shared.settings.load_full();
-    let mut conn = conn::connect(&address, &settings.user, &settings.password)
+    let mut conn = sluice_pool::monitor::connect(&address, &settings.user, &settings.password)
         .await
         .map_err(transient)?;
     let column = match discover(&mut conn, &ctl.config).await.map_err(transient)? {

@@ -224,6 +224,29 @@ role = "primary"
         http_get_port(self.admin_port, path)
     }
 
+    /// `/status` as JSON (Null when it does not answer).
+    pub fn status(&self) -> serde_json::Value {
+        self.http_get("/status")
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Both replicas' positions, as this Sluice's monitor last saw them,
+    /// cover the GTID position `need`.
+    pub fn monitor_knows(&self, need: &str) -> bool {
+        let st = self.status();
+        let Some(backends) = st["backends"].as_array() else {
+            return false;
+        };
+        let replicas: Vec<_> = backends.iter().filter(|b| b["role"] == "replica").collect();
+        !replicas.is_empty()
+            && replicas.iter().all(|b| {
+                b["gtid_position"]
+                    .as_str()
+                    .is_some_and(|have| gtid_covers(have, need))
+            })
+    }
+
     pub fn metrics(&self) -> String {
         self.http_get("/metrics").expect("metrics endpoint answers")
     }
@@ -376,4 +399,33 @@ pub fn pool_sizes(status: &str) -> Vec<usize> {
         .skip(1)
         .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
         .collect()
+}
+
+/// Polls `ok` every 50 ms until it holds, failing the test after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Per replication domain, the MariaDB GTID position `have` has applied at
+/// least `need`'s sequence number (the test's own reading of the text, so it
+/// does not trust Sluice's).
+pub fn gtid_covers(have: &str, need: &str) -> bool {
+    let parse = |text: &str| -> Vec<(u64, u64)> {
+        text.split(',')
+            .filter_map(|p| {
+                let mut f = p.trim().split('-');
+                let domain = f.next()?.parse().ok()?;
+                let _server: u64 = f.next()?.parse().ok()?;
+                Some((domain, f.next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let have = parse(have);
+    parse(need)
+        .iter()
+        .all(|(d, seq)| have.iter().any(|(hd, hs)| hd == d && hs >= seq))
 }

@@ -9,7 +9,7 @@
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 use sluice_tests::node::nodes;
-use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, metric_sum};
+use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, metric_sum, wait_until};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,14 +101,6 @@ fn writer(s: &Sluice) -> serde_json::Value {
     let status = s.http_get("/status").expect("/status");
     let v: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
     v["writer"].clone()
-}
-
-async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// `@@server_id` → backend name (the topology numbers them 1, 2, 3).

@@ -9,7 +9,7 @@
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Params, Row, Value};
-use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, metric_sum};
+use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, metric_sum, wait_until};
 use std::time::{Duration, Instant};
 
 /// A distinct binlog server_id per test: two streams with one id kick
@@ -28,21 +28,8 @@ fn options(server_id: u32, tables: &[(&str, &str)], routing_extra: &str) -> Slui
     }
 }
 
-fn status(s: &Sluice) -> serde_json::Value {
-    let body = s.http_get("/status").expect("status answers");
-    serde_json::from_str(&body).expect("status is JSON")
-}
-
 fn table_status(s: &Sluice, table: &str) -> serde_json::Value {
-    status(s)["guard"]["tables"][format!("sluice_test.{table}")].clone()
-}
-
-async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    s.status()["guard"]["tables"][format!("sluice_test.{table}")].clone()
 }
 
 /// Waits for a table's state, and for the binlog stream to be connected
@@ -53,8 +40,8 @@ async fn wait_state(s: &Sluice, table: &str, state: &str) {
     wait_until(&format!("{table} is {state}"), Duration::from_secs(30), || {
         let t = table_status(s, table);
         t["state"] == state
-            && status(s)["guard"]["connected"] == true
-            && (state != "ready" || t["snapshot_gtid"].as_str().is_some_and(|at| monitor_knows(s, at)))
+            && s.status()["guard"]["connected"] == true
+            && (state != "ready" || t["snapshot_gtid"].as_str().is_some_and(|at| s.monitor_knows(at)))
     })
     .await;
 }
@@ -446,37 +433,6 @@ async fn diagnostics_after_a_guarded_answer_are_the_servers() {
     primary.disconnect().await.ok();
 }
 
-/// Highest sequence number per domain of a `domain-server-seq,...` text.
-fn gtid_covers(have: &str, need: &str) -> bool {
-    let parse = |text: &str| -> Vec<(u64, u64)> {
-        text.split(',')
-            .filter_map(|p| {
-                let mut f = p.trim().split('-');
-                let domain = f.next()?.parse().ok()?;
-                let _server: u64 = f.next()?.parse().ok()?;
-                Some((domain, f.next()?.parse().ok()?))
-            })
-            .collect()
-    };
-    let have = parse(have);
-    parse(need)
-        .iter()
-        .all(|(d, seq)| have.iter().any(|(hd, hs)| hd == d && hs >= seq))
-}
-
-/// Both replicas' positions as Sluice's monitor knows them cover `need`.
-fn monitor_knows(s: &Sluice, need: &str) -> bool {
-    let st = status(s);
-    let Some(backends) = st["backends"].as_array() else {
-        return false;
-    };
-    backends.iter().filter(|b| b["role"] == "replica").all(|b| {
-        b["gtid_position"]
-            .as_str()
-            .is_some_and(|have| gtid_covers(have, need))
-    })
-}
-
 const KEYS: i64 = 20_000;
 
 /// Keys with `k % 4 == 0` are deleted and moved; the others, once
@@ -621,7 +577,7 @@ async fn writes_around_sluice(
             .expect("position")
             .unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !monitor_knows(s, &pos) {
+        while !s.monitor_knows(&pos) {
             assert!(Instant::now() < deadline, "replicas did not reach {pos}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

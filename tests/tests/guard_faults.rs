@@ -17,7 +17,7 @@
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 use sluice_tests::node::nodes;
-use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, metric_sum};
+use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, gtid_covers, metric_sum, wait_until};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -54,22 +54,16 @@ fn options(server_id: u32, tables: &[&str], monitor_extra: &str) -> SluiceOption
 
 // ---------------------------------------------------------------- status and metrics
 
-fn status(s: &Sluice) -> serde_json::Value {
-    s.http_get("/status")
-        .and_then(|b| serde_json::from_str(&b).ok())
-        .unwrap_or(serde_json::Value::Null)
-}
-
 fn table_state(s: &Sluice, table: &str) -> serde_json::Value {
-    status(s)["guard"]["tables"][format!("sluice_test.{table}")]["state"].clone()
+    s.status()["guard"]["tables"][format!("sluice_test.{table}")]["state"].clone()
 }
 
 fn connected(s: &Sluice) -> bool {
-    status(s)["guard"]["connected"] == true
+    s.status()["guard"]["connected"] == true
 }
 
 fn writer(s: &Sluice) -> serde_json::Value {
-    status(s)["writer"].clone()
+    s.status()["writer"].clone()
 }
 
 fn answered(s: &Sluice, table: &str) -> f64 {
@@ -102,14 +96,6 @@ fn reconnect_lines(s: &Sluice) -> String {
         .map(|l| l.trim_start_matches("sluice_guard_stream_reconnects_total"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The table is ready and the stream connected (the guard answers nothing
@@ -150,40 +136,6 @@ fn no_panic(s: &Sluice) {
 }
 
 // ---------------------------------------------------------------- positions
-
-fn parse_gtid(text: &str) -> Vec<(u64, u64)> {
-    text.split(',')
-        .filter_map(|p| {
-            let mut f = p.trim().split('-');
-            let domain = f.next()?.parse().ok()?;
-            let _server: u64 = f.next()?.parse().ok()?;
-            Some((domain, f.next()?.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Per domain, `have` has applied at least `need`'s sequence number.
-fn gtid_covers(have: &str, need: &str) -> bool {
-    let have = parse_gtid(have);
-    parse_gtid(need)
-        .iter()
-        .all(|(d, seq)| have.iter().any(|(hd, hs)| hd == d && hs >= seq))
-}
-
-/// Both replicas' positions as Sluice's monitor knows them cover `need`.
-fn monitor_knows(s: &Sluice, need: &str) -> bool {
-    let st = status(s);
-    let Some(backends) = st["backends"].as_array() else {
-        return false;
-    };
-    let replicas: Vec<_> = backends.iter().filter(|b| b["role"] == "replica").collect();
-    !replicas.is_empty()
-        && replicas.iter().all(|b| {
-            b["gtid_position"]
-                .as_str()
-                .is_some_and(|have| gtid_covers(have, need))
-        })
-}
 
 async fn binlog_pos(addr: &str) -> String {
     let mut c = Conn::new(direct_opts(addr)).await.expect("connect");
@@ -811,7 +763,7 @@ async fn promotion_mid_run() {
         "the guard applies replica1's transactions",
         Duration::from_secs(30),
         || {
-            status(&s)["guard"]["applied_gtid"]
+            s.status()["guard"]["applied_gtid"]
                 .as_str()
                 .is_some_and(|g| g.starts_with("0-2-"))
         },
@@ -820,7 +772,7 @@ async fn promotion_mid_run() {
     wait_ready(&s, TABLE).await;
     let promoted = answered(&s, TABLE);
     let after_promotion = wait_answers(&s, TABLE, promoted, 200.0).await;
-    let applied_on_new = status(&s)["guard"]["applied_gtid"].clone();
+    let applied_on_new = s.status()["guard"]["applied_gtid"].clone();
     assert_eq!(
         rebuilds(&s, TABLE, "purged") + reconnects(&s, Some("purged")),
         0.0,
@@ -847,7 +799,7 @@ async fn promotion_mid_run() {
         "the guard applies the primary's transactions again",
         Duration::from_secs(30),
         || {
-            status(&s)["guard"]["applied_gtid"]
+            s.status()["guard"]["applied_gtid"]
                 .as_str()
                 .is_some_and(|g| g.starts_with("0-1-"))
         },
@@ -989,7 +941,7 @@ async fn binlog_purge_forces_a_rebuild() {
     wait_until(
         "Sluice knows the replicas have the rows",
         Duration::from_secs(30),
-        || monitor_knows(&s, &pos),
+        || s.monitor_knows(&pos),
     )
     .await;
     visible.lock().expect("visible").extend(fresh.iter().copied());

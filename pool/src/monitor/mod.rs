@@ -9,7 +9,7 @@
 mod heartbeat;
 mod probe;
 
-pub use probe::Replication;
+pub use probe::{Replication, connect};
 
 use arc_swap::ArcSwap;
 use heartbeat::Written;

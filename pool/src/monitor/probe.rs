@@ -34,6 +34,8 @@ impl Replication {
     }
 }
 
+/// A monitor-style connection (TCP, never the server's socket) to
+/// `host:port` or `[v6]:port`; the guard's feed and scans use it too.
 pub async fn connect(
     address: &str,
     user: &str,
