@@ -53,9 +53,16 @@ fn fingerprint_with(
                 i += 2;
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
-                if b.get(i + 2) == Some(&b'!') {
-                    // Versioned comments are code: keep the body.
-                    i += 3;
+                // Versioned comments (`/*!`, MariaDB's `/*M!`) are code, as
+                // the lexer reads them: keep the body, or `... /*M! FOR
+                // UPDATE */` would share the plain statement's entry.
+                let versioned = match b.get(i + 2) {
+                    Some(&b'!') => Some(3),
+                    Some(&b'M') if b.get(i + 3) == Some(&b'!') => Some(4),
+                    _ => None,
+                };
+                if let Some(skip) = versioned {
+                    i += skip;
                     while b.get(i).is_some_and(u8::is_ascii_digit) {
                         i += 1;
                     }
@@ -198,6 +205,16 @@ mod tests {
             String::from_utf8(out).unwrap(),
             lits.into_iter().map(|r| sql[r].to_string()).collect(),
         )
+    }
+
+    #[test]
+    fn mariadb_versioned_comments_are_code() {
+        let (plain, _) = norm("SELECT c FROM t WHERE id = 1");
+        let (locking, _) = norm("SELECT c FROM t WHERE id = 1 /*M!100000 FOR UPDATE */");
+        assert_ne!(plain, locking);
+        assert_eq!(locking, "SELECT c FROM t WHERE id = ? FOR UPDATE");
+        let (mysql, _) = norm("SELECT c FROM t WHERE id = 1 /*!50000 FOR UPDATE */");
+        assert_eq!(mysql, locking);
     }
 
     #[test]
