@@ -262,8 +262,28 @@ pub mod guard_pass {
     pub const LAG_UNKNOWN: &str = "lag_unknown";
     /// Falling back to the primary, the guard lags more than a replica may.
     pub const LAGGING: &str = "lagging";
+    /// The statement path's own reasons, before the rule above is asked:
+    /// the read must go to the primary (transaction, hint, locking read,
+    /// `primary_only`, a recent write's window),
+    pub const PRIMARY_ROUTE: &str = "primary_route";
+    /// no condition on the guarded key,
+    pub const NO_KEY_CONDITION: &str = "no_key_condition";
+    /// a prepared statement executed with a cursor,
+    pub const CURSOR: &str = "cursor";
+    /// the filter says a key may exist,
+    pub const MAYBE_PRESENT: &str = "maybe_present";
+    /// the statement's shape has not run yet (no server metadata to answer with),
+    pub const NO_METADATA: &str = "no_metadata";
+    /// `universal` read-your-writes could not learn the primary's position.
+    pub const PRIMARY_POSITION_UNKNOWN: &str = "primary_position_unknown";
 
     pub const ALL: &[&str] = &[
+        PRIMARY_ROUTE,
+        NO_KEY_CONDITION,
+        CURSOR,
+        MAYBE_PRESENT,
+        NO_METADATA,
+        PRIMARY_POSITION_UNKNOWN,
         NOT_READY,
         STREAM_DOWN,
         NO_REPLICA,

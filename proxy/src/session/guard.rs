@@ -16,7 +16,7 @@ use sluice_protocol::consts::CapabilityFlags as Caps;
 use sluice_protocol::packets;
 use sluice_router::diagnostics::Ended;
 use sluice_router::lookup::{KeyConjunct, KeyValues, LookupShape};
-use sluice_router::plan::{self, GuardInput, GuardVerdict, ReadTarget};
+use sluice_router::plan::{self, GuardInput, GuardVerdict, ReadTarget, guard_pass};
 use sluice_router::probe::{probe_literal, probe_param, reason};
 use sluice_router::{Facts, GtidPos, Route};
 use std::ops::Range;
@@ -155,7 +155,7 @@ impl Session {
                 Ok(Asked::Pass(FollowUp {
                     table,
                     shape,
-                    maybe_present: reason == "maybe_present",
+                    maybe_present: reason == guard_pass::MAYBE_PRESENT,
                 }))
             }
         }
@@ -214,22 +214,22 @@ impl Session {
         // Reads that must go to the primary (transactions, hints, locking
         // reads, primary_only) are never the guard's.
         if self.route(Some(facts)) != Route::Replica {
-            return Decision::pass("primary_route");
+            return Decision::pass(guard_pass::PRIMARY_ROUTE);
         }
         let Some(conjunct) = shape.conjuncts.iter().find(|c| c.is_column(table.key_column())) else {
-            return Decision::pass("no_key_condition");
+            return Decision::pass(guard_pass::NO_KEY_CONDITION);
         };
         // The position first, then readiness, then the filter: a table is
         // marked not ready before the position of the event that broke it
         // is published, so a stale filter is never read as a fresh one.
         let guard_applied = self.shared.guard.applied();
         if !table.ready() {
-            return Decision::pass_capturing("not_ready");
+            return Decision::pass_capturing(guard_pass::NOT_READY);
         }
         if let Values::Binary { payload, .. } = values {
             // A cursor's result comes through COM_STMT_FETCH.
             if payload.get(5).is_some_and(|flags| *flags != 0) {
-                return Decision::pass("cursor");
+                return Decision::pass(guard_pass::CURSOR);
             }
         }
         // Every key the lookup names, as the filter holds them.
@@ -269,12 +269,12 @@ impl Session {
         };
         if maybe {
             return Decision::Pass {
-                reason: "maybe_present",
+                reason: guard_pass::MAYBE_PRESENT,
                 capture: columns.is_none(),
             };
         }
         let Some(columns) = columns else {
-            return Decision::pass_capturing("no_metadata");
+            return Decision::pass_capturing(guard_pass::NO_METADATA);
         };
         match self.consistent(facts, table, &guard_applied).await {
             GuardVerdict::Answer => Decision::Answer(columns),
@@ -295,7 +295,7 @@ impl Session {
             plan::Requirement::None => None,
             _ => match Box::pin(self.required_position(requirement)).await {
                 Ok(required) => required,
-                Err(()) => return GuardVerdict::Pass("primary_position_unknown"),
+                Err(()) => return GuardVerdict::Pass(guard_pass::PRIMARY_POSITION_UNKNOWN),
             },
         };
         let view = self.shared.monitor.view();
@@ -418,6 +418,7 @@ fn probe_keys(
 ) -> Result<bool, &'static str> {
     let kind = table.kind();
     let mut maybe = false;
+    let mut probed = 0;
     match values {
         Values::Text { sql, literals } => {
             let map = shape.resolve(sql, literals, 0)?;
@@ -428,6 +429,7 @@ fn probe_keys(
                     .ok_or(reason::SHAPE_MISMATCH)?;
                 probe_literal(kind, text, charset, key)?;
                 maybe |= table.may_contain(key);
+                probed += 1;
             }
         }
         Values::Binary {
@@ -463,8 +465,13 @@ fn probe_keys(
                     key,
                 )?;
                 maybe |= table.may_contain(key);
+                probed += 1;
             }
         }
+    }
+    // A lookup whose key values were not found is never "certainly absent".
+    if probed == 0 {
+        return Err(reason::SHAPE_MISMATCH);
     }
     Ok(maybe)
 }
