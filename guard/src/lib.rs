@@ -51,7 +51,6 @@ struct Control {
 
 struct Managed {
     config: GuardTableConfig,
-    ctl: Arc<TableCtl>,
     task: JoinHandle<()>,
 }
 
@@ -153,8 +152,7 @@ impl Guard {
             .iter()
             .map(|t| (t.table.to_ascii_lowercase(), t))
             .collect();
-        // Removed or changed tables stop; their generation carries over.
-        let mut generations = HashMap::new();
+        // Removed or changed tables stop.
         let stale: Vec<String> = control
             .tables
             .iter()
@@ -163,7 +161,6 @@ impl Guard {
             .collect();
         for key in stale {
             if let Some(m) = control.tables.remove(&key) {
-                generations.insert(key.clone(), m.ctl.ddl_generation.load(Ordering::SeqCst) + 1);
                 self.stop_table(&key, m);
             }
         }
@@ -172,9 +169,6 @@ impl Guard {
                 continue;
             }
             let ctl = Arc::new(TableCtl::new(config.clone()));
-            if let Some(g) = generations.get(&key) {
-                ctl.ddl_generation.store(*g, Ordering::SeqCst);
-            }
             lock(&self.shared.registry).tables.insert(
                 key.clone(),
                 RegTable {
@@ -188,7 +182,6 @@ impl Guard {
                 key,
                 Managed {
                     config: config.clone(),
-                    ctl,
                     task,
                 },
             );

@@ -167,6 +167,15 @@ pub(crate) struct TableStatus {
     pub build_ms: Option<u64>,
 }
 
+/// Where a table's DDL generations start: every time a table is (again)
+/// guarded, above any generation it had before, so result metadata kept
+/// while it was guarded earlier is never taken for current (DDL done while
+/// it was not guarded went unseen). DDL bumps by one within the range.
+fn first_generation() -> u64 {
+    static GUARDED: AtomicU64 = AtomicU64::new(0);
+    GUARDED.fetch_add(1, Ordering::Relaxed) << 32
+}
+
 /// One configured table: lives as long as its config entry, across builds.
 pub(crate) struct TableCtl {
     pub config: GuardTableConfig,
@@ -194,7 +203,7 @@ impl TableCtl {
             key: config.table.to_ascii_lowercase(),
             schema: schema.to_string(),
             table: table.to_string(),
-            ddl_generation: AtomicU64::new(0),
+            ddl_generation: AtomicU64::new(first_generation()),
             structure_at: Mutex::new(sluice_router::GtidPos::default()),
             status: Mutex::new(TableStatus {
                 state: "building",

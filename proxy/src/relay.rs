@@ -282,7 +282,7 @@ where
         let first = !std::mem::replace(&mut self.seen_result_set, true);
         let mut captured = (self.capture_columns && first).then(|| {
             let mut defs = Vec::with_capacity(columns.min(64) as usize + 1);
-            defs.push(count.payload.clone());
+            defs.push(bytes::Bytes::copy_from_slice(&count.payload));
             defs
         });
         for _ in 0..columns {
@@ -291,7 +291,9 @@ where
                 if def.is_continued() {
                     captured = None;
                 } else {
-                    defs.push(def.payload.clone());
+                    // A copy: a slice would keep the whole read buffer
+                    // (and the rows read with it) alive in the cache.
+                    defs.push(bytes::Bytes::copy_from_slice(&def.payload));
                 }
             }
             self.forward(&def).await?;

@@ -141,7 +141,13 @@ fn check_config_names_a_bad_guard_table_or_key() {
                     "{table}.{key}: must name `{named}`: {stderr}"
                 );
             }
-            None => assert!(out.status.success(), "{table}.{key}: {stderr}"),
+            None => {
+                assert!(out.status.success(), "{table}.{key}: {stderr}");
+                assert!(
+                    !stderr.contains("not checked"),
+                    "checked against the primary: {stderr}"
+                );
+            }
         }
     }
 }

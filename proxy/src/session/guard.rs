@@ -224,7 +224,8 @@ impl Session {
         // is published, so a stale filter is never read as a fresh one.
         let guard_applied = self.shared.guard.applied();
         if !table.ready() {
-            return Decision::pass_capturing(guard_pass::NOT_READY);
+            // No capture: the shape text is not computed yet.
+            return Decision::pass(guard_pass::NOT_READY);
         }
         if let Values::Binary { payload, .. } = values {
             // A cursor's result comes through COM_STMT_FETCH.
