@@ -128,9 +128,13 @@ async fn build(shared: &Arc<Shared>, ctl: &Arc<TableCtl>) -> Result<(), Failed> 
     };
     let filter = Arc::new(filter);
     let ready = Arc::new(AtomicBool::new(false));
-    // (a) Registered for stream keys before the snapshot is taken.
-    let build = {
+    // (a) Registered for stream keys before the snapshot is taken. What the
+    // stream had applied by then, this filter never received: the snapshot
+    // must cover it (it does when both read the same server; after a
+    // failover the scan's server may be behind the stream's).
+    let (build, applied_before) = {
         let mut reg = lock(&shared.registry);
+        let applied_before = shared.applied.load_full();
         reg.next_build += 1;
         let build = reg.next_build;
         let Some(t) = reg.tables.get_mut(&ctl.key) else {
@@ -144,7 +148,7 @@ async fn build(shared: &Arc<Shared>, ctl: &Arc<TableCtl>) -> Result<(), Failed> 
             filter: Arc::downgrade(&filter),
             ready: ready.clone(),
         });
-        build
+        (build, applied_before)
     };
     // (b) The scan.
     let scanned = match scan(
@@ -162,6 +166,13 @@ async fn build(shared: &Arc<Shared>, ctl: &Arc<TableCtl>) -> Result<(), Failed> 
         Err(e) => return Err(transient(e)),
     };
     drop(conn);
+    if !scanned.snapshot.covers(&applied_before) {
+        return Err(Failed::Transient(format!(
+            "the scan's snapshot {} on {address} is behind the binlog stream's position {applied_before}: \
+             keys between them would be missing; building again",
+            scanned.snapshot
+        )));
+    }
     lock(&ctl.status).snapshot = Some(scanned.snapshot.to_string());
     lock(&ctl.structure_at).merge(&scanned.snapshot);
     if ctl.state() != "ready" {
