@@ -45,7 +45,7 @@ pub async fn serve_on(
     let admin_listen = config.server.admin_listen.clone();
     let shared = Shared::new(config);
     admin::spawn(&admin_listen, handle, shared.clone()).await?;
-    profile::spawn_learner(shared.clone());
+    let learned = profile::spawn_learner(shared.clone());
     metrics::spawn_pool_gauges(shared.clone());
     metrics::build_info();
     if let Some(path) = config_path {
@@ -53,6 +53,15 @@ pub async fn serve_on(
     }
     shared.spawn_monitor();
     shared.spawn_guard();
+    // Clients that connect before the primary's version is known would be
+    // greeted with a default one (drivers choose behaviour from it): wait for
+    // it as long as one backend connection may take, then serve anyway.
+    let wait = Duration::from_millis(shared.config.load().pool.connect_timeout_ms);
+    if tokio::time::timeout(wait, learned.notified()).await.is_err() {
+        tracing::warn!(
+            "serving before the primary's version is known; clients see a default one until it is"
+        );
+    }
     tracing::info!(%listen, admin = %admin_listen, "sluice {} ready", env!("CARGO_PKG_VERSION"));
 
     tokio::pin!(stop);

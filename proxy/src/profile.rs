@@ -39,14 +39,19 @@ impl ServerProfile {
 }
 
 /// Learns the profile from the primary, retrying in the background until it
-/// succeeds, so startup never blocks on a backend.
-pub fn spawn_learner(shared: Arc<Shared>) {
+/// succeeds, so startup never blocks on a backend for long. The returned
+/// notification fires once it is learned: the listener waits for it a
+/// moment, so the first clients see the primary's version, not the default.
+pub fn spawn_learner(shared: Arc<Shared>) -> Arc<tokio::sync::Notify> {
+    let learned = Arc::new(tokio::sync::Notify::new());
+    let done = learned.clone();
     tokio::spawn(async move {
         loop {
             match learn(&shared).await {
                 Ok(profile) => {
                     tracing::info!(version = %profile.version, "learned the primary's server version");
                     shared.profile.store(Arc::new(profile));
+                    done.notify_one();
                     return;
                 }
                 Err(e) => {
@@ -58,6 +63,7 @@ pub fn spawn_learner(shared: Arc<Shared>) {
             }
         }
     });
+    learned
 }
 
 async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
