@@ -8,11 +8,27 @@ mod secret;
 mod validate;
 
 pub use model::{
-    BackendConfig, Config, GuardConfig, GuardTableConfig, LogConfig, LogFormat, MonitorConfig, OnNoReplica,
-    PoolConfig, PoolMode, ReadYourWrites, Role, RoutingConfig, RoutingMode, ServerConfig, UserConfig,
+    AuthPluginName, BackendConfig, Config, GuardConfig, GuardTableConfig, LogConfig, LogFormat,
+    MonitorConfig, OnNoReplica, PoolConfig, PoolMode, ReadYourWrites, Role, RoutingConfig, RoutingMode,
+    ServerConfig, ServerTlsConfig, UserConfig,
 };
 pub use secret::Secret;
 pub use validate::ConfigError;
+
+/// Parses a mysql_native_password hash as `SELECT PASSWORD('...')` prints
+/// it: `*` and 40 hex digits (either case), SHA1(SHA1(password)).
+pub fn parse_native_hash(text: &str) -> Option<[u8; 20]> {
+    let hex = text.strip_prefix('*')?.as_bytes();
+    if hex.len() != 40 {
+        return None;
+    }
+    let mut out = [0u8; 20];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let digits = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(digits, 16).ok()?;
+    }
+    Some(out)
+}
 
 impl Config {
     /// Reads, parses and validates a config file.

@@ -47,6 +47,45 @@ pub struct ServerConfig {
     /// transactions may take to finish before Sluice exits anyway.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_ms: u64,
+    /// TLS for clients; absent: clients connect in plain text only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
+    /// RSA key pair (PEM) for caching_sha2_password's full authentication
+    /// without TLS; unset: a pair is generated at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caching_sha2_private_key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caching_sha2_public_key_file: Option<String>,
+    /// The plugin the initial handshake names (MySQL's
+    /// `default_authentication_plugin`): clients that follow the server's
+    /// choice answer with it.
+    #[serde(default)]
+    pub default_auth_plugin: AuthPluginName,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthPluginName {
+    #[default]
+    MysqlNativePassword,
+    CachingSha2Password,
+}
+
+/// `[server.tls]`: the certificate Sluice shows clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// Set: mutual TLS; a TLS client must present a certificate this CA
+    /// signed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_ca_file: String,
+    /// Oldest TLS version accepted: "1.2" or "1.3".
+    #[serde(default = "default_tls_min_version")]
+    pub min_version: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,12 +97,25 @@ pub struct UserConfig {
     /// Name of an environment variable holding the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// The mysql_native_password hash (`*` and 40 hex digits, as
+    /// `SELECT PASSWORD('...')` prints it) instead of the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    /// Refuse this user's logins that are not over TLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tls: bool,
 }
 
 impl UserConfig {
-    /// The password after validation resolved `password_env`.
+    /// The password after validation resolved `password_env` ("" for a
+    /// user known only by `password_hash`).
     pub fn secret(&self) -> &str {
         self.password.as_ref().map(Secret::expose).unwrap_or("")
+    }
+
+    /// SHA1(SHA1(password)) from `password_hash`, once validated.
+    pub fn native_hash(&self) -> Option<[u8; 20]> {
+        self.password_hash.as_deref().and_then(crate::parse_native_hash)
     }
 }
 
@@ -367,6 +419,9 @@ pub enum LogFormat {
 
 fn default_admin_listen() -> String {
     "127.0.0.1:9033".into()
+}
+fn default_tls_min_version() -> String {
+    "1.2".to_string()
 }
 fn default_shutdown_timeout() -> u64 {
     30_000

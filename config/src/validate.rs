@@ -80,7 +80,53 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
                 format!("duplicate user `{}`", user.name),
             ));
         }
-        resolve_password(&key, &mut user.password, &user.password_env, &env)?;
+        if let Some(hash) = &user.password_hash {
+            if user.password.is_some() || user.password_env.is_some() {
+                return Err(ConfigError::at(
+                    key,
+                    "set one of `password`, `password_env` or `password_hash`",
+                ));
+            }
+            if crate::parse_native_hash(hash).is_none() {
+                return Err(ConfigError::at(
+                    format!("{key}.password_hash"),
+                    "expected `*` and 40 hex digits, as `SELECT PASSWORD('...')` or `sluice hash-password` prints it",
+                ));
+            }
+        } else {
+            resolve_password(&key, &mut user.password, &user.password_env, &env)?;
+        }
+    }
+    if config.monitor.user.is_none() && config.users.first().is_some_and(|u| u.password_hash.is_some()) {
+        return Err(ConfigError::at(
+            "monitor.user",
+            "the monitor logs in as the first [[users]] entry unless [monitor] names an account, and that user has only a password_hash; set [monitor] user and password",
+        ));
+    }
+    if let Some(tls) = &config.server.tls {
+        validate_server_tls(tls)?;
+    }
+    for (file, key) in [
+        (
+            &config.server.caching_sha2_private_key_file,
+            "server.caching_sha2_private_key_file",
+        ),
+        (
+            &config.server.caching_sha2_public_key_file,
+            "server.caching_sha2_public_key_file",
+        ),
+    ] {
+        if let Some(path) = file {
+            check_readable(key, path)?;
+        }
+    }
+    if config.server.caching_sha2_private_key_file.is_some()
+        != config.server.caching_sha2_public_key_file.is_some()
+    {
+        return Err(ConfigError::at(
+            "server.caching_sha2_public_key_file",
+            "set both caching_sha2_private_key_file and caching_sha2_public_key_file, or neither",
+        ));
     }
     if config.pool.max_connections_per_backend == 0 {
         return Err(ConfigError::at(
@@ -139,6 +185,32 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
         ));
     }
     Ok(())
+}
+
+/// The files must be readable here; their contents are checked when the
+/// certificate is loaded (at start, on reload and by `check-config`).
+fn validate_server_tls(tls: &crate::ServerTlsConfig) -> Result<(), ConfigError> {
+    check_readable("server.tls.cert_file", &tls.cert_file)?;
+    check_readable("server.tls.key_file", &tls.key_file)?;
+    if !tls.client_ca_file.is_empty() {
+        check_readable("server.tls.client_ca_file", &tls.client_ca_file)?;
+    }
+    if tls.min_version != "1.2" && tls.min_version != "1.3" {
+        return Err(ConfigError::at(
+            "server.tls.min_version",
+            format!("`{}` is not supported: use \"1.2\" or \"1.3\"", tls.min_version),
+        ));
+    }
+    Ok(())
+}
+
+fn check_readable(key: &str, path: &str) -> Result<(), ConfigError> {
+    if path.is_empty() {
+        return Err(ConfigError::at(key, "must not be empty"));
+    }
+    std::fs::File::open(path)
+        .map(|_| ())
+        .map_err(|e| ConfigError::at(key, format!("cannot read `{path}`: {e}")))
 }
 
 fn validate_guard(guard: &crate::GuardConfig) -> Result<(), ConfigError> {

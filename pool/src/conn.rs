@@ -382,7 +382,7 @@ impl BackendConn {
         use mysql_common::packets::{ComChangeUser, ComChangeUserMoreData};
         use mysql_common::proto::MySerialize;
         let plugin = self.info.auth_plugin.clone();
-        let scramble = plugin.gen_data(Some(&target.password), &self.info.nonce);
+        let scramble = target.credential.auth_data(&plugin, &self.info.nonce)?;
         let packet = ComChangeUser::new()
             .with_user(Some(target.user.as_bytes()))
             .with_auth_plugin_data(scramble.as_deref())
@@ -398,7 +398,7 @@ impl BackendConn {
             &mut self.stream,
             plugin,
             self.info.nonce.clone(),
-            &target.password,
+            &target.credential,
         )
         .await?;
         // The server keeps COM_SET_OPTION's multi-statement setting.

@@ -39,7 +39,7 @@ pub struct ConnectTarget {
     pub backend: String,
     pub address: String,
     pub user: String,
-    pub password: String,
+    pub credential: crate::Credential,
     pub found_rows: bool,
     /// The clients' attributes to show the server; empty: Sluice's own.
     pub attrs: crate::ConnectAttrs,
@@ -107,7 +107,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
         .auth_plugin()
         .map(|p| p.into_owned())
         .unwrap_or(AuthPlugin::MysqlNativePassword);
-    let scramble = plugin.gen_data(Some(&target.password), &nonce);
+    let scramble = target.credential.auth_data(&plugin, &nonce)?;
     let attrs = backend_attributes(&target.attrs);
     let response = HandshakeResponse::new(
         scramble.as_deref(),
@@ -123,7 +123,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
     let mut buf = Vec::new();
     response.serialize(&mut buf);
     stream.send(greeting.seq.wrapping_add(1), &buf).await?;
-    authenticate(&mut stream, plugin.clone(), nonce.clone(), &target.password).await?;
+    authenticate(&mut stream, plugin.clone(), nonce.clone(), &target.credential).await?;
 
     let info = ServerInfo {
         version: handshake.server_version_str().into_owned(),
@@ -157,7 +157,7 @@ pub(crate) async fn authenticate(
     stream: &mut PacketStream<TcpStream>,
     mut plugin: AuthPlugin<'static>,
     mut nonce: Vec<u8>,
-    password: &str,
+    credential: &crate::Credential,
 ) -> Result<(), BackendError> {
     loop {
         let packet = stream.read_packet().await?;
@@ -171,7 +171,7 @@ pub(crate) async fn authenticate(
                 plugin = switch.auth_plugin().into_owned();
                 // plugin_data() already drops the trailing NUL.
                 nonce = switch.plugin_data().to_vec();
-                let data = plugin.gen_data(Some(password), &nonce);
+                let data = credential.auth_data(&plugin, &nonce)?;
                 stream.send(seq, data.as_deref().unwrap_or(&[])).await?;
             }
             Some(0x01) => match (packet.payload.get(1), &plugin) {
@@ -179,6 +179,12 @@ pub(crate) async fn authenticate(
                 (Some(0x03), _) => continue,
                 // Full auth: ask for the RSA key and send the encrypted password.
                 (Some(0x04), AuthPlugin::CachingSha2Password) => {
+                    let password = credential.clear().ok_or_else(|| {
+                        BackendError::protocol(
+                            "the backend wants caching_sha2_password's full authentication, which needs the clear \
+                             password; this user has only a password_hash in Sluice's config",
+                        )
+                    })?;
                     stream.send(seq, &[0x02]).await?;
                     let key = stream.read_packet().await?;
                     seq = key.seq.wrapping_add(1);

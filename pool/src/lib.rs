@@ -13,6 +13,7 @@
 
 mod conn;
 mod connect;
+mod credential;
 mod error;
 mod gate;
 mod keepalive;
@@ -24,6 +25,7 @@ mod statements;
 
 pub use conn::{BackendConn, CommandOutcome, ServerInfo, query_packet};
 pub use connect::{BACKEND_CAPABILITIES, ConnectTarget, negotiate};
+pub use credential::{Credential, native_from_token, sha1};
 pub use error::{AcquireError, BackendError};
 pub use limit::{AdaptiveLimit, LimitParams};
 pub use manager::{BackendPool, ConnectAttrs, PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};

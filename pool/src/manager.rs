@@ -6,7 +6,7 @@
 
 use crate::gate::{Entry, Gate, Grant, WaitError};
 use crate::limit::{AdaptiveLimit, LimitParams};
-use crate::{AcquireError, BackendConn, BackendError, ConnectTarget};
+use crate::{AcquireError, BackendConn, BackendError, ConnectTarget, Credential};
 use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, TimeoutType};
 use std::collections::HashMap;
@@ -316,17 +316,17 @@ impl Pools {
         &self,
         key: &PoolKey,
         address: &str,
-        password: &str,
+        credential: &Credential,
     ) -> Result<Pooled, AcquireError> {
-        self.handle(key, address, password).acquire().await
+        self.handle(key, address, credential).acquire().await
     }
 
     /// A handle on one pool (created on first use) that a session keeps, so
     /// a checkout costs no lookup.
-    pub fn handle(&self, key: &PoolKey, address: &str, password: &str) -> BackendPool {
+    pub fn handle(&self, key: &PoolKey, address: &str, credential: &Credential) -> BackendPool {
         let settings = self.settings();
         BackendPool {
-            shared: self.pool_for(key, address, password, settings),
+            shared: self.pool_for(key, address, credential, settings),
             key: Arc::new(key.clone()),
             address: address.into(),
             settings,
@@ -337,7 +337,7 @@ impl Pools {
         &self,
         key: &PoolKey,
         address: &str,
-        password: &str,
+        credential: &Credential,
         settings: PoolSettings,
     ) -> Arc<PoolShared> {
         if let Some(pool) = self.pools.read().unwrap_or_else(|e| e.into_inner()).get(key) {
@@ -351,7 +351,7 @@ impl Pools {
                     backend: key.backend.clone(),
                     address: address.to_string(),
                     user: key.user.clone(),
-                    password: password.to_string(),
+                    credential: credential.clone(),
                     found_rows: key.found_rows,
                     attrs: key.attrs.clone(),
                     connect_timeout: settings.connect_timeout,

@@ -35,7 +35,7 @@ fn pool(address: &str, settings: PoolSettings) -> (Arc<Pools>, BackendPool) {
         found_rows: false,
         attrs: ConnectAttrs::from(Vec::new()),
     };
-    let handle = pools.handle(&key, address, "app");
+    let handle = pools.handle(&key, address, &sluice_pool::Credential::Password("app".into()));
     (pools, handle)
 }
 

@@ -86,6 +86,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         &self.io
     }
 
+    pub fn io_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    /// Takes the bytes read but not yet consumed as packets (a TLS
+    /// upgrade hands them to the TLS layer).
+    pub fn take_read_buffer(&mut self) -> bytes::Bytes {
+        self.rbuf.split().freeze()
+    }
+
     /// Reads one physical packet. A clean EOF before any byte of a packet is
     /// `UnexpectedEof` like any other EOF: the peer went away.
     pub async fn read_packet(&mut self) -> io::Result<Packet> {

@@ -26,12 +26,16 @@ enum Command {
         #[arg(value_name = "PATH")]
         path: PathBuf,
     },
+    /// Print the `password_hash` for the password read from stdin (the
+    /// mysql_native_password hash `SELECT PASSWORD('...')` prints).
+    HashPassword,
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
         (Some(Command::CheckConfig { path }), _) => check_config(&path),
+        (Some(Command::HashPassword), _) => hash_password(),
         (None, Some(path)) => run(&path),
         (None, None) => {
             eprintln!("sluice: missing --config PATH (see sluice --help)");
@@ -43,6 +47,10 @@ pub fn main() -> ExitCode {
 fn check_config(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            if let Err(e) = security_files_ok(&config) {
+                eprintln!("sluice: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
             if !guard_tables_ok(path, &config) {
                 return ExitCode::FAILURE;
             }
@@ -54,6 +62,41 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The certificate, key and RSA files load as they would at start.
+fn security_files_ok(config: &Config) -> Result<(), String> {
+    if let Some(tls) = &config.server.tls {
+        crate::tls::server_config(tls)?;
+    }
+    crate::auth::AuthState::default().configure(config)?;
+    if config.pool.min_idle > 0 {
+        for user in config.users.iter().filter(|u| u.password_hash.is_some()) {
+            eprintln!(
+                "sluice: warning: pool.min_idle = {}: user '{}' has only a password_hash; its backend connections open after its first login",
+                config.pool.min_idle, user.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads one password from stdin (a trailing newline is not part of it)
+/// and prints its hash.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("sluice: cannot read the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("sluice: empty password: a user with no password needs `password = \"\"`, not a hash");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", crate::auth::native_hash_text(password));
+    ExitCode::SUCCESS
 }
 
 /// `[guard]` tables are checked against the primary when it answers: a

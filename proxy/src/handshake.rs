@@ -1,27 +1,27 @@
 //! The server side of connection setup: send a v10 handshake carrying the
-//! primary's version, read the client's response, and check its password
-//! with mysql_native_password (switching clients that start with another
-//! plugin, such as caching_sha2_password, over to it).
+//! primary's version, upgrade to TLS when the client asks (and TLS is
+//! configured), read the client's response, and check its password
+//! (`auth`).
 
+use crate::auth::{self, Exchange, NATIVE, Verdict};
 use crate::errors;
-use crate::profile::ServerProfile;
+use crate::shared::Shared;
+use crate::tls::ClientStream;
 use mysql_common::constants::StatusFlags;
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthSwitchRequest, ComChangeUser, HandshakePacket};
+use mysql_common::packets::{ComChangeUser, HandshakePacket};
 use mysql_common::proto::{MyDeserialize, MySerialize};
-use mysql_common::scramble::scramble_native;
 use rand::Rng;
-use sluice_config::Config;
+use sluice_pool::Credential;
 use sluice_protocol::PacketStream;
 use sluice_protocol::consts::{CapabilityFlags as Caps, MariadbCapabilities};
 use sluice_protocol::handshake as handshake_response;
 use sluice_protocol::packets;
 use std::io;
-use tokio::net::TcpStream;
 
 /// Capabilities Sluice can honour towards clients (intersected with the
-/// primary's). No SSL or compression; DEPRECATE_EOF and SESSION_TRACK are
-/// translated by the relay.
+/// primary's). CLIENT_SSL is added when `[server.tls]` is set; no
+/// compression; DEPRECATE_EOF and SESSION_TRACK are translated by the relay.
 pub const FRONTEND_CAPABILITIES: Caps = Caps::from_bits_truncate(
     Caps::CLIENT_LONG_PASSWORD.bits()
         | Caps::CLIENT_FOUND_ROWS.bits()
@@ -44,8 +44,6 @@ pub const FRONTEND_CAPABILITIES: Caps = Caps::from_bits_truncate(
         | Caps::CLIENT_DEPRECATE_EOF.bits(),
 );
 
-const NATIVE: &[u8] = b"mysql_native_password";
-
 /// A client that passed authentication.
 #[derive(Debug, Clone)]
 pub struct ClientHello {
@@ -60,6 +58,10 @@ pub struct ClientHello {
     pub next_seq: u8,
     /// The nonce of the initial handshake (COM_CHANGE_USER scrambles with it).
     pub nonce: [u8; 20],
+    /// What opens this user's backend connections.
+    pub credential: Credential,
+    /// The connection is encrypted.
+    pub tls: bool,
 }
 
 /// Why a connection did not get past setup.
@@ -87,17 +89,25 @@ pub fn nonce() -> [u8; 20] {
 }
 
 /// Runs the handshake and authentication. On success nothing has been sent
-/// after the auth exchange: the caller sends the OK (or an error if the
-/// requested schema does not exist).
+/// after the auth exchange but queued packets: the caller sends the OK (or
+/// an error if the requested schema does not exist).
 pub async fn accept(
-    client: &mut PacketStream<TcpStream>,
+    client: &mut PacketStream<ClientStream>,
     connection_id: u32,
-    profile: &ServerProfile,
-    config: &Config,
+    shared: &Shared,
     peer_host: &str,
 ) -> Result<ClientHello, HandshakeError> {
+    let profile = shared.profile.load_full();
+    let tls_config = shared.tls.load_full();
+    let plugin = match shared.config.load().server.default_auth_plugin {
+        sluice_config::AuthPluginName::MysqlNativePassword => NATIVE,
+        sluice_config::AuthPluginName::CachingSha2Password => auth::CACHING_SHA2,
+    };
     let nonce = nonce();
     let mut caps = FRONTEND_CAPABILITIES & profile.capabilities;
+    if tls_config.is_some() {
+        caps |= Caps::CLIENT_SSL;
+    }
     let mariadb_caps =
         profile.mariadb_capabilities & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS;
     if !mariadb_caps.is_empty() {
@@ -117,23 +127,38 @@ pub async fn accept(
         caps,
         profile.default_collation,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
-        Some(NATIVE),
+        Some(plugin),
     )
     .with_mariadb_ext_capabilities(mariadb_caps);
     let mut buf = Vec::with_capacity(128);
     handshake.serialize(&mut buf);
     client.send(0, &buf).await?;
 
-    let reply = client.read_packet().await?;
+    let mut reply = client.read_packet().await?;
     let mut seq = reply.seq.wrapping_add(1);
+    let mut tls = false;
     if handshake_response::is_ssl_request(&reply.payload) {
-        client
-            .send(
-                seq,
-                &errors::malformed_packet("TLS was requested but is not offered"),
-            )
-            .await?;
-        return Err(HandshakeError::Refused("client asked for TLS"));
+        let Some(tls_config) = tls_config else {
+            client
+                .send(
+                    seq,
+                    &errors::malformed_packet("TLS was requested but is not offered"),
+                )
+                .await?;
+            return Err(HandshakeError::Refused("client asked for TLS"));
+        };
+        // Bytes of the TLS ClientHello may already sit behind the request.
+        let early = client.take_read_buffer();
+        if let Err(e) = client.io_mut().upgrade(tls_config, early).await {
+            metrics::counter!("sluice_client_tls_handshakes_total", "result" => "error").increment(1);
+            tracing::info!("TLS handshake with a client failed: {e}");
+            return Err(HandshakeError::Refused("TLS handshake failed"));
+        }
+        metrics::counter!("sluice_client_tls_handshakes_total", "result" => "ok").increment(1);
+        tracing::debug!(tls = ?client.get_ref().tls_summary(), "client connection encrypted");
+        tls = true;
+        reply = client.read_packet().await?;
+        seq = reply.seq.wrapping_add(1);
     }
     let response = match handshake_response::parse_handshake_response(&reply.payload, caps) {
         Ok(r) => r,
@@ -156,31 +181,41 @@ pub async fn accept(
     };
     let client_caps = response.capabilities & caps;
     let user = String::from_utf8_lossy(&response.user).into_owned();
-    let mut auth_data = response.auth_response.clone();
-    let native = match response.auth_plugin.as_deref() {
-        None => true,
-        Some(p) => p == NATIVE,
+    let config = shared.config.load_full();
+    let entry = config.user(&user);
+    let used_password = !response.auth_response.is_empty();
+    let mut ex = Exchange { client, seq, tls };
+    let verdict = auth::verify(
+        &mut ex,
+        &shared.auth,
+        entry,
+        response.auth_plugin.as_deref(),
+        &nonce,
+        response.auth_response.clone(),
+    )
+    .await?;
+    let seq = ex.seq;
+    let credential = match verdict {
+        Verdict::Accepted(c) => c,
+        Verdict::Denied => {
+            client
+                .send(
+                    seq,
+                    &auth::refusal("access_denied", &user, peer_host, used_password),
+                )
+                .await?;
+            return Err(HandshakeError::Refused("access denied"));
+        }
     };
-    if !native {
-        let switch = AuthSwitchRequest::new(NATIVE, {
-            let mut d = nonce.to_vec();
-            d.push(0);
-            d
-        });
-        let mut buf = Vec::new();
-        switch.serialize(&mut buf);
-        client.send(seq, &buf).await?;
-        let answer = client.read_packet().await?;
-        seq = answer.seq.wrapping_add(1);
-        auth_data = answer.payload.to_vec();
-    }
-    if !password_matches(config, &user, &nonce, &auth_data) {
-        metrics::counter!("sluice_client_connections_rejected_total", "cause" => "access_denied")
-            .increment(1);
-        metrics::counter!("sluice_errors_total", "cause" => "access_denied").increment(1);
-        let e = errors::access_denied(&user, peer_host, !auth_data.is_empty());
-        client.send(seq, &e).await?;
-        return Err(HandshakeError::Refused("access denied"));
+    if entry.is_some_and(|u| u.require_tls) && !tls {
+        // The server's answer to a REQUIRE SSL account over plain text.
+        client
+            .send(
+                seq,
+                &auth::refusal("tls_required", &user, peer_host, used_password),
+            )
+            .await?;
+        return Err(HandshakeError::Refused("user requires TLS"));
     }
     let schema = response
         .database
@@ -196,23 +231,9 @@ pub async fn accept(
         attributes: response.attributes,
         next_seq: seq,
         nonce,
+        credential,
+        tls,
     })
-}
-
-/// Checks a mysql_native_password response for `user` against the config.
-pub fn password_matches(config: &Config, user: &str, nonce: &[u8], response: &[u8]) -> bool {
-    let Some(entry) = config.user(user) else {
-        return false;
-    };
-    match scramble_native(nonce, entry.secret().as_bytes()) {
-        Some(expected) => constant_time_eq(&expected, response),
-        // An empty password scrambles to an empty response.
-        None => response.is_empty(),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A verified COM_CHANGE_USER.
@@ -221,17 +242,18 @@ pub struct ChangedUser {
     pub schema: Option<String>,
     pub collation: Option<u16>,
     pub next_seq: u8,
+    pub credential: Credential,
 }
 
-/// Handles COM_CHANGE_USER: verifies the new user's password (switching to
-/// mysql_native_password with a fresh nonce when the client used another
-/// plugin). On failure the client has been sent 1045.
+/// Handles COM_CHANGE_USER: verifies the new user's password with the
+/// plugin the client used (switching others to mysql_native_password). On
+/// failure the client has been sent 1045.
 pub async fn change_user(
-    client: &mut PacketStream<TcpStream>,
+    client: &mut PacketStream<ClientStream>,
     payload: &[u8],
     caps: Caps,
     handshake_nonce: &[u8; 20],
-    config: &Config,
+    shared: &Shared,
     peer_host: &str,
 ) -> Result<Option<ChangedUser>, io::Error> {
     // mysql_common validates the packet; it has no getters, so the fields
@@ -240,42 +262,45 @@ pub async fn change_user(
     let fields = ComChangeUser::deserialize(caps, &mut ParseBuf(payload))
         .ok()
         .and_then(|_| split_change_user(payload));
-    let Some((user, auth, schema, collation, plugin)) = fields else {
+    let Some((user, auth_data, schema, collation, plugin)) = fields else {
         client
             .send(1, &errors::malformed_packet("bad COM_CHANGE_USER"))
             .await?;
         return Ok(None);
     };
-    let mut seq = 1u8;
-    let mut nonce = *handshake_nonce;
-    let mut auth_data = auth;
-    if plugin.as_deref().is_some_and(|p| p != NATIVE) {
-        nonce = self::nonce();
-        let mut d = nonce.to_vec();
-        d.push(0);
-        let mut buf = Vec::new();
-        AuthSwitchRequest::new(NATIVE, d).serialize(&mut buf);
-        client.send(seq, &buf).await?;
-        let answer = client.read_packet().await?;
-        seq = answer.seq.wrapping_add(1);
-        auth_data = answer.payload.to_vec();
-    }
-    if !password_matches(config, &user, &nonce, &auth_data) {
-        metrics::counter!("sluice_errors_total", "cause" => "access_denied").increment(1);
-        client
-            .send(
-                seq,
-                &errors::access_denied(&user, peer_host, !auth_data.is_empty()),
-            )
-            .await?;
-        return Ok(None);
-    }
-    Ok(Some(ChangedUser {
-        user,
-        schema,
-        collation,
-        next_seq: seq,
-    }))
+    let config = shared.config.load_full();
+    let entry = config.user(&user);
+    let tls = client.get_ref().is_tls();
+    let used_password = !auth_data.is_empty();
+    let mut ex = Exchange { client, seq: 1, tls };
+    let verdict = auth::verify(
+        &mut ex,
+        &shared.auth,
+        entry,
+        plugin.as_deref(),
+        handshake_nonce,
+        auth_data,
+    )
+    .await?;
+    let seq = ex.seq;
+    let cause = match verdict {
+        Verdict::Accepted(_) if entry.is_some_and(|u| u.require_tls) && !tls => "tls_required",
+        Verdict::Accepted(credential) => {
+            return Ok(Some(ChangedUser {
+                user,
+                schema,
+                collation,
+                next_seq: seq,
+                credential,
+            }));
+        }
+        Verdict::Denied => "access_denied",
+    };
+    metrics::counter!("sluice_errors_total", "cause" => cause).increment(1);
+    client
+        .send(seq, &errors::access_denied(&user, peer_host, used_password))
+        .await?;
+    Ok(None)
 }
 
 type ChangeUserFields = (String, Vec<u8>, Option<String>, Option<u16>, Option<Vec<u8>>);
@@ -326,18 +351,5 @@ mod tests {
         assert_eq!(schema.as_deref(), Some("db1"));
         assert_eq!(collation, Some(45));
         assert_eq!(plugin.as_deref(), Some(NATIVE));
-    }
-
-    #[test]
-    fn native_password_check() {
-        let config = sluice_config::Config::parse(
-            "[server]\nlisten='127.0.0.1:1'\n[[users]]\nname='u'\npassword='pw'\n[[backends]]\nname='p'\naddress='127.0.0.1:2'\nrole='primary'\n",
-        )
-        .unwrap();
-        let n = nonce();
-        let good = scramble_native(&n, b"pw").unwrap();
-        assert!(password_matches(&config, "u", &n, &good));
-        assert!(!password_matches(&config, "u", &n, &[0; 20]));
-        assert!(!password_matches(&config, "nobody", &n, &good));
     }
 }

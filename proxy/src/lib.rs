@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod answers;
 pub mod attributes;
+pub mod auth;
 pub mod cli;
 pub mod clients;
 pub mod errors;
@@ -18,4 +19,5 @@ pub mod relay;
 pub mod reload;
 pub mod session;
 pub mod shared;
+pub mod tls;
 pub mod topology;

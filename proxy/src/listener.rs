@@ -44,6 +44,10 @@ pub async fn serve_on(
     let listen = listener.local_addr()?;
     let admin_listen = config.server.admin_listen.clone();
     let shared = Shared::new(config);
+    shared
+        .configure_security(&shared.config.load())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    warn_unwarmable_users(&shared.config.load());
     admin::spawn(&admin_listen, handle, shared.clone()).await?;
     let learned = profile::spawn_learner(shared.clone());
     metrics::spawn_pool_gauges(shared.clone());
@@ -98,6 +102,22 @@ pub async fn serve_on(
             }
             reason = &mut stop => return shut_down(&shared, listener, reason).await,
         }
+    }
+}
+
+/// `pool.min_idle` cannot open connections for a user known only by its
+/// `password_hash` until that user has logged in once: say so.
+pub fn warn_unwarmable_users(config: &Config) {
+    if config.pool.min_idle == 0 {
+        return;
+    }
+    for user in config.users.iter().filter(|u| u.password_hash.is_some()) {
+        tracing::warn!(
+            user = %user.name,
+            "pool.min_idle = {}: user '{}' has only a password_hash, so its backend connections open after its first login (Sluice learns what it needs from that login)",
+            config.pool.min_idle,
+            user.name
+        );
     }
 }
 

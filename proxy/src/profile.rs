@@ -69,16 +69,25 @@ pub fn spawn_learner(shared: Arc<Shared>) -> Arc<tokio::sync::Notify> {
 async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
     let config = shared.config.load_full();
     let primary = config.primary().ok_or("no primary configured")?;
-    let user = config.users.first().ok_or("no users configured")?;
+    // The first user Sluice has a password for; else the monitor's account
+    // (validation requires one when the first user has only a hash).
+    let (user, password) = match config.users.iter().find(|u| u.password_hash.is_none()) {
+        Some(u) => (u.name.as_str(), u.secret()),
+        None => config.monitor_account().ok_or("no users configured")?,
+    };
     let key = PoolKey {
         backend: primary.name.clone(),
-        user: user.name.clone(),
+        user: user.to_string(),
         found_rows: false,
         attrs: sluice_pool::ConnectAttrs::from(Vec::new()),
     };
     let mut conn = shared
         .pools
-        .acquire(&key, &primary.address, user.secret())
+        .acquire(
+            &key,
+            &primary.address,
+            &sluice_pool::Credential::Password(password.to_string()),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let rows = conn

@@ -7,6 +7,8 @@
 
 use crate::shared::{Shared, pool_settings};
 use sluice_config::Config;
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,45 +25,103 @@ pub fn spawn(shared: Arc<Shared>, path: PathBuf) -> anyhow::Result<()> {
             let _ = sig_tx.send("SIGHUP");
         }
     });
-    let watcher = watch(&path, tx)?;
+    let mut watch = Watch::new(tx)?;
+    watch.follow(&watched_files(&path, &shared.config.load()));
     tokio::spawn(async move {
-        let _watcher = watcher; // keep watching while this task lives
         while let Some(mut trigger) = rx.recv().await {
             // Editors write in several steps: wait for quiet, then read once.
             while let Ok(Some(t)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
                 trigger = t;
             }
-            reload(&shared, &path, trigger);
+            if reload(&shared, &path, trigger) {
+                watch.follow(&watched_files(&path, &shared.config.load()));
+            }
         }
     });
     Ok(())
 }
 
-/// Watches the file's directory (editors and config management replace
-/// files by rename, which a watch on the file itself would miss).
-fn watch(
-    path: &Path,
-    tx: tokio::sync::mpsc::UnboundedSender<&'static str>,
-) -> anyhow::Result<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let name = path.file_name().map(|n| n.to_os_string());
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            let ours = event
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
-            if ours && !event.kind.is_access() {
-                let _ = tx.send("file change");
+/// The config file and the files it names whose change is a reload:
+/// certificates and keys.
+fn watched_files(path: &Path, config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    if let Some(tls) = &config.server.tls {
+        files.push(PathBuf::from(&tls.cert_file));
+        files.push(PathBuf::from(&tls.key_file));
+        if !tls.client_ca_file.is_empty() {
+            files.push(PathBuf::from(&tls.client_ca_file));
+        }
+    }
+    for file in [
+        &config.server.caching_sha2_private_key_file,
+        &config.server.caching_sha2_public_key_file,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        files.push(PathBuf::from(file));
+    }
+    files
+}
+
+/// Watches the files' directories (editors, config management and
+/// certificate renewal replace files by rename, which a watch on the file
+/// itself would miss) and reports changes to the files by name.
+struct Watch {
+    watcher: notify::RecommendedWatcher,
+    names: Arc<std::sync::Mutex<HashSet<OsString>>>,
+    dirs: HashSet<PathBuf>,
+}
+
+impl Watch {
+    fn new(tx: tokio::sync::mpsc::UnboundedSender<&'static str>) -> anyhow::Result<Self> {
+        let names: Arc<std::sync::Mutex<HashSet<OsString>>> = Default::default();
+        let ours = names.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                let names = ours.lock().unwrap_or_else(|e| e.into_inner());
+                let hit = event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().is_some_and(|n| names.contains(n)));
+                if hit && !event.kind.is_access() {
+                    let _ = tx.send("file change");
+                }
+            }
+        })?;
+        Ok(Watch {
+            watcher,
+            names,
+            dirs: HashSet::new(),
+        })
+    }
+
+    /// Watches `files` from now on (directories already watched stay).
+    fn follow(&mut self, files: &[PathBuf]) {
+        use notify::Watcher;
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        for file in files {
+            if let Some(name) = file.file_name() {
+                names.insert(name.to_os_string());
+            }
+            let dir = file
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            if !self.dirs.contains(&dir) {
+                match self.watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        self.dirs.insert(dir);
+                    }
+                    Err(e) => tracing::warn!(
+                        "cannot watch {} for changes (SIGHUP still reloads): {e}",
+                        dir.display()
+                    ),
+                }
             }
         }
-    })?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
-    Ok(watcher)
+    }
 }
 
 /// Reads, validates and applies the file. Returns whether it was applied.
@@ -74,6 +134,12 @@ pub fn reload(shared: &Shared, path: &Path, trigger: &str) -> bool {
             return false;
         }
     };
+    if let Err(e) = shared.configure_security(&new) {
+        tracing::error!(%trigger, "config reload rejected, nothing changed: {e}");
+        metrics::counter!("sluice_config_reloads_total", "result" => "error").increment(1);
+        return false;
+    }
+    crate::listener::warn_unwarmable_users(&new);
     let old = shared.config.load_full();
     for key in needs_restart(&old, &new) {
         tracing::warn!(
@@ -88,7 +154,7 @@ pub fn reload(shared: &Shared, path: &Path, trigger: &str) -> bool {
         let backend = new_for_pools.backends.iter().find(|b| b.name == key.backend);
         let user = new_for_pools.user(&key.user);
         match (backend, user) {
-            (Some(b), Some(u)) => b.address == target.address && u.secret() == target.password,
+            (Some(b), Some(u)) => b.address == target.address && target.credential.matches(u),
             _ => false,
         }
     });

@@ -41,6 +41,11 @@ pub struct Shared {
     pub answers: crate::answers::Answers,
     /// The empty-key guard: filters of the keys in `[guard]` tables.
     pub guard: Arc<sluice_guard::Guard>,
+    /// TLS towards clients from `[server.tls]` (None: plain text only);
+    /// replaced on reload, so new handshakes use the new certificate.
+    pub tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
+    /// Password checks' state: caching_sha2's cache and RSA pair.
+    pub auth: crate::auth::AuthState,
     /// The writer's address, for the guard's binlog stream.
     guard_writer: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -71,7 +76,21 @@ impl Shared {
             answers: crate::answers::Answers::new(ANSWER_SHAPES),
             guard: sluice_guard::Guard::new(),
             guard_writer: tokio::sync::watch::Sender::new(None),
+            tls: Default::default(),
+            auth: Default::default(),
         })
+    }
+
+    /// Loads what `config` names for client security (the TLS certificate,
+    /// the caching_sha2 RSA pair); on error nothing changes.
+    pub fn configure_security(&self, config: &Config) -> Result<(), String> {
+        let tls = match &config.server.tls {
+            Some(tls) => Some(crate::tls::server_config(tls)?),
+            None => None,
+        };
+        self.auth.configure(config)?;
+        self.tls.store(tls);
+        Ok(())
     }
 
     /// Counts a client in, or returns None when `max_client_connections` is

@@ -123,18 +123,19 @@ impl Session {
         if let Some(Some(pool)) = self.pools.get(backend.index) {
             return pool.clone();
         }
-        let password = self
-            .config
-            .user(&self.user)
-            .map(|u| u.secret())
-            .unwrap_or_default();
+        // The password as configured now (a reload may have changed it);
+        // a `password_hash` user's token from its login.
+        let credential = match self.config.user(&self.user) {
+            Some(u) if u.password_hash.is_none() => sluice_pool::Credential::Password(u.secret().to_string()),
+            _ => self.credential.clone(),
+        };
         let key = PoolKey {
             backend: backend.name.to_string(),
             user: self.user.clone(),
             found_rows: self.caps.contains(Caps::CLIENT_FOUND_ROWS),
             attrs: self.attrs.clone(),
         };
-        let pool = Arc::new(self.shared.pools.handle(&key, &backend.address, password));
+        let pool = Arc::new(self.shared.pools.handle(&key, &backend.address, &credential));
         if self.pools.len() <= backend.index {
             self.pools.resize(backend.index + 1, None);
         }

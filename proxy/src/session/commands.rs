@@ -44,13 +44,12 @@ impl Session {
     }
 
     pub(super) async fn change_user(&mut self, payload: &[u8]) -> Result<(), End> {
-        let config = self.shared.config.load_full();
         let changed = handshake::change_user(
             &mut self.client,
             payload,
             self.caps,
             &self.nonce,
-            &config,
+            &self.shared,
             &self.peer_host,
         )
         .await
@@ -63,6 +62,7 @@ impl Session {
         self.diagnostics = Default::default();
         self.binding.in_transaction = false;
         self.user = changed.user;
+        self.credential = changed.credential;
         self.slot.set_user(&self.user);
         self.pools.clear();
         let profile = self.shared.profile.load_full();

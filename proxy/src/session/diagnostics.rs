@@ -143,7 +143,7 @@ impl Session {
         let status = self.client_status();
         let deprecate_eof = self.caps.contains(Caps::CLIENT_DEPRECATE_EOF);
         let mut seq = self.seq;
-        let mut queue = |client: &mut sluice_protocol::PacketStream<tokio::net::TcpStream>,
+        let mut queue = |client: &mut sluice_protocol::PacketStream<crate::tls::ClientStream>,
                          payload: &[u8]| {
             client.queue_packet(seq, payload);
             seq = seq.wrapping_add(1);

@@ -37,6 +37,7 @@ use crate::handshake::{self, HandshakeError};
 use crate::metrics::SessionMetrics;
 use crate::profile::ServerProfile;
 use crate::shared::{ClientGuard, Shared};
+use crate::tls::ClientStream;
 use crate::topology::Topology;
 use binding::Binding;
 use bytes::Bytes;
@@ -92,15 +93,13 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard
         tracing::debug!(%peer, "accepted");
         metrics::counter!("sluice_client_connections_accepted_total").increment(1);
         // Small read chunks: thousands of idle clients must stay cheap.
-        let mut client = PacketStream::with_chunk(stream, CLIENT_READ_CHUNK)
+        let mut client = PacketStream::with_chunk(ClientStream::Plain(stream), CLIENT_READ_CHUNK)
             .with_write_timeout(CLIENT_WRITE_TIMEOUT)
             .with_read_timeout(COMMAND_READ_TIMEOUT);
-        let config = shared.config.load_full();
-        let profile = shared.profile.load_full();
         let peer_host = peer.ip().to_string();
         // Boxed sub-futures keep the per-client future small while it idles
         // (10,000 idle clients must fit in well under 100 MB).
-        let accept = Box::pin(handshake::accept(&mut client, id, &profile, &config, &peer_host));
+        let accept = Box::pin(handshake::accept(&mut client, id, &shared, &peer_host));
         let Ok(accepted) = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await else {
             // The server's connect_timeout: a client that never finishes
             // its login must not hold a client slot forever.
@@ -142,8 +141,11 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard
 struct Session {
     shared: Arc<Shared>,
     id: u32,
-    client: PacketStream<TcpStream>,
+    client: PacketStream<ClientStream>,
     caps: Caps,
+    /// What opens this client's backend connections (its user's password,
+    /// or the token its login proved for a `password_hash` user).
+    credential: sluice_pool::Credential,
     user: String,
     peer_host: String,
     nonce: [u8; 20],
@@ -189,7 +191,7 @@ struct Session {
 impl Session {
     fn new(
         shared: Arc<Shared>,
-        client: PacketStream<TcpStream>,
+        client: PacketStream<ClientStream>,
         hello: handshake::ClientHello,
         peer_host: String,
         slot: Arc<crate::clients::ClientSlot>,
@@ -210,6 +212,7 @@ impl Session {
             id,
             client,
             caps: hello.capabilities,
+            credential: hello.credential,
             user: hello.user,
             peer_host,
             nonce: hello.nonce,
