@@ -247,6 +247,21 @@ async fn caching_sha2(
     let Some(user) = user else {
         return Ok(Verdict::Denied);
     };
+    let (switched, fresh);
+    let (nonce, response) = if response.is_empty() && !matches!(known(user), Known::Clear("")) {
+        // A client whose data was made for another plugin (the handshake
+        // named mysql_native_password) sends none: switch it to
+        // caching_sha2_password with a fresh nonce, as the server does.
+        fresh = crate::handshake::nonce();
+        let mut data = fresh.to_vec();
+        data.push(0);
+        let mut buf = Vec::new();
+        AuthSwitchRequest::new(CACHING_SHA2, data).serialize(&mut buf);
+        switched = ex.round(&buf).await?;
+        (&fresh, &switched[..])
+    } else {
+        (nonce, response)
+    };
     let hash = match known(user) {
         Known::Clear(password) => {
             // Sluice always "has the cache" for a password it knows.

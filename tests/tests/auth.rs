@@ -1,5 +1,6 @@
 //! Authentication paths: a client that starts with caching_sha2_password is
-//! switched to mysql_native_password; backends that authenticate with
+//! answered in it (no switch), other plugins are switched to
+//! mysql_native_password; backends that authenticate with
 //! MariaDB's ed25519 plugin are reached with it.
 
 use mysql_async::prelude::*;
@@ -11,14 +12,14 @@ use sluice_protocol::PacketStream;
 use sluice_tests::{Sluice, SluiceOptions};
 use tokio::net::TcpStream;
 
-#[tokio::test]
-async fn caching_sha2_client_is_switched_to_native() {
-    let s = Sluice::start();
-    let mut stream = PacketStream::new(TcpStream::connect(("127.0.0.1", s.port)).await.unwrap());
+/// Opens a raw connection and sends a handshake response made with
+/// `plugin` for user app; returns the stream and the server's nonce.
+async fn login_with(port: u16, plugin: AuthPlugin<'static>) -> (PacketStream<TcpStream>, Vec<u8>) {
+    let mut stream = PacketStream::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
     let greeting = stream.read_packet().await.unwrap();
     let hs = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload)).unwrap();
-    let plugin = AuthPlugin::CachingSha2Password;
-    let data = plugin.gen_data(Some("app"), &hs.nonce());
+    let nonce = hs.nonce();
+    let data = plugin.gen_data(Some("app"), &nonce);
     let caps = Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_SECURE_CONNECTION | Caps::CLIENT_PLUGIN_AUTH;
     let resp = HandshakeResponse::new(
         data.as_deref(),
@@ -33,6 +34,30 @@ async fn caching_sha2_client_is_switched_to_native() {
     let mut buf = Vec::new();
     resp.serialize(&mut buf);
     stream.send(1, &buf).await.unwrap();
+    (stream, nonce)
+}
+
+#[tokio::test]
+async fn caching_sha2_client_logs_in_without_a_switch() {
+    let s = Sluice::start();
+    let (mut stream, _) = login_with(s.port, AuthPlugin::CachingSha2Password).await;
+    // As a MySQL 8 server with the user in its cache: fast auth succeeded
+    // (AuthMoreData 0x03), then OK.
+    let more = stream.read_packet().await.unwrap();
+    assert_eq!(&more.payload[..], &[0x01, 0x03], "fast authentication succeeded");
+    let ok = stream.read_packet().await.unwrap();
+    assert_eq!(
+        ok.payload[0],
+        0,
+        "logged in: {:?}",
+        String::from_utf8_lossy(&ok.payload)
+    );
+}
+
+#[tokio::test]
+async fn another_plugin_is_switched_to_native() {
+    let s = Sluice::start();
+    let (mut stream, _) = login_with(s.port, AuthPlugin::Ed25519).await;
     let switch = stream.read_packet().await.unwrap();
     assert_eq!(switch.payload[0], 0xfe, "an auth switch request");
     let req = AuthSwitchRequest::deserialize((), &mut ParseBuf(&switch.payload)).unwrap();
