@@ -8,11 +8,12 @@ mod secret;
 mod validate;
 
 pub use model::{
-    BackendConfig, Config, GuardConfig, GuardTableConfig, LogConfig, LogFormat, MonitorConfig, OnNoReplica,
-    PoolConfig, PoolMode, ReadYourWrites, Role, RoutingConfig, RoutingMode, ServerConfig, UserConfig,
+    BackendConfig, BackendTls, BackendTlsMode, Config, GuardConfig, GuardTableConfig, LogConfig, LogFormat,
+    MonitorConfig, OnNoReplica, PoolConfig, PoolMode, ReadYourWrites, Role, RoutingConfig, RoutingMode,
+    ServerConfig, UserConfig,
 };
 pub use secret::Secret;
-pub use validate::ConfigError;
+pub use validate::{ConfigError, host_of};
 
 impl Config {
     /// Reads, parses and validates a config file.
