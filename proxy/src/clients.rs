@@ -183,7 +183,12 @@ mod tests {
             found_rows: false,
             attrs: Default::default(),
         };
-        let pool = Arc::new(pools.handle(&key, "127.0.0.1:1", ""));
+        let pool = Arc::new(pools.handle(
+            &key,
+            "127.0.0.1:1",
+            "",
+            &sluice_pool::BackendTls::new(&Default::default(), "127.0.0.1:1"),
+        ));
         slot.start_statement(pool, 42);
         let (_, id) = slot.begin_kill().expect("running");
         assert_eq!(id, 42);

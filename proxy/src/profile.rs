@@ -70,6 +70,10 @@ async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
     let config = shared.config.load_full();
     let primary = config.primary().ok_or("no primary configured")?;
     let user = config.users.first().ok_or("no users configured")?;
+    let tls = match shared.topology.load().by_name(&primary.name) {
+        Some(backend) => backend.tls.clone(),
+        None => sluice_pool::BackendTls::new(&primary.tls_settings(), &primary.address),
+    };
     let key = PoolKey {
         backend: primary.name.clone(),
         user: user.name.clone(),
@@ -78,7 +82,7 @@ async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
     };
     let mut conn = shared
         .pools
-        .acquire(&key, &primary.address, user.secret())
+        .acquire(&key, &primary.address, user.secret(), &tls)
         .await
         .map_err(|e| e.to_string())?;
     let rows = conn
