@@ -25,6 +25,8 @@ if ! have php || ! php -r 'exit(extension_loaded("pdo_mysql") ? 0 : 1);' 2>/dev/
   missing+=(php-mysql)
 fi
 have haproxy || missing+=(haproxy)
+# The TLS tests' certificates (scripts/test-ca.sh).
+have openssl || missing+=(openssl)
 [[ -f $MARIADB_JAR ]] || missing+=(libmariadb-java)
 # Java 11+ runs a single-file program without a build step; javac's presence
 # tells a JDK from a bare JRE.
@@ -58,7 +60,7 @@ if ((${#missing[@]})); then
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 
   # Check that what we need is really there now.
-  for cmd in mariadbd mariadb mariadb-install-db mariadb-admin sysbench php haproxy java javac python3 node npm; do
+  for cmd in mariadbd mariadb mariadb-install-db mariadb-admin sysbench php haproxy openssl java javac python3 node npm; do
     have "$cmd" || { echo "install-deps: $cmd still missing" >&2; exit 1; }
   done
   php -r 'exit(extension_loaded("pdo_mysql") ? 0 : 1);' ||

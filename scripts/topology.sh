@@ -13,8 +13,15 @@
 #   topology_sluice_config DIR [LISTEN [ADMIN]]  # print a sluice.toml for it
 # After start, DIR/topology.env holds TOPOLOGY_DIR, PRIMARY_PORT, REPLICA1_PORT,
 # REPLICA2_PORT and ED25519 (1 if user edapp exists).
+#
+# Every server offers TLS (not required) with DIR/tls/server.pem (SAN IP:127.0.0.1,
+# DNS:localhost) signed by the test CA DIR/tls/ca.pem; scripts/test-ca.sh writes
+# these and the client and wrong-name certificates next to them.
 
 TOPOLOGY_NODES=(primary replica1 replica2)
+
+# shellcheck source=scripts/test-ca.sh
+source "$(dirname "${BASH_SOURCE[0]}")/test-ca.sh"
 
 _topo_log() { echo "topology: $*" >&2; }
 
@@ -78,6 +85,9 @@ gtid_strict_mode=1
 max_allowed_packet=64M
 local_infile=1
 max_connections=500
+ssl_ca=$dir/tls/ca.pem
+ssl_cert=$dir/tls/server.pem
+ssl_key=$dir/tls/server.key
 skip-name-resolve
 innodb_buffer_pool_size=64M
 innodb_log_file_size=8M
@@ -130,6 +140,7 @@ topology_start() (
   # On failure, show why and stop whatever already runs.
   trap '_topo_start_failed $? "$dir"' EXIT
 
+  test_ca "$dir/tls"
   for node in "${TOPOLOGY_NODES[@]}"; do
     i=$(_topo_index "$node")
     mkdir -p "$dir/$node/tmp"

@@ -8,12 +8,12 @@ mod secret;
 mod validate;
 
 pub use model::{
-    AuthPluginName, BackendConfig, Config, GuardConfig, GuardTableConfig, LogConfig, LogFormat,
-    MonitorConfig, OnNoReplica, PoolConfig, PoolMode, ReadYourWrites, Role, RoutingConfig, RoutingMode,
-    ServerConfig, ServerTlsConfig, UserConfig,
+    AuthPluginName, BackendConfig, BackendTls, BackendTlsMode, Config, GuardConfig, GuardTableConfig,
+    LogConfig, LogFormat, MonitorConfig, OnNoReplica, PoolConfig, PoolMode, ReadYourWrites, Role,
+    RoutingConfig, RoutingMode, ServerConfig, ServerTlsConfig, UserConfig,
 };
 pub use secret::Secret;
-pub use validate::ConfigError;
+pub use validate::{ConfigError, host_of};
 
 /// Parses a mysql_native_password hash as `SELECT PASSWORD('...')` prints
 /// it: `*` and 40 hex digits (either case), SHA1(SHA1(password)).

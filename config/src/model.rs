@@ -325,6 +325,80 @@ pub struct BackendConfig {
     pub role: Role,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// TLS from Sluice to this backend, named as MySQL's `--ssl-mode`.
+    #[serde(default)]
+    pub tls: BackendTlsMode,
+    /// CA certificates (PEM) the server's certificate must chain to
+    /// (`verify_ca`, `verify_identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<String>,
+    /// Client certificate chain (PEM) presented to the server; with
+    /// `tls_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<String>,
+}
+
+impl BackendConfig {
+    /// The backend's TLS settings as one value (pooled connections, the
+    /// monitor and the guard all connect with these).
+    pub fn tls_settings(&self) -> BackendTls {
+        BackendTls {
+            mode: self.tls,
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+        }
+    }
+}
+
+/// How Sluice uses TLS to a backend; the values and meanings of the MySQL
+/// clients' `--ssl-mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendTlsMode {
+    /// Plain TCP, even when the server offers TLS.
+    Disabled,
+    /// TLS when the server offers it (CLIENT_SSL), plain otherwise; the
+    /// certificate is not verified.
+    #[default]
+    Preferred,
+    /// TLS or no connection; the certificate is not verified.
+    Required,
+    /// TLS, and the certificate must chain to `tls_ca_file` (any name).
+    VerifyCa,
+    /// As `verify_ca`, and the certificate must name the host (or IP) of
+    /// the backend's `address`.
+    VerifyIdentity,
+}
+
+impl BackendTlsMode {
+    /// The config value, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendTlsMode::Disabled => "disabled",
+            BackendTlsMode::Preferred => "preferred",
+            BackendTlsMode::Required => "required",
+            BackendTlsMode::VerifyCa => "verify_ca",
+            BackendTlsMode::VerifyIdentity => "verify_identity",
+        }
+    }
+
+    /// The mode checks the server's certificate against `tls_ca_file`.
+    pub fn verifies(self) -> bool {
+        matches!(self, BackendTlsMode::VerifyCa | BackendTlsMode::VerifyIdentity)
+    }
+}
+
+/// One backend's TLS settings (validated: the files exist and parse, and
+/// the verifying modes have a CA file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct BackendTls {
+    pub mode: BackendTlsMode,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

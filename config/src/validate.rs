@@ -174,6 +174,7 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
             ));
         }
         check_addr(&format!("{key}.address"), &backend.address)?;
+        validate_backend_tls(&key, backend)?;
     }
     validate_monitor(config, &env)?;
     validate_guard(&config.guard)?;
@@ -187,19 +188,88 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
     Ok(())
 }
 
-/// The files must be readable here; their contents are checked when the
-/// certificate is loaded (at start, on reload and by `check-config`).
+/// The files must be PEM of the right kind here; whether certificate and
+/// key make a pair is checked when they are loaded (at start, on reload
+/// and by `check-config`).
 fn validate_server_tls(tls: &crate::ServerTlsConfig) -> Result<(), ConfigError> {
-    check_readable("server.tls.cert_file", &tls.cert_file)?;
-    check_readable("server.tls.key_file", &tls.key_file)?;
+    check_pem("server.tls.cert_file", &tls.cert_file, Pem::Certificates)?;
+    check_pem("server.tls.key_file", &tls.key_file, Pem::PrivateKey)?;
     if !tls.client_ca_file.is_empty() {
-        check_readable("server.tls.client_ca_file", &tls.client_ca_file)?;
+        check_pem("server.tls.client_ca_file", &tls.client_ca_file, Pem::Certificates)?;
     }
     if tls.min_version != "1.2" && tls.min_version != "1.3" {
         return Err(ConfigError::at(
             "server.tls.min_version",
             format!("`{}` is not supported: use \"1.2\" or \"1.3\"", tls.min_version),
         ));
+    }
+    Ok(())
+}
+
+/// A backend's TLS keys: files only where the mode uses them (a CA file
+/// with `required` would suggest a check that is not made), a CA for the
+/// verifying modes, a client certificate with its key, and every file
+/// readable PEM of the right kind.
+fn validate_backend_tls(key: &str, backend: &crate::BackendConfig) -> Result<(), ConfigError> {
+    use crate::BackendTlsMode as Mode;
+    let mode = backend.tls;
+    match (&backend.tls_ca_file, mode.verifies()) {
+        (None, true) => {
+            return Err(ConfigError::at(
+                format!("{key}.tls_ca_file"),
+                format!(
+                    "required with tls = \"{}\": the CA certificate (PEM) that signed the server's certificate",
+                    mode.as_str()
+                ),
+            ));
+        }
+        (Some(_), false) => {
+            return Err(ConfigError::at(
+                format!("{key}.tls_ca_file"),
+                format!(
+                    "is only used with tls = \"verify_ca\" or \"verify_identity\"; with tls = \"{}\" the server's certificate is not checked",
+                    mode.as_str()
+                ),
+            ));
+        }
+        (Some(path), true) => check_pem(&format!("{key}.tls_ca_file"), path, Pem::Certificates)?,
+        (None, false) => {}
+    }
+    match (&backend.tls_cert_file, &backend.tls_key_file) {
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err(ConfigError::at(
+                format!("{key}.tls_key_file"),
+                "required with tls_cert_file (the client certificate's private key)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::at(
+                format!("{key}.tls_cert_file"),
+                "required with tls_key_file (the client certificate for that key)",
+            ));
+        }
+        (Some(_), Some(_)) if mode == Mode::Disabled => {
+            return Err(ConfigError::at(
+                format!("{key}.tls_cert_file"),
+                "is not used with tls = \"disabled\"",
+            ));
+        }
+        (Some(cert), Some(private)) => {
+            check_pem(&format!("{key}.tls_cert_file"), cert, Pem::Certificates)?;
+            check_pem(&format!("{key}.tls_key_file"), private, Pem::PrivateKey)?;
+        }
+    }
+    if mode == Mode::VerifyIdentity {
+        let host = host_of(&backend.address);
+        if rustls_pki_types::ServerName::try_from(host).is_err() {
+            return Err(ConfigError::at(
+                format!("{key}.address"),
+                format!(
+                    "`{host}` is neither an IP address nor a DNS name a certificate can name (tls = \"verify_identity\")"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -211,6 +281,51 @@ fn check_readable(key: &str, path: &str) -> Result<(), ConfigError> {
     std::fs::File::open(path)
         .map(|_| ())
         .map_err(|e| ConfigError::at(key, format!("cannot read `{path}`: {e}")))
+
+}
+
+/// The host part of `host:port` or `[v6]:port`.
+pub fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+enum Pem {
+    Certificates,
+    PrivateKey,
+}
+
+/// The file at `path` is readable PEM with at least one certificate, or
+/// with a private key.
+fn check_pem(key: &str, path: &str, kind: Pem) -> Result<(), ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bytes =
+        std::fs::read(path).map_err(|e| ConfigError::at(key, format!("cannot read `{path}`: {e}")))?;
+    match kind {
+        Pem::Certificates => {
+            let mut count = 0;
+            for cert in CertificateDer::pem_slice_iter(&bytes) {
+                cert.map_err(|e| ConfigError::at(key, format!("`{path}` is not valid PEM: {e}")))?;
+                count += 1;
+            }
+            if count == 0 {
+                return Err(ConfigError::at(
+                    key,
+                    format!("`{path}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+                ));
+            }
+        }
+        Pem::PrivateKey => {
+            PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+                ConfigError::at(
+                    key,
+                    format!("`{path}` holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn validate_guard(guard: &crate::GuardConfig) -> Result<(), ConfigError> {
@@ -442,6 +557,97 @@ role = "replica"
         );
         let bad = format!("{EXAMPLE}\n[monitor]\nheartbeat_table = \"no-dots\"\n");
         assert_eq!(Config::parse(&bad).unwrap_err().key, "monitor.heartbeat_table");
+    }
+
+    /// A directory with a CA certificate and a key in PEM (the content is
+    /// only parsed as PEM here, so fixed test blocks are enough).
+    fn tls_files(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sluice-config-tls-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("client.key"),
+            "-----BEGIN PRIVATE KEY-----\nAAEC\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("empty.pem"), "not pem\n").unwrap();
+        dir
+    }
+
+    fn with_replica_tls(extra: &str) -> String {
+        EXAMPLE.replace("role = \"replica\"", &format!("role = \"replica\"\n{extra}"))
+    }
+
+    #[test]
+    fn backend_tls_defaults_to_preferred() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(c.backends[1].tls, crate::BackendTlsMode::Preferred);
+        assert_eq!(c.backends[1].tls_settings(), crate::BackendTls::default());
+        let c = Config::parse(&with_replica_tls("tls = \"disabled\"")).unwrap();
+        assert_eq!(c.backends[1].tls, crate::BackendTlsMode::Disabled);
+        let c = Config::parse(&with_replica_tls("tls = \"required\"")).unwrap();
+        assert_eq!(c.backends[1].tls, crate::BackendTlsMode::Required);
+    }
+
+    #[test]
+    fn backend_tls_keys_are_checked() {
+        let dir = tls_files("keys");
+        let ca = dir.join("ca.pem").display().to_string();
+        let key = dir.join("client.key").display().to_string();
+        let empty = dir.join("empty.pem").display().to_string();
+        let err = |extra: &str| Config::parse(&with_replica_tls(extra)).unwrap_err();
+
+        // Verifying modes need a CA; other modes refuse one (it would check nothing).
+        let e = err("tls = \"verify_ca\"");
+        assert_eq!(e.key, "backends[1].tls_ca_file");
+        assert!(e.message.contains("required with tls = \"verify_ca\""), "{e}");
+        assert_eq!(err("tls = \"verify_identity\"").key, "backends[1].tls_ca_file");
+        let e = err(&format!("tls = \"required\"\ntls_ca_file = \"{ca}\""));
+        assert_eq!(e.key, "backends[1].tls_ca_file");
+        assert!(e.message.contains("not checked"), "{e}");
+        let c = Config::parse(&with_replica_tls(&format!(
+            "tls = \"verify_ca\"\ntls_ca_file = \"{ca}\""
+        )))
+        .unwrap();
+        assert_eq!(c.backends[1].tls_settings().ca_file.as_deref(), Some(ca.as_str()));
+
+        // Files must exist and hold the right PEM.
+        let e = err("tls = \"verify_ca\"\ntls_ca_file = \"/nonexistent/ca.pem\"");
+        assert_eq!(e.key, "backends[1].tls_ca_file");
+        assert!(e.message.contains("cannot read"), "{e}");
+        let e = err(&format!("tls = \"verify_identity\"\ntls_ca_file = \"{empty}\""));
+        assert_eq!(e.key, "backends[1].tls_ca_file");
+        assert!(e.message.contains("no PEM certificate"), "{e}");
+
+        // A client certificate comes with its key, both readable.
+        assert_eq!(
+            err(&format!("tls_cert_file = \"{ca}\"")).key,
+            "backends[1].tls_key_file"
+        );
+        assert_eq!(
+            err(&format!("tls_key_file = \"{key}\"")).key,
+            "backends[1].tls_cert_file"
+        );
+        let e = err(&format!("tls_cert_file = \"{ca}\"\ntls_key_file = \"{ca}\""));
+        assert_eq!(e.key, "backends[1].tls_key_file");
+        assert!(e.message.contains("no PEM private key"), "{e}");
+        let e = err(&format!(
+            "tls = \"disabled\"\ntls_cert_file = \"{ca}\"\ntls_key_file = \"{key}\""
+        ));
+        assert_eq!(e.key, "backends[1].tls_cert_file");
+        Config::parse(&with_replica_tls(&format!(
+            "tls = \"required\"\ntls_cert_file = \"{ca}\"\ntls_key_file = \"{key}\""
+        )))
+        .unwrap();
+
+        // Unknown modes and keys are refused by name.
+        assert!(err("tls = \"on\"").to_string().contains("tls"));
+        assert!(err("tls_ca = \"x\"").to_string().contains("tls_ca"));
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

@@ -84,9 +84,10 @@ pub async fn verify_config(config: &sluice_config::Config, limit: std::time::Dur
     };
     let (user, password) = config.monitor_account().unwrap_or(("", ""));
     let work = async {
-        let mut conn = sluice_pool::monitor::connect(&primary.address, user, password)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut conn =
+            sluice_pool::monitor::connect(&primary.address, user, password, &primary.tls_settings())
+                .await
+                .map_err(|e| e.to_string())?;
         let mut found = Vec::new();
         let mut problems = Vec::new();
         for (i, table) in config.guard.tables.iter().enumerate() {

@@ -100,9 +100,14 @@ enum Setup {
 async fn connect_and_stream(shared: &Arc<Shared>, address: &str, purged: bool) -> Result<End, Setup> {
     let settings = shared.settings.load_full();
     let failed = |e: mysql_async::Error| Setup::Failed("connect", e.to_string());
-    let mut conn = sluice_pool::monitor::connect(address, &settings.user, &settings.password)
-        .await
-        .map_err(failed)?;
+    let mut conn = sluice_pool::monitor::connect(
+        address,
+        &settings.user,
+        &settings.password,
+        &settings.tls_for(address),
+    )
+    .await
+    .map_err(failed)?;
     let format: Option<String> = conn
         .query_first("SELECT @@GLOBAL.binlog_format")
         .await

@@ -144,6 +144,11 @@ impl Guard {
             user: user.to_string(),
             password: password.to_string(),
             heartbeat_table: config.monitor.heartbeat_table.clone(),
+            backend_tls: config
+                .backends
+                .iter()
+                .map(|b| (b.address.clone(), b.tls_settings()))
+                .collect(),
         }));
         *lock(&self.shared.writer) = Some(writer);
         let mut control = lock(&self.control);

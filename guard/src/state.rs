@@ -33,6 +33,21 @@ pub(crate) struct Settings {
     pub password: String,
     /// `schema.table` of the heartbeat rows, "" = none.
     pub heartbeat_table: String,
+    /// Each backend's TLS settings by address (the guard follows the
+    /// writer by address).
+    pub backend_tls: Vec<(String, sluice_config::BackendTls)>,
+}
+
+impl Settings {
+    /// The TLS settings of the backend at `address` (the default,
+    /// `preferred`, for an address no backend has).
+    pub fn tls_for(&self, address: &str) -> sluice_config::BackendTls {
+        self.backend_tls
+            .iter()
+            .find(|(a, _)| a == address)
+            .map(|(_, tls)| tls.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// The guard's state.

@@ -97,9 +97,14 @@ async fn build(shared: &Arc<Shared>, ctl: &Arc<TableCtl>) -> Result<(), Failed> 
         return Err(Failed::Transient("no writer known".into()));
     };
     let settings = shared.settings.load_full();
-    let mut conn = sluice_pool::monitor::connect(&address, &settings.user, &settings.password)
-        .await
-        .map_err(transient)?;
+    let mut conn = sluice_pool::monitor::connect(
+        &address,
+        &settings.user,
+        &settings.password,
+        &settings.tls_for(&address),
+    )
+    .await
+    .map_err(transient)?;
     let column = match discover(&mut conn, &ctl.config).await.map_err(transient)? {
         Ok(c) => c,
         Err(r) => return Err(Failed::Refused(r.message)),

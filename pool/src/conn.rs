@@ -3,6 +3,7 @@
 //! reused. The proxy relays client commands over [`BackendConn::stream`];
 //! the helpers here run Sluice's own small commands (SET, COM_INIT_DB, ...).
 
+use crate::BackendStream;
 use crate::connect::server_error;
 use crate::{BackendError, BackendStatement, SessionState, StatementCache};
 use sluice_protocol::PacketStream;
@@ -10,7 +11,6 @@ use sluice_protocol::consts::{CapabilityFlags, MariadbCapabilities, com, set_opt
 use sluice_protocol::packets::{self, ERR_HEADER};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 /// What the server announced in its handshake.
 #[derive(Debug, Clone)]
@@ -37,10 +37,10 @@ pub enum CommandOutcome {
 }
 
 /// Generic over the byte stream so the relay can run over in-memory streams
-/// in tests (and TLS later); the default keeps the pool's plain TCP type.
-/// Sluice's own commands below are implemented for TCP only.
+/// in tests; the default is the pool's TCP-or-TLS stream. Sluice's own
+/// commands below are implemented for that stream only.
 #[derive(Debug)]
-pub struct BackendConn<S = TcpStream> {
+pub struct BackendConn<S = BackendStream> {
     pub stream: PacketStream<S>,
     pub info: ServerInfo,
     /// Session state as it is on the server right now.
@@ -518,7 +518,7 @@ impl BackendConn {
     /// peek, no round trip.
     pub fn peer_closed(&self) -> bool {
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(self.stream.get_ref()).peek(&mut buf) {
+        match socket2::SockRef::from(self.stream.get_ref().tcp()).peek(&mut buf) {
             Ok(_) => true, // 0 = EOF; >0 = unexpected data
             Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
         }

@@ -1,15 +1,17 @@
-//! Opening a backend connection: TCP, the server's handshake, and client-side
+//! Opening a backend connection: TCP, the server's handshake, the TLS
+//! upgrade the backend's `tls` mode asks for, and client-side
 //! authentication (native, caching_sha2, ed25519 via mysql_common's helpers).
 
-use crate::{BackendConn, BackendError, ServerInfo, SessionState};
+use crate::{BackendConn, BackendError, BackendStream, BackendTls, ServerInfo, SessionState};
 use mysql_common::constants::{CapabilityFlags as Caps, MariadbCapabilities};
 use mysql_common::crypto;
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
+use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse, SslRequest};
 use mysql_common::proto::{MyDeserialize, MySerialize};
 use sluice_protocol::PacketStream;
 use sluice_protocol::packets::{self, ERR_HEADER, OK_HEADER};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -44,6 +46,9 @@ pub struct ConnectTarget {
     /// The clients' attributes to show the server; empty: Sluice's own.
     pub attrs: crate::ConnectAttrs,
     pub connect_timeout: Duration,
+    /// The backend's TLS mode and client config (built once per config
+    /// generation, shared by its pools).
+    pub tls: Arc<BackendTls>,
 }
 
 impl BackendConn {
@@ -83,7 +88,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10));
     socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
-    let mut stream = PacketStream::new(tcp);
+    let mut stream = PacketStream::new(BackendStream::Plain(tcp));
 
     let greeting = stream.read_packet().await?;
     if greeting.first_byte() == Some(ERR_HEADER) {
@@ -107,6 +112,10 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
         .auth_plugin()
         .map(|p| p.into_owned())
         .unwrap_or(AuthPlugin::MysqlNativePassword);
+    let tls = target.tls.wanted(server_caps.contains(Caps::CLIENT_SSL))?;
+    // CLIENT_SSL only on the wire: the negotiated capabilities the relay
+    // compares with clients' stay those of the protocol on top.
+    let wire_caps = if tls { caps | Caps::CLIENT_SSL } else { caps };
     let scramble = target.credential.auth_data(&plugin, &nonce)?;
     let attrs = backend_attributes(&target.attrs);
     let response = HandshakeResponse::new(
@@ -115,14 +124,31 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
         Some(target.user.as_bytes()),
         None::<&[u8]>,
         Some(plugin.clone()),
-        caps,
+        wire_caps,
         Some(attrs),
         1 << 30,
     )
     .with_mariadb_ext_capabilities(mariadb_caps);
+    let mut seq = greeting.seq.wrapping_add(1);
+    if tls {
+        // SSLRequest (the handshake response's fixed part), then TLS; the
+        // full response follows inside it.
+        let request =
+            SslRequest::new(wire_caps, 1 << 30, response.collation()).with_mariadb_capabilities(mariadb_caps);
+        let mut buf = Vec::new();
+        request.serialize(&mut buf);
+        stream.send(seq, &buf).await?;
+        seq = seq.wrapping_add(1);
+        let BackendStream::Plain(tcp) = stream.into_inner()? else {
+            return Err(BackendError::protocol(
+                "TLS upgrade of a stream that is not plain TCP",
+            ));
+        };
+        stream = PacketStream::new(target.tls.upgrade(tcp).await?);
+    }
     let mut buf = Vec::new();
     response.serialize(&mut buf);
-    stream.send(greeting.seq.wrapping_add(1), &buf).await?;
+    stream.send(seq, &buf).await?;
     authenticate(&mut stream, plugin.clone(), nonce.clone(), &target.credential).await?;
 
     let info = ServerInfo {
@@ -154,7 +180,7 @@ fn backend_attributes(client: &[(String, String)]) -> HashMap<String, String> {
 
 /// Runs the auth exchange after the handshake response until OK or ERR.
 pub(crate) async fn authenticate(
-    stream: &mut PacketStream<TcpStream>,
+    stream: &mut PacketStream<BackendStream>,
     mut plugin: AuthPlugin<'static>,
     mut nonce: Vec<u8>,
     credential: &crate::Credential,

@@ -17,6 +17,9 @@ pub enum BackendError {
     Protocol(String),
     #[error("timed out after {0} ms")]
     Timeout(u64),
+    /// TLS could not be set up as the backend's `tls` mode asks.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl BackendError {

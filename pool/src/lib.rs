@@ -22,6 +22,8 @@ mod manager;
 pub mod monitor;
 mod session;
 mod statements;
+mod stream;
+mod tls;
 
 pub use conn::{BackendConn, CommandOutcome, ServerInfo, query_packet};
 pub use connect::{BACKEND_CAPABILITIES, ConnectTarget, negotiate};
@@ -31,3 +33,5 @@ pub use limit::{AdaptiveLimit, LimitParams};
 pub use manager::{BackendPool, ConnectAttrs, PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};
 pub use session::{SessionState, charset_vars};
 pub use statements::{BackendStatement, StatementCache};
+pub use stream::BackendStream;
+pub use tls::BackendTls;

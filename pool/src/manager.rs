@@ -6,7 +6,7 @@
 
 use crate::gate::{Entry, Gate, Grant, WaitError};
 use crate::limit::{AdaptiveLimit, LimitParams};
-use crate::{AcquireError, BackendConn, BackendError, ConnectTarget, Credential};
+use crate::{AcquireError, BackendConn, BackendError, BackendTls, ConnectTarget, Credential};
 use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, TimeoutType};
 use std::collections::HashMap;
@@ -317,16 +317,18 @@ impl Pools {
         key: &PoolKey,
         address: &str,
         credential: &Credential,
+        tls: &Arc<BackendTls>,
     ) -> Result<Pooled, AcquireError> {
-        self.handle(key, address, credential).acquire().await
+        self.handle(key, address, credential, tls).acquire().await
     }
 
     /// A handle on one pool (created on first use) that a session keeps, so
-    /// a checkout costs no lookup.
-    pub fn handle(&self, key: &PoolKey, address: &str, credential: &Credential) -> BackendPool {
+    /// a checkout costs no lookup. `tls` is the backend's, of the config
+    /// generation the pool is created in.
+    pub fn handle(&self, key: &PoolKey, address: &str, credential: &Credential, tls: &Arc<BackendTls>) -> BackendPool {
         let settings = self.settings();
         BackendPool {
-            shared: self.pool_for(key, address, credential, settings),
+            shared: self.pool_for(key, address, credential, tls, settings),
             key: Arc::new(key.clone()),
             address: address.into(),
             settings,
@@ -338,6 +340,7 @@ impl Pools {
         key: &PoolKey,
         address: &str,
         credential: &Credential,
+        tls: &Arc<BackendTls>,
         settings: PoolSettings,
     ) -> Arc<PoolShared> {
         if let Some(pool) = self.pools.read().unwrap_or_else(|e| e.into_inner()).get(key) {
@@ -355,6 +358,7 @@ impl Pools {
                     found_rows: key.found_rows,
                     attrs: key.attrs.clone(),
                     connect_timeout: settings.connect_timeout,
+                    tls: tls.clone(),
                 };
                 let shared = PoolShared::new(target, settings);
                 crate::keepalive::spawn(&shared, settings);
@@ -386,8 +390,8 @@ impl Pools {
     /// Applies new pool settings: existing pools are resized, and pools of
     /// backends that were removed or whose address or password changed are
     /// closed (checked-out connections finish their work and are then
-    /// dropped; idle ones close now). `keep(key, address, password)` says
-    /// whether a pool still matches the configuration.
+    /// dropped; idle ones close now). `keep(key, target)` says whether a
+    /// pool still matches the configuration (address, password, TLS).
     pub fn reconfigure(&self, settings: PoolSettings, keep: impl Fn(&PoolKey, &ConnectTarget) -> bool) {
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
         let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());

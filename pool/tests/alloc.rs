@@ -56,7 +56,12 @@ async fn checkout_and_hand_off_do_not_allocate() {
         found_rows: false,
         attrs: ConnectAttrs::from(Vec::new()),
     };
-    let pool = pools.handle(&key, &addr, &sluice_pool::Credential::Password("app".into()));
+    let pool = pools.handle(
+        &key,
+        &addr,
+        &sluice_pool::Credential::Password("app".into()),
+        &sluice_pool::BackendTls::new(&Default::default(), &addr),
+    );
     drop(pool.acquire().await.unwrap());
 
     // Free connection: check out and back.

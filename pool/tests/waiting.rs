@@ -35,7 +35,12 @@ fn pool(address: &str, settings: PoolSettings) -> (Arc<Pools>, BackendPool) {
         found_rows: false,
         attrs: ConnectAttrs::from(Vec::new()),
     };
-    let handle = pools.handle(&key, address, &sluice_pool::Credential::Password("app".into()));
+    let handle = pools.handle(
+        &key,
+        address,
+        &sluice_pool::Credential::Password("app".into()),
+        &sluice_pool::BackendTls::new(&Default::default(), address),
+    );
     (pools, handle)
 }
 

@@ -82,6 +82,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         self
     }
 
+    /// The stream itself, to change its transport (a TLS upgrade after the
+    /// SSLRequest packet). Fails when bytes are buffered either way: bytes
+    /// the peer sent before the upgrade must not be read as if they had
+    /// come over the upgraded stream.
+    pub fn into_inner(self) -> io::Result<S> {
+        if !self.rbuf.is_empty() || !self.wbuf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unexpected bytes around a transport upgrade",
+            ));
+        }
+        Ok(self.io)
+    }
+
     pub fn get_ref(&self) -> &S {
         &self.io
     }

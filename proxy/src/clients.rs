@@ -187,6 +187,7 @@ mod tests {
             &key,
             "127.0.0.1:1",
             &sluice_pool::Credential::Password(String::new()),
+            &sluice_pool::BackendTls::new(&Default::default(), "127.0.0.1:1"),
         ));
         slot.start_statement(pool, 42);
         let (_, id) = slot.begin_kill().expect("running");

@@ -75,6 +75,10 @@ async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
         Some(u) => (u.name.as_str(), u.secret()),
         None => config.monitor_account().ok_or("no users configured")?,
     };
+    let tls = match shared.topology.load().by_name(&primary.name) {
+        Some(backend) => backend.tls.clone(),
+        None => sluice_pool::BackendTls::new(&primary.tls_settings(), &primary.address),
+    };
     let key = PoolKey {
         backend: primary.name.clone(),
         user: user.to_string(),
@@ -87,6 +91,7 @@ async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
             &key,
             &primary.address,
             &sluice_pool::Credential::Password(password.to_string()),
+            &tls,
         )
         .await
         .map_err(|e| e.to_string())?;

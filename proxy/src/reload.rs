@@ -154,7 +154,11 @@ pub fn reload(shared: &Shared, path: &Path, trigger: &str) -> bool {
         let backend = new_for_pools.backends.iter().find(|b| b.name == key.backend);
         let user = new_for_pools.user(&key.user);
         match (backend, user) {
-            (Some(b), Some(u)) => b.address == target.address && target.credential.matches(u),
+            (Some(b), Some(u)) => {
+                b.address == target.address
+                    && target.credential.matches(u)
+                    && target.tls.unchanged(&b.tls_settings())
+            }
             _ => false,
         }
     });

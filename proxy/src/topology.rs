@@ -5,6 +5,7 @@
 //! learned (in-flight counts stay on the snapshot a statement started on).
 
 use sluice_config::{Config, Role};
+use sluice_pool::BackendTls;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +21,9 @@ pub struct Backend {
     pub address: Arc<str>,
     pub role: Role,
     pub weight: u32,
+    /// TLS to it: the rustls client config its pools of this generation
+    /// share, built here once.
+    pub tls: Arc<BackendTls>,
     /// Statements running on it (least-outstanding balancing).
     pub in_flight: AtomicUsize,
     /// Milliseconds since the topology's epoch until which it is skipped
@@ -57,6 +61,7 @@ impl Topology {
                     address: b.address.as_str().into(),
                     role: b.role,
                     weight: b.weight,
+                    tls: BackendTls::new(&b.tls_settings(), &b.address),
                     in_flight: AtomicUsize::new(0),
                     down_until_ms: AtomicU64::new(
                         before.map_or(0, |b| b.down_until_ms.load(Ordering::Relaxed)),

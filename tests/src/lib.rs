@@ -76,10 +76,14 @@ pub struct SluiceOptions {
     pub server_extra: String,
     pub pool_extra: String,
     pub routing_extra: String,
+    /// The monitor's (and the guard's) account; its password is "monitor".
+    pub monitor_user: String,
     /// Lines inside `[monitor]` (after the monitor account).
     pub monitor_extra: String,
     /// Appended after the built-in `[[users]]` entries.
     pub extra_users: String,
+    /// Lines added to every `[[backends]]` entry (such as its `tls` keys).
+    pub backend_extra: String,
     /// Appended at the end of the file.
     pub extra: String,
 }
@@ -97,8 +101,10 @@ impl Default for SluiceOptions {
             server_extra: String::new(),
             pool_extra: String::new(),
             routing_extra: String::new(),
+            monitor_user: "sluice_monitor".into(),
             monitor_extra: "interval_ms = 200\nheartbeat_interval_ms = 100".into(),
             extra_users: String::new(),
+            backend_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -141,7 +147,7 @@ mode = "{routing_mode}"
 {routing_extra}
 
 [monitor]
-user = "sluice_monitor"
+user = "{monitor_user}"
 password = "monitor"
 {monitor_extra}
 
@@ -149,10 +155,12 @@ password = "monitor"
 name = "primary"
 address = "{primary}"
 role = "primary"
+{backend_extra}
 "#,
             routing_mode = opts.routing_mode,
             pool_extra = opts.pool_extra,
             routing_extra = opts.routing_extra,
+            monitor_user = opts.monitor_user,
             monitor_extra = opts.monitor_extra,
             max_clients = opts.max_client_connections,
             extra_users = opts.extra_users,
@@ -160,11 +168,13 @@ role = "primary"
             max_pool = opts.max_connections_per_backend,
             acquire = opts.acquire_timeout_ms,
             primary = opts.primary,
+            backend_extra = opts.backend_extra,
         );
         for (i, replica) in opts.replicas.iter().enumerate() {
             config.push_str(&format!(
-                "\n[[backends]]\nname = \"replica{}\"\naddress = \"{replica}\"\nrole = \"replica\"\n",
-                i + 1
+                "\n[[backends]]\nname = \"replica{}\"\naddress = \"{replica}\"\nrole = \"replica\"\n{}\n",
+                i + 1,
+                opts.backend_extra
             ));
         }
         config.push_str(&opts.extra);

@@ -388,8 +388,15 @@ async fn supervise(monitor: Arc<Monitor>, config: ConfigSource) {
 
 async fn watch_backend(monitor: Arc<Monitor>, config: ConfigSource, name: String, address: String) {
     let mut conn: Option<mysql_async::Conn> = None;
+    let mut conn_tls = sluice_config::BackendTls::default();
     loop {
         let current = config();
+        // A reload that changes the backend's TLS settings reconnects.
+        let tls = backend_tls(&current, &name);
+        if tls != conn_tls {
+            conn = None;
+            conn_tls = tls.clone();
+        }
         let interval = Duration::from_millis(current.monitor.interval_ms);
         let started = Instant::now();
         // A frozen backend must not hold the view back for long.
@@ -397,7 +404,7 @@ async fn watch_backend(monitor: Arc<Monitor>, config: ConfigSource, name: String
         let attempt = async {
             if conn.is_none() {
                 let (user, password) = current.monitor_account().unwrap_or(("", ""));
-                conn = Some(probe::connect(&address, user, password).await?);
+                conn = Some(probe::connect(&address, user, password, &tls).await?);
             }
             match conn.as_mut() {
                 Some(c) => probe::probe(c, current.monitor.heartbeat()).await,
@@ -435,7 +442,11 @@ async fn write_heartbeats(monitor: Arc<Monitor>, config: ConfigSource) {
             let attempt = async {
                 if conn.is_none() {
                     let (user, password) = current.monitor_account().unwrap_or(("", ""));
-                    conn = Some((name.clone(), probe::connect(&address, user, password).await?));
+                    let tls = backend_tls(&current, &name);
+                    conn = Some((
+                        name.clone(),
+                        probe::connect(&address, user, password, &tls).await?,
+                    ));
                     table_ready = false;
                 }
                 let Some((_, c)) = conn.as_mut() else {
@@ -488,4 +499,15 @@ async fn write_heartbeats(monitor: Arc<Monitor>, config: ConfigSource) {
         }
         tokio::time::sleep_until((started + interval).into()).await;
     }
+}
+
+/// The TLS settings of the backend called `name` (the default, `preferred`,
+/// if it is no longer configured).
+fn backend_tls(config: &Config, name: &str) -> sluice_config::BackendTls {
+    config
+        .backends
+        .iter()
+        .find(|b| b.name == name)
+        .map(|b| b.tls_settings())
+        .unwrap_or_default()
 }

@@ -2,8 +2,12 @@
 //! reachable, `@@read_only`, replication threads and Seconds_Behind_Master,
 //! the GTID position it has applied, and the newest heartbeat it holds.
 
+use crate::{BackendError, BackendTls};
+use mysql_async::SslOpts;
 use mysql_async::prelude::Queryable;
+use sluice_config::{BackendTls as BackendTlsSettings, BackendTlsMode as Mode};
 use sluice_router::GtidPos;
+use std::path::PathBuf;
 
 /// What one probe saw.
 #[derive(Debug, Clone, Default)]
@@ -35,11 +39,13 @@ impl Replication {
 }
 
 /// A monitor-style connection (TCP, never the server's socket) to
-/// `host:port` or `[v6]:port`; the guard's feed and scans use it too.
+/// `host:port` or `[v6]:port`, with the backend's TLS settings; the guard's
+/// feed and scans use it too.
 pub async fn connect(
     address: &str,
     user: &str,
     password: &str,
+    tls: &BackendTlsSettings,
 ) -> Result<mysql_async::Conn, mysql_async::Error> {
     let (host, port) = address.rsplit_once(':').unwrap_or((address, "3306"));
     let host = host.trim_start_matches('[').trim_end_matches(']'); // [::1]:3306
@@ -49,7 +55,59 @@ pub async fn connect(
         .user(Some(user))
         .pass(Some(password))
         .prefer_socket(false);
-    mysql_async::Conn::new(opts).await
+    let ssl = match ssl_opts(address, tls).await {
+        Ok(ssl) => ssl,
+        Err(e) => return Err(mysql_async::Error::Other(e.to_string().into())),
+    };
+    let Some(ssl) = ssl else {
+        return mysql_async::Conn::new(opts).await;
+    };
+    match mysql_async::Conn::new(opts.clone().ssl_opts(ssl)).await {
+        // mysql_async has no "preferred": TLS when offered, else plain.
+        Err(mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer))
+            if tls.mode == Mode::Preferred =>
+        {
+            mysql_async::Conn::new(opts).await
+        }
+        Err(mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer)) => Err(
+            mysql_async::Error::Other(crate::tls::not_offered(tls.mode).to_string().into()),
+        ),
+        Err(mysql_async::Error::Io(mysql_async::IoError::Io(e))) if tls_failure(&e) => Err(
+            mysql_async::Error::Other(format!("TLS handshake failed: {e}").into()),
+        ),
+        other => other,
+    }
+}
+
+/// rustls errors reach mysql_async as I/O errors that carry them.
+fn tls_failure(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+}
+
+/// mysql_async's TLS options for the backend's mode (None: plain).
+async fn ssl_opts(address: &str, tls: &BackendTlsSettings) -> Result<Option<SslOpts>, BackendError> {
+    let mut ssl = SslOpts::default();
+    match tls.mode {
+        Mode::Disabled => return Ok(None),
+        Mode::Preferred | Mode::Required => ssl = ssl.with_danger_accept_invalid_certs(true),
+        Mode::VerifyCa | Mode::VerifyIdentity => {
+            let ca = tls.ca_file.clone().unwrap_or_default();
+            ssl = ssl
+                .with_root_certs(vec![PathBuf::from(ca).into()])
+                .with_disable_built_in_roots(true);
+            if tls.mode == Mode::VerifyCa {
+                let name = crate::tls::presented_name(address, &BackendTls::new(tls, address)).await?;
+                ssl = ssl.with_danger_tls_hostname_override(name);
+            }
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        ssl = ssl.with_client_identity(Some(mysql_async::ClientIdentity::new(
+            PathBuf::from(cert).into(),
+            PathBuf::from(key).into(),
+        )));
+    }
+    Ok(Some(ssl))
 }
 
 pub async fn probe(

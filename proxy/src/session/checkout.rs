@@ -135,7 +135,11 @@ impl Session {
             found_rows: self.caps.contains(Caps::CLIENT_FOUND_ROWS),
             attrs: self.attrs.clone(),
         };
-        let pool = Arc::new(self.shared.pools.handle(&key, &backend.address, &credential));
+        let pool = Arc::new(
+            self.shared
+                .pools
+                .handle(&key, &backend.address, &credential, &backend.tls),
+        );
         if self.pools.len() <= backend.index {
             self.pools.resize(backend.index + 1, None);
         }
