@@ -195,7 +195,11 @@ fn validate_server_tls(tls: &crate::ServerTlsConfig) -> Result<(), ConfigError> 
     check_pem("server.tls.cert_file", &tls.cert_file, Pem::Certificates)?;
     check_pem("server.tls.key_file", &tls.key_file, Pem::PrivateKey)?;
     if !tls.client_ca_file.is_empty() {
-        check_pem("server.tls.client_ca_file", &tls.client_ca_file, Pem::Certificates)?;
+        check_pem(
+            "server.tls.client_ca_file",
+            &tls.client_ca_file,
+            Pem::Certificates,
+        )?;
     }
     if tls.min_version != "1.2" && tls.min_version != "1.3" {
         return Err(ConfigError::at(
@@ -281,7 +285,6 @@ fn check_readable(key: &str, path: &str) -> Result<(), ConfigError> {
     std::fs::File::open(path)
         .map(|_| ())
         .map_err(|e| ConfigError::at(key, format!("cannot read `{path}`: {e}")))
-
 }
 
 /// The host part of `host:port` or `[v6]:port`.

@@ -325,7 +325,13 @@ impl Pools {
     /// A handle on one pool (created on first use) that a session keeps, so
     /// a checkout costs no lookup. `tls` is the backend's, of the config
     /// generation the pool is created in.
-    pub fn handle(&self, key: &PoolKey, address: &str, credential: &Credential, tls: &Arc<BackendTls>) -> BackendPool {
+    pub fn handle(
+        &self,
+        key: &PoolKey,
+        address: &str,
+        credential: &Credential,
+        tls: &Arc<BackendTls>,
+    ) -> BackendPool {
         let settings = self.settings();
         BackendPool {
             shared: self.pool_for(key, address, credential, tls, settings),

@@ -99,11 +99,18 @@ impl Watch {
     /// Watches `files` from now on (directories already watched stay).
     fn follow(&mut self, files: &[PathBuf]) {
         use notify::Watcher;
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            // Not held across `watch`: that call waits for the watcher's
+            // thread, which may be in the callback waiting for this lock.
+            let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            names.extend(
+                files
+                    .iter()
+                    .filter_map(|f| f.file_name())
+                    .map(|n| n.to_os_string()),
+            );
+        }
         for file in files {
-            if let Some(name) = file.file_name() {
-                names.insert(name.to_os_string());
-            }
             let dir = file
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())

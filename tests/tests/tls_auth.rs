@@ -200,26 +200,64 @@ async fn php_pdo_and_connector_j_verify_the_certificate() {
     assert_logged_in(&run_json(php), "app");
     assert_eq!(tls_handshakes(&s), before + 1.0, "PDO used TLS");
 
-    let java = |host: &str| {
+    // Debian's Connector/J is 2.7: useSsl with serverSslCert checks the
+    // chain and the host name (3.x spells it sslMode=verify-full, which
+    // 2.7 ignores; both are given).
+    let java = |ca: &str| {
         let mut c = Command::new("java");
         c.args(["-cp", CONNECTOR_J_JAR])
             .arg(repo_path("tests/drivers/TlsLogin.java"))
             .arg(format!(
-                "jdbc:mariadb://{host}:{}/?sslMode=verify-full&serverSslCert={ca}",
+                "jdbc:mariadb://127.0.0.1:{}/?useSsl=true&sslMode=verify-full&serverSslCert={ca}",
                 s.port
             ))
             .args(["app", "app"]);
         run_json(c)
     };
-    assert_logged_in(&java("127.0.0.1"), "app");
+    assert_logged_in(&java(&ca), "app");
     assert_eq!(tls_handshakes(&s), before + 2.0, "Connector/J used TLS");
-    // verify-full checks the name: the certificate names 127.0.0.1 and
-    // localhost, so another name for the same address is refused.
-    let v = java("127.0.0.2");
+    let v = java(&file(&dir, "other-ca.pem"));
     assert_eq!(
         v["ok"], false,
-        "a name the certificate does not carry must be refused: {v}"
+        "a CA that did not sign Sluice's certificate is refused: {v}"
     );
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_refused_by_verifying_clients() {
+    let dir = certificates("wrongname");
+    let mut opts = SluiceOptions::default();
+    opts.extra.push_str(&format!(
+        "\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        file(&dir, "wrongname.pem"),
+        file(&dir, "wrongname.key")
+    ));
+    let s = Sluice::start_with(opts);
+    let ca = file(&dir, "ca.pem");
+    let out = Command::new("mariadb")
+        .args(["-h127.0.0.1", &format!("-P{}", s.port), "-uapp", "-papp"])
+        .args([
+            "--ssl",
+            &format!("--ssl-ca={ca}"),
+            "--ssl-verify-server-cert",
+            "-e",
+            "SELECT 1",
+        ])
+        .output()
+        .expect("run the mariadb CLI");
+    assert!(
+        !out.status.success(),
+        "the CLI checks the name (127.0.0.1) against the certificate's"
+    );
+    let v = python_login(
+        json!({"driver": "pymysql", "port": s.port, "user": "app", "password": "app", "ca": ca}),
+    );
+    assert_eq!(v["ok"], false, "PyMySQL checks the name too: {v}");
+    let unchecked = python_login(
+        json!({"driver": "pymysql", "port": s.port, "user": "app", "password": "app",
+        "ca": ca, "verify_identity": false}),
+    );
+    assert_logged_in(&unchecked, "app");
 }
 
 #[tokio::test]
@@ -375,7 +413,7 @@ async fn hashed_password_user_works_end_to_end_through_split_routing() {
     assert_eq!(wrong["code"], 1045, "{wrong}");
 
     // mysql_native_password (mysql_async) through split routing: a write on
-    // the primary, read back by the same session on a replica.
+    // the primary, read back on a replica.
     let opts = mysql_async::OptsBuilder::from_opts(s.opts())
         .user(Some("hashuser"))
         .pass(Some("hash-user-pw"));
@@ -386,25 +424,49 @@ async fn hashed_password_user_works_end_to_end_through_split_routing() {
     c.query_drop("REPLACE INTO sluice_test.hashed_rw VALUES (1, 'written')")
         .await
         .unwrap();
-    let primary_id: u32 = primary()
-        .await
-        .query_first("SELECT @@server_id")
+    let mut admin = primary().await;
+    let primary_id: u32 = admin.query_first("SELECT @@server_id").await.unwrap().unwrap();
+    // Once the replicas have applied the write, the session's reads may go
+    // to them (read_your_writes = "gtid").
+    let written: String = admin
+        .query_first("SELECT @@gtid_binlog_pos")
         .await
         .unwrap()
         .unwrap();
+    wait_until("the replicas have the write", Duration::from_secs(20), || {
+        s.monitor_knows(&written)
+    })
+    .await;
+    // A new session of the user reads it from the replicas (its backend
+    // connections there are opened with the token too).
+    let mut reader = mysql_async::Conn::new(
+        mysql_async::OptsBuilder::from_opts(s.opts())
+            .user(Some("hashuser"))
+            .pass(Some("hash-user-pw")),
+    )
+    .await
+    .expect("hashed user logs in again");
     let mut replica_reads = 0;
     for _ in 0..6 {
-        let row: Option<(String, u32)> = c
+        let row: Option<(String, u32)> = reader
             .query_first("SELECT v, @@server_id FROM sluice_test.hashed_rw WHERE id = 1")
             .await
             .unwrap();
-        let (v, server) = row.expect("the session reads its own write");
+        let (v, server) = row.expect("the write is there");
         assert_eq!(v, "written");
         if server != primary_id {
             replica_reads += 1;
         }
     }
-    assert!(replica_reads > 0, "reads went to a replica as this user");
+    assert!(
+        replica_reads > 0,
+        "reads went to a replica as this user; metrics:\n{}",
+        s.metrics()
+            .lines()
+            .filter(|l| l.contains("route") || l.contains("pin") || l.contains("fallback"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // The wrong password in native: the server's answer.
     let bad = mysql_async::OptsBuilder::from_opts(s.opts())
         .user(Some("hashuser"))
