@@ -7,6 +7,7 @@
 // Prints sysbench-style lines ("queries: N (X per sec.)", "95th percentile: MS")
 // so bench/run.sh parses both tools the same way. Latency = connect + query + close.
 // Workers are separate php processes (started with proc_open, so pcntl is not needed).
+// With BENCH_SSL_CA=PATH in the environment every connection uses TLS.
 
 // A peer that accepts but never answers must not hang a worker for PHP's default 60 s.
 ini_set('default_socket_timeout', '5');
@@ -14,6 +15,14 @@ ini_set('mysqlnd.net_read_timeout', '5');
 
 if (($argv[1] ?? '') === '--worker') {
     [, , $dsn, $user, $pass, $seconds, $tableSize] = $argv;
+    $options = [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION, PDO::ATTR_TIMEOUT => 5];
+    // BENCH_SSL_CA set: every connection is TLS, the certificate checked
+    // against that CA (as an application would).
+    $ca = getenv('BENCH_SSL_CA');
+    if ($ca !== false && $ca !== '') {
+        $options[PDO::MYSQL_ATTR_SSL_CA] = $ca;
+        $options[PDO::MYSQL_ATTR_SSL_VERIFY_SERVER_CERT] = true;
+    }
     $deadline = hrtime(true) + (int)((float)$seconds * 1e9);
     $lat = [];
     $errors = 0;
@@ -21,7 +30,7 @@ if (($argv[1] ?? '') === '--worker') {
     $start = hrtime(true);
     while (($t0 = hrtime(true)) < $deadline) {
         try {
-            $pdo = new PDO($dsn, $user, $pass, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION, PDO::ATTR_TIMEOUT => 5]);
+            $pdo = new PDO($dsn, $user, $pass, $options);
             $pdo->query('SELECT c FROM sbtest1 WHERE id = ' . mt_rand(1, (int)$tableSize))->fetchAll();
             $pdo = null; // disconnect (COM_QUIT)
             $lat[] = intdiv(hrtime(true) - $t0, 1000); // microseconds

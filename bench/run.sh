@@ -22,6 +22,13 @@
 #                         ratio guard / no guard, the statements the backends ran (Com_select
 #                         and Handler_read_key summed over every backend, per 1000 client
 #                         queries) and the guard's measured false positive rate.
+#   tls                   TLS on the client leg: sysbench oltp_point_select (prepared) with
+#                         --mysql-ssl=on and connect-per-query (PHP PDO, certificate verified);
+#                         endpoints direct (TLS to MariaDB), haproxy (TCP: TLS end to end to
+#                         MariaDB), sluice (Sluice's certificate; backend tls = "preferred",
+#                         so the pooled backend leg is TLS too) and sluice-plainbackend (the
+#                         same with backend tls = "disabled"). The topology's servers offer
+#                         TLS (scripts/test-ca.sh); a primary given by SLUICE_BENCH_PRIMARY must too.
 #   ryw                   the cost of read_your_writes: oltp_read_write (prepared, autocommit)
 #                         and a write-then-read loop (bench/write_then_read.lua); endpoints
 #                         direct, haproxy and Sluice in split mode with read_your_writes =
@@ -70,12 +77,16 @@ case $BENCH_SUITE in
     workloads=(absent_ps absent_noprep point_select_ps point_select_noprep)
     [[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice-guard sluice-noguard)
     ;;
+  tls)
+    workloads=(point_select_ps_tls connect_per_query_tls)
+    [[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice sluice-plainbackend)
+    ;;
   ryw)
     workloads=(read_write_ps_notrx write_then_read)
     [[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice-off sluice-gtid sluice-global sluice-universal)
     ;;
   *)
-    echo "bench: unknown BENCH_SUITE '$BENCH_SUITE' (foundation, split, guard or ryw)" >&2
+    echo "bench: unknown BENCH_SUITE '$BENCH_SUITE' (foundation, split, guard, tls or ryw)" >&2
     exit 2
     ;;
 esac
@@ -165,6 +176,15 @@ run_workload() {
       "${limit[@]}" php bench/connect_per_query.php "${addr%:*}" "${addr##*:}" app app sluice_test \
         "$BENCH_TIME" "$BENCH_THREADS" "$table_size"
       ;;
+    # sysbench 1.0's --mysql-ssl=on reads client-key.pem, client-cert.pem and cacert.pem
+    # from its working directory ($work/tls, made by scripts/test-ca.sh).
+    point_select_ps_tls)
+      (cd "$work/tls" && sb "$addr" oltp_point_select --db-ps-mode=auto --mysql-ssl=on "${load[@]}" run)
+      ;;
+    connect_per_query_tls)
+      BENCH_SSL_CA=$work/tls/ca.pem "${limit[@]}" php bench/connect_per_query.php "${addr%:*}" "${addr##*:}" \
+        app app sluice_test "$BENCH_TIME" "$BENCH_THREADS" "$table_size"
+      ;;
   esac
 }
 
@@ -231,8 +251,10 @@ guard_config() {
 # Sluice's config: MODE is primary_only or split. The split suite gives both modes the
 # same backends (primary and replicas); the foundation suite only the primary.
 sluice_config() {
-  local listen=$1 admin=$2 mode=$3 ryw=${4:-off} guard=${5:-} r i=0 backends=()
-  [[ $BENCH_SUITE == foundation ]] || backends=("${replicas[@]}")
+  local listen=$1 admin=$2 mode=$3 ryw=${4:-off} guard=${5:-} backend_tls=${6:-} r i=0 backends=()
+  [[ $BENCH_SUITE == foundation || $BENCH_SUITE == tls ]] || backends=("${replicas[@]}")
+  local tls_line=""
+  [[ -z $backend_tls ]] || tls_line="tls = \"$backend_tls\""
   cat <<EOF
 [server]
 listen = "$listen"
@@ -255,7 +277,11 @@ read_your_writes = "$ryw"
 name = "primary"
 address = "$primary"
 role = "primary"
+$tls_line
 EOF
+  if [[ $BENCH_SUITE == tls ]]; then
+    printf '\n[server.tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$work/tls/server.pem" "$work/tls/server.key"
+  fi
   for r in "${backends[@]}"; do
     i=$((i + 1))
     printf '\n[[backends]]\nname = "replica%d"\naddress = "%s"\nrole = "replica"\n' "$i" "$r"
@@ -265,9 +291,9 @@ EOF
 
 # Start a Sluice named NAME (for files) on LISTEN / ADMIN in routing MODE.
 start_sluice() {
-  local name=$1 listen=$2 admin=$3 mode=$4 ryw=${5:-off} guard=${6:-}
+  local name=$1 listen=$2 admin=$3 mode=$4 ryw=${5:-off} guard=${6:-} backend_tls=${7:-}
   port_free "$listen" && port_free "$admin" || exit 1
-  sluice_config "$listen" "$admin" "$mode" "$ryw" "$guard" >"$work/$name.toml"
+  sluice_config "$listen" "$admin" "$mode" "$ryw" "$guard" "$backend_tls" >"$work/$name.toml"
   "$SLUICE_BIN" --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
   pids+=($!)
   wait_port "$listen" "$!" || { tail -n 30 "$work/$name.log" >&2; log "$name did not start"; exit 1; }
@@ -309,7 +335,17 @@ else
   primary=127.0.0.1:$SLUICE_PORT_BASE
   replicas=("127.0.0.1:$((SLUICE_PORT_BASE + 1))" "127.0.0.1:$((SLUICE_PORT_BASE + 2))")
 fi
-if [[ $BENCH_SUITE != foundation && ${#replicas[@]} == 0 ]]; then
+if [[ $BENCH_SUITE == tls ]]; then
+  # Sluice's certificate and sysbench's client files (it opens them by these names).
+  bash scripts/test-ca.sh "$work/tls" >&2
+  cp "$work/tls/client.key" "$work/tls/client-key.pem"
+  cp "$work/tls/client.pem" "$work/tls/client-cert.pem"
+  cp "$work/tls/ca.pem" "$work/tls/cacert.pem"
+  # The servers' certificates come from their own CA (the topology's); trust both.
+  [[ ! -s $work/db/tls/ca.pem ]] || cat "$work/db/tls/ca.pem" >>"$work/tls/cacert.pem"
+  [[ ! -s $work/db/tls/ca.pem ]] || cat "$work/db/tls/ca.pem" >>"$work/tls/ca.pem"
+fi
+if [[ $BENCH_SUITE != foundation && $BENCH_SUITE != tls && ${#replicas[@]} == 0 ]]; then
   log "the split suite needs replicas: set SLUICE_BENCH_REPLICAS with SLUICE_BENCH_PRIMARY"
   exit 1
 fi
@@ -327,9 +363,10 @@ pids+=($!)
 wait_port "$haproxy_addr" "$!" || { cat "$work/haproxy.log" >&2; log "haproxy did not start"; exit 1; }
 declare -A endpoint_addr=([direct]=$primary [haproxy]=$haproxy_addr [sluice]=$sluice_addr
   [sluice-primary_only]=$sluice_addr [sluice-split]=$split_addr
-  [sluice-guard]=$sluice_addr [sluice-noguard]=$split_addr)
+  [sluice-guard]=$sluice_addr [sluice-noguard]=$split_addr [sluice-plainbackend]=$split_addr)
 declare -A endpoint_admin=([sluice]=$sluice_admin [sluice-primary_only]=$sluice_admin
-  [sluice-split]=$split_admin [sluice-guard]=$sluice_admin [sluice-noguard]=$split_admin)
+  [sluice-split]=$split_admin [sluice-guard]=$sluice_admin [sluice-noguard]=$split_admin
+  [sluice-plainbackend]=$split_admin)
 ryw_modes=(off gtid global universal)
 for i in "${!ryw_modes[@]}"; do
   endpoint_addr[sluice-${ryw_modes[$i]}]=127.0.0.1:$((6036 + i))
@@ -339,6 +376,10 @@ done
 if [[ ${SKIP_SLUICE:-0} != 1 ]]; then
   case $BENCH_SUITE in
     foundation) start_sluice sluice "$sluice_addr" "$sluice_admin" primary_only ;;
+    tls)
+      start_sluice sluice "$sluice_addr" "$sluice_admin" primary_only off "" preferred
+      start_sluice sluice-plainbackend "$split_addr" "$split_admin" primary_only off "" disabled
+      ;;
     split)
       start_sluice sluice-primary_only "$sluice_addr" "$sluice_admin" primary_only
       start_sluice sluice-split "$split_addr" "$split_admin" split
@@ -370,7 +411,7 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
       logf="$work/$w-$e-$round.log"
       admin=${endpoint_admin[$e]:-}
       before=""
-      [[ -z $admin || $BENCH_SUITE == foundation || $BENCH_SUITE == guard ]] || before=$(query_counts "$admin" || true)
+      [[ -z $admin || $BENCH_SUITE == foundation || $BENCH_SUITE == guard || $BENCH_SUITE == tls ]] || before=$(query_counts "$admin" || true)
       db_before=""
       [[ $BENCH_SUITE != guard ]] || db_before=$(db_counters)
       guard_before=""
@@ -405,7 +446,7 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
       fi
       # Messages the client printed, even on success.
       grep -E 'FATAL|ALERT|WARNING|connect_per_query:' "$logf" | sed "s/^/$w via $e: /" >>"$work/messages.txt" || true
-      if [[ $BENCH_SUITE != foundation ]]; then sync_replicas || failures+=("replicas lagged after $w via $e, round $round"); fi
+      if [[ $BENCH_SUITE != foundation && $BENCH_SUITE != tls ]]; then sync_replicas || failures+=("replicas lagged after $w via $e, round $round"); fi
     done
   done
 done
@@ -441,6 +482,15 @@ done
     echo
     echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) | guard / no guard (QPS) | db selects / key reads per 1000 | fp rate | errors |"
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  elif [[ $BENCH_SUITE == tls ]]; then
+    echo "Every client connection uses TLS: sysbench --mysql-ssl=on, PDO with the certificate" \
+      "verified (connect-per-query: connect + TLS handshake + login + one point select + close)." \
+      "direct and haproxy (TCP) reach MariaDB's own TLS; Sluice (primary_only) terminates the" \
+      "client's TLS and reuses pooled backend connections: sluice's are TLS (tls = \"preferred\")," \
+      "sluice-plainbackend's plain (tls = \"disabled\")."
+    echo
+    echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) |"
+    echo "| --- | --- | ---: | ---: | ---: |"
   elif [[ $BENCH_SUITE == ryw ]]; then
     echo "Sluice runs in split mode with the primary and ${#replicas[@]} replica(s), one instance per" \
       "read_your_writes mode; haproxy and direct go to the primary only. read_write_ps_notrx is" \
@@ -472,7 +522,7 @@ done
         [[ $e != sluice-guard ]] || vs=$(ratio "$qps" "$(column "$w" sluice-noguard 4 | median || true)")
         printf ' %s | %s | %s | %s |' "$vs" "$(column "$w" "$e" 8 | grep . | tail -n 1 || true)" \
           "$(column "$w" "$e" 9 | grep . | median || true)" "$(column "$w" "$e" 6 | sum)"
-      elif [[ $BENCH_SUITE != foundation ]]; then
+      elif [[ $BENCH_SUITE != foundation && $BENCH_SUITE != tls ]]; then
         vs=""
         [[ $e != sluice-split ]] || vs=$(ratio "$qps" "$primary_only")
         [[ $BENCH_SUITE != ryw || $e != sluice-* ]] || vs=$(ratio "$qps" "$off")
