@@ -336,14 +336,16 @@ else
   replicas=("127.0.0.1:$((SLUICE_PORT_BASE + 1))" "127.0.0.1:$((SLUICE_PORT_BASE + 2))")
 fi
 if [[ $BENCH_SUITE == tls ]]; then
-  # Sluice's certificate and sysbench's client files (it opens them by these names).
+  # One CA for everything: the topology's (its servers' certificates and the client
+  # certificate they accept), or a new one for a primary given by SLUICE_BENCH_PRIMARY
+  # (whose own CA then needs adding to $work/tls/ca.pem for PDO's verification).
+  mkdir -p "$work/tls"
+  if [[ -s $work/db/tls/ca.pem ]]; then cp "$work/db/tls/"*.pem "$work/db/tls/"*.key "$work/tls/"; fi
   bash scripts/test-ca.sh "$work/tls" >&2
+  # sysbench opens these names in its working directory.
   cp "$work/tls/client.key" "$work/tls/client-key.pem"
   cp "$work/tls/client.pem" "$work/tls/client-cert.pem"
   cp "$work/tls/ca.pem" "$work/tls/cacert.pem"
-  # The servers' certificates come from their own CA (the topology's); trust both.
-  [[ ! -s $work/db/tls/ca.pem ]] || cat "$work/db/tls/ca.pem" >>"$work/tls/cacert.pem"
-  [[ ! -s $work/db/tls/ca.pem ]] || cat "$work/db/tls/ca.pem" >>"$work/tls/ca.pem"
 fi
 if [[ $BENCH_SUITE != foundation && $BENCH_SUITE != tls && ${#replicas[@]} == 0 ]]; then
   log "the split suite needs replicas: set SLUICE_BENCH_REPLICAS with SLUICE_BENCH_PRIMARY"
