@@ -298,11 +298,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
 
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
+            // `write_all` alone is not enough over TLS: a TLS stream may
+            // accept every byte yet hold the last records until it is
+            // flushed (when the socket was full), and the peer would wait
+            // for them forever. On plain TCP the flush costs nothing.
+            let io = &mut self.io;
+            let wbuf = &self.wbuf;
+            let mut write = std::pin::pin!(async move {
+                io.write_all(wbuf).await?;
+                io.flush().await
+            });
             match self.write_timeout {
-                None => self.io.write_all(&self.wbuf).await?,
+                None => write.await?,
                 Some(limit) => {
                     // As for reads: a timer only when the peer is slow.
-                    let mut write = std::pin::pin!(self.io.write_all(&self.wbuf));
                     match poll_once(write.as_mut()).await {
                         Some(done) => done?,
                         None => tokio::time::timeout(limit, write)
@@ -424,5 +433,61 @@ mod tests {
         tokio::spawn(async move { w.send(0, &big).await });
         let err = r.read_logical(MAX_PAYLOAD + 1).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    /// A stream that, like TLS, keeps written bytes until it is flushed.
+    struct HoldsUntilFlush {
+        held: Vec<u8>,
+        delivered: Vec<u8>,
+    }
+
+    impl AsyncRead for HoldsUntilFlush {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for HoldsUntilFlush {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.get_mut().held.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let this = self.get_mut();
+            let held = std::mem::take(&mut this.held);
+            this.delivered.extend_from_slice(&held);
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sent_packet_reaches_a_stream_that_holds_bytes_until_flushed() {
+        let io = HoldsUntilFlush {
+            held: Vec::new(),
+            delivered: Vec::new(),
+        };
+        let mut s = PacketStream::new(io).with_write_timeout(std::time::Duration::from_secs(5));
+        s.send(3, b"ping").await.unwrap();
+        assert_eq!(s.get_ref().delivered, b"\x04\x00\x00\x03ping");
+        assert!(s.get_ref().held.is_empty());
     }
 }
