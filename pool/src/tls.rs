@@ -108,22 +108,30 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// webpki's verifier for the CA in `files` (CA, cert, key contents).
+fn ca_verifier(
+    files: &[Option<Vec<u8>>],
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, String> {
+    let ca = files
+        .first()
+        .and_then(Option::as_ref)
+        .ok_or("tls_ca_file cannot be read")?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca) {
+        let cert = cert.map_err(|e| format!("tls_ca_file: {e}"))?;
+        roots.add(cert).map_err(|e| format!("tls_ca_file: {e}"))?;
+    }
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("tls_ca_file: {e}"))
+}
+
 /// The client config for `mode` from the files' contents (CA, cert, key).
 fn build(mode: Mode, files: &[Option<Vec<u8>>]) -> Result<ClientConfig, String> {
     let provider = provider();
     let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies() {
-        let ca = files
-            .first()
-            .and_then(Option::as_ref)
-            .ok_or("tls_ca_file cannot be read")?;
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca) {
-            let cert = cert.map_err(|e| format!("tls_ca_file: {e}"))?;
-            roots.add(cert).map_err(|e| format!("tls_ca_file: {e}"))?;
-        }
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| format!("tls_ca_file: {e}"))?;
+        let webpki = ca_verifier(files, &provider)?;
         if mode == Mode::VerifyIdentity {
             webpki
         } else {
@@ -256,21 +264,8 @@ pub(crate) async fn presented_name(address: &str, tls: &BackendTls) -> Result<Op
     use mysql_common::packets::{HandshakePacket, SslRequest};
     use mysql_common::proto::{MyDeserialize, MySerialize};
 
-    let ca = tls
-        .files
-        .first()
-        .and_then(Option::as_ref)
-        .ok_or_else(|| BackendError::Tls("TLS setup failed: tls_ca_file cannot be read".into()))?;
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca) {
-        let cert = cert.map_err(|e| BackendError::Tls(format!("TLS setup failed: tls_ca_file: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| BackendError::Tls(format!("TLS setup failed: tls_ca_file: {e}")))?;
-    }
     let provider = provider();
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
+    let webpki = ca_verifier(&tls.files, &provider)
         .map_err(|e| BackendError::Tls(format!("TLS setup failed: {e}")))?;
     let recorder = Arc::new(NameRecorder {
         inner: webpki,

@@ -318,22 +318,7 @@ async fn require_tls_refuses_plain_text_as_the_server_does() {
 
 #[test]
 fn hash_password_prints_what_the_server_prints() {
-    use std::io::Write;
-    let mut child = Command::new(sluice_bin())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run sluice hash-password");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"correct horse\n")
-        .expect("write the password");
-    let out = child.wait_with_output().expect("hash-password output");
-    assert!(out.status.success());
-    let ours = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let ours = hash_of("correct horse");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let servers: String = rt.block_on(async {
         let mut c = primary().await;
@@ -362,6 +347,7 @@ fn hash_of(password: &str) -> String {
         .write_all(format!("{password}\n").as_bytes())
         .expect("write the password");
     let out = child.wait_with_output().expect("hash-password output");
+    assert!(out.status.success(), "sluice hash-password failed");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
