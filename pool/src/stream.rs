@@ -26,10 +26,6 @@ impl BackendStream {
             BackendStream::Tls(tls) => tls.get_ref().0,
         }
     }
-
-    pub fn is_tls(&self) -> bool {
-        matches!(self, BackendStream::Tls(_))
-    }
 }
 
 impl AsyncRead for BackendStream {

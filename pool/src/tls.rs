@@ -51,14 +51,6 @@ impl BackendTls {
         })
     }
 
-    pub fn mode(&self) -> Mode {
-        self.settings.mode
-    }
-
-    pub fn settings(&self) -> &TlsSettings {
-        &self.settings
-    }
-
     /// The same settings, and the files still hold what they held.
     pub fn unchanged(&self, settings: &TlsSettings) -> bool {
         self.settings == *settings && read_files(settings) == self.files

@@ -60,8 +60,6 @@ pub struct ClientHello {
     pub nonce: [u8; 20],
     /// What opens this user's backend connections.
     pub credential: Credential,
-    /// The connection is encrypted.
-    pub tls: bool,
 }
 
 /// Why a connection did not get past setup.
@@ -232,7 +230,6 @@ pub async fn accept(
         next_seq: seq,
         nonce,
         credential,
-        tls,
     })
 }
 
