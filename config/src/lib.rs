@@ -10,7 +10,7 @@ mod validate;
 pub use model::{
     AuthPluginName, BackendConfig, BackendTls, BackendTlsMode, Config, GuardConfig, GuardTableConfig,
     LogConfig, LogFormat, MonitorConfig, OnNoReplica, PoolConfig, PoolMode, ReadYourWrites, Role,
-    RoutingConfig, RoutingMode, ServerConfig, ServerTlsConfig, UserConfig,
+    RoutingConfig, RoutingMode, ServerConfig, ServerTlsConfig, UserConfig, instance_id,
 };
 pub use secret::Secret;
 pub use validate::{ConfigError, host_of};

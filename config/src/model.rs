@@ -61,6 +61,11 @@ pub struct ServerConfig {
     /// choice answer with it.
     #[serde(default)]
     pub default_auth_plugin: AuthPluginName,
+    /// This instance's name among several behind a balancer: it keys this
+    /// instance's heartbeat rows and derives the guard's default binlog
+    /// server_id. Default (filled in by validation): `hostname:listen port`.
+    #[serde(default)]
+    pub instance_name: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +267,13 @@ impl Default for MonitorConfig {
     }
 }
 
+impl ServerConfig {
+    /// The key of this instance's heartbeat row ([`instance_id`]).
+    pub fn instance_id(&self) -> u32 {
+        instance_id(&self.instance_name)
+    }
+}
+
 impl MonitorConfig {
     /// The heartbeat table as (schema, table), None when disabled.
     pub fn heartbeat(&self) -> Option<(&str, &str)> {
@@ -426,8 +438,19 @@ pub struct GuardConfig {
     pub max_memory_mb: u64,
     /// The binlog stream registers as a replica with this server_id; it
     /// must differ from every server's and every other Sluice instance's.
-    #[serde(default = "default_guard_server_id")]
-    pub server_id: u32,
+    /// Default (filled in by validation): derived from
+    /// `server.instance_name`, so instances differ without configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<u32>,
+}
+
+impl GuardConfig {
+    /// The binlog stream's server_id (explicit, or derived from
+    /// `instance_name` when validation has not filled it in).
+    pub fn server_id(&self, instance_name: &str) -> u32 {
+        self.server_id
+            .unwrap_or_else(|| derived_guard_server_id(instance_name))
+    }
 }
 
 impl Default for GuardConfig {
@@ -436,7 +459,7 @@ impl Default for GuardConfig {
             tables: Vec::new(),
             rebuild_interval_ms: default_guard_rebuild(),
             max_memory_mb: default_guard_memory(),
-            server_id: default_guard_server_id(),
+            server_id: None,
         }
     }
 }
@@ -551,8 +574,20 @@ fn default_guard_rebuild() -> u64 {
 fn default_guard_memory() -> u64 {
     256
 }
-fn default_guard_server_id() -> u32 {
-    0x5_1ce
+/// A number for the instance name (FNV-1a, stable across releases): the
+/// key of this instance's heartbeat row.
+pub fn instance_id(instance_name: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in instance_name.bytes() {
+        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+/// A guard server_id derived from the instance name, in 2^30..2^31 where
+/// servers' own ids rarely are.
+pub fn derived_guard_server_id(instance_name: &str) -> u32 {
+    0x4000_0000 | (instance_id(instance_name) & 0x3fff_ffff)
 }
 fn default_false_positive_rate() -> f64 {
     0.01

@@ -50,6 +50,12 @@ pub const MAX_BACKENDS: usize = 64;
 pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
     check_addr("server.listen", &config.server.listen)?;
     check_addr("server.admin_listen", &config.server.admin_listen)?;
+    resolve_instance_name(&mut config.server)?;
+    if config.guard.server_id.is_none() {
+        config.guard.server_id = Some(crate::model::derived_guard_server_id(
+            &config.server.instance_name,
+        ));
+    }
     if config.server.max_client_connections == 0 {
         return Err(ConfigError::at(
             "server.max_client_connections",
@@ -331,8 +337,36 @@ fn check_pem(key: &str, path: &str, kind: Pem) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `server.instance_name`: given, or `hostname:listen port`. It goes into
+/// SQL text (the heartbeat rows), so only a hostname's characters and `:`.
+fn resolve_instance_name(server: &mut crate::ServerConfig) -> Result<(), ConfigError> {
+    if server.instance_name.is_empty() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string());
+        let port = server.listen.rsplit(':').next().unwrap_or("");
+        server.instance_name = format!("{host}:{port}");
+        server.instance_name.retain(instance_name_char);
+        server.instance_name.truncate(64);
+        return Ok(());
+    }
+    if server.instance_name.len() > 64 || !server.instance_name.chars().all(instance_name_char) {
+        return Err(ConfigError::at(
+            "server.instance_name",
+            "at most 64 characters from a-z, A-Z, 0-9, `.`, `-`, `_` and `:`",
+        ));
+    }
+    Ok(())
+}
+
+fn instance_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':')
+}
+
 fn validate_guard(guard: &crate::GuardConfig) -> Result<(), ConfigError> {
-    if guard.server_id == 0 {
+    if guard.server_id == Some(0) {
         return Err(ConfigError::at(
             "guard.server_id",
             "must not be 0 (the binlog stream registers as a replica with it)",

@@ -12,7 +12,7 @@
 
 use crate::key::{Binlogged, encode_binlog};
 use crate::metric as m;
-use crate::state::{Registry, Shared, lock};
+use crate::state::{HeartbeatColumns, Registry, Settings, Shared, lock};
 use futures_util::StreamExt;
 use mysql_async::BinlogStreamRequest;
 use mysql_async::prelude::Queryable;
@@ -119,7 +119,7 @@ async fn connect_and_stream(shared: &Arc<Shared>, address: &str, purged: bool) -
         )));
     }
     *lock(&shared.refused) = None;
-    let heartbeat = heartbeat_column(&mut conn, &settings.heartbeat_table).await;
+    let heartbeat = heartbeat_columns(&mut conn, &settings).await;
     lock(&shared.registry).heartbeat = heartbeat;
     let epoch = *shared.epoch.borrow();
     let start = if epoch == 0 || purged {
@@ -212,20 +212,32 @@ fn server_code(e: &mysql_async::Error) -> Option<u16> {
     }
 }
 
-/// The heartbeat table and its `ts` column's position, when configured.
-async fn heartbeat_column(conn: &mut mysql_async::Conn, table: &str) -> Option<(String, usize)> {
-    let (schema, name) = table.split_once('.')?;
-    let pos: Option<u64> = conn
-        .exec_first(
-            "SELECT ORDINAL_POSITION FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = 'ts'",
+/// Where this instance's heartbeats are in the heartbeat table's rows,
+/// when one is configured (a table not created yet: as the monitor
+/// creates it, `id` then `ts`).
+async fn heartbeat_columns(conn: &mut mysql_async::Conn, settings: &Settings) -> Option<HeartbeatColumns> {
+    let (schema, name) = settings.heartbeat_table.split_once('.')?;
+    let columns: Vec<(String, u64)> = conn
+        .exec(
+            "SELECT COLUMN_NAME, ORDINAL_POSITION FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME IN ('id', 'ts')",
             (schema, name),
         )
         .await
-        .ok()
-        .flatten();
-    let ordinal = pos.map_or(1, |p| usize::try_from(p.saturating_sub(1)).unwrap_or(1));
-    Some((table.to_ascii_lowercase(), ordinal))
+        .unwrap_or_default();
+    let index = |column: &str, default: usize| {
+        columns
+            .iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(column))
+            .and_then(|(_, p)| usize::try_from(p.saturating_sub(1)).ok())
+            .unwrap_or(default)
+    };
+    Some(HeartbeatColumns {
+        table: settings.heartbeat_table.to_ascii_lowercase(),
+        id: index("id", 0),
+        ts: index("ts", 1),
+        instance: settings.instance_id,
+    })
 }
 
 /// The transaction being read.
@@ -402,8 +414,8 @@ impl Session {
         let heartbeat = reg
             .heartbeat
             .as_ref()
-            .filter(|(t, _)| *t == name)
-            .map(|(_, o)| *o);
+            .filter(|h| h.table == name)
+            .map(|h| (h.ts, h.id, h.instance));
         let guarded = reg.tables.get(&name).is_some_and(|t| !t.sinks.is_empty());
         if heartbeat.is_none() && !guarded {
             return;
@@ -444,10 +456,20 @@ impl Session {
                 }
             }
         }
-        if let Some(ordinal) = heartbeat
+        if let Some((ordinal, id_ordinal, instance)) = heartbeat
             && let Some(i) = index_of(ordinal)
         {
-            for row in &afters {
+            // Another instance's rows carry its clock, not ours.
+            let mine = |row: &BinlogRow| {
+                index_of(id_ordinal).is_some_and(|j| match row.as_ref(j) {
+                    // Without full row metadata an INT UNSIGNED arrives
+                    // as a signed 32-bit value: compare the low 32 bits.
+                    Some(BinlogValue::Value(Value::UInt(v))) => *v as u32 == instance,
+                    Some(BinlogValue::Value(Value::Int(v))) => *v as u32 == instance,
+                    _ => false,
+                })
+            };
+            for row in afters.iter().filter(|r| mine(r)) {
                 let ts = match row.as_ref(i) {
                     Some(BinlogValue::Value(Value::UInt(v))) => *v,
                     Some(BinlogValue::Value(Value::Int(v))) => *v as u64,

@@ -140,10 +140,11 @@ impl Guard {
         self.shared.settings.store(Arc::new(Settings {
             rebuild_interval_ms: guard.rebuild_interval_ms,
             max_memory_bytes: guard.max_memory_mb.saturating_mul(1024 * 1024),
-            server_id: guard.server_id,
+            server_id: guard.server_id(&config.server.instance_name),
             user: user.to_string(),
             password: password.to_string(),
             heartbeat_table: config.monitor.heartbeat_table.clone(),
+            instance_id: config.server.instance_id(),
             backend_tls: config
                 .backends
                 .iter()
@@ -192,7 +193,7 @@ impl Guard {
             );
         }
         let key = FeedKey {
-            server_id: guard.server_id,
+            server_id: guard.server_id(&config.server.instance_name),
             user: user.to_string(),
             password: password.to_string(),
         };

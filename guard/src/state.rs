@@ -33,6 +33,8 @@ pub(crate) struct Settings {
     pub password: String,
     /// `schema.table` of the heartbeat rows, "" = none.
     pub heartbeat_table: String,
+    /// This instance's heartbeat row (`server.instance_name`'s id).
+    pub instance_id: u32,
     /// Each backend's TLS settings by address (the guard follows the
     /// writer by address).
     pub backend_tls: Vec<(String, sluice_config::BackendTls)>,
@@ -107,10 +109,20 @@ impl Shared {
 #[derive(Default)]
 pub(crate) struct Registry {
     pub tables: HashMap<String, RegTable>,
-    /// Lowercase `schema.table` of the heartbeat rows and the `ts` column's
-    /// position.
-    pub heartbeat: Option<(String, usize)>,
+    /// Lowercase `schema.table` of the heartbeat rows, the `id` and `ts`
+    /// columns' positions, and this instance's row id.
+    pub heartbeat: Option<HeartbeatColumns>,
     pub next_build: u64,
+}
+
+/// Where this instance's heartbeats are in the heartbeat table's row
+/// events: rows whose `id` is `instance` (another instance's rows carry
+/// its clock, not ours).
+pub(crate) struct HeartbeatColumns {
+    pub table: String,
+    pub id: usize,
+    pub ts: usize,
+    pub instance: u32,
 }
 
 pub(crate) struct RegTable {

@@ -441,3 +441,11 @@ pub fn gtid_covers(have: &str, need: &str) -> bool {
         .iter()
         .all(|(d, seq)| have.iter().any(|(hd, hs)| hd == d && hs >= seq))
 }
+
+/// Microseconds since the epoch (the unit of Sluice's heartbeat rows).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

@@ -1,8 +1,12 @@
 //! Millisecond replication lag from a heartbeat table: the monitor writes
 //! its own clock (µs since the epoch) into `monitor.heartbeat_table` on the
 //! writable primary every `monitor.heartbeat_interval_ms`, remembers what it
-//! wrote, and reads the newest value on each replica. Only Sluice's clock is
+//! wrote, and reads its value back on each replica. Only Sluice's clock is
 //! involved, so clock skew between servers does not matter.
+//!
+//! Each instance writes its own row, keyed by a number derived from
+//! `server.instance_name`: instances behind one balancer must each read
+//! their own clock back, never another's (theirs may be ahead).
 
 use mysql_async::prelude::Queryable;
 use std::collections::VecDeque;
@@ -66,26 +70,32 @@ pub async fn ensure_table(
         .await?;
     conn.query_drop(format!(
         "CREATE TABLE IF NOT EXISTS `{schema}`.`{table}` (\
-         id INT UNSIGNED NOT NULL PRIMARY KEY COMMENT 'server_id of the primary written to', \
+         id INT UNSIGNED NOT NULL PRIMARY KEY COMMENT 'the Sluice instance (a hash of server.instance_name)', \
          ts BIGINT UNSIGNED NOT NULL COMMENT 'Sluice clock, microseconds since the epoch'\
          ) ENGINE=InnoDB COMMENT='Sluice replication heartbeat'"
     ))
     .await
 }
 
-/// Writes one heartbeat; returns the timestamp written.
+/// Writes one heartbeat into this instance's row; returns the timestamp.
 pub async fn beat(
     conn: &mut mysql_async::Conn,
     schema: &str,
     table: &str,
+    instance: u32,
 ) -> Result<u64, mysql_async::Error> {
     let ts = now_us();
     conn.query_drop(format!(
-        "INSERT INTO `{schema}`.`{table}` (id, ts) VALUES (@@server_id, {ts}) \
+        "INSERT INTO `{schema}`.`{table}` (id, ts) VALUES ({instance}, {ts}) \
          ON DUPLICATE KEY UPDATE ts = VALUES(ts)"
     ))
     .await?;
     Ok(ts)
+}
+
+/// The heartbeat this instance last wrote that a server holds.
+pub fn read_sql(schema: &str, table: &str, instance: u32) -> String {
+    format!("SELECT ts FROM `{schema}`.`{table}` WHERE id = {instance}")
 }
 
 #[cfg(test)]

@@ -407,7 +407,7 @@ async fn watch_backend(monitor: Arc<Monitor>, config: ConfigSource, name: String
                 conn = Some(probe::connect(&address, user, password, &tls).await?);
             }
             match conn.as_mut() {
-                Some(c) => probe::probe(c, current.monitor.heartbeat()).await,
+                Some(c) => probe::probe(c, current.monitor.heartbeat(), current.server.instance_id()).await,
                 None => Ok(Probe::default()),
             }
         };
@@ -460,7 +460,9 @@ async fn write_heartbeats(monitor: Arc<Monitor>, config: ConfigSource) {
                     }
                     table_ready = true;
                 }
-                heartbeat::beat(c, schema, table).await.map(Some)
+                heartbeat::beat(c, schema, table, current.server.instance_id())
+                    .await
+                    .map(Some)
             };
             let limit = interval.max(Duration::from_secs(1));
             match tokio::time::timeout(limit, attempt).await {

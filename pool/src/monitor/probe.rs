@@ -113,6 +113,7 @@ async fn ssl_opts(address: &str, tls: &BackendTlsSettings) -> Result<Option<SslO
 pub async fn probe(
     conn: &mut mysql_async::Conn,
     heartbeat: Option<(&str, &str)>,
+    instance: u32,
 ) -> Result<Probe, mysql_async::Error> {
     let (read_only, version): (Option<bool>, String) = conn
         .query_first("SELECT @@read_only, @@version")
@@ -141,7 +142,7 @@ pub async fn probe(
         if let Some((schema, table)) = heartbeat {
             // A missing table (not created yet, or not replicated yet) just
             // means no heartbeat: the lag falls back to Seconds_Behind_Master.
-            let sql = format!("SELECT MAX(ts) FROM `{schema}`.`{table}`");
+            let sql = super::heartbeat::read_sql(schema, table, instance);
             probe.heartbeat_us = conn
                 .query_first::<Option<u64>, _>(sql)
                 .await
