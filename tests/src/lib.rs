@@ -86,6 +86,9 @@ pub struct SluiceOptions {
     pub backend_extra: String,
     /// Appended at the end of the file.
     pub extra: String,
+    /// (client port, admin port); None: free ones. A restarted instance
+    /// reuses its predecessor's, as behind a balancer.
+    pub ports: Option<(u16, u16)>,
 }
 
 impl Default for SluiceOptions {
@@ -106,6 +109,7 @@ impl Default for SluiceOptions {
             extra_users: String::new(),
             backend_extra: String::new(),
             extra: String::new(),
+            ports: None,
         }
     }
 }
@@ -116,8 +120,7 @@ impl Sluice {
     }
 
     pub fn start_with(opts: SluiceOptions) -> Sluice {
-        let port = free_port();
-        let admin_port = free_port();
+        let (port, admin_port) = opts.ports.unwrap_or_else(|| (free_port(), free_port()));
         let dir = std::env::temp_dir().join(format!("sluice-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create test dir");
         let mut config = format!(

@@ -1,11 +1,15 @@
 //! Several Sluice instances in front of one topology, as behind an L4
 //! balancer: each reads only its own heartbeats (another instance's clock
-//! may be ahead of its own), and their guards' binlog streams coexist
-//! (each registers with its own server_id, derived from its instance name).
+//! may be ahead of its own), their guards' binlog streams coexist (each
+//! registers with its own server_id, derived from its instance name), and
+//! behind the shipped HAProxy example under sysbench one drains on SIGTERM
+//! without a client error while the other is killed.
 
 use mysql_async::Conn;
 use mysql_async::prelude::*;
 use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, wait_until};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Runs SQL on a topology server with the mariadb CLI; used from `Drop`.
@@ -194,4 +198,264 @@ fn server_id(s: &Sluice) -> u64 {
         .and_then(|g| g.lines().find_map(|l| l.strip_prefix("server_id = ")))
         .and_then(|v| v.trim().parse().ok());
     id.unwrap_or_else(|| panic!("no guard server_id in:\n{text}"))
+}
+
+// ------------------------------------------------ behind HAProxy, under load
+
+/// Counts of one phase of the connect-per-request clients.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// HAProxy on `ops/haproxy/haproxy.cfg` (the shipped example), with its
+/// addresses replaced: clients on `port`, instances `a` and `b`.
+struct Haproxy(std::process::Child, std::path::PathBuf);
+
+impl Haproxy {
+    fn start(port: u16, a: &Sluice, b: &Sluice) -> Haproxy {
+        let example = std::fs::read_to_string(sluice_tests::repo_path("ops/haproxy/haproxy.cfg"))
+            .expect("ops/haproxy/haproxy.cfg");
+        let config = example
+            .replace("127.0.0.1:3306", &format!("127.0.0.1:{port}"))
+            .replace(
+                "10.0.0.11:6033 check port 9033",
+                &format!("127.0.0.1:{} check port {}", a.port, a.admin_port),
+            )
+            .replace(
+                "10.0.0.12:6033 check port 9033",
+                &format!("127.0.0.1:{} check port {}", b.port, b.admin_port),
+            );
+        assert!(
+            config.contains(&format!("check port {}", b.admin_port)),
+            "{config}"
+        );
+        let path = a.dir.join("haproxy.cfg");
+        std::fs::write(&path, config).expect("write haproxy.cfg");
+        let child = std::process::Command::new("haproxy")
+            .arg("-f")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(a.dir.join("haproxy.log")).expect("haproxy log"))
+            .spawn()
+            .expect("start haproxy");
+        Haproxy(child, path)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scaleout_options(ports: Option<(u16, u16)>) -> SluiceOptions {
+    SluiceOptions {
+        // Longer than HAProxy's fall x inter (2 x 500 ms) in the example.
+        server_extra: "drain_delay_ms = 2500\nshutdown_timeout_ms = 10000".into(),
+        ports,
+        ..SluiceOptions::default()
+    }
+}
+
+fn accepted(s: &Sluice) -> f64 {
+    s.http_get("/metrics").map_or(0.0, |m| {
+        sluice_tests::metric_sum(&m, "sluice_client_connections_accepted_total", &[])
+    })
+}
+
+/// Two instances behind the shipped HAProxy example, sysbench's persistent
+/// connections and connect-per-request clients through it. SIGTERM one:
+/// it turns not-ready, HAProxy stops sending it clients while it still
+/// serves, and it exits cleanly: no connect-per-request client fails.
+/// Start it again, then kill -9 the other: only clients connected to the
+/// killed one lose their connection; they reconnect through HAProxy and go
+/// on, and sysbench finishes without a fatal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_behind_haproxy_drain_and_die_under_sysbench() {
+    sluice_tests::require_program("haproxy", &["-v"]);
+    sluice_tests::require_program("sysbench", &["--version"]);
+    let t = Topology::from_env();
+    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
+    primary
+        .query_drop("CREATE DATABASE IF NOT EXISTS sluice_scaleout")
+        .await
+        .expect("schema");
+    let (host, port) = t.primary.rsplit_once(':').expect("primary address");
+    let sysbench = |port: &str, host: &str| {
+        let mut cmd = std::process::Command::new("sysbench");
+        cmd.arg("oltp_point_select").args([
+            "--db-driver=mysql".to_string(),
+            format!("--mysql-host={host}"),
+            format!("--mysql-port={port}"),
+            "--mysql-user=app".into(),
+            "--mysql-password=app".into(),
+            "--mysql-db=sluice_scaleout".into(),
+            "--tables=1".into(),
+            "--table-size=1000".into(),
+        ]);
+        cmd
+    };
+    let _ = sysbench(port, host).arg("cleanup").output();
+    let prepared = sysbench(port, host)
+        .arg("prepare")
+        .output()
+        .expect("sysbench prepare");
+    assert!(
+        prepared.status.success(),
+        "{}",
+        String::from_utf8_lossy(&prepared.stderr)
+    );
+
+    let mut a = Sluice::start_with(scaleout_options(None));
+    let b = Sluice::start_with(scaleout_options(None));
+    let front = sluice_tests::free_port();
+    let _haproxy = Haproxy::start(front, &a, &b);
+    let front_opts = || -> mysql_async::Opts {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(front)
+            .user(Some("app"))
+            .pass(Some("app"))
+            .db_name(Some("sluice_scaleout"))
+            .prefer_socket(false)
+            .into()
+    };
+    // Both instances take clients through HAProxy.
+    wait_until(
+        "HAProxy sends clients to both instances",
+        Duration::from_secs(30),
+        || accepted(&a) > 0.0 && accepted(&b) > 0.0,
+    )
+    .await;
+
+    // Connect-per-request clients, counted per phase.
+    let phases: Arc<[Tally; 3]> = Arc::default();
+    let phase = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicBool::new(true));
+    let mut clients = Vec::new();
+    for i in 0..4u64 {
+        let (phases, phase, running, opts) = (phases.clone(), phase.clone(), running.clone(), front_opts());
+        clients.push(tokio::spawn(async move {
+            let mut n = i;
+            while running.load(Ordering::Relaxed) {
+                let at = phase.load(Ordering::Relaxed);
+                n += 1;
+                let outcome = async {
+                    let mut c = Conn::new(opts.clone()).await?;
+                    let _: Option<String> = c
+                        .exec_first("SELECT c FROM sbtest1 WHERE id = ?", (n % 1000 + 1,))
+                        .await?;
+                    c.disconnect().await
+                }
+                .await;
+                let tally = &phases[at];
+                match outcome {
+                    Ok(()) => tally.ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        eprintln!("connect-per-request client, phase {at}: {e}");
+                        tally.failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+
+    // sysbench's persistent connections: a lost connection (2013, 2006, or
+    // 1053 from a shutting-down instance) is retried on a new connection
+    // and counted as a reconnect; any other error ends it.
+    let report = a.dir.join("sysbench.out");
+    let mut load = sysbench(&front.to_string(), "127.0.0.1")
+        .args([
+            "--threads=8",
+            "--time=40",
+            "--report-interval=1",
+            "--mysql-ignore-errors=1053,2013,2006",
+            "run",
+        ])
+        .stdout(std::fs::File::create(&report).expect("sysbench output"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sysbench");
+    let reports = |n: usize| {
+        std::fs::read_to_string(&report)
+            .map(|r| r.lines().filter(|l| l.starts_with('[')).count() >= n)
+            .unwrap_or(false)
+    };
+    wait_until("sysbench is running", Duration::from_secs(30), || reports(2)).await;
+
+    // Phase 1: SIGTERM a; it drains and exits.
+    phase.store(1, Ordering::Relaxed);
+    a.signal(libc::SIGTERM);
+    let a_exit = tokio::task::block_in_place(|| a.wait_exit(Duration::from_secs(30)));
+    assert!(
+        a_exit.is_some_and(|s| s.success()),
+        "a did not exit cleanly: {a_exit:?}\n{}",
+        a.log()
+    );
+    let (a_port, a_admin) = (a.port, a.admin_port);
+    drop(a);
+
+    // Phase 2: a comes back on its address; HAProxy sends it clients; then
+    // b is killed.
+    phase.store(2, Ordering::Relaxed);
+    let a2 = Sluice::start_with(scaleout_options(Some((a_port, a_admin))));
+    wait_until(
+        "HAProxy sends clients to the restarted instance",
+        Duration::from_secs(30),
+        || accepted(&a2) > 0.0,
+    )
+    .await;
+    b.signal(libc::SIGKILL);
+    let served_before = phases[2].ok.load(Ordering::Relaxed);
+    wait_until(
+        "connect-per-request clients go on after the kill",
+        Duration::from_secs(30),
+        || phases[2].ok.load(Ordering::Relaxed) > served_before + 20,
+    )
+    .await;
+    assert!(
+        load.try_wait().expect("sysbench status").is_none(),
+        "sysbench finished before the faults were done; give it more --time"
+    );
+
+    let status = tokio::task::block_in_place(|| load.wait()).expect("sysbench ran");
+    running.store(false, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client task");
+    }
+    let out = std::fs::read_to_string(&report).unwrap_or_default();
+    let number = |label: &str| {
+        out.lines()
+            .map(str::trim_start)
+            .find_map(|l| l.strip_prefix(label))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let counts = |i: usize| {
+        (
+            phases[i].ok.load(Ordering::Relaxed),
+            phases[i].failed.load(Ordering::Relaxed),
+        )
+    };
+    println!(
+        "scale-out under sysbench: sysbench exit {status}, queries {:?}, ignored errors {:?}, reconnects {:?}; \
+         connect-per-request (ok, failed): before {:?}, SIGTERM + drain {:?}, restart + kill -9 {:?}",
+        number("queries:"),
+        number("ignored errors:"),
+        number("reconnects:"),
+        counts(0),
+        counts(1),
+        counts(2),
+    );
+    assert!(status.success(), "sysbench failed:\n{out}");
+    assert_eq!(counts(0).1, 0, "client errors before any fault");
+    assert_eq!(counts(1).1, 0, "client errors while an instance drained");
+    assert!(
+        number("reconnects:").is_some_and(|r| r > 0),
+        "b's clients never reconnected:\n{out}"
+    );
+    drop(a2);
 }
