@@ -29,9 +29,14 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address clients connect to.
     pub listen: String,
-    /// Address of the admin HTTP endpoint (/metrics, /healthz).
+    /// Address of the admin HTTP endpoint (/metrics, /healthz, /readyz,
+    /// /status).
     #[serde(default = "default_admin_listen")]
     pub admin_listen: String,
+    /// Bearer token the admin endpoint requires (except /healthz and
+    /// /readyz); None (absent or empty): no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<Secret>,
     #[serde(default = "default_max_clients")]
     pub max_client_connections: usize,
     /// Largest command a client may send (the proxy's max_allowed_packet).
@@ -47,6 +52,11 @@ pub struct ServerConfig {
     /// transactions may take to finish before Sluice exits anyway.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, how long Sluice goes on serving and accepting
+    /// clients with /readyz answering 503 (so a balancer stops sending new
+    /// clients) before the graceful shutdown starts.
+    #[serde(default)]
+    pub drain_delay_ms: u64,
     /// TLS for clients; absent: clients connect in plain text only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsConfig>,

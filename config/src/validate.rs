@@ -56,6 +56,14 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
             &config.server.instance_name,
         ));
     }
+    if config
+        .server
+        .admin_token
+        .as_ref()
+        .is_some_and(|t| t.expose().is_empty())
+    {
+        config.server.admin_token = None;
+    }
     if config.server.max_client_connections == 0 {
         return Err(ConfigError::at(
             "server.max_client_connections",
@@ -538,6 +546,24 @@ role = "replica"
         assert_eq!(c.primary().unwrap().name, "primary");
         assert!(!c.to_effective_toml().contains("\"app\"\npassword = \"app\""));
         assert!(c.to_effective_toml().contains("<redacted>"));
+    }
+
+    #[test]
+    fn admin_token_is_redacted_and_empty_means_none() {
+        let with = EXAMPLE.replace(
+            "max_client_connections = 10000",
+            "admin_token = \"s3cret-token\"\ndrain_delay_ms = 5000",
+        );
+        let c = Config::parse(&with).unwrap();
+        assert_eq!(
+            c.server.admin_token.as_ref().map(|t| t.expose()),
+            Some("s3cret-token")
+        );
+        assert_eq!(c.server.drain_delay_ms, 5000);
+        assert!(!c.to_effective_toml().contains("s3cret-token"));
+        let empty = EXAMPLE.replace("max_client_connections = 10000", "admin_token = \"\"");
+        assert!(Config::parse(&empty).unwrap().server.admin_token.is_none());
+        assert_eq!(Config::parse(EXAMPLE).unwrap().server.drain_delay_ms, 0);
     }
 
     #[test]

@@ -70,6 +70,9 @@ fn security_files_ok(config: &Config) -> Result<(), String> {
         crate::tls::server_config(tls)?;
     }
     crate::auth::AuthState::default().configure(config)?;
+    if let Some(warning) = crate::admin::exposure_warning(config) {
+        eprintln!("sluice: warning: {warning}");
+    }
     if config.pool.min_idle > 0 {
         for user in config.users.iter().filter(|u| u.password_hash.is_some()) {
             eprintln!(

@@ -2,35 +2,48 @@
 //! the handshake, as MySQL does), and start a session per client.
 
 use crate::shared::Shared;
-use crate::{admin, errors, metrics, profile, reload, session};
+use crate::{admin, errors, metrics, profile, readiness, reload, session, systemd};
 use anyhow::Context;
 use sluice_config::Config;
 use sluice_protocol::PacketStream;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Runs Sluice as the `sluice` binary does: binds `server.listen`, watches
-/// `config_path` for reloads, and shuts down gracefully on SIGTERM/SIGINT.
+/// `config_path` for reloads, and on SIGTERM/SIGINT drains
+/// (`server.drain_delay_ms`), then shuts down gracefully.
 pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let listen = config.server.listen.clone();
     let listener = bind(&listen).with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let stop = async move {
-        tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
+    let (stop, stops) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let signal = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            if stop.send(signal).is_err() {
+                return;
+            }
         }
-    };
-    serve_on(config, Some(config_path), listener, stop).await
+    });
+    serve_on(config, Some(config_path), listener, stops).await
 }
 
 /// Runs Sluice from `config` on an already bound `listener`, inside the
-/// caller's tokio runtime (any flavour), until `stop` resolves (its value
-/// names the reason in the log); then shuts down gracefully as on SIGTERM.
-/// `server.listen` is not used; `server.admin_listen` is bound here. With a
-/// `config_path` the file is watched for reloads (and SIGHUP reloads it).
+/// caller's tokio runtime (any flavour), until told to stop. Each message
+/// on `stops` is a stop request naming its reason (for the log), as a
+/// signal is: the first one makes Sluice not ready and, after
+/// `server.drain_delay_ms` (during which it still serves and accepts
+/// clients), shut down gracefully; another one during that delay cuts it
+/// short. The channel closing counts as a stop request only before the
+/// first one. `server.listen` is not used; `server.admin_listen` is bound
+/// here. With a `config_path` the file is watched for reloads (and SIGHUP
+/// reloads it).
 ///
 /// For embedding Sluice in a process and for in-process tests. Installs
 /// the process-wide metrics recorder, so it can run once per process.
@@ -38,7 +51,7 @@ pub async fn serve_on(
     config: Config,
     config_path: Option<PathBuf>,
     listener: TcpListener,
-    stop: impl Future<Output = &'static str>,
+    mut stops: UnboundedReceiver<&'static str>,
 ) -> anyhow::Result<()> {
     let handle = metrics::install()?;
     let listen = listener.local_addr()?;
@@ -48,6 +61,7 @@ pub async fn serve_on(
         .configure_security(&shared.config.load())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     warn_unwarmable_users(&shared.config.load());
+    systemd::spawn_watchdog();
     admin::spawn(&admin_listen, handle, shared.clone()).await?;
     let learned = profile::spawn_learner(shared.clone());
     metrics::spawn_pool_gauges(shared.clone());
@@ -56,6 +70,7 @@ pub async fn serve_on(
         reload::spawn(shared.clone(), path)?;
     }
     shared.spawn_monitor();
+    readiness::spawn(shared.clone());
     shared.spawn_guard();
     // Clients that connect before the primary's version is known would be
     // greeted with a default one (drivers choose behaviour from it): wait for
@@ -66,9 +81,12 @@ pub async fn serve_on(
             "serving before the primary's version is known; clients see a default one until it is"
         );
     }
-    tracing::info!(%listen, admin = %admin_listen, "sluice {} ready", env!("CARGO_PKG_VERSION"));
+    tracing::info!(%listen, admin = %admin_listen, "sluice {} accepting clients", env!("CARGO_PKG_VERSION"));
+    shared.readiness.accepting();
 
-    tokio::pin!(stop);
+    // Set by the first stop request: when draining ends, and why it began.
+    let mut draining: Option<(tokio::time::Instant, &'static str)> = None;
+    let mut stops_open = true;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -100,8 +118,46 @@ pub async fn serve_on(
                     }
                 }
             }
-            reason = &mut stop => return shut_down(&shared, listener, reason).await,
+            request = stops.recv(), if stops_open => {
+                let reason = match request {
+                    Some(reason) => reason,
+                    None if draining.is_some() => {
+                        stops_open = false;
+                        continue;
+                    }
+                    None => "stop channel closed",
+                };
+                if let Some((_, first)) = draining {
+                    tracing::info!(signal = reason, "{reason} again: skipping the rest of the drain delay");
+                    return shut_down(&shared, listener, first).await;
+                }
+                let delay = Duration::from_millis(shared.config.load().server.drain_delay_ms);
+                shared.readiness.drain();
+                systemd::stopping();
+                if delay.is_zero() {
+                    return shut_down(&shared, listener, reason).await;
+                }
+                tracing::info!(
+                    signal = reason,
+                    "draining: /readyz answers 503; still serving and accepting clients for {} ms (server.drain_delay_ms), then shutting down; send {reason} again to skip the wait",
+                    delay.as_millis()
+                );
+                draining = Some((tokio::time::Instant::now() + delay, reason));
+            }
+            () = sleep_until(draining.map(|(until, _)| until)), if draining.is_some() => {
+                let reason = draining.map_or("stop", |(_, reason)| reason);
+                tracing::info!("drain delay over");
+                return shut_down(&shared, listener, reason).await;
+            }
         }
+    }
+}
+
+/// Sleeps until `until` (forever when None).
+async fn sleep_until(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
     }
 }
 

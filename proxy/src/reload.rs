@@ -33,8 +33,16 @@ pub fn spawn(shared: Arc<Shared>, path: PathBuf) -> anyhow::Result<()> {
             while let Ok(Some(t)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
                 trigger = t;
             }
+            // systemd hears of reloads only once it was told READY=1.
+            let notify = shared.readiness.serving();
+            if notify {
+                crate::systemd::reloading();
+            }
             if reload(&shared, &path, trigger) {
                 watch.follow(&watched_files(&path, &shared.config.load()));
+            }
+            if notify && !shared.readiness.draining() {
+                crate::systemd::ready("serving clients; config reloaded");
             }
         }
     });
@@ -148,6 +156,11 @@ pub fn reload(shared: &Shared, path: &Path, trigger: &str) -> bool {
     }
     crate::listener::warn_unwarmable_users(&new);
     let old = shared.config.load_full();
+    if old.server.admin_token != new.server.admin_token {
+        if let Some(warning) = crate::admin::exposure_warning(&new) {
+            tracing::warn!("{warning}");
+        }
+    }
     for key in needs_restart(&old, &new) {
         tracing::warn!(
             key,

@@ -35,6 +35,8 @@ pub struct Shared {
     /// Unix time of the last applied config.
     loaded_at: AtomicU64,
     pub started: Instant,
+    /// Ready for new clients (`GET /readyz`, systemd's READY=1).
+    pub readiness: crate::readiness::Readiness,
     /// Set on SIGTERM/SIGINT: idle clients are closed, transactions finish.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Result-set metadata of guardable lookups, for the guard's answers.
@@ -72,6 +74,7 @@ impl Shared {
             generation: AtomicU64::new(1),
             loaded_at: AtomicU64::new(unix_now()),
             started,
+            readiness: Default::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
             answers: crate::answers::Answers::new(ANSWER_SHAPES),
             guard: sluice_guard::Guard::new(),

@@ -89,6 +89,8 @@ pub struct SluiceOptions {
     /// (client port, admin port); None: free ones. A restarted instance
     /// reuses its predecessor's, as behind a balancer.
     pub ports: Option<(u16, u16)>,
+    /// Environment variables set for the Sluice process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for SluiceOptions {
@@ -110,6 +112,7 @@ impl Default for SluiceOptions {
             backend_extra: String::new(),
             extra: String::new(),
             ports: None,
+            env: Vec::new(),
         }
     }
 }
@@ -191,6 +194,7 @@ role = "primary"
             // sqlparser's debug lines print whole statements token by token
             // (a 20 MB literal several times over): Sluice's own at debug.
             .env("RUST_LOG", "debug,sqlparser=info")
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -405,6 +409,51 @@ pub fn http_get_port(port: u16, path: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// An admin endpoint's answer.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    /// The header lines, as sent.
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// Sends `method path` with `headers` (each `Name: value`) to an admin
+/// port; None if it did not answer.
+pub fn http_request(port: u16, method: &str, path: &str, headers: &[&str]) -> Option<HttpAnswer> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    if method == "POST" {
+        request.push_str("Content-Length: 0\r\n");
+    }
+    request.push_str("\r\n");
+    s.write_all(request.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(HttpAnswer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    })
 }
 
 /// The `size` of every pool in a `/status` body.

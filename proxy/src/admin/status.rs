@@ -1,69 +1,10 @@
-//! The admin HTTP endpoint: `GET /metrics` (Prometheus text) and
-//! `GET /healthz`. A few lines of HTTP/1.1 on a tokio listener keep hyper
-//! out of the binary.
+//! `GET /status`: the JSON view of backends, pools, clients, the config
+//! generation and the guard.
 
 use crate::shared::Shared;
-use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_pool::monitor::WriterState;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
-pub async fn spawn(addr: &str, handle: PrometheusHandle, shared: Arc<Shared>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let handle = handle.clone();
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(10), respond(stream, &handle, &shared)).await;
-            });
-        }
-    });
-    Ok(())
-}
-
-async fn respond(mut stream: TcpStream, handle: &PrometheusHandle, shared: &Shared) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
-        let n = stream.read(&mut buf[len..]).await?;
-        if n == 0 {
-            break;
-        }
-        len += n;
-    }
-    let request = String::from_utf8_lossy(&buf[..len]);
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (code, content_type, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", handle.render()),
-        "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-        "/status" => ("200 OK", "application/json", status_json(shared)),
-        _ => (
-            "404 Not Found",
-            "text/plain",
-            "not found; try /metrics, /healthz or /status\n".to_string(),
-        ),
-    };
-    let head = format!(
-        "HTTP/1.1 {code}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-fn status_json(shared: &Shared) -> String {
+pub fn status_json(shared: &Shared) -> String {
     let config = shared.config.load();
     let pools = shared.pools.status();
     let view = shared.monitor.view();

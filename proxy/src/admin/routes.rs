@@ -1,0 +1,82 @@
+//! The admin endpoints: one row per method and path. A new endpoint is a
+//! row here and a `fn(&Call) -> Reply` (query parameters via
+//! [`Call::param`], a POST's body in [`Call::body`]).
+
+use super::{Call, Reply, status};
+use hyper::{Method, StatusCode};
+
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    /// Answers without the bearer token: load balancers probe it.
+    pub open: bool,
+    pub handler: fn(&Call) -> Reply,
+}
+
+static ROUTES: &[Route] = &[
+    Route {
+        method: Method::GET,
+        path: "/metrics",
+        open: false,
+        handler: metrics,
+    },
+    Route {
+        method: Method::GET,
+        path: "/healthz",
+        open: true,
+        handler: healthz,
+    },
+    Route {
+        method: Method::GET,
+        path: "/readyz",
+        open: true,
+        handler: readyz,
+    },
+    Route {
+        method: Method::GET,
+        path: "/status",
+        open: false,
+        handler: status,
+    },
+];
+
+/// The routes for `path` (one per method), None when the path is unknown.
+pub fn by_path(path: &str) -> Option<Vec<&'static Route>> {
+    let found: Vec<&Route> = ROUTES.iter().filter(|r| r.path == path).collect();
+    (!found.is_empty()).then_some(found)
+}
+
+pub fn not_found_text() -> String {
+    let endpoints: Vec<String> = ROUTES
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    format!("not found; endpoints: {}\n", endpoints.join(", "))
+}
+
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "sluice_admin_requests_refused_total",
+        "Admin endpoint requests refused, by reason (not_found, method_not_allowed, unauthorized: \
+         missing or wrong bearer token, bad_body)"
+    );
+}
+
+fn metrics(call: &Call) -> Reply {
+    Reply::ok("text/plain; version=0.0.4", call.admin.handle.render())
+}
+
+fn healthz(_: &Call) -> Reply {
+    Reply::ok("text/plain", "ok\n".to_string())
+}
+
+fn readyz(call: &Call) -> Reply {
+    match call.admin.shared.readiness.check() {
+        Ok(()) => Reply::ok("text/plain", "ready\n".to_string()),
+        Err(reason) => Reply::text(StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    }
+}
+
+fn status(call: &Call) -> Reply {
+    Reply::ok("application/json", status::status_json(&call.admin.shared))
+}
