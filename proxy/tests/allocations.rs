@@ -166,7 +166,7 @@ fn count_when_idle() -> u64 {
 
 struct Server {
     port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio::sync::mpsc::UnboundedSender<&'static str>>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -205,7 +205,7 @@ tls = "disabled"
         ))
         .expect("valid config");
         let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop, stop_rx) = tokio::sync::mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("sluice".into())
             .spawn(move || {
@@ -218,11 +218,7 @@ tls = "disabled"
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                     port_tx.send(listener.local_addr()?.port())?;
-                    let stop = async move {
-                        let _ = stop_rx.await;
-                        "end of test"
-                    };
-                    sluice_proxy::listener::serve_on(config, None, listener, stop).await
+                    sluice_proxy::listener::serve_on(config, None, listener, stop_rx).await
                 })
             })
             .expect("start Sluice's thread");
@@ -238,7 +234,7 @@ tls = "disabled"
 
     fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send("end of test");
         }
         if let Some(thread) = self.thread.take() {
             thread
