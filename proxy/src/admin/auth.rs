@@ -67,4 +67,22 @@ mod tests {
         assert!(!bearer_matches(&with("s3cret"), "s3cret"));
         assert!(!bearer_matches(&HeaderMap::new(), "s3cret"));
     }
+
+    fn config(admin: &str, token: &str) -> Config {
+        Config::parse(&format!(
+            "[server]\nlisten = \"127.0.0.1:6033\"\nadmin_listen = \"{admin}\"\n{token}\n\
+             [[users]]\nname = \"app\"\npassword = \"app\"\n\
+             [[backends]]\nname = \"p\"\naddress = \"127.0.0.1:3306\"\nrole = \"primary\"\n"
+        ))
+        .expect("valid config")
+    }
+
+    #[test]
+    fn open_endpoint_without_token_is_warned_about() {
+        assert!(exposure_warning(&config("0.0.0.0:9033", "")).is_some());
+        assert!(exposure_warning(&config("0.0.0.0:9033", "admin_token = \"\"")).is_some());
+        assert!(exposure_warning(&config("0.0.0.0:9033", "admin_token = \"t\"")).is_none());
+        assert!(exposure_warning(&config("127.0.0.1:9033", "")).is_none());
+        assert!(exposure_warning(&config("[::1]:9033", "")).is_none());
+    }
 }
