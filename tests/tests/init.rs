@@ -89,9 +89,12 @@ async fn init_finds_the_replicas_and_its_config_serves_queries() {
     assert!(check_err.contains("placeholder"), "{check_err}");
 
     // With the passwords filled in (the operator's step), Sluice starts and serves.
-    let filled = text
-        .replacen(PLACEHOLDER, "app", 1)
-        .replacen(PLACEHOLDER, "monitor", 1);
+    let placeholder = format!("password = \"{PLACEHOLDER}\"");
+    let filled = text.replacen(&placeholder, "password = \"app\"", 1).replacen(
+        &placeholder,
+        "password = \"monitor\"",
+        1,
+    );
     let filled_path = dir.join("filled.toml");
     std::fs::write(&filled_path, filled).unwrap();
     let check = check_config(&filled_path);
