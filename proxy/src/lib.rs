@@ -11,6 +11,8 @@ pub mod cli;
 pub mod clients;
 pub mod errors;
 pub mod handshake;
+pub mod healthcheck;
+pub mod init;
 pub mod listener;
 pub mod metrics;
 pub mod positions;
