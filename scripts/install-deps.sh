@@ -37,6 +37,10 @@ if ! have python3 || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 have node || missing+=(nodejs)
 have npm || missing+=(npm)
+# promtool lints the /metrics exposition (tests/tests/metrics.rs). Debian ships
+# it only in the server package (a 19 MB download); its service is neither
+# started (policy below) nor left enabled.
+have promtool || missing+=(prometheus)
 
 did=0
 if ((${#missing[@]})); then
@@ -59,8 +63,14 @@ if ((${#missing[@]})); then
   "${sudo[@]}" apt-get update -q
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 
+  # Only promtool is wanted from the prometheus package: keep its server
+  # (enabled by the package, not started thanks to the policy) off at boot.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && have systemctl; then
+    "${sudo[@]}" systemctl disable prometheus.service >/dev/null 2>&1 || true
+  fi
+
   # Check that what we need is really there now.
-  for cmd in mariadbd mariadb mariadb-install-db mariadb-admin sysbench php haproxy openssl java javac python3 node npm; do
+  for cmd in mariadbd mariadb mariadb-install-db mariadb-admin sysbench php haproxy openssl java javac python3 node npm promtool; do
     have "$cmd" || { echo "install-deps: $cmd still missing" >&2; exit 1; }
   done
   php -r 'exit(extension_loaded("pdo_mysql") ? 0 : 1);' ||
