@@ -40,6 +40,10 @@ have node || missing+=(nodejs)
 have npm || missing+=(npm)
 # scripts/package-check.sh: `systemd-analyze verify` on the packaged unit.
 have systemd-analyze || missing+=(systemd)
+# promtool lints the /metrics exposition (tests/tests/metrics.rs). Debian ships
+# it only in the server package (a 19 MB download); its service is neither
+# started (policy below) nor left enabled.
+have promtool || missing+=(prometheus)
 
 did=0
 if ((${#missing[@]})); then
@@ -62,8 +66,14 @@ if ((${#missing[@]})); then
   "${sudo[@]}" apt-get update -q
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 
+  # Only promtool is wanted from the prometheus package: keep its server
+  # (enabled by the package, not started thanks to the policy) off at boot.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && have systemctl; then
+    "${sudo[@]}" systemctl disable prometheus.service >/dev/null 2>&1 || true
+  fi
+
   # Check that what we need is really there now.
-  for cmd in mariadbd mariadb mariadb-install-db mariadb-admin sysbench php haproxy openssl java javac python3 node npm systemd-analyze; do
+  for cmd in mariadbd mariadb mariadb-install-db mariadb-admin sysbench php haproxy openssl java javac python3 node npm systemd-analyze promtool; do
     have "$cmd" || { echo "install-deps: $cmd still missing" >&2; exit 1; }
   done
   php -r 'exit(extension_loaded("pdo_mysql") ? 0 : 1);' ||
