@@ -55,13 +55,19 @@ fn count(view: &Value, text: &str) -> u64 {
 
 /// Waits until `text` has been counted `n` times, and returns the view.
 async fn wait_count(s: &Sluice, text: &str, n: u64) -> Value {
-    wait_until(&format!("{text} counted {n} times"), LIMIT, || {
-        count(&digests(s, ""), text) >= n
-    })
-    .await;
-    let view = digests(s, "");
-    assert_eq!(count(&view, text), n, "{text}: {view}");
-    view
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let view = digests(s, "");
+        if count(&view, text) >= n {
+            assert_eq!(count(&view, text), n, "{text}: {view}");
+            return view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until `{text}` is counted {n} times: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn route(row: &Value, name: &str) -> u64 {
@@ -150,16 +156,17 @@ async fn literals_never_appear_and_counts_are_right() {
             .await
             .unwrap();
     }
+    // A prepared statement's placeholders show as `?p`, literals as `?`.
     let text = "SELECT name FROM dg_lit WHERE id = ? AND name = ?";
     let view = wait_count(&s, text, 5).await;
-    let prepared = "SELECT id FROM dg_lit WHERE id = ? AND ? > ?";
+    let prepared = "SELECT id FROM dg_lit WHERE id = ?p AND ? > ?";
     let view = if count(&view, prepared) < 2 {
         wait_count(&s, prepared, 2).await
     } else {
         view
     };
     assert_eq!(
-        count(&view, "SELECT id , name FROM dg_lit WHERE id = ? AND name <> ?"),
+        count(&view, "SELECT id , name FROM dg_lit WHERE id = ?p AND name <> ?p"),
         4,
         "{view}"
     );
@@ -226,13 +233,13 @@ async fn errors_rows_and_routes_in_split_mode() {
         let _: Vec<u32> = c.exec("SELECT id FROM dg_rt WHERE id <= ?", (3,)).await.unwrap();
     }
 
-    let view = wait_count(&s, "SELECT id FROM dg_rt WHERE id <= ?", 2).await;
+    let view = wait_count(&s, "SELECT id FROM dg_rt WHERE id <= ?p", 2).await;
     let read = row(&view, "SELECT id FROM dg_rt WHERE id < ?").expect("the read");
     assert_eq!(read["count"], 3, "{read}");
     assert_eq!(read["rows_sent"], 12, "{read}");
     assert_eq!(read["errors"], 0, "{read}");
     assert_eq!(route(&read, "replica"), 3, "{read}");
-    let prepared = row(&view, "SELECT id FROM dg_rt WHERE id <= ?").unwrap();
+    let prepared = row(&view, "SELECT id FROM dg_rt WHERE id <= ?p").unwrap();
     assert_eq!(prepared["rows_sent"], 6, "{prepared}");
     assert_eq!(route(&prepared, "replica"), 2, "{prepared}");
     let write = row(&view, "UPDATE dg_rt SET v = v + ? WHERE id = ?").expect("the write");
@@ -446,17 +453,17 @@ async fn concurrent_clients_add_up_exactly() {
     }
     let n = CLIENTS * EACH;
     let view = wait_count(&s, "SELECT v FROM dg_cc WHERE id = ?", n).await;
-    let view = if count(&view, "SELECT id FROM dg_cc WHERE id = ?") < n {
-        wait_count(&s, "SELECT id FROM dg_cc WHERE id = ?", n).await
+    let view = if count(&view, "SELECT id FROM dg_cc WHERE id = ?p") < n {
+        wait_count(&s, "SELECT id FROM dg_cc WHERE id = ?p", n).await
     } else {
         view
     };
-    assert_eq!(count(&view, "SELECT id FROM dg_cc WHERE id = ?"), n, "{view}");
+    assert_eq!(count(&view, "SELECT id FROM dg_cc WHERE id = ?p"), n, "{view}");
     let update = row(&view, "UPDATE dg_cc SET v = v + ? WHERE id = ?").unwrap();
     assert_eq!(update["count"], CLIENTS * EACH / 10, "{update}");
     for text in [
         "SELECT v FROM dg_cc WHERE id = ?",
-        "SELECT id FROM dg_cc WHERE id = ?",
+        "SELECT id FROM dg_cc WHERE id = ?p",
     ] {
         let r = row(&view, text).unwrap();
         let routed: u64 = r["routes"]
