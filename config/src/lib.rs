@@ -9,9 +9,8 @@ mod validate;
 
 pub use model::{
     AuthPluginName, BackendConfig, BackendTls, BackendTlsMode, Config, DigestsConfig, GuardConfig,
-    GuardTableConfig, LogConfig, LogFormat, MonitorConfig, OnNoReplica, PoolConfig, PoolMode,
-    ReadYourWrites, Role, RoutingConfig, RoutingMode, ServerConfig, ServerTlsConfig, UserConfig,
-    instance_id,
+    GuardTableConfig, LogConfig, LogFormat, MonitorConfig, OnNoReplica, PoolConfig, PoolMode, ReadYourWrites,
+    Role, RoutingConfig, RoutingMode, ServerConfig, ServerTlsConfig, UserConfig, instance_id,
 };
 pub use secret::Secret;
 pub use validate::{ConfigError, host_of};
