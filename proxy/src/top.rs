@@ -85,8 +85,8 @@ fn fetch(agent: &ureq::Agent, opts: &Options, limit: usize) -> Result<Value, Str
 /// The table; fingerprints are cut to `width` columns.
 fn render(view: &Value, opts: &Options, width: usize) -> String {
     let rows = view["digests"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let mut out = format!(
-        "sluice top - {} - {} fingerprints (max {}){} - sorted by {} - {} UTC\n",
+    let title = format!(
+        "sluice top - {} - {} fingerprints (max {}){} - sorted by {} - {} UTC",
         opts.admin,
         view["fingerprints"].as_u64().unwrap_or(0),
         view["max_entries"].as_u64().unwrap_or(0),
@@ -98,6 +98,8 @@ fn render(view: &Value, opts: &Options, width: usize) -> String {
         view["sort"].as_str().unwrap_or(&opts.sort),
         clock(),
     );
+    let mut out = cut(&title, width);
+    out.push('\n');
     let routes: Vec<String> = rows.iter().map(|r| routes(&r["routes"])).collect();
     let routes_width = routes.iter().map(String::len).max().unwrap_or(0).max(6);
     let head = format!(
