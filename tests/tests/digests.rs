@@ -527,3 +527,43 @@ async fn sluice_top_once_prints_the_fingerprints() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("total_time"));
     c.disconnect().await.unwrap();
 }
+
+#[tokio::test]
+async fn lookups_the_guard_answers_have_the_guard_route() {
+    table("dg_guard", 5).await;
+    let s = Sluice::start_with(SluiceOptions {
+        extra: "\n[guard]\nserver_id = 42424\nrebuild_interval_ms = 0\n\n[[guard.tables]]\n\
+                table = \"sluice_test.dg_guard\"\nkey = \"id\"\n"
+            .into(),
+        ..SluiceOptions::default()
+    });
+    wait_until("the guard is ready", Duration::from_secs(30), || {
+        let status = s.status();
+        let t = &status["guard"]["tables"]["sluice_test.dg_guard"];
+        t["state"] == "ready"
+            && status["guard"]["connected"] == true
+            && t["snapshot_gtid"].as_str().is_some_and(|at| s.monitor_knows(at))
+    })
+    .await;
+    let mut c = Conn::new(s.opts()).await.unwrap();
+    for id in [900001, 900002, 900003, 3] {
+        let v: Option<u32> = c
+            .query_first(format!("SELECT v FROM dg_guard WHERE id = {id}"))
+            .await
+            .unwrap();
+        assert_eq!(v.is_some(), id == 3);
+    }
+    let text = "SELECT v FROM dg_guard WHERE id = ?";
+    let view = wait_count(&s, text, 4).await;
+    let r = row(&view, text).unwrap();
+    let answered = sluice_tests::metric_sum(&s.metrics(), "sluice_guard_answered_total", &[]);
+    assert!(answered >= 1.0, "the guard answered none of the absent keys");
+    assert_eq!(route(&r, "guard") as f64, answered, "{r}");
+    assert_eq!(
+        route(&r, "guard") + route(&r, "replica") + route(&r, "primary"),
+        4,
+        "{r}"
+    );
+    assert_eq!(r["rows_sent"], 1, "{r}");
+    c.disconnect().await.unwrap();
+}
