@@ -1,5 +1,7 @@
-//! The admin HTTP endpoint: `GET /metrics` (Prometheus text) and
-//! `GET /healthz`. A few lines of HTTP/1.1 on a tokio listener keep hyper
+//! The admin HTTP endpoint: `GET /metrics` (Prometheus text),
+//! `GET /healthz`, `GET /status`, `GET /digests?sort=&limit=` and
+//! `POST /digests/reset` (the digests are rendered by
+//! [`crate::digests_json`]). A few lines of HTTP/1.1 on a tokio listener keep hyper
 //! out of the binary.
 
 use crate::shared::Shared;
@@ -43,15 +45,25 @@ async fn respond(mut stream: TcpStream, handle: &PrometheusHandle, shared: &Shar
         len += n;
     }
     let request = String::from_utf8_lossy(&buf[..len]);
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (code, content_type, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", handle.render()),
-        "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-        "/status" => ("200 OK", "application/json", status_json(shared)),
+    let mut words = request.split_whitespace();
+    let method = words.next().unwrap_or("GET");
+    let target = words.next().unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (code, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", handle.render()),
+        ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
+        ("GET", "/status") => ("200 OK", "application/json", status_json(shared)),
+        ("GET", "/digests") => digests(query),
+        ("POST", "/digests/reset") => ("200 OK", "application/json", crate::digests_json::reset()),
+        (_, "/metrics" | "/healthz" | "/status" | "/digests" | "/digests/reset") => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "method not allowed; POST /digests/reset, GET for the rest\n".to_string(),
+        ),
         _ => (
             "404 Not Found",
             "text/plain",
-            "not found; try /metrics, /healthz or /status\n".to_string(),
+            "not found; try /metrics, /healthz, /status or /digests\n".to_string(),
         ),
     };
     let head = format!(
@@ -61,6 +73,32 @@ async fn respond(mut stream: TcpStream, handle: &PrometheusHandle, shared: &Shar
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// `GET /digests?sort=&limit=` (no limit: every row).
+fn digests(query: &str) -> (&'static str, &'static str, String) {
+    let mut sort = "";
+    let mut limit = usize::MAX;
+    for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        match key {
+            "sort" => sort = value,
+            "limit" => match value.parse() {
+                Ok(n) => limit = n,
+                Err(_) => {
+                    return (
+                        "400 Bad Request",
+                        "text/plain",
+                        format!("bad limit `{value}`: expected a number of rows\n"),
+                    );
+                }
+            },
+            _ => {}
+        }
+    }
+    match crate::digests_json::render_json(sort, limit) {
+        Ok(body) => ("200 OK", "application/json", body),
+        Err(e) => ("400 Bad Request", "text/plain", format!("{e}\n")),
+    }
 }
 
 fn status_json(shared: &Shared) -> String {

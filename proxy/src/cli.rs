@@ -1,5 +1,5 @@
 //! Command line: `sluice --config PATH`, `sluice check-config PATH`,
-//! `sluice healthcheck`, `sluice init`, `sluice hash-password`.
+//! `sluice healthcheck`, `sluice init`, `sluice hash-password`, `sluice top`.
 
 use clap::{Parser, Subcommand};
 use sluice_config::{Config, LogFormat};
@@ -62,6 +62,31 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9033")]
         admin_listen: String,
     },
+    /// Show the query digests of a running Sluice live, like `top`
+    /// (polls its admin endpoint's /digests every second).
+    Top {
+        /// Admin endpoint HOST:PORT [default: server.admin_listen of
+        /// --config, else 127.0.0.1:9033].
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
+        /// Config file whose server.admin_listen to poll.
+        #[arg(long, short = 'c', value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Bearer token for the admin endpoint (sent as `Authorization: Bearer ...`).
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+        /// Order, largest first.
+        #[arg(long, default_value = "total_time",
+              value_parser = clap::builder::PossibleValuesParser::new(crate::digests_json::SORTS))]
+        sort: String,
+        /// Rows to show [default: what fits the terminal; all with --once].
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print one plain snapshot and exit (also what happens when stdout
+        /// is not a terminal).
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -88,6 +113,41 @@ pub fn main() -> ExitCode {
             listen,
             admin_listen,
         }),
+        (
+            Some(Command::Top {
+                admin,
+                config,
+                token,
+                sort,
+                limit,
+                once,
+            }),
+            top_config,
+        ) => {
+            let admin = match (admin, config.or(top_config)) {
+                (Some(admin), _) => admin,
+                (None, Some(path)) => {
+                    match std::fs::read_to_string(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|text| crate::top::admin_from_config(&text))
+                    {
+                        Ok(admin) => admin,
+                        Err(e) => {
+                            eprintln!("sluice: {}: {e}", path.display());
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                (None, None) => crate::top::DEFAULT_ADMIN.to_string(),
+            };
+            crate::top::run(&crate::top::Options {
+                admin,
+                token,
+                sort,
+                once,
+                limit,
+            })
+        }
         (None, Some(path)) => run(&path),
         (None, None) => {
             eprintln!("sluice: missing --config PATH (see sluice --help)");
