@@ -273,11 +273,6 @@ pub fn configure(config: &sluice_config::DigestsConfig) {
     REGISTRY
         .max_entries
         .store(config.max_entries.max(1), Ordering::Relaxed);
-    metrics::describe_counter!(
-        "sluice_digests_evicted_total",
-        "Query digest entries folded into the (other) row because digests.max_entries \
-         fingerprints were already kept"
-    );
 }
 
 pub fn enabled() -> bool {

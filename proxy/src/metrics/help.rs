@@ -56,6 +56,12 @@ fn clients() {
 
 fn statements() {
     describe_counter!(
+        "sluice_digests_evicted_total",
+        Unit::Count,
+        "Query digest entries folded into the (other) row because digests.max_entries \
+         fingerprints were already kept"
+    );
+    describe_counter!(
         "sluice_queries_total",
         Unit::Count,
         "Statements and commands run, by backend (guard for the guard's answers), route \
