@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests and benchmarks need (Debian 12): system packages from
-# Debian, and the real-driver checks' drivers (tests/drivers/) from PyPI and npm.
+# Debian, the real-driver checks' drivers (tests/drivers/) from PyPI and npm, and
+# cargo-deb (the package check) from crates.io.
 # Idempotent: does nothing (not even apt-get update) when everything is present.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -37,6 +38,12 @@ if ! have python3 || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 have node || missing+=(nodejs)
 have npm || missing+=(npm)
+# scripts/package-check.sh: `systemd-analyze verify` on the packaged unit.
+have systemd-analyze || missing+=(systemd)
+# promtool lints the /metrics exposition (tests/tests/metrics.rs). Debian ships
+# it only in the server package (a 19 MB download); its service is neither
+# started (policy below) nor left enabled.
+have promtool || missing+=(prometheus)
 
 did=0
 if ((${#missing[@]})); then
@@ -59,8 +66,14 @@ if ((${#missing[@]})); then
   "${sudo[@]}" apt-get update -q
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 
+  # Only promtool is wanted from the prometheus package: keep its server
+  # (enabled by the package, not started thanks to the policy) off at boot.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && have systemctl; then
+    "${sudo[@]}" systemctl disable prometheus.service >/dev/null 2>&1 || true
+  fi
+
   # Check that what we need is really there now.
-  for cmd in mariadbd mariadb mariadb-install-db mariadb-admin sysbench php haproxy openssl java javac python3 node npm; do
+  for cmd in mariadbd mariadb mariadb-install-db mariadb-admin sysbench php haproxy openssl java javac python3 node npm systemd-analyze promtool; do
     have "$cmd" || { echo "install-deps: $cmd still missing" >&2; exit 1; }
   done
   php -r 'exit(extension_loaded("pdo_mysql") ? 0 : 1);' ||
@@ -91,6 +104,15 @@ if [[ ! -d $node_dir/node_modules/mysql2 || $node_dir/package-lock.json -nt $nod
   did=1
   echo "install-deps: Node drivers into $node_dir/node_modules"
   (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# cargo-deb (scripts/package-check.sh builds the .deb with it), at a pinned
+# version with its own lock file; built from crates.io once (about 2.5 min).
+CARGO_DEB_VERSION=3.8.0
+if [[ $(cargo deb --version 2>/dev/null) != "cargo-deb $CARGO_DEB_VERSION" ]]; then
+  did=1
+  echo "install-deps: cargo-deb $CARGO_DEB_VERSION"
+  cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION"
 fi
 
 if ((did)); then echo "install-deps: done"; else echo "install-deps: all present"; fi

@@ -84,6 +84,9 @@ export SLUICE_BIN=${CARGO_TARGET_DIR:-$root/target}/release/sluice
 [[ $SLUICE_BIN == /* ]] || SLUICE_BIN=$root/$SLUICE_BIN
 [[ -x $SLUICE_BIN ]] || { echo "no sluice binary at $SLUICE_BIN" >&2; exit 1; }
 
+# The .deb from this release build, installed here and checked (then purged).
+run "package check" scripts/package-check.sh
+
 # Keep cargo's output visible and also keep it for the summary's test counts.
 cargo_test() {
   cargo test --release --workspace -- --test-threads=2 "${TEST_ARGS[@]}" 2>&1 | tee "$work/test.log"

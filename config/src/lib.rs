@@ -8,9 +8,9 @@ mod secret;
 mod validate;
 
 pub use model::{
-    AuthPluginName, BackendConfig, BackendTls, BackendTlsMode, Config, GuardConfig, GuardTableConfig,
-    LogConfig, LogFormat, MonitorConfig, OnNoReplica, PoolConfig, PoolMode, ReadYourWrites, Role,
-    RoutingConfig, RoutingMode, ServerConfig, ServerTlsConfig, UserConfig, instance_id,
+    AuthPluginName, BackendConfig, BackendTls, BackendTlsMode, Config, DigestsConfig, GuardConfig,
+    GuardTableConfig, LogConfig, LogFormat, MonitorConfig, OnNoReplica, PoolConfig, PoolMode, ReadYourWrites,
+    Role, RoutingConfig, RoutingMode, ServerConfig, ServerTlsConfig, UserConfig, instance_id,
 };
 pub use secret::Secret;
 pub use validate::{ConfigError, host_of};

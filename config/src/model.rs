@@ -22,6 +22,38 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub guard: GuardConfig,
+    #[serde(default)]
+    pub digests: DigestsConfig,
+}
+
+/// `[digests]`: per-fingerprint statement statistics (`GET /digests`,
+/// `sluice top`). Both keys take effect on reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestsConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Fingerprints kept; beyond it the one with the least total time is
+    /// folded into the `(other)` row.
+    #[serde(default = "default_digest_entries")]
+    pub max_entries: usize,
+}
+
+impl Default for DigestsConfig {
+    fn default() -> Self {
+        DigestsConfig {
+            enabled: true,
+            max_entries: default_digest_entries(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_digest_entries() -> usize {
+    1000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

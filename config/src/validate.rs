@@ -47,6 +47,9 @@ impl ConfigError {
 /// 64-bit set).
 pub const MAX_BACKENDS: usize = 64;
 
+/// Each worker thread keeps up to this many fingerprints of up to 1 KiB.
+const MAX_DIGEST_ENTRIES: usize = 100_000;
+
 pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
     check_addr("server.listen", &config.server.listen)?;
     check_addr("server.admin_listen", &config.server.admin_listen)?;
@@ -192,6 +195,12 @@ pub fn validate(config: &mut Config, env: impl Fn(&str) -> Option<String>) -> Re
     }
     validate_monitor(config, &env)?;
     validate_guard(&config.guard)?;
+    if !(1..=MAX_DIGEST_ENTRIES).contains(&config.digests.max_entries) {
+        return Err(ConfigError::at(
+            "digests.max_entries",
+            format!("must be between 1 and {MAX_DIGEST_ENTRIES}"),
+        ));
+    }
     let primaries = config.backends.iter().filter(|b| b.role == Role::Primary).count();
     if primaries != 1 {
         return Err(ConfigError::at(
@@ -620,6 +629,21 @@ role = "replica"
         );
         let bad = format!("{EXAMPLE}\n[monitor]\nheartbeat_table = \"no-dots\"\n");
         assert_eq!(Config::parse(&bad).unwrap_err().key, "monitor.heartbeat_table");
+    }
+
+    #[test]
+    fn digests_keys() {
+        let plain = Config::parse(EXAMPLE).unwrap();
+        assert!(plain.digests.enabled);
+        assert_eq!(plain.digests.max_entries, 1000);
+        let set = Config::parse(&format!(
+            "{EXAMPLE}\n[digests]\nenabled = false\nmax_entries = 5\n"
+        ))
+        .unwrap();
+        assert!(!set.digests.enabled);
+        assert_eq!(set.digests.max_entries, 5);
+        let zero = format!("{EXAMPLE}\n[digests]\nmax_entries = 0\n");
+        assert_eq!(Config::parse(&zero).unwrap_err().key, "digests.max_entries");
     }
 
     /// A directory with a CA certificate and a key in PEM (the content is

@@ -120,7 +120,6 @@ impl TableGuard {
 
 impl Guard {
     pub fn new() -> Arc<Guard> {
-        metric::describe();
         Arc::new(Guard {
             shared: Arc::new(Shared::new()),
             control: Mutex::new(Control::default()),
@@ -396,14 +395,12 @@ impl Guard {
             }
             if let Some(t) = live.get(&ctl.key) {
                 ::metrics::gauge!(m::KEYS, "table" => name.clone()).set(t.filter.keys() as f64);
-                ::metrics::gauge!(m::FILTER_BYTES, "table" => name.clone())
-                    .set(t.filter.memory_bytes() as f64);
-                ::metrics::gauge!(m::FILTER_BITS, "table" => name).set(t.filter.bits() as f64);
+                ::metrics::gauge!(m::FILTER_BYTES, "table" => name).set(t.filter.memory_bytes() as f64);
             }
         }
         ::metrics::counter!(m::EVENTS).absolute(self.shared.events.load(Ordering::Relaxed));
         if let Some(hb) = self.last_heartbeat_us() {
-            ::metrics::gauge!(m::HEARTBEAT).set(hb as f64);
+            ::metrics::gauge!(m::HEARTBEAT).set(hb as f64 / 1e6);
         }
     }
 }

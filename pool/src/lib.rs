@@ -19,6 +19,7 @@ mod gate;
 mod keepalive;
 mod limit;
 mod manager;
+pub mod metric;
 pub mod monitor;
 mod session;
 mod statements;

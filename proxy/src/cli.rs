@@ -1,4 +1,5 @@
-//! Command line: `sluice --config PATH`, `sluice check-config PATH`.
+//! Command line: `sluice --config PATH`, `sluice check-config PATH`,
+//! `sluice healthcheck`, `sluice init`, `sluice hash-password`, `sluice top`.
 
 use clap::{Parser, Subcommand};
 use sluice_config::{Config, LogFormat};
@@ -12,8 +13,8 @@ use std::process::ExitCode;
     about = "A MySQL-wire proxy: pooling, read/write split, Prometheus metrics"
 )]
 struct Cli {
-    /// Config file (TOML) to run with.
-    #[arg(long, short = 'c', value_name = "PATH")]
+    /// Config file (TOML) to run with (`healthcheck` reads its admin_listen).
+    #[arg(long, short = 'c', value_name = "PATH", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -29,6 +30,63 @@ enum Command {
     /// Print the `password_hash` for the password read from stdin (the
     /// mysql_native_password hash `SELECT PASSWORD('...')` prints).
     HashPassword,
+    /// GET the admin endpoint's /healthz once: exit 0 on HTTP 200, 1 otherwise
+    /// (a container HEALTHCHECK without curl).
+    Healthcheck {
+        /// Default: http://ADMIN/healthz, ADMIN being --config's server.admin_listen
+        /// (a wildcard address becomes loopback), else 127.0.0.1:9033.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// Print (or write) a starting config from a running primary: its replicas
+    /// come from SHOW SLAVE HOSTS, else from its Binlog Dump threads. The
+    /// password is read from stdin or --password-file.
+    Init {
+        /// The primary, HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        primary: String,
+        /// Account to connect as (SHOW SLAVE HOSTS needs REPLICATION MASTER ADMIN,
+        /// the processlist fallback PROCESS).
+        #[arg(long, value_name = "USER")]
+        user: String,
+        /// Read the password from this file's first line instead of stdin.
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+        /// Write the config here (never overwrites an existing file) instead of stdout.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// The config's server.listen.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:6033")]
+        listen: String,
+        /// The config's server.admin_listen.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9033")]
+        admin_listen: String,
+    },
+    /// Show the query digests of a running Sluice live, like `top`
+    /// (polls its admin endpoint's /digests every second).
+    Top {
+        /// Admin endpoint HOST:PORT [default: server.admin_listen of
+        /// --config, else 127.0.0.1:9033].
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
+        /// Config file whose server.admin_listen to poll.
+        #[arg(long, short = 'c', value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Bearer token for the admin endpoint (sent as `Authorization: Bearer ...`).
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+        /// Order, largest first.
+        #[arg(long, default_value = "total_time",
+              value_parser = clap::builder::PossibleValuesParser::new(crate::digests_json::SORTS))]
+        sort: String,
+        /// Rows to show [default: what fits the terminal; all with --once].
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print one plain snapshot and exit (also what happens when stdout
+        /// is not a terminal).
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -36,6 +94,60 @@ pub fn main() -> ExitCode {
     match (cli.command, cli.config) {
         (Some(Command::CheckConfig { path }), _) => check_config(&path),
         (Some(Command::HashPassword), _) => hash_password(),
+        (Some(Command::Healthcheck { url }), config) => crate::healthcheck::run(url, config.as_deref()),
+        (
+            Some(Command::Init {
+                primary,
+                user,
+                password_file,
+                output,
+                listen,
+                admin_listen,
+            }),
+            _,
+        ) => crate::init::run(crate::init::InitArgs {
+            primary,
+            user,
+            password_file,
+            output,
+            listen,
+            admin_listen,
+        }),
+        (
+            Some(Command::Top {
+                admin,
+                config,
+                token,
+                sort,
+                limit,
+                once,
+            }),
+            top_config,
+        ) => {
+            let admin = match (admin, config.or(top_config)) {
+                (Some(admin), _) => admin,
+                (None, Some(path)) => {
+                    match std::fs::read_to_string(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|text| crate::top::admin_from_config(&text))
+                    {
+                        Ok(admin) => admin,
+                        Err(e) => {
+                            eprintln!("sluice: {}: {e}", path.display());
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                (None, None) => crate::top::DEFAULT_ADMIN.to_string(),
+            };
+            crate::top::run(&crate::top::Options {
+                admin,
+                token,
+                sort,
+                once,
+                limit,
+            })
+        }
         (None, Some(path)) => run(&path),
         (None, None) => {
             eprintln!("sluice: missing --config PATH (see sluice --help)");
@@ -54,6 +166,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             if !guard_tables_ok(path, &config) {
                 return ExitCode::FAILURE;
             }
+            warn_placeholders(&config);
             print!("{}", config.to_effective_toml());
             ExitCode::SUCCESS
         }
@@ -82,6 +195,27 @@ fn security_files_ok(config: &Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `sluice init`'s placeholder passwords left in: valid, but no login works.
+fn warn_placeholders(config: &Config) {
+    let placeholder = |p: &Option<sluice_config::Secret>| {
+        p.as_ref().is_some_and(|p| p.expose() == crate::init::PLACEHOLDER)
+    };
+    for (i, user) in config.users.iter().enumerate() {
+        if placeholder(&user.password) {
+            eprintln!(
+                "sluice: warning: users[{i}].password is still the `sluice init` placeholder \"{}\"",
+                crate::init::PLACEHOLDER
+            );
+        }
+    }
+    if placeholder(&config.monitor.password) {
+        eprintln!(
+            "sluice: warning: monitor.password is still the `sluice init` placeholder \"{}\"",
+            crate::init::PLACEHOLDER
+        );
+    }
 }
 
 /// Reads one password from stdin (a trailing newline is not part of it)
@@ -173,11 +307,20 @@ fn init_logging(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(log_colours())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// Colour codes only for a person at a terminal: journald, log files and
+/// `docker logs` would keep them as raw escape bytes. `NO_COLOR` (set and
+/// not empty, per no-color.org) turns them off there too.
+fn log_colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Every client and backend connection is a file descriptor: lift the soft

@@ -1,6 +1,9 @@
 //! The Prometheus recorder and the gauges sampled from the pools. Metric
 //! names follow Prometheus conventions: `sluice_` prefix, `_total` counters,
 //! `_seconds` histograms with explicit buckets. Labels never carry SQL text.
+//! Every metric's HELP text is in [`help`].
+
+mod help;
 
 use crate::shared::Shared;
 use metrics::{Counter, Histogram};
@@ -16,6 +19,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .install_recorder()?;
+    help::describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -29,35 +33,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 
 pub fn build_info() {
     metrics::gauge!("sluice_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    metrics::describe_gauge!(
-        "sluice_guard_lag_seconds",
-        "How far the empty-key guard's binlog feed is behind the primary, from the heartbeat rows \
-         it sees (NaN when unknown)"
-    );
-    metrics::describe_counter!(
-        "sluice_guard_answered_total",
-        "Lookups of a [guard] table answered by the empty-key guard without the database"
-    );
-    metrics::describe_counter!(
-        "sluice_guard_passed_total",
-        "Lookups of a [guard] table passed to the database, by reason (maybe_present: the filter \
-         could not rule the key out)"
-    );
-    metrics::describe_counter!(
-        "sluice_guard_false_positives_total",
-        "Lookups passed as maybe present for which the server returned no row (Bloom false \
-         positives and keys deleted since the filter was built)"
-    );
 }
 
 /// Samples pool sizes every second into `sluice_pool_connections{backend,state}`,
 /// `sluice_pool_waiting` and `sluice_pool_concurrency_limit`.
 pub fn spawn_pool_gauges(shared: Arc<Shared>) {
-    metrics::describe_gauge!(
-        "sluice_pool_concurrency_limit",
-        "Backend connections allowed to run statements at once (summed over the backend's pools): \
-         pool.max_connections_per_backend, or with pool.adaptive_limit the limit found from latency"
-    );
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {

@@ -62,13 +62,7 @@ impl Readiness {
 /// Follows the monitor until every backend has been probed once, and
 /// announces readiness (gauge, log, READY=1) when it is first reached.
 pub fn spawn(shared: Arc<Shared>) {
-    metrics::describe_gauge!(
-        "sluice_ready",
-        "1 when GET /readyz answers 200: the client listener accepts, every backend has been probed \
-         once, and Sluice is not draining for shutdown"
-    );
     metrics::gauge!("sluice_ready").set(0.0);
-    systemd::describe_metrics();
     tokio::spawn(async move {
         let readiness = &shared.readiness;
         let mut monitor = shared.monitor.subscribe();

@@ -57,6 +57,7 @@ impl Shared {
         let pools = Pools::new(pool_settings(&config));
         let monitor = Monitor::new(&config);
         let started = Instant::now();
+        crate::digests::configure(&config.digests);
         let config = Arc::new(config);
         let topology = Topology::new(config.clone(), 1, started, None);
         Arc::new(Shared {
@@ -122,6 +123,7 @@ impl Shared {
     /// Swaps in a validated config.
     pub fn install_config(&self, config: Config) {
         let generation = self.generation() + 1;
+        crate::digests::configure(&config.digests);
         let config = Arc::new(config);
         let topology = Topology::new(
             config.clone(),

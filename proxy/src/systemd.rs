@@ -48,13 +48,6 @@ pub fn spawn_watchdog() {
     });
 }
 
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "sluice_systemd_notify_failures_total",
-        "sd_notify messages (READY, STOPPING, RELOADING, WATCHDOG) that could not be sent to NOTIFY_SOCKET"
-    );
-}
-
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
         tracing::warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");

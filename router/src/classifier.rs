@@ -96,6 +96,8 @@ pub struct Classifier {
 pub struct Classified {
     pub facts: Arc<Facts>,
     pub cache_hit: bool,
+    /// The fingerprint's hash (its text is in `Scratch::normalized`).
+    pub hash: u64,
 }
 
 impl Classifier {
@@ -118,6 +120,7 @@ impl Classifier {
                 return Classified {
                     facts: facts.clone(),
                     cache_hit: true,
+                    hash,
                 };
             }
         }
@@ -139,6 +142,7 @@ impl Classifier {
                     return Classified {
                         facts: entry.facts.clone(),
                         cache_hit: true,
+                        hash,
                     };
                 }
             }
@@ -152,6 +156,7 @@ impl Classifier {
         Classified {
             facts,
             cache_hit: false,
+            hash,
         }
     }
 }

@@ -186,10 +186,16 @@ role = "primary"
         config.push_str(&opts.extra);
         let config_path = dir.join("sluice.toml");
         std::fs::write(&config_path, config).expect("write config");
+        Sluice::start_file(dir, &config_path, port, admin_port)
+    }
+
+    /// Starts Sluice with a config file of the test's own, which must listen on
+    /// `127.0.0.1:port` and `127.0.0.1:admin_port`; its log goes into `dir`.
+    pub fn start_file(dir: PathBuf, config_path: &std::path::Path, port: u16, admin_port: u16) -> Sluice {
         let log = std::fs::File::create(dir.join("sluice.log")).expect("create log");
         let child = Command::new(sluice_bin())
             .arg("--config")
-            .arg(&config_path)
+            .arg(config_path)
             .env("SLUICE_TEST_OTHER_PASSWORD", "secret-other-pw")
             // sqlparser's debug lines print whole statements token by token
             // (a 20 MB literal several times over): Sluice's own at debug.

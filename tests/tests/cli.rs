@@ -151,3 +151,33 @@ fn check_config_names_a_bad_guard_table_or_key() {
         }
     }
 }
+
+/// `sluice healthcheck`: exit 0 when `/healthz` answers 200 (the URL given,
+/// or derived from `--config`'s admin_listen, before or after the
+/// subcommand), 1 on another status or no answer.
+#[test]
+fn healthcheck_exits_by_the_admin_endpoint_answer() {
+    let proxy = sluice_tests::Sluice::start();
+    let config = proxy.config_path();
+    let config = config.to_str().unwrap();
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", proxy.admin_port);
+    for args in [
+        vec!["healthcheck".to_string(), "--url".into(), url("/healthz")],
+        vec!["--config".into(), config.into(), "healthcheck".into()],
+        vec!["healthcheck".into(), "--config".into(), config.into()],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = sluice(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = sluice(&["healthcheck", "--url", &url("/nowhere")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    let nobody = format!("http://127.0.0.1:{}/healthz", sluice_tests::free_port());
+    let out = sluice(&["healthcheck", "--url", &nobody]);
+    assert_eq!(out.status.code(), Some(1));
+}

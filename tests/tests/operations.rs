@@ -1,7 +1,8 @@
 //! Operating Sluice live: hot reloads (valid and invalid, by file change
 //! and SIGHUP) under load with no client error, a removed backend that
 //! drains without cutting a transaction, a weight change that shifts reads,
-//! and SIGTERM that lets an open transaction commit.
+//! SIGTERM that lets an open transaction commit, and logs without terminal
+//! colour codes when stderr is a file.
 
 use mysql_async::Conn;
 use mysql_async::prelude::*;
@@ -230,4 +231,29 @@ async fn sigterm_lets_an_open_transaction_commit() {
         .unwrap();
     let n: Option<i64> = direct.query_first("SELECT COUNT(*) FROM ops_term").await.unwrap();
     assert_eq!(n, Some(2), "both rows of the committed transaction are there");
+}
+
+#[tokio::test]
+async fn log_to_a_file_has_no_colour_codes() {
+    // The harness sends stderr to a file, as journald or `docker logs` would.
+    let s = Sluice::start();
+    let mut c = Conn::new(s.opts()).await.unwrap();
+    let _: Option<i32> = c.query_first("SELECT 1").await.unwrap();
+    c.disconnect().await.unwrap();
+    sluice_tests::wait_until("the startup line is logged", Duration::from_secs(15), || {
+        s.log().contains(" ready")
+    })
+    .await;
+    let log = std::fs::read(s.dir.join("sluice.log")).unwrap();
+    let text = String::from_utf8_lossy(&log);
+    let coloured = text.lines().find(|l| l.contains('\u{1b}'));
+    assert!(
+        coloured.is_none(),
+        "an ESC byte (terminal colour code) in the log: {:?}",
+        coloured.unwrap_or_default()
+    );
+    assert!(
+        text.contains(" ready listen=127.0.0.1:"),
+        "no startup line:\n{text}"
+    );
 }

@@ -211,7 +211,7 @@ struct Tally {
 
 /// HAProxy on `ops/haproxy/haproxy.cfg` (the shipped example), with its
 /// addresses replaced: clients on `port`, instances `a` and `b`.
-struct Haproxy(std::process::Child, std::path::PathBuf);
+struct Haproxy(std::process::Child);
 
 impl Haproxy {
     fn start(port: u16, a: &Sluice, b: &Sluice) -> Haproxy {
@@ -240,7 +240,7 @@ impl Haproxy {
             .stderr(std::fs::File::create(a.dir.join("haproxy.log")).expect("haproxy log"))
             .spawn()
             .expect("start haproxy");
-        Haproxy(child, path)
+        Haproxy(child)
     }
 }
 

@@ -44,7 +44,6 @@ pub async fn spawn(addr: &str, handle: PrometheusHandle, shared: Arc<Shared>) ->
     if let Some(warning) = exposure_warning(&shared.config.load()) {
         tracing::warn!("{warning}");
     }
-    routes::describe_metrics();
     let admin = Arc::new(Admin { handle, shared });
     tokio::spawn(async move {
         loop {

@@ -38,6 +38,18 @@ static ROUTES: &[Route] = &[
         open: false,
         handler: status,
     },
+    Route {
+        method: Method::GET,
+        path: "/digests",
+        open: false,
+        handler: digests,
+    },
+    Route {
+        method: Method::POST,
+        path: "/digests/reset",
+        open: false,
+        handler: digests_reset,
+    },
 ];
 
 /// The routes for `path` (one per method), None when the path is unknown.
@@ -52,14 +64,6 @@ pub fn not_found_text() -> String {
         .map(|r| format!("{} {}", r.method, r.path))
         .collect();
     format!("not found; endpoints: {}\n", endpoints.join(", "))
-}
-
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        "sluice_admin_requests_refused_total",
-        "Admin endpoint requests refused, by reason (not_found, method_not_allowed, unauthorized: \
-         missing or wrong bearer token, bad_body)"
-    );
 }
 
 fn metrics(call: &Call) -> Reply {
@@ -79,4 +83,29 @@ fn readyz(call: &Call) -> Reply {
 
 fn status(call: &Call) -> Reply {
     Reply::ok("application/json", status::status_json(&call.admin.shared))
+}
+
+/// `GET /digests?sort=&limit=` (no limit: every row).
+fn digests(call: &Call) -> Reply {
+    let sort = call.param("sort").unwrap_or_default();
+    let limit = match call.param("limit") {
+        None => usize::MAX,
+        Some(value) => match value.parse() {
+            Ok(n) => n,
+            Err(_) => {
+                return Reply::text(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad limit `{value}`: expected a number of rows\n"),
+                );
+            }
+        },
+    };
+    match crate::digests_json::render_json(&sort, limit) {
+        Ok(body) => Reply::ok("application/json", body),
+        Err(e) => Reply::text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}
+
+fn digests_reset(_: &Call) -> Reply {
+    Reply::ok("application/json", crate::digests_json::reset())
 }

@@ -171,6 +171,11 @@ impl Session {
         };
         let backend = held.backend.clone();
         let role = held.role;
+        self.digest.route = match (routed, role) {
+            (Route::Held, _) => crate::digests::Route::Held,
+            (_, Role::Primary) => crate::digests::Route::Primary,
+            (_, Role::Replica) => crate::digests::Route::Replica,
+        };
         let result = self.relay(work).await;
         let label = match (routed, role) {
             (Route::Held, _) => "held",
@@ -179,6 +184,10 @@ impl Session {
         };
         self.metrics
             .query(&backend.name, label, work.label, started.elapsed());
+        if let Ok(outcome) = &result {
+            self.digest.error |= outcome.ended_with_error;
+            self.digest.rows = outcome.rows;
+        }
         match result {
             Ok(outcome) => match self.finish(work, outcome, &backend).await? {
                 Step::Done(mut done) => {

@@ -25,6 +25,7 @@ mod capture;
 mod checkout;
 mod commands;
 mod diagnostics;
+mod digest;
 mod execute;
 mod guard;
 mod kill;
@@ -186,6 +187,8 @@ struct Session {
     guard_key: Vec<u8>,
     guard_text: Vec<u8>,
     guard_memo: Vec<guard::ShapeMemo>,
+    /// What the current statement did, for its query digest.
+    digest: digest::DigestNote,
 }
 
 impl Session {
@@ -233,6 +236,7 @@ impl Session {
             guard_key: Vec::new(),
             guard_text: Vec::new(),
             guard_memo: Vec::new(),
+            digest: Default::default(),
             metrics: SessionMetrics::default(),
         }
     }
@@ -407,6 +411,9 @@ impl Session {
     }
 
     async fn reply(&mut self, payload: &[u8]) -> Result<(), End> {
+        if payload.first() == Some(&0xFF) {
+            self.digest.error = true;
+        }
         self.client
             .send(self.seq, payload)
             .await

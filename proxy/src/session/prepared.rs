@@ -5,10 +5,12 @@
 //! read-only statement runs on a replica like its text would.
 
 use super::diagnostics::DiagnosticsRead;
+use super::digest::DigestKey;
 use super::execute::Work;
 use super::guard::{Asked, Values};
 use super::outgoing::Outgoing;
 use super::{End, Session};
+use crate::digests::{Fingerprint, Route};
 use crate::errors;
 use crate::relay::ResponseKind;
 use bytes::Bytes;
@@ -31,6 +33,8 @@ pub(super) struct ClientStatement {
     pub long_data_overflow: bool,
     /// Literal spans of `sql`, for a lookup the guard may answer.
     pub literals: Option<Arc<[std::ops::Range<usize>]>>,
+    /// Its query digest's key, recorded at each execute.
+    pub fingerprint: Arc<Fingerprint>,
 }
 
 #[derive(Default)]
@@ -70,6 +74,7 @@ impl Session {
         let classified = self.shared.classifier.classify(text, &mut self.scratch);
         self.metrics
             .classified(classified.cache_hit, classified.facts.unparsed());
+        let fingerprint = Arc::new(Fingerprint::new(classified.hash, &self.scratch.normalized));
         let facts = classified.facts;
         if facts.kind() == sluice_router::Kind::Other && sluice_router::parse_kill(text).is_some() {
             metrics::counter!("sluice_errors_total", "cause" => "kill_refused").increment(1);
@@ -108,19 +113,31 @@ impl Session {
                     long_data_bytes: 0,
                     long_data_overflow: false,
                     literals,
+                    fingerprint,
                 },
             );
         }
         Ok(())
     }
 
+    /// COM_STMT_EXECUTE (and BULK_EXECUTE), recorded in its query digest.
     pub(super) async fn execute_statement(&mut self, payload: Bytes) -> Result<(), End> {
+        let started = self.digest_start();
+        let ended = self.execute_prepared(payload).await;
+        self.digest_end(started, &ended);
+        ended
+    }
+
+    async fn execute_prepared(&mut self, payload: Bytes) -> Result<(), End> {
         let id = statement_id(&payload);
         let command = com::name(payload[0]);
         let max_packet = self.config.server.max_packet_bytes;
         let Some(stmt) = self.binding.statements.map.get_mut(&id) else {
             return self.reply(&errors::unknown_statement(id, command)).await;
         };
+        if self.config.digests.enabled {
+            self.digest.key = DigestKey::Prepared(stmt.fingerprint.clone());
+        }
         if std::mem::take(&mut stmt.long_data_overflow) {
             stmt.long_data.clear();
             stmt.long_data_bytes = 0;
@@ -188,7 +205,10 @@ impl Session {
                     long_data: !long_data.is_empty(),
                 };
                 match self.ask_guard(&facts, values).await? {
-                    Asked::Answered => return Ok(()),
+                    Asked::Answered => {
+                        self.digest.route = Route::Guard;
+                        return Ok(());
+                    }
                     Asked::Pass(follow_up) => Some(follow_up),
                     Asked::NotGuarded => None,
                 }

@@ -3,16 +3,26 @@
 //! promise, and run.
 
 use super::diagnostics::DiagnosticsRead;
+use super::digest::DigestKey;
 use super::execute::Work;
 use super::guard::{Asked, Values};
 use super::outgoing::Outgoing;
 use super::{End, Session};
+use crate::digests::Route;
 use crate::relay::ResponseKind;
 use bytes::Bytes;
 use sluice_protocol::consts::com;
 
 impl Session {
+    /// COM_QUERY, recorded in its query digest.
     pub(super) async fn query(&mut self, payload: Bytes) -> Result<(), End> {
+        let started = self.digest_start();
+        let ended = self.query_statement(payload).await;
+        self.digest_end(started, &ended);
+        ended
+    }
+
+    async fn query_statement(&mut self, payload: Bytes) -> Result<(), End> {
         let sql = match std::str::from_utf8(&payload[1..]) {
             Ok(s) => std::borrow::Cow::Borrowed(s),
             // Not UTF-8 (a latin1 client, say): classify a lossy copy; the
@@ -24,6 +34,7 @@ impl Session {
         let classified = self.shared.classifier.classify(&sql, &mut self.scratch);
         self.metrics
             .classified(classified.cache_hit, classified.facts.unparsed());
+        self.digest.key = DigestKey::Text(classified.hash);
         let literals: Vec<&str> = if utf8 && classified.facts.tracked_user_vars(self.scratch.literals.len()) {
             self.scratch.literals.iter().map(|r| &sql[r.clone()]).collect()
         } else {
@@ -86,7 +97,10 @@ impl Session {
             let asked = self.ask_guard(&facts, values).await;
             self.scratch.literals = spans;
             match asked? {
-                Asked::Answered => return Ok(()),
+                Asked::Answered => {
+                    self.digest.route = Route::Guard;
+                    return Ok(());
+                }
                 Asked::Pass(follow_up) => Some(follow_up),
                 Asked::NotGuarded => None,
             }
