@@ -186,12 +186,23 @@ role = "primary"
         config.push_str(&opts.extra);
         let config_path = dir.join("sluice.toml");
         std::fs::write(&config_path, config).expect("write config");
-        Sluice::start_file(dir, &config_path, port, admin_port)
+        Sluice::start_file_with_env(dir, &config_path, port, admin_port, &opts.env)
     }
 
     /// Starts Sluice with a config file of the test's own, which must listen on
     /// `127.0.0.1:port` and `127.0.0.1:admin_port`; its log goes into `dir`.
     pub fn start_file(dir: PathBuf, config_path: &std::path::Path, port: u16, admin_port: u16) -> Sluice {
+        Sluice::start_file_with_env(dir, config_path, port, admin_port, &[])
+    }
+
+    /// [`Sluice::start_file`] with environment variables for the process.
+    pub fn start_file_with_env(
+        dir: PathBuf,
+        config_path: &std::path::Path,
+        port: u16,
+        admin_port: u16,
+        env: &[(String, String)],
+    ) -> Sluice {
         let log = std::fs::File::create(dir.join("sluice.log")).expect("create log");
         let child = Command::new(sluice_bin())
             .arg("--config")
@@ -200,7 +211,7 @@ role = "primary"
             // sqlparser's debug lines print whole statements token by token
             // (a 20 MB literal several times over): Sluice's own at debug.
             .env("RUST_LOG", "debug,sqlparser=info")
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
