@@ -81,7 +81,7 @@ pub async fn serve_on(
             "serving before the primary's version is known; clients see a default one until it is"
         );
     }
-    tracing::info!(%listen, admin = %admin_listen, "sluice {} accepting clients", env!("CARGO_PKG_VERSION"));
+    tracing::info!(%listen, admin = %admin_listen, "sluice {} ready", env!("CARGO_PKG_VERSION"));
     shared.readiness.accepting();
 
     // Set by the first stop request: when draining ends, and why it began.
