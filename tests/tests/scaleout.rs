@@ -52,6 +52,7 @@ fn backend(s: &Sluice, name: &str) -> serde_json::Value {
 /// own rows, the instance sees the lag and stops reading from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_instances_heartbeats_are_not_read_as_its_own() {
+    let _serial = SERIAL.lock().await;
     let t = Topology::from_env();
     let s = Sluice::start_with(SluiceOptions {
         server_extra: "instance_name = \"scaleout-a\"".into(),
@@ -121,6 +122,7 @@ async fn another_instances_heartbeats_are_not_read_as_its_own() {
 /// derives its own, so neither stream kicks the other off the primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_guards_stream_side_by_side() {
+    let _serial = SERIAL.lock().await;
     let t = Topology::from_env();
     let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
     primary
@@ -207,7 +209,21 @@ fn server_id(s: &Sluice) -> u64 {
 struct Tally {
     ok: AtomicU64,
     failed: AtomicU64,
+    /// Failures that are not a lost connection or an instance's 1053.
+    wrong: AtomicU64,
 }
+
+impl Tally {
+    fn failed(&self, e: &mysql_async::Error) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if matches!(e, mysql_async::Error::Server(s) if s.code != 1053) {
+            self.wrong.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One test at a time: the heartbeat test delays a replica.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// HAProxy on `ops/haproxy/haproxy.cfg` (the shipped example), with its
 /// addresses replaced: clients on `port`, instances `a` and `b`.
@@ -275,6 +291,7 @@ fn accepted(s: &Sluice) -> f64 {
 /// on, and sysbench finishes without a fatal error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_behind_haproxy_drain_and_die_under_sysbench() {
+    let _serial = SERIAL.lock().await;
     sluice_tests::require_program("haproxy", &["-v"]);
     sluice_tests::require_program("sysbench", &["--version"]);
     let t = Topology::from_env();
@@ -323,20 +340,33 @@ async fn two_instances_behind_haproxy_drain_and_die_under_sysbench() {
             .prefer_socket(false)
             .into()
     };
-    // Both instances take clients through HAProxy.
-    wait_until(
-        "HAProxy sends clients to both instances",
-        Duration::from_secs(30),
-        || accepted(&a) > 0.0 && accepted(&b) > 0.0,
-    )
-    .await;
+    // Both instances take clients through HAProxy (the harness's own
+    // readiness probe counted as one accepted connection each).
+    let (a0, b0) = (accepted(&a), accepted(&b));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(accepted(&a) > a0 && accepted(&b) > b0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "HAProxy never sent clients to both instances:\n{}",
+            std::fs::read_to_string(a.dir.join("haproxy.log")).unwrap_or_default()
+        );
+        if let Ok(mut c) = Conn::new(front_opts()).await {
+            let _ = c.query_drop("SELECT 1").await;
+            let _ = c.disconnect().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     // Connect-per-request clients, counted per phase.
     let phases: Arc<[Tally; 3]> = Arc::default();
     let phase = Arc::new(AtomicUsize::new(0));
     let running = Arc::new(AtomicBool::new(true));
     let mut clients = Vec::new();
-    for i in 0..4u64 {
+    // Paced (about 100 connections a second in all): every connection
+    // leaves two loopback ports in TIME_WAIT for a minute, and an unpaced
+    // loop exhausts the ephemeral range.
+    for i in 0..2u64 {
         let (phases, phase, running, opts) = (phases.clone(), phase.clone(), running.clone(), front_opts());
         clients.push(tokio::spawn(async move {
             let mut n = i;
@@ -351,42 +381,94 @@ async fn two_instances_behind_haproxy_drain_and_die_under_sysbench() {
                     c.disconnect().await
                 }
                 .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 let tally = &phases[at];
                 match outcome {
                     Ok(()) => tally.ok.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
                         eprintln!("connect-per-request client, phase {at}: {e}");
-                        tally.failed.fetch_add(1, Ordering::Relaxed)
+                        tally.failed(&e);
+                        0
                     }
                 };
             }
         }));
     }
 
-    // sysbench's persistent connections: a lost connection (2013, 2006, or
-    // 1053 from a shutting-down instance) is retried on a new connection
-    // and counted as a reconnect; any other error ends it.
+    // Persistent connections, as an application's pool holds them: on a
+    // lost connection a client reconnects through HAProxy and goes on.
+    let persistent: Arc<[Tally; 3]> = Arc::default();
+    let mut pooled = Vec::new();
+    for i in 0..4u64 {
+        let (tally, phase, running, opts) =
+            (persistent.clone(), phase.clone(), running.clone(), front_opts());
+        pooled.push(tokio::spawn(async move {
+            let mut conn: Option<Conn> = None;
+            let mut n = i;
+            while running.load(Ordering::Relaxed) {
+                n += 1;
+                let at = phase.load(Ordering::Relaxed);
+                let c = match conn.as_mut() {
+                    Some(c) => c,
+                    None => match Conn::new(opts.clone()).await {
+                        Ok(c) => conn.insert(c),
+                        Err(e) => {
+                            eprintln!("persistent client, phase {at}, connecting: {e}");
+                            tally[at].failed(&e);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                match c
+                    .exec_first::<String, _, _>("SELECT c FROM sbtest1 WHERE id = ?", (n % 1000 + 1,))
+                    .await
+                {
+                    Ok(_) => tally[at].ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        eprintln!("persistent client, phase {at}: {e}");
+                        conn = None;
+                        tally[at].failed(&e);
+                        0
+                    }
+                };
+            }
+        }));
+    }
+
+    // sysbench, one connection per event (tests/drivers/connect_per_event.lua),
+    // across the drain: any error ends it with a non-zero status.
     let report = a.dir.join("sysbench.out");
-    let mut load = sysbench(&front.to_string(), "127.0.0.1")
+    let sysbench_err = a.dir.join("sysbench.err");
+    let mut load = std::process::Command::new("sysbench")
+        .arg(sluice_tests::repo_path("tests/drivers/connect_per_event.lua"))
         .args([
-            "--threads=8",
-            "--time=40",
-            "--report-interval=1",
-            "--mysql-ignore-errors=1053,2013,2006",
-            "run",
+            "--db-driver=mysql".to_string(),
+            "--mysql-host=127.0.0.1".into(),
+            format!("--mysql-port={front}"),
+            "--mysql-user=app".into(),
+            "--mysql-password=app".into(),
+            "--mysql-db=sluice_scaleout".into(),
+            "--threads=4".into(),
+            "--time=20".into(),
+            "--report-interval=1".into(),
+            "--rate=400".into(),
+            "run".into(),
         ])
         .stdout(std::fs::File::create(&report).expect("sysbench output"))
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&sysbench_err).expect("sysbench errors"))
         .spawn()
         .expect("start sysbench");
-    let reports = |n: usize| {
-        std::fs::read_to_string(&report)
-            .map(|r| r.lines().filter(|l| l.starts_with('[')).count() >= n)
-            .unwrap_or(false)
+    let sysbench_text = || {
+        std::fs::read_to_string(&report).unwrap_or_default()
+            + &std::fs::read_to_string(&sysbench_err).unwrap_or_default()
     };
-    wait_until("sysbench is running", Duration::from_secs(30), || reports(2)).await;
+    wait_until("sysbench is running", Duration::from_secs(30), || {
+        sysbench_text().lines().filter(|l| l.starts_with('[')).count() >= 2
+    })
+    .await;
 
-    // Phase 1: SIGTERM a; it drains and exits.
+    // Phase 1: SIGTERM a; it turns not-ready, drains and exits.
     phase.store(1, Ordering::Relaxed);
     a.signal(libc::SIGTERM);
     let a_exit = tokio::task::block_in_place(|| a.wait_exit(Duration::from_secs(30)));
@@ -395,38 +477,44 @@ async fn two_instances_behind_haproxy_drain_and_die_under_sysbench() {
         "a did not exit cleanly: {a_exit:?}\n{}",
         a.log()
     );
+    let early = load.try_wait().expect("sysbench status");
+    assert!(
+        early.is_none(),
+        "sysbench ended ({early:?}) before the drain was over:\n{}",
+        sysbench_text()
+    );
+    let sysbench_status = tokio::task::block_in_place(|| load.wait()).expect("sysbench ran");
     let (a_port, a_admin) = (a.port, a.admin_port);
+    let a_log = a.log();
     drop(a);
 
-    // Phase 2: a comes back on its address; HAProxy sends it clients; then
-    // b is killed.
+    // Phase 2: a comes back on its address and takes clients; then b is
+    // killed.
     phase.store(2, Ordering::Relaxed);
     let a2 = Sluice::start_with(scaleout_options(Some((a_port, a_admin))));
+    let a2_0 = accepted(&a2);
     wait_until(
         "HAProxy sends clients to the restarted instance",
         Duration::from_secs(30),
-        || accepted(&a2) > 0.0,
+        || accepted(&a2) > a2_0,
     )
     .await;
     b.signal(libc::SIGKILL);
-    let served_before = phases[2].ok.load(Ordering::Relaxed);
-    wait_until(
-        "connect-per-request clients go on after the kill",
-        Duration::from_secs(30),
-        || phases[2].ok.load(Ordering::Relaxed) > served_before + 20,
-    )
-    .await;
-    assert!(
-        load.try_wait().expect("sysbench status").is_none(),
-        "sysbench finished before the faults were done; give it more --time"
+    let (cpr_before, pooled_before) = (
+        phases[2].ok.load(Ordering::Relaxed),
+        persistent[2].ok.load(Ordering::Relaxed),
     );
-
-    let status = tokio::task::block_in_place(|| load.wait()).expect("sysbench ran");
+    wait_until("clients go on after the kill", Duration::from_secs(30), || {
+        phases[2].ok.load(Ordering::Relaxed) > cpr_before + 20
+            && persistent[2].ok.load(Ordering::Relaxed) > pooled_before + 200
+    })
+    .await;
     running.store(false, Ordering::Relaxed);
-    for c in clients {
+    for c in clients.into_iter().chain(pooled) {
         c.await.expect("client task");
     }
-    let out = std::fs::read_to_string(&report).unwrap_or_default();
+
+    let out = sysbench_text();
     let number = |label: &str| {
         out.lines()
             .map(str::trim_start)
@@ -434,28 +522,56 @@ async fn two_instances_behind_haproxy_drain_and_die_under_sysbench() {
             .and_then(|r| r.split_whitespace().next())
             .and_then(|n| n.parse::<u64>().ok())
     };
-    let counts = |i: usize| {
+    let counts = |t: &[Tally; 3], i: usize| {
         (
-            phases[i].ok.load(Ordering::Relaxed),
-            phases[i].failed.load(Ordering::Relaxed),
+            t[i].ok.load(Ordering::Relaxed),
+            t[i].failed.load(Ordering::Relaxed),
         )
     };
     println!(
-        "scale-out under sysbench: sysbench exit {status}, queries {:?}, ignored errors {:?}, reconnects {:?}; \
-         connect-per-request (ok, failed): before {:?}, SIGTERM + drain {:?}, restart + kill -9 {:?}",
-        number("queries:"),
+        "scale-out: sysbench (connect per event) across the drain: exit {sysbench_status}, events {:?}, \
+         errors {:?}; connect-per-request (ok, failed): before {:?}, SIGTERM + drain {:?}, restart + kill -9 {:?}; \
+         persistent (ok, failed): before {:?}, SIGTERM + drain {:?}, restart + kill -9 {:?}",
+        number("total number of events:"),
         number("ignored errors:"),
-        number("reconnects:"),
-        counts(0),
-        counts(1),
-        counts(2),
+        counts(&phases, 0),
+        counts(&phases, 1),
+        counts(&phases, 2),
+        counts(&persistent, 0),
+        counts(&persistent, 1),
+        counts(&persistent, 2),
     );
-    assert!(status.success(), "sysbench failed:\n{out}");
-    assert_eq!(counts(0).1, 0, "client errors before any fault");
-    assert_eq!(counts(1).1, 0, "client errors while an instance drained");
     assert!(
-        number("reconnects:").is_some_and(|r| r > 0),
-        "b's clients never reconnected:\n{out}"
+        sysbench_status.success(),
+        "sysbench failed during the drain:\n{out}"
+    );
+    assert_eq!(
+        counts(&phases, 0).1 + counts(&persistent, 0).1,
+        0,
+        "client errors before any fault"
+    );
+    assert_eq!(
+        counts(&phases, 1).1,
+        0,
+        "connect-per-request errors while an instance drained"
+    );
+    // A persistent connection to the drained instance is closed at the end
+    // of the delay: at most one error each, then it reconnects elsewhere.
+    assert!(
+        counts(&persistent, 1).1 <= 4,
+        "persistent clients failed more than once each in the drain"
+    );
+    // After the kill, failures are lost connections (some reconnects also
+    // fail while HAProxy still tries the dead instance), never wrong answers.
+    let wrong = |t: &[Tally; 3]| t.iter().map(|t| t.wrong.load(Ordering::Relaxed)).sum::<u64>();
+    assert_eq!(
+        wrong(&phases) + wrong(&persistent),
+        0,
+        "a client got an SQL error"
+    );
+    assert!(
+        a_log.contains("drain"),
+        "a's log says nothing of draining:\n{a_log}"
     );
     drop(a2);
 }
