@@ -269,8 +269,9 @@ impl Drop for Haproxy {
 
 fn scaleout_options(ports: Option<(u16, u16)>) -> SluiceOptions {
     SluiceOptions {
-        // Longer than HAProxy's fall x inter (2 x 500 ms) in the example.
-        server_extra: "drain_delay_ms = 2500\nshutdown_timeout_ms = 10000".into(),
+        // Longer than HAProxy's fall x inter (2 x 500 ms) in the example,
+        // and than what is left of the persistent sysbench run at SIGTERM.
+        server_extra: "drain_delay_ms = 6000\nshutdown_timeout_ms = 10000".into(),
         ports,
         ..SluiceOptions::default()
     }
@@ -468,6 +469,27 @@ async fn two_instances_behind_haproxy_drain_and_die_under_sysbench() {
     })
     .await;
 
+    // sysbench's own persistent connections (prepared statements, no error
+    // ignored), spread over both instances, for 4 s: they end within the
+    // drain delay, so draining costs them nothing.
+    let persistent_report = a.dir.join("sysbench-persistent.out");
+    let mut steady = sysbench(&front.to_string(), "127.0.0.1")
+        .args([
+            "--threads=4",
+            "--time=4",
+            "--report-interval=1",
+            "--rate=1000",
+            "run",
+        ])
+        .stdout(std::fs::File::create(&persistent_report).expect("sysbench output"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start sysbench");
+    wait_until("persistent sysbench is running", Duration::from_secs(30), || {
+        std::fs::read_to_string(&persistent_report).is_ok_and(|r| r.lines().any(|l| l.starts_with('[')))
+    })
+    .await;
+
     // Phase 1: SIGTERM a; it turns not-ready, drains and exits.
     phase.store(1, Ordering::Relaxed);
     a.signal(libc::SIGTERM);
@@ -484,6 +506,8 @@ async fn two_instances_behind_haproxy_drain_and_die_under_sysbench() {
         sysbench_text()
     );
     let sysbench_status = tokio::task::block_in_place(|| load.wait()).expect("sysbench ran");
+    let steady_status = tokio::task::block_in_place(|| steady.wait()).expect("sysbench ran");
+    let steady_out = std::fs::read_to_string(&persistent_report).unwrap_or_default();
     let (a_port, a_admin) = (a.port, a.admin_port);
     let a_log = a.log();
     drop(a);

@@ -49,11 +49,16 @@ pub async fn write(c: &mut mysql_async::Conn, sql: &str) -> GtidPos {
     GtidPos::parse(&gtid.unwrap_or_default()).expect("a MariaDB GTID")
 }
 
+/// The instance name the tests' guards run as: their heartbeat rows are
+/// the ones with id `sluice_config::instance_id(INSTANCE)`.
+pub const INSTANCE: &str = "guard-test";
+
 pub fn guard(primary: &str, server_id: u32, tables: &str, extra_guard: &str, heartbeat: &str) -> Arc<Guard> {
     let toml = format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
+instance_name = "{INSTANCE}"
 [[users]]
 name = "app"
 password = "app"
@@ -71,6 +76,7 @@ server_id = {server_id}
 {tables}
 "#
     );
+    let toml = toml.replace("{INSTANCE}", INSTANCE);
     let config = sluice_config::Config::parse(&toml).unwrap_or_else(|e| panic!("config: {e:?}\n{toml}"));
     let g = Guard::new();
     let (_tx, rx) = tokio::sync::watch::channel(Some(primary.to_string()));
