@@ -569,6 +569,11 @@ async fn two_instances_behind_haproxy_drain_and_die_under_sysbench() {
         sysbench_status.success(),
         "sysbench failed during the drain:\n{out}"
     );
+    println!("persistent sysbench across the drain: exit {steady_status}\n{steady_out}");
+    assert!(
+        steady_status.success(),
+        "persistent sysbench failed during the drain:\n{steady_out}"
+    );
     assert_eq!(
         counts(&phases, 0).1 + counts(&persistent, 0).1,
         0,
