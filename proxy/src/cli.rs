@@ -41,27 +41,7 @@ enum Command {
     /// Print (or write) a starting config from a running primary: its replicas
     /// come from SHOW SLAVE HOSTS, else from its Binlog Dump threads. The
     /// password is read from stdin or --password-file.
-    Init {
-        /// The primary, HOST:PORT.
-        #[arg(long, value_name = "HOST:PORT")]
-        primary: String,
-        /// Account to connect as (SHOW SLAVE HOSTS needs REPLICATION MASTER ADMIN,
-        /// the processlist fallback PROCESS).
-        #[arg(long, value_name = "USER")]
-        user: String,
-        /// Read the password from this file's first line instead of stdin.
-        #[arg(long, value_name = "PATH")]
-        password_file: Option<PathBuf>,
-        /// Write the config here (never overwrites an existing file) instead of stdout.
-        #[arg(long, value_name = "PATH")]
-        output: Option<PathBuf>,
-        /// The config's server.listen.
-        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:6033")]
-        listen: String,
-        /// The config's server.admin_listen.
-        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9033")]
-        admin_listen: String,
-    },
+    Init(crate::init::InitArgs),
     /// Show the query digests of a running Sluice live, like `top`
     /// (polls its admin endpoint's /digests every second).
     Top {
@@ -95,24 +75,7 @@ pub fn main() -> ExitCode {
         (Some(Command::CheckConfig { path }), _) => check_config(&path),
         (Some(Command::HashPassword), _) => hash_password(),
         (Some(Command::Healthcheck { url }), config) => crate::healthcheck::run(url, config.as_deref()),
-        (
-            Some(Command::Init {
-                primary,
-                user,
-                password_file,
-                output,
-                listen,
-                admin_listen,
-            }),
-            _,
-        ) => crate::init::run(crate::init::InitArgs {
-            primary,
-            user,
-            password_file,
-            output,
-            listen,
-            admin_listen,
-        }),
+        (Some(Command::Init(args)), _) => crate::init::run(args),
         (
             Some(Command::Top {
                 admin,

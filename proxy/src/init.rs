@@ -8,12 +8,26 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// What `init` was asked for (the CLI's arguments).
+#[derive(Debug, clap::Args)]
 pub struct InitArgs {
+    /// The primary, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
     pub primary: String,
+    /// Account to connect as (SHOW SLAVE HOSTS needs REPLICATION MASTER ADMIN,
+    /// the processlist fallback PROCESS).
+    #[arg(long, value_name = "USER")]
     pub user: String,
+    /// Read the password from this file's first line instead of stdin.
+    #[arg(long, value_name = "PATH")]
     pub password_file: Option<PathBuf>,
+    /// Write the config here (never overwrites an existing file) instead of stdout.
+    #[arg(long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// The config's server.listen.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:6033")]
     pub listen: String,
+    /// The config's server.admin_listen.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9033")]
     pub admin_listen: String,
 }
 

@@ -518,3 +518,21 @@ pub fn now_us() -> u64 {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
+
+/// Runs SQL on a topology server with the mariadb CLI, for restoring the
+/// topology from `Drop`: synchronous, and it never panics (a failure is
+/// printed).
+pub fn sql_now(addr: &str, sql: &str) {
+    let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "3306"));
+    match Command::new("mariadb")
+        .args(["-h", host, "-P", port, "-uapp", "-papp", "-e", sql])
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => eprintln!(
+            "restore `{sql}` on {addr}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("restore `{sql}` on {addr}: {e}"),
+    }
+}

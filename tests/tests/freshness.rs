@@ -9,7 +9,7 @@
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 use sluice_tests::node::nodes;
-use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, metric_sum, wait_until};
+use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, metric_sum, sql_now, wait_until};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,23 +17,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
-
-/// Runs SQL on a topology server with the mariadb CLI; used from `Drop`, so
-/// it is synchronous and never panics.
-fn sql_now(addr: &str, sql: &str) {
-    let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "3306"));
-    let out = std::process::Command::new("mariadb")
-        .args(["-h", host, "-P", port, "-uapp", "-papp", "-e", sql])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => eprintln!(
-            "restore `{sql}` on {addr}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => eprintln!("restore `{sql}` on {addr}: {e}"),
-    }
-}
 
 /// Statements that put the topology back, run when the test ends.
 struct Restore(Vec<(String, &'static str)>);

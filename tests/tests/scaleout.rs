@@ -7,26 +7,10 @@
 
 use mysql_async::Conn;
 use mysql_async::prelude::*;
-use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, wait_until};
+use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, sql_now, wait_until};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
-
-/// Runs SQL on a topology server with the mariadb CLI; used from `Drop`.
-fn sql_now(addr: &str, sql: &str) {
-    let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "3306"));
-    match std::process::Command::new("mariadb")
-        .args(["-h", host, "-P", port, "-uapp", "-papp", "-e", sql])
-        .output()
-    {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => eprintln!(
-            "restore `{sql}` on {addr}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => eprintln!("restore `{sql}` on {addr}: {e}"),
-    }
-}
 
 /// Statements that put the topology back when the test ends.
 struct Restore(Vec<(String, &'static str)>);
