@@ -8,7 +8,8 @@
 #   SLUICE_BENCH_PRIMARY=127.0.0.1:13306 bench/cpu.sh
 #   SLUICE_BIN_BEFORE=/path/to/old/sluice bench/cpu.sh   # also an older build, same run
 # Knobs: BENCH_TIME (10 s per run), BENCH_ROUNDS (3), BENCH_THREADS (16), SLUICE_BIN,
-#   SLUICE_BIN_BEFORE, BENCH_OUT (bench/results-cpu-DATE.md).
+#   SLUICE_BIN_BEFORE, BENCH_OUT (bench/results-cpu-DATE.md), BENCH_BACKEND_TLS (Sluice's
+#   backend tls mode, default disabled like HAProxy's leg).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
@@ -86,6 +87,8 @@ mode = "primary_only"
 name = "primary"
 address = "$primary"
 role = "primary"
+# HAProxy relays the plain bytes; the topology offers TLS, which "preferred" would take.
+tls = "${BENCH_BACKEND_TLS:-disabled}"
 EOF2
 }
 declare -A addr_of=([haproxy]=$haproxy_addr [sluice]=$sluice_addr [sluice-before]=127.0.0.1:6044)

@@ -93,6 +93,7 @@ enabled = ${enabled_of[$e]}
 name = "primary"
 address = "$primary"
 role = "primary"
+tls = "disabled"  # like HAProxy's plain leg; the topology offers TLS
 EOF2
   "$SLUICE_BIN" --config "$work/$e.toml" >"$work/$e.log" 2>&1 &
   pids+=($!)

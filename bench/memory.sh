@@ -49,6 +49,7 @@ mode = "split"
 name = "primary"
 address = "127.0.0.1:$SLUICE_PORT_BASE"
 role = "primary"
+tls = "disabled"  # like HAProxy's plain leg; the topology offers TLS
 
 [[backends]]
 name = "replica1"

@@ -113,6 +113,7 @@ heartbeat_table = ""
 name = "primary"
 address = "$primary"
 role = "primary"
+tls = "disabled"  # like HAProxy's plain leg; the topology offers TLS
 EOF2
 }
 

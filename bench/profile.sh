@@ -68,6 +68,7 @@ mode = "primary_only"
 name = "primary"
 address = "$primary"
 role = "primary"
+tls = "disabled"  # like HAProxy's plain leg; the topology offers TLS
 EOF2
 }
 

@@ -251,10 +251,11 @@ guard_config() {
 # Sluice's config: MODE is primary_only or split. The split suite gives both modes the
 # same backends (primary and replicas); the foundation suite only the primary.
 sluice_config() {
-  local listen=$1 admin=$2 mode=$3 ryw=${4:-off} guard=${5:-} backend_tls=${6:-} r i=0 backends=()
+  # Backend TLS off unless asked: HAProxy relays plain bytes, and the topology's
+  # servers offer TLS, which Sluice's default ("preferred") would take.
+  local listen=$1 admin=$2 mode=$3 ryw=${4:-off} guard=${5:-} backend_tls=${6:-disabled} r i=0 backends=()
   [[ $BENCH_SUITE == foundation || $BENCH_SUITE == tls ]] || backends=("${replicas[@]}")
-  local tls_line=""
-  [[ -z $backend_tls ]] || tls_line="tls = \"$backend_tls\""
+  local tls_line="tls = \"$backend_tls\""
   cat <<EOF
 [server]
 listen = "$listen"
@@ -284,7 +285,7 @@ EOF
   fi
   for r in "${backends[@]}"; do
     i=$((i + 1))
-    printf '\n[[backends]]\nname = "replica%d"\naddress = "%s"\nrole = "replica"\n' "$i" "$r"
+    printf '\n[[backends]]\nname = "replica%d"\naddress = "%s"\nrole = "replica"\n%s\n' "$i" "$r" "$tls_line"
   done
   [[ -z $guard ]] || guard_config
 }
