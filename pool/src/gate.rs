@@ -2,7 +2,11 @@
 //! once (held by clients, being opened or checked, or on their way to a
 //! waiter); past that, requests wait first come, first served. A returned
 //! connection goes straight to the oldest waiter: one lock, one wake-up, no
-//! trip through the pool's idle list.
+//! trip through the pool's idle list. With nobody waiting it stays on the
+//! gate's short "hot" stack, and the next request admitted takes it under
+//! the same lock that admits it: a busy pool's checkout and return are one
+//! lock each. The owner moves connections that sat there too long back to
+//! the pool ([`Gate::evict_hot`]), where its idle checks reach them.
 //!
 //! Waiting costs no allocation and no timer of its own: waiters live in a
 //! slot table that is reused, and one reaper task per gate, asleep until the
@@ -38,8 +42,10 @@ pub(crate) enum WaitError {
 
 /// The outcome of asking to enter.
 pub(crate) enum Entry<'a, T> {
-    /// A permit is held: check a connection out.
-    Admitted,
+    /// A permit is held, with the connection returned most recently if one
+    /// is on the hot stack (the caller checks it is still fresh); else check
+    /// one out.
+    Admitted(Option<T>),
     /// `max_queue` requests already wait.
     QueueFull {
         waiting: usize,
@@ -77,6 +83,9 @@ struct State<T> {
     closed: bool,
     waiters: Vec<Waiter<T>>,
     free: Vec<u32>,
+    /// Returned items nobody waited for, newest last: not out, not in the
+    /// pool's idle list.
+    hot: Vec<T>,
     /// Waiters in arrival order, as (slot, generation); entries whose slot
     /// moved on are skipped.
     queue: VecDeque<(u32, u32)>,
@@ -104,6 +113,8 @@ pub(crate) struct GateStatus {
     pub out: usize,
     pub limit: usize,
     pub queued: usize,
+    /// Items on the hot stack (idle, not in the pool's own idle list).
+    pub hot: usize,
 }
 
 impl<T: Send + 'static> Gate<T> {
@@ -121,6 +132,7 @@ impl<T: Send + 'static> Gate<T> {
                 closed: false,
                 waiters: Vec::new(),
                 free: Vec::new(),
+                hot: Vec::new(),
                 queue: VecDeque::new(),
                 reaper_at: None,
                 adaptive,
@@ -147,7 +159,7 @@ impl<T> Gate<T> {
         }
         if s.out < s.limit && s.queued == 0 {
             s.out += 1;
-            return Entry::Admitted;
+            return Entry::Admitted(s.hot.pop());
         }
         if max_queue > 0 && s.queued >= max_queue {
             return Entry::QueueFull { waiting: s.queued };
@@ -199,11 +211,11 @@ impl<T> Gate<T> {
     }
 
     /// Gives a returned item to the oldest waiter (its permit goes along)
-    /// and says so; when nobody waits, or the limit has shrunk below the
-    /// permits out, or the gate is closed, drops the item (which puts it
-    /// back in its pool) and frees the permit. One lock either way: the
-    /// item is back in the pool before the permit is, so a request admitted
-    /// next finds it idle.
+    /// and says so. When nobody waits, the item goes on the hot stack and
+    /// the permit is freed; when the limit has shrunk below the permits out
+    /// or the gate is closed, the item is dropped (which puts it back in
+    /// its pool) and the permit freed. One lock either way: the item is
+    /// back before the permit is, so a request admitted next finds it.
     pub(crate) fn put_back(&self, item: T, sample: Option<(Duration, Instant)>) -> bool {
         let mut s = self.lock();
         if let Some((rtt, now)) = sample {
@@ -215,8 +227,8 @@ impl<T> Gate<T> {
             s.pop_waiter()
         };
         let Some(index) = next else {
-            drop(item);
             s.out -= 1;
+            s.shelve(item);
             return false;
         };
         let w = &mut s.waiters[index];
@@ -264,13 +276,27 @@ impl<T> Gate<T> {
         s.set_limit(limit);
     }
 
-    /// Closes the gate: waiters get `Closed` now, later requests at once.
+    /// Takes off the hot stack every item `keep` says no to, for the caller
+    /// to drop (back into the pool) outside the lock.
+    pub(crate) fn evict_hot(&self, mut keep: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut s = self.lock();
+        if s.hot.iter().all(&mut keep) {
+            return Vec::new();
+        }
+        let (kept, evicted) = std::mem::take(&mut s.hot).into_iter().partition(|t| keep(t));
+        s.hot = kept;
+        evicted
+    }
+
+    /// Closes the gate: waiters get `Closed` now, later requests at once;
+    /// the hot stack goes back to the pool.
     pub(crate) fn close(&self) {
         let mut s = self.lock();
         if s.closed {
             return;
         }
         s.closed = true;
+        let hot = std::mem::take(&mut s.hot);
         while let Some(index) = s.pop_waiter() {
             let w = &mut s.waiters[index];
             w.slot = Slot::Closed;
@@ -279,6 +305,7 @@ impl<T> Gate<T> {
             }
         }
         drop(s);
+        drop(hot);
         self.reaper.notify_one();
     }
 
@@ -288,6 +315,7 @@ impl<T> Gate<T> {
             out: s.out,
             limit: s.limit,
             queued: s.queued,
+            hot: s.hot.len(),
         }
     }
 
@@ -337,6 +365,16 @@ impl<T> Gate<T> {
 }
 
 impl<T> State<T> {
+    /// Keeps a returned item nobody waits for on the hot stack; a closed
+    /// gate or one over its limit drops it (back to the pool) instead.
+    fn shelve(&mut self, item: T) {
+        if self.closed || self.out >= self.limit {
+            drop(item);
+        } else {
+            self.hot.push(item);
+        }
+    }
+
     /// The oldest live waiter, taken off the queue (and out of `queued`);
     /// its slot is still `Waiting` for the caller to fill.
     fn pop_waiter(&mut self) -> Option<usize> {
@@ -458,10 +496,10 @@ impl<T> Drop for Wait<'_, T> {
                         wake = n.waker.take();
                     }
                     None => {
-                        // Back to the pool, then the permit (under the
-                        // lock, as in `put_back`).
-                        drop(item);
+                        // Back on the hot stack, then the permit (under
+                        // the lock, as in `put_back`).
                         s.out -= 1;
+                        s.shelve(item);
                     }
                 }
             }
@@ -515,14 +553,14 @@ mod tests {
     fn waiter<'a>(gate: &'a Gate<Item>, max_queue: usize, timeout: Duration) -> Wait<'a, Item> {
         match gate.enter(max_queue, timeout) {
             Entry::Wait(w) => w,
-            Entry::Admitted => panic!("admitted, expected to wait"),
+            Entry::Admitted(_) => panic!("admitted, expected to wait"),
             Entry::QueueFull { .. } => panic!("queue full"),
             Entry::Closed => panic!("closed"),
         }
     }
 
     fn admitted(gate: &Gate<Item>) -> bool {
-        matches!(gate.enter(0, LONG), Entry::Admitted)
+        matches!(gate.enter(0, LONG), Entry::Admitted(_))
     }
 
     fn ready<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
@@ -545,7 +583,8 @@ mod tests {
             GateStatus {
                 out: 2,
                 limit: 2,
-                queued: 1
+                queued: 1,
+                hot: 0
             }
         );
         gate.release(None);
@@ -555,7 +594,8 @@ mod tests {
             GateStatus {
                 out: 2,
                 limit: 2,
-                queued: 0
+                queued: 0,
+                hot: 0
             }
         );
         gate.release(None);
@@ -581,10 +621,54 @@ mod tests {
             // Later waiters are still waiting.
             assert_eq!(gate.waiting(), 4 - n);
         }
-        // Nobody waits: the item goes back to the pool, the permit is free.
+        // Nobody waits: the item goes on the hot stack, the permit is free,
+        // and the next request admitted gets that item.
         assert!(!gate.put_back(Item(9, drops.clone()), None));
         assert_eq!(gate.status().out, 0);
-        assert_eq!(drops.load(Ordering::SeqCst), 5 + 1);
+        assert_eq!(gate.status().hot, 1);
+        assert_eq!(drops.load(Ordering::SeqCst), 5);
+        match gate.enter(0, LONG) {
+            Entry::Admitted(Some(item)) => assert_eq!(item.0, 9),
+            _ => panic!("the hot item was not handed to the next request"),
+        }
+        assert_eq!(gate.status().hot, 0);
+    }
+
+    #[tokio::test]
+    async fn the_hot_stack_is_newest_first_evictable_and_emptied_on_close() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let gate = Gate::<Item>::new(3, None);
+        for _ in 0..3 {
+            assert!(admitted(&gate));
+        }
+        for n in 0..3 {
+            assert!(!gate.put_back(Item(n, drops.clone()), None));
+        }
+        assert_eq!(gate.status().hot, 3);
+        // The owner evicts what it no longer trusts; nothing is dropped
+        // under the lock, the caller gets the items.
+        let evicted = gate.evict_hot(|item| item.0 != 0);
+        assert_eq!(evicted.len(), 1);
+        drop(evicted);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let two = match gate.enter(0, LONG) {
+            Entry::Admitted(Some(item)) => item,
+            _ => panic!("expected a hot item"),
+        };
+        assert_eq!(two.0, 2, "newest first");
+        let one = match gate.enter(0, LONG) {
+            Entry::Admitted(Some(item)) => item,
+            _ => panic!("expected a hot item"),
+        };
+        // A limit below the permits out drops a returned item instead.
+        gate.set_bounds(1, false);
+        assert!(!gate.put_back(two, None));
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+        assert!(!gate.put_back(one, None));
+        assert_eq!(gate.status().hot, 1);
+        gate.close();
+        assert_eq!(drops.load(Ordering::SeqCst), 3, "close returns the hot stack");
+        assert_eq!(gate.status().hot, 0);
     }
 
     #[tokio::test]
@@ -627,7 +711,8 @@ mod tests {
             GateStatus {
                 out: 1,
                 limit: 1,
-                queued: 0
+                queued: 0,
+                hot: 0
             }
         );
     }
@@ -679,19 +764,20 @@ mod tests {
         };
         assert_eq!(item.0, 7);
         assert_eq!(drops.load(Ordering::SeqCst), 0);
-        // Same with nobody behind: the item goes back to the pool, the
+        // Same with nobody behind: the item goes on the hot stack, the
         // permit is freed.
         let mut c = waiter(&gate, 0, LONG);
         assert!(ready(&mut c).is_none());
         assert!(gate.put_back(item, None));
         drop(c);
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
         assert_eq!(
             gate.status(),
             GateStatus {
                 out: 0,
                 limit: 1,
-                queued: 0
+                queued: 0,
+                hot: 1
             }
         );
         // And a dropped permit grant frees the permit.
@@ -705,7 +791,8 @@ mod tests {
             GateStatus {
                 out: 0,
                 limit: 1,
-                queued: 0
+                queued: 0,
+                hot: 0
             }
         );
     }
@@ -759,7 +846,8 @@ mod tests {
             GateStatus {
                 out: 3,
                 limit: 3,
-                queued: 0
+                queued: 0,
+                hot: 0
             }
         );
         gate.set_bounds(1, false);
@@ -776,7 +864,8 @@ mod tests {
             GateStatus {
                 out: 1,
                 limit: 1,
-                queued: 0
+                queued: 0,
+                hot: 0
             }
         );
     }
@@ -794,7 +883,7 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 for i in 0..200u32 {
                     let item = match gate.enter(0, LONG) {
-                        Entry::Admitted => Item(t * 1000 + i, drops.clone()),
+                        Entry::Admitted(hot) => hot.unwrap_or_else(|| Item(t * 1000 + i, drops.clone())),
                         Entry::Wait(w) => match w.await.expect("granted") {
                             Grant::Item(item) => item,
                             Grant::Permit => Item(t * 1000 + i, drops.clone()),
@@ -811,14 +900,9 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(served.load(Ordering::SeqCst), 16 * 200);
-        assert_eq!(
-            gate.status(),
-            GateStatus {
-                out: 0,
-                limit: 3,
-                queued: 0
-            }
-        );
+        let status = gate.status();
+        assert_eq!((status.out, status.queued), (0, 0));
+        assert!(status.hot <= 3, "{status:?}");
     }
 }
 
@@ -911,7 +995,10 @@ mod cost {
             let (pool, gate) = (pool.clone(), gate.clone());
             async move {
                 let conn = match gate.enter(0, Duration::from_secs(2)) {
-                    Entry::Admitted => pool.get().await.unwrap(),
+                    Entry::Admitted(hot) => match hot {
+                        Some(conn) => conn,
+                        None => pool.get().await.unwrap(),
+                    },
                     Entry::Wait(w) => match w.await.unwrap() {
                         Grant::Item(conn) => conn,
                         Grant::Permit => pool.get().await.unwrap(),

@@ -7,7 +7,7 @@
 //! delays a client nor takes the place of one.
 
 use crate::PoolSettings;
-use crate::manager::PoolShared;
+use crate::manager::{PEEK_AFTER_IDLE, PoolShared};
 use deadpool::managed::Timeouts;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,8 +34,15 @@ pub(crate) fn spawn(shared: &Arc<PoolShared>, settings: PoolSettings) {
 
 /// Takes each idle connection once without waiting; `recycle` pings or
 /// replaces it as needed and dropping it puts it at the back of the queue
-/// (or hands it to a request that started waiting meanwhile).
+/// (or hands it to a request that started waiting meanwhile). Connections
+/// left on the gate's hot stack since before the last sweep go back to
+/// deadpool first, so this reaches them too.
 async fn sweep(shared: &Arc<PoolShared>) {
+    drop(
+        shared
+            .gate
+            .evict_hot(|conn| conn.last_io.elapsed() < PEEK_AFTER_IDLE),
+    );
     let no_wait = Timeouts {
         wait: Some(Duration::ZERO),
         ..shared.pool.timeouts()
