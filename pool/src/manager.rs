@@ -158,6 +158,7 @@ impl PoolShared {
             conn: Some(conn),
             shared: self.clone(),
             since: adaptive.then(Instant::now),
+            at_once: false,
         }
     }
 
@@ -168,6 +169,7 @@ impl PoolShared {
     /// at the next checkout.
     fn give_back(&self, mut conn: Conn, since: Option<Instant>) {
         let settings = &self.pool.manager().settings;
+        // A real reading: a session may have held it idle for minutes.
         let now = Instant::now();
         let c: &mut BackendConn = &mut conn;
         // A latency sample when a command was sent during this checkout.
@@ -212,8 +214,8 @@ impl PoolShared {
 /// A connection from the gate's hot stack is handed out unchecked only if
 /// it was in use moments ago (so its socket cannot have been closed
 /// unnoticed for long); anything older goes through deadpool's `recycle`.
-fn fresh(conn: &Conn) -> bool {
-    !conn.broken && conn.last_io.elapsed() < PEEK_AFTER_IDLE
+fn fresh(conn: &Conn, now: Instant) -> bool {
+    !conn.broken && now.saturating_duration_since(conn.last_io) < PEEK_AFTER_IDLE
 }
 
 /// A checked-out backend connection (dereferences to [`BackendConn`]);
@@ -223,6 +225,16 @@ pub struct Pooled {
     shared: Arc<PoolShared>,
     /// When it was checked out, if the adaptive limit wants latencies.
     since: Option<Instant>,
+    /// Taken from the hot stack without waiting.
+    at_once: bool,
+}
+
+impl Pooled {
+    /// The pool handed it over at once, from the connections returned
+    /// moments ago: no wait, no connect, no check.
+    pub fn handed_at_once(&self) -> bool {
+        self.at_once
+    }
 }
 
 impl Deref for Pooled {
@@ -459,10 +471,20 @@ impl BackendPool {
     /// the queue is full. A request that finds a connection free never
     /// queues and arms no timer.
     pub async fn acquire(&self) -> Result<Pooled, AcquireError> {
+        self.acquire_at(Instant::now()).await
+    }
+
+    /// [`acquire`](Self::acquire) for a caller that read the clock just
+    /// before (`now`), so the common path reads it no more.
+    pub async fn acquire_at(&self, now: Instant) -> Result<Pooled, AcquireError> {
         let gate = &self.shared.gate;
         let backend = || self.key.backend.clone();
         let granted = match gate.enter(self.settings.max_queue, self.settings.acquire_timeout) {
-            Entry::Admitted(Some(conn)) if fresh(&conn) => return Ok(self.shared.pooled(conn)),
+            Entry::Admitted(Some(conn)) if fresh(&conn, now) => {
+                let mut conn = self.shared.pooled(conn);
+                conn.at_once = true;
+                return Ok(conn);
+            }
             // Stale: back to deadpool, whose checkout checks it.
             Entry::Admitted(_) => Grant::Permit,
             Entry::QueueFull { waiting } => {

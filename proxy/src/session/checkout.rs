@@ -110,10 +110,17 @@ impl Session {
         }
     }
 
+    /// A connection handed over at once (the pool's hot stack) waited
+    /// zero; any other checkout is timed from the command's arrival, with
+    /// no clock read on the common path.
     async fn acquire(&mut self, pool: &BackendPool) -> Result<Pooled, AcquireError> {
-        let waited = Instant::now();
-        let conn = pool.acquire().await?;
-        self.metrics.pool_wait(pool.backend(), waited.elapsed());
+        let conn = pool.acquire_at(self.command_started).await?;
+        let waited = if conn.handed_at_once() {
+            Duration::ZERO
+        } else {
+            self.command_started.elapsed()
+        };
+        self.metrics.pool_wait(pool.backend(), waited);
         Ok(conn)
     }
 

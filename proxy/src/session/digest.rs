@@ -30,10 +30,11 @@ pub(super) enum DigestKey {
 }
 
 impl Session {
-    /// A statement starts: the clock starts if digests are enabled.
+    /// A statement starts: its digest times it from the command's arrival,
+    /// if digests are enabled.
     pub(super) fn digest_start(&mut self) -> Option<Instant> {
         self.digest = DigestNote::default();
-        self.config.digests.enabled.then(Instant::now)
+        self.config.digests.enabled.then_some(self.command_started)
     }
 
     /// The statement ended (`ended` is what the command returned).

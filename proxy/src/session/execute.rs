@@ -162,7 +162,8 @@ impl Session {
         if routed != Route::Held {
             self.binding.release_statement_hold();
         }
-        let started = Instant::now();
+        // From the command's arrival: what the client waits for.
+        let started = self.command_started;
         if let Some(step) = self.connect_and_send(work, routed).await? {
             return Ok(step);
         }

@@ -52,7 +52,7 @@ use sluice_router::{ReplicaState, Scratch};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
@@ -189,6 +189,9 @@ struct Session {
     guard_memo: Vec<guard::ShapeMemo>,
     /// What the current statement did, for its query digest.
     digest: digest::DigestNote,
+    /// When the current command arrived: the one clock reading its
+    /// digest, duration metric and pool checkout share.
+    command_started: Instant,
 }
 
 impl Session {
@@ -238,6 +241,7 @@ impl Session {
             guard_memo: Vec::new(),
             digest: Default::default(),
             metrics: SessionMetrics::default(),
+            command_started: Instant::now(),
         }
     }
 
@@ -274,6 +278,7 @@ impl Session {
                 Err(e) => return self.on_read_error(e, max_packet).await,
             };
             self.seq = last_seq.wrapping_add(1);
+            self.command_started = Instant::now();
             if seq != 0 {
                 self.refuse_and_close(&errors::packets_out_of_order(), "out_of_order")
                     .await;
