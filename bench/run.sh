@@ -29,6 +29,10 @@
 #                         so the pooled backend leg is TLS too) and sluice-plainbackend (the
 #                         same with backend tls = "disabled"). The topology's servers offer
 #                         TLS (scripts/test-ca.sh); a primary given by SLUICE_BENCH_PRIMARY must too.
+#                         Adds the server side's CPU per query: the primary mariadbd's plus the
+#                         proxy's (utime + stime over the run; own topology only). With
+#                         BENCH_TLS_KEY=ec the server certificate (MariaDB's, via FLUSH SSL, and
+#                         Sluice's) is ECDSA P-256 instead of RSA 2048.
 #   ryw                   the cost of read_your_writes: oltp_read_write (prepared, autocommit)
 #                         and a write-then-read loop (bench/write_then_read.lua); endpoints
 #                         direct, haproxy and Sluice in split mode with read_your_writes =
@@ -238,6 +242,18 @@ guard_counts() {
     END { printf "%d %d\n", a, m }'
 }
 
+# "DB PROXY": CPU clock ticks (utime + stime) of the primary mariadbd and of PROXY_PID
+# (0 when unknown or none).
+server_ticks() {
+  local t
+  for p in "$primary_pid" "$1"; do
+    t=0
+    [[ -z $p || ! -r /proc/$p/stat ]] || t=$(awk '{print $14 + $15}' "/proc/$p/stat")
+    printf '%s ' "$t"
+  done
+  echo
+}
+
 # The [guard] section for the sysbench tables.
 guard_config() {
   local t
@@ -297,6 +313,7 @@ start_sluice() {
   sluice_config "$listen" "$admin" "$mode" "$ryw" "$guard" "$backend_tls" >"$work/$name.toml"
   "$SLUICE_BIN" --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
   pids+=($!)
+  endpoint_pid[$name]=$!
   wait_port "$listen" "$!" || { tail -n 30 "$work/$name.log" >&2; log "$name did not start"; exit 1; }
 }
 
@@ -347,6 +364,21 @@ if [[ $BENCH_SUITE == tls ]]; then
   cp "$work/tls/client.key" "$work/tls/client-key.pem"
   cp "$work/tls/client.pem" "$work/tls/client-cert.pem"
   cp "$work/tls/ca.pem" "$work/tls/cacert.pem"
+  if [[ ${BENCH_TLS_KEY:-rsa} == ec ]]; then
+    # An ECDSA P-256 server certificate from the same CA, for Sluice and (swapped in,
+    # then FLUSH SSL) for the topology's primary.
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=sluice-bench-ec" \
+      -keyout "$work/tls/server.key" -out "$work/tls/server.csr" 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n' \
+      >"$work/tls/server.ext"
+    openssl x509 -req -in "$work/tls/server.csr" -CA "$work/tls/ca.pem" -CAkey "$work/tls/ca.key" \
+      -CAcreateserial -CAserial "$work/tls/ca.srl" -days 30 -sha256 -extfile "$work/tls/server.ext" \
+      -out "$work/tls/server.pem" 2>/dev/null
+    [[ -d $work/db/tls ]] || { log "BENCH_TLS_KEY=ec needs the bench's own topology"; exit 1; }
+    cp "$work/tls/server.pem" "$work/db/tls/server.pem"
+    cp "$work/tls/server.key" "$work/db/tls/server.key"
+    mariadb --no-defaults -uroot -h"${primary%:*}" -P"${primary##*:}" -e 'FLUSH SSL'
+  fi
 fi
 if [[ $BENCH_SUITE != foundation && $BENCH_SUITE != tls && ${#replicas[@]} == 0 ]]; then
   log "the split suite needs replicas: set SLUICE_BENCH_REPLICAS with SLUICE_BENCH_PRIMARY"
@@ -363,10 +395,14 @@ port_free "$haproxy_addr" || exit 1
 sed -e "s/@LISTEN@/$haproxy_addr/" -e "s/@PRIMARY@/$primary/" bench/haproxy.cfg >"$work/haproxy.cfg"
 haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids+=($!)
+haproxy_pid=$!
 wait_port "$haproxy_addr" "$!" || { cat "$work/haproxy.log" >&2; log "haproxy did not start"; exit 1; }
 declare -A endpoint_addr=([direct]=$primary [haproxy]=$haproxy_addr [sluice]=$sluice_addr
   [sluice-primary_only]=$sluice_addr [sluice-split]=$split_addr
   [sluice-guard]=$sluice_addr [sluice-noguard]=$split_addr [sluice-plainbackend]=$split_addr)
+declare -A endpoint_pid=([haproxy]=$haproxy_pid)
+primary_pid=""
+[[ -z ${SLUICE_BENCH_PRIMARY:-} ]] && primary_pid=$(_topo_pid "$work/db" primary || true)
 declare -A endpoint_admin=([sluice]=$sluice_admin [sluice-primary_only]=$sluice_admin
   [sluice-split]=$split_admin [sluice-guard]=$sluice_admin [sluice-noguard]=$split_admin
   [sluice-plainbackend]=$split_admin)
@@ -419,6 +455,8 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
       [[ $BENCH_SUITE != guard ]] || db_before=$(db_counters)
       guard_before=""
       [[ $BENCH_SUITE != guard || $e != sluice-guard ]] || guard_before=$(guard_counts "$admin")
+      cpu_before=""
+      [[ $BENCH_SUITE != tls ]] || cpu_before=$(server_ticks "${endpoint_pid[$e]:-}")
       if run_workload "$w" "${endpoint_addr[$e]}" >"$logf" 2>&1 && res=$(parse <"$logf"); then
         read -r qps p95 errors <<<"$res"
         share=""
@@ -432,6 +470,13 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
           db=$(awk -v b="$db_before" -v a="$(db_counters)" -v q="$qps" -v t="$BENCH_TIME" 'BEGIN {
             split(b, x, " "); split(a, y, " "); n = q * t
             if (n > 0) printf "%.1f/%.1f", 1000 * (y[1] - x[1]) / n, 1000 * (y[2] - x[2]) / n }')
+        fi
+        if [[ -n $cpu_before ]]; then
+          # Server-side CPU (ms) per query: mariadbd's, and the proxy's.
+          db=$(awk -v b="$cpu_before" -v a="$(server_ticks "${endpoint_pid[$e]:-}")" -v q="$qps" \
+            -v t="$BENCH_TIME" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+            split(b, x, " "); split(a, y, " "); n = q * t
+            if (n > 0) printf "%.3f/%.3f", 1000 * (y[1] - x[1]) / hz / n, 1000 * (y[2] - x[2]) / hz / n }')
         fi
         if [[ -n $guard_before && $w == absent_* ]]; then
           fp=$(awk -v b="$guard_before" -v a="$(guard_counts "$admin")" 'BEGIN {
@@ -490,10 +535,13 @@ done
       "verified (connect-per-query: connect + TLS handshake + login + one point select + close)." \
       "direct and haproxy (TCP) reach MariaDB's own TLS; Sluice (primary_only) terminates the" \
       "client's TLS and reuses pooled backend connections: sluice's are TLS (tls = \"preferred\")," \
-      "sluice-plainbackend's plain (tls = \"disabled\")."
+      "sluice-plainbackend's plain (tls = \"disabled\"). Server certificate: ${BENCH_TLS_KEY:-rsa}" \
+      "(rsa = RSA 2048, ec = ECDSA P-256). \"server CPU\" is milliseconds of CPU per query (per" \
+      "connection for connect_per_query) of the primary mariadbd / of the proxy, median; the" \
+      "clients' own CPU (PHP's TLS handshakes, sysbench) is the same for every endpoint."
     echo
-    echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) |"
-    echo "| --- | --- | ---: | ---: | ---: |"
+    echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) | server CPU ms: db / proxy |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: |"
   elif [[ $BENCH_SUITE == ryw ]]; then
     echo "Sluice runs in split mode with the primary and ${#replicas[@]} replica(s), one instance per" \
       "read_your_writes mode; haproxy and direct go to the primary only. read_write_ps_notrx is" \
@@ -525,6 +573,10 @@ done
         [[ $e != sluice-guard ]] || vs=$(ratio "$qps" "$(column "$w" sluice-noguard 4 | median || true)")
         printf ' %s | %s | %s | %s |' "$vs" "$(column "$w" "$e" 8 | grep . | tail -n 1 || true)" \
           "$(column "$w" "$e" 9 | grep . | median || true)" "$(column "$w" "$e" 6 | sum)"
+      elif [[ $BENCH_SUITE == tls ]]; then
+        cpu_db=$(column "$w" "$e" 8 | grep . | cut -d/ -f1 | median || true)
+        cpu_proxy=$(column "$w" "$e" 8 | grep . | cut -d/ -f2 | median || true)
+        printf ' %s |' "${cpu_db:+$cpu_db / $cpu_proxy}"
       elif [[ $BENCH_SUITE != foundation && $BENCH_SUITE != tls ]]; then
         vs=""
         [[ $e != sluice-split ]] || vs=$(ratio "$qps" "$primary_only")

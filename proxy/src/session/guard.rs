@@ -21,7 +21,6 @@ use sluice_router::probe::{probe_literal, probe_param, reason};
 use sluice_router::{Facts, GtidPos, Route};
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Where this execution's key values are.
 pub(super) enum Values<'a> {
@@ -128,7 +127,7 @@ impl Session {
         let Some(table) = self.shared.guard.table(schema, &shape.table) else {
             return Ok(Asked::NotGuarded);
         };
-        let started = Instant::now();
+        let started = self.command_started;
         match self.decide(facts, shape, &table, &values).await {
             Decision::Answer(columns) => {
                 self.answer_empty(facts, &columns).await?;
