@@ -36,6 +36,10 @@ pub enum CommandOutcome {
     Err { payload: Vec<u8> },
 }
 
+/// The shortest keepalive interval: a connection idle for less is never
+/// pinged, whatever the server's `wait_timeout`.
+pub(crate) const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(300);
+
 /// Generic over the byte stream so the relay can run over in-memory streams
 /// in tests; the default is the pool's TCP-or-TLS stream. Sluice's own
 /// commands below are implemented for that stream only.
@@ -510,7 +514,7 @@ impl BackendConn {
     /// minute.
     pub fn keepalive_interval(&self) -> Duration {
         let third = Duration::from_secs(self.wait_timeout_secs.max(1)).mul_f64(self.jitter / 3.0);
-        third.min(Duration::from_secs(60)).max(Duration::from_millis(300))
+        third.min(Duration::from_secs(60)).max(MIN_KEEPALIVE_INTERVAL)
     }
 
     /// True when the server has closed the connection (or sent something

@@ -194,7 +194,9 @@ impl PoolShared {
             return;
         }
         let idle = now.saturating_duration_since(c.last_io);
-        if idle >= c.keepalive_interval() {
+        // The interval's float arithmetic only for a connection idle long
+        // enough for it to matter (not after an ordinary statement).
+        if idle >= crate::conn::MIN_KEEPALIVE_INTERVAL && idle >= c.keepalive_interval() {
             drop(conn);
             self.gate.release(sample);
             return;
