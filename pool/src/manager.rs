@@ -149,16 +149,17 @@ impl PoolShared {
             Some(t) => self.pool.timeout_get(t).await?,
         };
         std::mem::forget(permit);
-        Ok(self.pooled(conn))
+        Ok(self.pooled(conn, Duration::ZERO))
     }
 
-    fn pooled(self: &Arc<Self>, conn: Conn) -> Pooled {
+    /// `waited`: how long the checkout took (zero from the hot stack).
+    fn pooled(self: &Arc<Self>, conn: Conn, waited: Duration) -> Pooled {
         let adaptive = self.adaptive.load(Ordering::Relaxed);
         Pooled {
             conn: Some(conn),
             shared: self.clone(),
             since: adaptive.then(Instant::now),
-            at_once: false,
+            waited,
         }
     }
 
@@ -227,15 +228,14 @@ pub struct Pooled {
     shared: Arc<PoolShared>,
     /// When it was checked out, if the adaptive limit wants latencies.
     since: Option<Instant>,
-    /// Taken from the hot stack without waiting.
-    at_once: bool,
+    /// How long the checkout waited (queue, connect, checks); zero for one
+    /// taken from the hot stack, which reads no clock.
+    waited: Duration,
 }
 
 impl Pooled {
-    /// The pool handed it over at once, from the connections returned
-    /// moments ago: no wait, no connect, no check.
-    pub fn handed_at_once(&self) -> bool {
-        self.at_once
+    pub fn waited(&self) -> Duration {
+        self.waited
     }
 }
 
@@ -481,12 +481,15 @@ impl BackendPool {
     pub async fn acquire_at(&self, now: Instant) -> Result<Pooled, AcquireError> {
         let gate = &self.shared.gate;
         let backend = || self.key.backend.clone();
-        let granted = match gate.enter(self.settings.max_queue, self.settings.acquire_timeout) {
+        let entry = match gate.enter(self.settings.max_queue, self.settings.acquire_timeout) {
             Entry::Admitted(Some(conn)) if fresh(&conn, now) => {
-                let mut conn = self.shared.pooled(conn);
-                conn.at_once = true;
-                return Ok(conn);
+                return Ok(self.shared.pooled(conn, Duration::ZERO));
             }
+            entry => entry,
+        };
+        // Off the hot stack: the wait (queue, connect, checks) is timed.
+        let began = Instant::now();
+        let granted = match entry {
             // Stale: back to deadpool, whose checkout checks it.
             Entry::Admitted(_) => Grant::Permit,
             Entry::QueueFull { waiting } => {
@@ -509,7 +512,7 @@ impl BackendPool {
             },
         };
         let conn = match granted {
-            Grant::Item(conn) => return Ok(self.shared.pooled(conn)),
+            Grant::Item(conn) => return Ok(self.shared.pooled(conn, began.elapsed())),
             // Boxed: deadpool's checkout future is large, and with the hot
             // stack this path is taken only to open or recheck connections.
             Grant::Permit => Box::pin(self.shared.checkout(None)).await,
@@ -520,7 +523,10 @@ impl BackendPool {
             reason,
         };
         match conn {
-            Ok(conn) => Ok(conn),
+            Ok(mut conn) => {
+                conn.waited = began.elapsed();
+                Ok(conn)
+            }
             Err(PoolError::Timeout(TimeoutType::Wait)) => Err(AcquireError::PoolExhausted {
                 backend: backend(),
                 max: self.shared.pool.status().max_size,

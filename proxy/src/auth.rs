@@ -357,8 +357,10 @@ pub fn refusal(cause: &'static str, user: &str, peer_host: &str, used_password: 
     errors::access_denied(user, peer_host, used_password)
 }
 
+/// subtle's comparison, which the optimizer cannot turn into an early exit.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// `sluice hash-password`: the mysql_native_password hash of `password`,

@@ -13,7 +13,8 @@ use std::process::ExitCode;
     about = "A MySQL-wire proxy: pooling, read/write split, Prometheus metrics"
 )]
 struct Cli {
-    /// Config file (TOML) to run with (`healthcheck` reads its admin_listen).
+    /// Config file (TOML) to run with (`healthcheck` and `top` read its
+    /// admin_listen).
     #[arg(long, short = 'c', value_name = "PATH", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -49,9 +50,6 @@ enum Command {
         /// --config, else 127.0.0.1:9033].
         #[arg(long, value_name = "HOST:PORT")]
         admin: Option<String>,
-        /// Config file whose server.admin_listen to poll.
-        #[arg(long, short = 'c', value_name = "PATH")]
-        config: Option<PathBuf>,
         /// Bearer token for the admin endpoint (sent as `Authorization: Bearer ...`).
         #[arg(long, value_name = "TOKEN")]
         token: Option<String>,
@@ -79,29 +77,19 @@ pub fn main() -> ExitCode {
         (
             Some(Command::Top {
                 admin,
-                config,
                 token,
                 sort,
                 limit,
                 once,
             }),
-            top_config,
+            config,
         ) => {
-            let admin = match (admin, config.or(top_config)) {
-                (Some(admin), _) => admin,
-                (None, Some(path)) => {
-                    match std::fs::read_to_string(&path)
-                        .map_err(|e| e.to_string())
-                        .and_then(|text| crate::top::admin_from_config(&text))
-                    {
-                        Ok(admin) => admin,
-                        Err(e) => {
-                            eprintln!("sluice: {}: {e}", path.display());
-                            return ExitCode::FAILURE;
-                        }
-                    }
+            let admin = match admin.map_or_else(|| crate::healthcheck::admin_address(config.as_deref()), Ok) {
+                Ok(admin) => admin,
+                Err(e) => {
+                    eprintln!("sluice top: {e}");
+                    return ExitCode::FAILURE;
                 }
-                (None, None) => crate::top::DEFAULT_ADMIN.to_string(),
             };
             crate::top::run(&crate::top::Options {
                 admin,

@@ -21,12 +21,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 
 pub fn run(opts: &Options) -> ExitCode {
     let live = !opts.once && std::io::stdout().is_terminal();
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(5)))
-            .http_status_as_error(false)
-            .build(),
-    );
+    let agent = crate::healthcheck::agent(Duration::from_secs(5));
     loop {
         let (width, height) = if live { terminal_size() } else { (usize::MAX, 0) };
         // Two header lines and one for the cursor.
@@ -176,41 +171,9 @@ fn terminal_size() -> (usize, usize) {
     }
 }
 
-/// The admin address in `config`'s `server.admin_listen`, as a client
-/// reaches it (an unspecified address means this host's loopback).
-pub fn admin_from_config(text: &str) -> Result<String, String> {
-    let table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
-    let listen = table
-        .get("server")
-        .and_then(|s| s.get("admin_listen"))
-        .and_then(|v| v.as_str())
-        .unwrap_or(DEFAULT_ADMIN);
-    Ok(reachable(listen))
-}
-
-/// Where `server.admin_listen` listens by default.
-pub const DEFAULT_ADMIN: &str = "127.0.0.1:9033";
-
-fn reachable(listen: &str) -> String {
-    match listen.rsplit_once(':') {
-        Some(("0.0.0.0" | "", port)) => format!("127.0.0.1:{port}"),
-        Some(("[::]", port)) => format!("[::1]:{port}"),
-        _ => listen.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn admin_address_comes_from_the_config() {
-        let text = "[server]\nlisten = \"127.0.0.1:3307\"\nadmin_listen = \"0.0.0.0:9100\"\n";
-        assert_eq!(admin_from_config(text).unwrap(), "127.0.0.1:9100");
-        assert_eq!(admin_from_config("[server]\n").unwrap(), DEFAULT_ADMIN);
-        assert_eq!(reachable("[::]:9033"), "[::1]:9033");
-        assert_eq!(reachable("10.0.0.5:9033"), "10.0.0.5:9033");
-    }
 
     #[test]
     fn plain_table_has_every_fingerprint_uncut() {

@@ -7,31 +7,16 @@
 use mysql_async::Conn;
 use mysql_async::prelude::*;
 use serde_json::Value;
-use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, sluice_bin, wait_until};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, http_request, sluice_bin, wait_until};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// One HTTP request to the admin endpoint: (status code, body).
 fn http(s: &Sluice, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", s.admin_port)).expect("admin endpoint");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    (code, body.to_string())
+    let answer =
+        http_request(s.admin_port, method, path, &[]).expect("an HTTP answer from the admin endpoint");
+    (answer.status, answer.body)
 }
 
 fn digests(s: &Sluice, query: &str) -> Value {

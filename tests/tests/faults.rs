@@ -72,6 +72,17 @@ async fn idle_clients_survive_wait_timeout() {
         metric_sum(&m, "sluice_pool_keepalive_pings_total", &[])
     );
     assert!(metric_sum(&m, "sluice_pool_keepalive_pings_total", &[]) > 0.0);
+    // Kept alive, not found dead and replaced: the pings reached every
+    // pooled connection, including those last used just before the idle
+    // spell (the pool's hot stack).
+    assert_eq!(
+        metric_sum(
+            &m,
+            "sluice_pool_connections_replaced_total",
+            &["reason=\"closed_by_server\""]
+        ),
+        0.0
+    );
     assert_eq!(metric_sum(&m, "sluice_errors_total", &[]), 0.0);
 }
 

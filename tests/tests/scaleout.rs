@@ -198,9 +198,19 @@ struct Tally {
 }
 
 impl Tally {
+    /// A lost connection (kill -9, a drained instance closing) and an
+    /// instance's 1053 are what a client of a stopping instance may see;
+    /// anything else (an SQL error, a protocol error) is wrong.
     fn failed(&self, e: &mysql_async::Error) {
+        use mysql_async::{DriverError, Error};
         self.failed.fetch_add(1, Ordering::Relaxed);
-        if matches!(e, mysql_async::Error::Server(s) if s.code != 1053) {
+        let expected = match e {
+            Error::Io(_) | Error::Driver(DriverError::ConnectionClosed) => true,
+            Error::Server(s) => s.code == 1053,
+            _ => false,
+        };
+        if !expected {
+            eprintln!("scale-out: unexpected client error: {e}");
             self.wrong.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -541,7 +551,7 @@ async fn two_instances_behind_haproxy_drain_and_die_under_sysbench() {
          errors {:?}; connect-per-request (ok, failed): before {:?}, SIGTERM + drain {:?}, restart + kill -9 {:?}; \
          persistent (ok, failed): before {:?}, SIGTERM + drain {:?}, restart + kill -9 {:?}",
         number("total number of events:"),
-        number("ignored errors:"),
+        number("errors:"),
         counts(&phases, 0),
         counts(&phases, 1),
         counts(&phases, 2),
@@ -580,11 +590,11 @@ async fn two_instances_behind_haproxy_drain_and_die_under_sysbench() {
     assert_eq!(
         wrong(&phases) + wrong(&persistent),
         0,
-        "a client got an SQL error"
+        "a client got an error other than a lost connection or 1053"
     );
     assert!(
-        a_log.contains("drain"),
-        "a's log says nothing of draining:\n{a_log}"
+        a_log.contains("drain delay over"),
+        "a's log does not show the drain delay running out:\n{a_log}"
     );
     drop(a2);
 }

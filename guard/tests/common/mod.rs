@@ -76,7 +76,6 @@ server_id = {server_id}
 {tables}
 "#
     );
-    let toml = toml.replace("{INSTANCE}", INSTANCE);
     let config = sluice_config::Config::parse(&toml).unwrap_or_else(|e| panic!("config: {e:?}\n{toml}"));
     let g = Guard::new();
     let (_tx, rx) = tokio::sync::watch::channel(Some(primary.to_string()));

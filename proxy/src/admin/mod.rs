@@ -47,9 +47,14 @@ pub async fn spawn(addr: &str, handle: PrometheusHandle, shared: Arc<Shared>) ->
     let admin = Arc::new(Admin { handle, shared });
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: as the client listener.
+                    tracing::warn!("admin endpoint: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
             };
             let admin = admin.clone();
             tokio::spawn(async move {

@@ -93,6 +93,7 @@ fn digests(call: &Call) -> Reply {
         Some(value) => match value.parse() {
             Ok(n) => n,
             Err(_) => {
+                super::refused("bad_query");
                 return Reply::text(
                     StatusCode::BAD_REQUEST,
                     format!("bad limit `{value}`: expected a number of rows\n"),
@@ -102,10 +103,14 @@ fn digests(call: &Call) -> Reply {
     };
     match crate::digests_json::render_json(&sort, limit) {
         Ok(body) => Reply::ok("application/json", body),
-        Err(e) => Reply::text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(e) => {
+            super::refused("bad_query");
+            Reply::text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
     }
 }
 
 fn digests_reset(_: &Call) -> Reply {
+    tracing::info!("query digests reset through the admin endpoint");
     Reply::ok("application/json", crate::digests_json::reset())
 }

@@ -236,7 +236,7 @@ fn admin() {
         "sluice_admin_requests_refused_total",
         Unit::Count,
         "Admin endpoint requests refused, by reason (not_found, method_not_allowed, \
-         unauthorized: missing or wrong bearer token, bad_body)"
+         unauthorized: missing or wrong bearer token, bad_body, bad_query)"
     );
     describe_counter!(
         "sluice_systemd_notify_failures_total",

@@ -110,17 +110,11 @@ impl Session {
         }
     }
 
-    /// A connection handed over at once (the pool's hot stack) waited
-    /// zero; any other checkout is timed from the command's arrival, with
-    /// no clock read on the common path.
+    /// The pool times the checkout itself: a connection from its hot stack
+    /// waited zero and costs no clock reading.
     async fn acquire(&mut self, pool: &BackendPool) -> Result<Pooled, AcquireError> {
         let conn = pool.acquire_at(self.command_started).await?;
-        let waited = if conn.handed_at_once() {
-            Duration::ZERO
-        } else {
-            self.command_started.elapsed()
-        };
-        self.metrics.pool_wait(pool.backend(), waited);
+        self.metrics.pool_wait(pool.backend(), conn.waited());
         Ok(conn)
     }
 

@@ -178,13 +178,12 @@ impl Session {
             (_, Role::Replica) => crate::digests::Route::Replica,
         };
         let result = self.relay(work).await;
-        let label = match (routed, role) {
-            (Route::Held, _) => "held",
-            (_, Role::Primary) => "primary",
-            (_, Role::Replica) => "replica",
-        };
-        self.metrics
-            .query(&backend.name, label, work.label, started.elapsed());
+        self.metrics.query(
+            &backend.name,
+            self.digest.route.label(),
+            work.label,
+            started.elapsed(),
+        );
         if let Ok(outcome) = &result {
             self.digest.error |= outcome.ended_with_error;
             self.digest.rows = outcome.rows;
