@@ -490,8 +490,12 @@ impl BackendPool {
         // Off the hot stack: the wait (queue, connect, checks) is timed.
         let began = Instant::now();
         let granted = match entry {
-            // Stale: back to deadpool, whose checkout checks it.
-            Entry::Admitted(_) => Grant::Permit,
+            // Stale: back to deadpool now (not at the end of this function:
+            // the checkout below may need it), whose checkout checks it.
+            Entry::Admitted(stale) => {
+                drop(stale);
+                Grant::Permit
+            }
             Entry::QueueFull { waiting } => {
                 return Err(AcquireError::QueueFull {
                     backend: backend(),
