@@ -139,18 +139,24 @@ async fn check_mode(mode: &str, server_id: u32, want_tls: bool) {
         );
     }
     // The monitor reaches every backend (the replicas too) in this mode.
-    eventually(
-        "no backend has a monitor error",
-        Duration::from_secs(20),
-        || async {
-            s.status()["backends"].as_array().is_some_and(|b| {
-                b.len() == 3
-                    && b.iter()
-                        .all(|b| b["monitor_error"].is_null() && b["read_only"].is_boolean())
-            })
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = s.status();
+        let clean = status["backends"].as_array().is_some_and(|b| {
+            b.len() == 3
+                && b.iter()
+                    .all(|b| b["monitor_error"].is_null() && b["read_only"].is_boolean())
+        });
+        if clean {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tls = \"{mode}\": a backend still has a monitor error: {}",
+            status["backends"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

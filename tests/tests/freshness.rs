@@ -252,6 +252,52 @@ async fn without_a_heartbeat_table_lag_falls_back_to_seconds_behind_master() {
     assert!(metric_sum(&m, "sluice_heartbeat_writes_total", &["result=\"error\""]) > 0.0);
 }
 
+/// The monitor's error on a replica, or null.
+fn monitor_error(s: &Sluice, name: &str) -> serde_json::Value {
+    backend_status(s, name)["monitor_error"].clone()
+}
+
+#[tokio::test]
+async fn a_grant_given_after_the_monitor_was_refused_takes_effect() {
+    let _serial = SERIAL.lock().await;
+    // A monitor account without SLAVE MONITOR: the replicas refuse it their
+    // replication status. Global privileges are read at login, so the grant
+    // given afterwards reaches the monitor only if it reconnects.
+    let t = Topology::from_env();
+    sql_now(
+        &t.primary,
+        "DROP USER IF EXISTS 'mon_late'@'%'; \
+         CREATE USER 'mon_late'@'%' IDENTIFIED BY 'monitor'; \
+         GRANT SELECT ON *.* TO 'mon_late'@'%'; \
+         GRANT CREATE, INSERT, UPDATE ON sluice.* TO 'mon_late'@'%'",
+    );
+    let _restore = Restore(vec![(t.primary.clone(), "DROP USER IF EXISTS 'mon_late'@'%'")]);
+    let s = Sluice::start_with(SluiceOptions {
+        monitor_user: "mon_late".into(),
+        monitor_extra: "interval_ms = 200".into(),
+        ..options()
+    });
+    wait_until("replica1's monitor is refused", Duration::from_secs(20), || {
+        monitor_error(&s, "replica1")
+            .as_str()
+            .is_some_and(|e| e.contains("replication status refused"))
+    })
+    .await;
+    sql_now(&t.primary, "GRANT SLAVE MONITOR ON *.* TO 'mon_late'@'%'");
+    wait_replicas_in_sync();
+    wait_until(
+        "both replicas report heartbeat lag with no monitor error",
+        Duration::from_secs(20),
+        || {
+            ["replica1", "replica2"].iter().all(|r| {
+                let b = backend_status(&s, r);
+                b["monitor_error"].is_null() && b["lag_source"] == "heartbeat"
+            })
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_lagging_replica_gets_no_reads_until_it_catches_up() {
     let _serial = SERIAL.lock().await;

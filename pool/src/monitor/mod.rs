@@ -416,9 +416,15 @@ async fn watch_backend(monitor: Arc<Monitor>, config: ConfigSource, name: String
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
         };
-        if let Err(e) = &observed {
-            tracing::debug!(backend = name, "monitor probe failed: {e}");
-            conn = None;
+        match &observed {
+            Err(e) => {
+                tracing::debug!(backend = name, "monitor probe failed: {e}");
+                conn = None;
+            }
+            // Global privileges are read at login: a grant given after the
+            // refusal reaches only a new connection, so reconnect.
+            Ok(probe) if probe.replication_refused.is_some() => conn = None,
+            Ok(_) => {}
         }
         monitor.record(&current, &name, observed);
         tokio::time::sleep_until((started + interval).into()).await;
