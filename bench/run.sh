@@ -48,7 +48,10 @@
 #   BENCH_THREADS (16), BENCH_WORKLOADS (space-separated subset of the suite's workloads),
 #   SLUICE_BIN, BENCH_HAPROXY_LISTEN (127.0.0.1:16033), BENCH_SLUICE_LISTEN (127.0.0.1:6034),
 #   BENCH_SLUICE_ADMIN (127.0.0.1:9034), BENCH_SLUICE_SPLIT_LISTEN (127.0.0.1:6035),
-#   BENCH_SLUICE_SPLIT_ADMIN (127.0.0.1:9035), BENCH_OUT (bench/results-SUITE-DATE.md).
+#   BENCH_SLUICE_SPLIT_ADMIN (127.0.0.1:9035), BENCH_OUT (bench/results-SUITE-DATE.md),
+#   BENCH_PIN (0; 1 = the clients on CPU 0, the databases and proxies on the other cores:
+#   a load generator on the servers' own cores is charged to whichever endpoint answers
+#   fastest, so pinning stands in for clients on their own machines; own topology only).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
@@ -145,6 +148,21 @@ wait_port() {
 # Every client run is bounded, so an endpoint that hangs costs one failed run
 # (--foreground: stay in our process group so Ctrl-C still reaches the client).
 limit=(timeout --foreground -k 5 $((BENCH_TIME + 60)))
+
+# BENCH_PIN=1: clients on CPU 0, servers (databases, proxies) on the rest.
+BENCH_PIN=${BENCH_PIN:-0}
+client_cpus=0
+server_cpus=1-$(($(nproc) - 1))
+if [[ $BENCH_PIN == 1 ]]; then
+  (($(nproc) >= 2)) || { log "BENCH_PIN=1 needs at least 2 cores"; exit 1; }
+  [[ -z ${SLUICE_BENCH_PRIMARY:-} ]] || { log "BENCH_PIN=1 pins the bench's own topology only"; exit 1; }
+  limit+=(taskset -c "$client_cpus")
+fi
+# Pins PID (all its threads) to the servers' cores under BENCH_PIN=1.
+pin_server() {
+  [[ $BENCH_PIN == 1 ]] || return 0
+  taskset -a -p -c "$server_cpus" "$1" >/dev/null
+}
 
 # sysbench against ADDR with the common options; the rest of the args follow.
 sb() {
@@ -314,6 +332,7 @@ start_sluice() {
   "$SLUICE_BIN" --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
   pids+=($!)
   endpoint_pid[$name]=$!
+  pin_server "$!"
   wait_port "$listen" "$!" || { tail -n 30 "$work/$name.log" >&2; log "$name did not start"; exit 1; }
 }
 
@@ -350,6 +369,7 @@ if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
   read -ra replicas <<<"$(tr ',' ' ' <<<"${SLUICE_BENCH_REPLICAS:-}")"
 else
   topology_start "$work/db" >&2
+  for node in primary replica1 replica2; do pin_server "$(_topo_pid "$work/db" "$node")"; done
   primary=127.0.0.1:$SLUICE_PORT_BASE
   replicas=("127.0.0.1:$((SLUICE_PORT_BASE + 1))" "127.0.0.1:$((SLUICE_PORT_BASE + 2))")
 fi
@@ -396,6 +416,7 @@ sed -e "s/@LISTEN@/$haproxy_addr/" -e "s/@PRIMARY@/$primary/" bench/haproxy.cfg 
 haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 haproxy_pid=$!
+pin_server "$haproxy_pid"
 wait_port "$haproxy_addr" "$!" || { cat "$work/haproxy.log" >&2; log "haproxy did not start"; exit 1; }
 declare -A endpoint_addr=([direct]=$primary [haproxy]=$haproxy_addr [sluice]=$sluice_addr
   [sluice-primary_only]=$sluice_addr [sluice-split]=$split_addr
@@ -509,6 +530,11 @@ done
     "$(haproxy -v | awk 'NR == 1 {print $1, $3}'), sluice $(sluice_version)," \
     "$(nproc) cores."
   echo
+  if [[ $BENCH_PIN == 1 ]]; then
+    echo "Pinned (BENCH_PIN=1): the clients run on CPU $client_cpus, the databases and proxies on" \
+      "CPU $server_cpus, so each endpoint's QPS is what its server side does with the same cores."
+    echo
+  fi
   if [[ $BENCH_SUITE == split ]]; then
     echo "Sluice in both modes has the primary and ${#replicas[@]} replica(s) as backends," \
       "read_your_writes = \"off\"; haproxy and direct go to the primary only." \

@@ -244,21 +244,21 @@ impl Guard {
             return None;
         }
         // Asked on every lookup-shaped statement: a few tables are compared
-        // in place, without building the key.
+        // in place, without building the key; names as written (the keys
+        // are lower case, like most SQL) before the case-blind comparison.
         if tables.len() <= 16 {
-            return tables
-                .iter()
-                .find(|(key, _)| {
-                    key.len() == schema.len() + 1 + table.len()
-                        && key.as_bytes().get(schema.len()) == Some(&b'.')
-                        && key
-                            .get(..schema.len())
-                            .is_some_and(|s| s.eq_ignore_ascii_case(schema))
-                        && key
-                            .get(schema.len() + 1..)
-                            .is_some_and(|t| t.eq_ignore_ascii_case(table))
-                })
-                .map(|(_, t)| t.clone());
+            let find = |same: fn(&str, &str) -> bool| {
+                tables
+                    .iter()
+                    .find(|(key, _)| {
+                        key.len() == schema.len() + 1 + table.len()
+                            && key.as_bytes().get(schema.len()) == Some(&b'.')
+                            && key.get(schema.len() + 1..).is_some_and(|t| same(t, table))
+                            && key.get(..schema.len()).is_some_and(|s| same(s, schema))
+                    })
+                    .map(|(_, t)| t.clone())
+            };
+            return find(|a, b| a == b).or_else(|| find(str::eq_ignore_ascii_case));
         }
         let mut key = String::with_capacity(schema.len() + table.len() + 1);
         key.push_str(schema);

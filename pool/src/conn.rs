@@ -110,10 +110,12 @@ impl BackendConn {
             .first()
             .ok_or_else(|| BackendError::protocol("setup query returned no row"))?;
         let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        self.state.vars.insert("character_set_client".into(), get(0));
-        self.state.vars.insert("character_set_connection".into(), get(1));
-        self.state.vars.insert("character_set_results".into(), get(2));
-        self.state.vars.insert("collation_connection".into(), get(3));
+        self.state.vars.update(|vars| {
+            vars.insert("character_set_client".into(), get(0));
+            vars.insert("character_set_connection".into(), get(1));
+            vars.insert("character_set_results".into(), get(2));
+            vars.insert("collation_connection".into(), get(3));
+        });
         self.wait_timeout_secs = get(4).parse().unwrap_or(28_800);
         self.state.multi_statements = self
             .info

@@ -25,6 +25,7 @@ mod session;
 mod statements;
 mod stream;
 mod tls;
+mod vars;
 
 pub use conn::{BackendConn, CommandOutcome, ServerInfo, query_packet};
 pub use connect::{BACKEND_CAPABILITIES, ConnectTarget, negotiate};
@@ -36,3 +37,4 @@ pub use session::{SessionState, charset_vars};
 pub use statements::{BackendStatement, StatementCache};
 pub use stream::BackendStream;
 pub use tls::BackendTls;
+pub use vars::Vars;

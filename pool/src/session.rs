@@ -5,13 +5,14 @@
 //! result and replayed as a literal.
 
 use sluice_protocol::packets::{StateChange, state_changes};
+use crate::Vars;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionState {
     pub schema: Option<String>,
     /// Session variables by lower-case name, as the server formats them.
-    pub vars: BTreeMap<String, String>,
+    pub vars: Vars,
     pub multi_statements: bool,
     /// Value LAST_INSERT_ID() returns, from the last OK packet that carried
     /// one. Replayed (`SET last_insert_id`) only for statements that call
@@ -115,8 +116,10 @@ impl SessionState {
     /// Records the connection charset and collation read back from the
     /// server after a change that reported only one of them.
     pub fn set_connection_charset(&mut self, charset: String, collation: String) {
-        self.vars.insert("character_set_connection".into(), charset);
-        self.vars.insert("collation_connection".into(), collation);
+        self.vars.update(|vars| {
+            vars.insert("character_set_connection".into(), charset);
+            vars.insert("collation_connection".into(), collation);
+        });
     }
 
     /// The `SET` statement that turns this state's variables into
@@ -133,7 +136,7 @@ impl SessionState {
                 assignments.push(format!("@@session.{name}={}", sql_value(value)));
             }
         }
-        for (name, value) in &desired.vars {
+        for (name, value) in desired.vars.iter() {
             if ORDER_FIRST.contains(&name.as_str()) || !changed(name) || !is_identifier(name) {
                 continue;
             }

@@ -18,6 +18,10 @@ use sluice_config::{Config, Role};
 use sluice_router::{GtidPos, Writer, WriterCandidate, choose_writer, fresh_after};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// Health by backend name. Read on every routing decision, so hashed with
+/// foldhash: SipHash of a short name cost more than the rest of the lookup.
+pub type Backends = HashMap<String, Health, foldhash::fast::RandomState>;
 use std::time::{Duration, Instant};
 
 /// Where the monitor reads the live config (it follows reloads).
@@ -79,7 +83,7 @@ pub enum WriterState {
 /// The monitor's picture of every backend.
 #[derive(Debug, Clone, Default)]
 pub struct View {
-    pub backends: HashMap<String, Health>,
+    pub backends: Backends,
     pub writer: WriterState,
 }
 
@@ -105,9 +109,9 @@ impl Monitor {
             written: Mutex::new(Written::default()),
             updating: Mutex::new(()),
         });
-        let writer = writer_state(config, &HashMap::new());
+        let writer = writer_state(config, &Backends::default());
         monitor.view.store(Arc::new(View {
-            backends: HashMap::new(),
+            backends: Backends::default(),
             writer,
         }));
         monitor
@@ -266,7 +270,7 @@ impl Monitor {
     }
 }
 
-fn writer_state(config: &Config, backends: &HashMap<String, Health>) -> WriterState {
+fn writer_state(config: &Config, backends: &Backends) -> WriterState {
     let candidates: Vec<WriterCandidate> = config
         .backends
         .iter()
