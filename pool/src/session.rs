@@ -4,8 +4,8 @@
 //! tracking, so `SET sql_mode = CONCAT(@@sql_mode, ...)` is captured as its
 //! result and replayed as a literal.
 
-use sluice_protocol::packets::{StateChange, state_changes};
 use crate::Vars;
+use sluice_protocol::packets::{StateChange, state_changes};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

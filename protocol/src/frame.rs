@@ -237,6 +237,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         moved
     }
 
+    /// Moves a whole result set already buffered here to `dst` in a few
+    /// copies, renumbered from `seq`; for a DEPRECATE_EOF client the EOF
+    /// after the definitions is dropped and the final one becomes an OK.
+    /// None, moving nothing, unless [`crate::result_set::scan`] finds one.
+    pub fn move_result_set_to<T>(
+        &mut self,
+        dst: &mut PacketStream<T>,
+        seq: &mut u8,
+        deprecate_eof: bool,
+    ) -> Option<crate::result_set::Scanned> {
+        let found = crate::result_set::scan(&self.rbuf)?;
+        let buf = &self.rbuf[..found.len];
+        dst.wbuf.reserve(found.len);
+        let mut copy = |part: &[u8], seq: &mut u8| {
+            let start = dst.wbuf.len();
+            dst.wbuf.extend_from_slice(part);
+            crate::result_set::renumber(&mut dst.wbuf[start..], seq);
+        };
+        if deprecate_eof {
+            copy(&buf[..found.columns_end], seq);
+            copy(&buf[found.rows_start..found.final_eof], seq);
+            let ok = crate::packets::ok_as_eof(found.warnings, found.status);
+            dst.wbuf.put_uint_le(ok.len() as u64, 3);
+            dst.wbuf.put_u8(*seq);
+            dst.wbuf.put_slice(&ok);
+            *seq = seq.wrapping_add(1);
+        } else {
+            copy(buf, seq);
+        }
+        self.rbuf.advance(found.len);
+        Some(found)
+    }
+
     /// Bytes queued for writing.
     pub fn pending_write(&self) -> usize {
         self.wbuf.len()

@@ -12,6 +12,7 @@ pub mod consts;
 pub mod frame;
 pub mod handshake;
 pub mod packets;
+pub mod result_set;
 pub mod statement;
 
 pub use frame::{MAX_PAYLOAD, Packet, PacketStream};

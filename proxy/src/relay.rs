@@ -206,6 +206,9 @@ where
     }
 
     async fn results(&mut self) -> Result<(), RelayError> {
+        if self.whole_result_set().await? {
+            return Ok(());
+        }
         loop {
             let p = self.read().await?;
             match p.first_byte() {
@@ -228,6 +231,43 @@ where
                 None => return Err(self.protocol_error("empty packet where a result was expected")),
             }
         }
+    }
+
+    /// The common answer in one pass: once the first bytes are here, a
+    /// single result set that arrived whole is copied as it is (renumbered,
+    /// EOFs translated). Returns false, having consumed nothing, for
+    /// anything else, which the packet-by-packet relay then takes.
+    async fn whole_result_set(&mut self) -> Result<bool, RelayError> {
+        if self.capture_columns || self.seen_result_set {
+            return Ok(false);
+        }
+        if !self.backend.stream.has_buffered_packet() {
+            self.client.flush().await.map_err(RelayError::Client)?;
+            let sent = self.sent_any.load(std::sync::atomic::Ordering::Relaxed);
+            self.backend
+                .stream
+                .readable()
+                .await
+                .map_err(|error| RelayError::Backend {
+                    error,
+                    client_saw_any: sent,
+                })?;
+        }
+        let deprecate_eof = self.deprecate_eof();
+        let Some(moved) = self
+            .backend
+            .stream
+            .move_result_set_to(self.client, &mut self.seq, deprecate_eof)
+        else {
+            return Ok(false);
+        };
+        self.sent_any.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.seen_result_set = true;
+        self.outcome.result_set = true;
+        self.outcome.rows = moved.rows;
+        self.outcome.status = Some(moved.status);
+        self.outcome.warnings = moved.warnings;
+        Ok(true)
     }
 
     async fn error(&mut self, p: &Packet) -> Result<(), RelayError> {

@@ -39,7 +39,9 @@ pub(super) struct ClientStatement {
 
 #[derive(Default)]
 pub(super) struct ClientStatements {
-    map: HashMap<u32, ClientStatement>,
+    /// By the id Sluice gave the client; looked up on every execute, so
+    /// foldhash rather than SipHash.
+    map: HashMap<u32, ClientStatement, foldhash::fast::RandomState>,
     next_id: u32,
 }
 
