@@ -26,6 +26,12 @@ impl Vars {
         });
     }
 
+    /// The same interned set (what a cache of values derived from a set
+    /// keys on).
+    pub fn same(&self, other: &Vars) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Changes several variables at once (one lookup in the intern table).
     pub fn update(&mut self, change: impl FnOnce(&mut Map)) {
         let mut map = (*self.0).clone();

@@ -12,6 +12,7 @@ use super::{End, Session};
 use crate::answers::ShapeKey;
 use bytes::Bytes;
 use sluice_guard::TableGuard;
+use sluice_pool::Vars;
 use sluice_protocol::consts::CapabilityFlags as Caps;
 use sluice_protocol::packets;
 use sluice_router::diagnostics::Ended;
@@ -144,9 +145,11 @@ impl Session {
                     "lookup passed to the database"
                 );
                 self.metrics.guard(table.name(), Some(reason));
-                let shape = capture.then(|| OwnedShape {
-                    text: self.guard_text.clone(),
-                    charset: result_charset(&self.desired).map(str::to_string),
+                let shape = capture.map(|text| OwnedShape {
+                    text,
+                    charset: charsets(&mut self.guard_charsets, &self.desired.vars)
+                        .result()
+                        .map(str::to_string),
                     binary: matches!(values, Values::Binary { .. }),
                     generation: table.ddl_generation(),
                     structure_at: table.structure_at(),
@@ -233,16 +236,22 @@ impl Session {
             }
         }
         // Every key the lookup names, as the filter holds them.
-        let charset = connection_charset(&self.desired);
-        let maybe = match probe_keys(table, shape, conjunct, values, charset, &mut self.guard_key) {
+        let charsets = charsets(&mut self.guard_charsets, &self.desired.vars);
+        let maybe = match probe_keys(
+            table,
+            shape,
+            conjunct,
+            values,
+            &charsets.connection,
+            &mut self.guard_key,
+        ) {
             Ok(maybe) => maybe,
             Err(reason) => return Decision::pass(reason),
         };
-        shape_text(shape, conjunct, values, &mut self.guard_text);
         let key = ShapeKey {
-            text: &self.guard_text,
+            text: shape_text(shape, conjunct, values, &mut self.guard_text),
             table: table.name(),
-            charset: result_charset(&self.desired),
+            charset: charsets.result(),
             binary: matches!(values, Values::Binary { .. }),
             generation: table.ddl_generation(),
         };
@@ -270,11 +279,14 @@ impl Session {
         if maybe {
             return Decision::Pass {
                 reason: guard_pass::MAYBE_PRESENT,
-                capture: columns.is_none(),
+                capture: columns.is_none().then(|| key.text.to_vec()),
             };
         }
         let Some(columns) = columns else {
-            return Decision::pass_capturing(guard_pass::NO_METADATA);
+            return Decision::Pass {
+                reason: guard_pass::NO_METADATA,
+                capture: Some(key.text.to_vec()),
+            };
         };
         match self.consistent(facts, table, &guard_applied).await {
             GuardVerdict::Answer => Decision::Answer(columns),
@@ -364,43 +376,64 @@ impl Session {
     }
 }
 
-/// The charset string literals and string parameters arrive in. A session
-/// whose client and connection charsets differ gets a value no column has,
-/// so its string keys are passed through.
-fn connection_charset(state: &sluice_pool::SessionState) -> &str {
-    let var = |name: &str| state.vars.get(name).map(String::as_str).unwrap_or("");
-    let client = var("character_set_client");
-    let connection = var("character_set_connection");
-    if client == connection {
-        connection
-    } else {
-        "(client and connection charsets differ)"
+/// The session's charsets as the guard needs them, worked out once per set
+/// of session variables (they are interned: a pointer says it is the same).
+pub(super) struct Charsets {
+    vars: Vars,
+    /// The charset string literals and string parameters arrive in. A
+    /// session whose client and connection charsets differ gets a value no
+    /// column has, so its string keys are passed through.
+    connection: Box<str>,
+    /// What the result's column definitions depend on in the session.
+    result: [Box<str>; 2],
+}
+
+impl Charsets {
+    fn of(vars: &Vars) -> Charsets {
+        let var = |name: &str| vars.get(name).map(String::as_str).unwrap_or("");
+        let client = var("character_set_client");
+        let connection = var("character_set_connection");
+        Charsets {
+            vars: vars.clone(),
+            connection: if client == connection {
+                connection.into()
+            } else {
+                "(client and connection charsets differ)".into()
+            },
+            result: [
+                var("character_set_results").into(),
+                var("collation_connection").into(),
+            ],
+        }
+    }
+
+    fn result(&self) -> [&str; 2] {
+        [&self.result[0], &self.result[1]]
     }
 }
 
-/// What the result's column definitions depend on in the session.
-fn result_charset(state: &sluice_pool::SessionState) -> [&str; 2] {
-    let var = |name: &str| state.vars.get(name).map(String::as_str).unwrap_or("");
-    [var("character_set_results"), var("collation_connection")]
+/// The session's [`Charsets`], recomputed only when its variables changed.
+fn charsets<'a>(memo: &'a mut Option<Charsets>, vars: &Vars) -> &'a Charsets {
+    if !memo.as_ref().is_some_and(|m| m.vars.same(vars)) {
+        *memo = Some(Charsets::of(vars));
+    }
+    memo.get_or_insert_with(|| Charsets::of(vars))
 }
 
 enum Decision {
     Answer(Arc<[Bytes]>),
-    Pass { reason: &'static str, capture: bool },
+    /// `capture`: the shape text to keep the result's metadata under.
+    Pass {
+        reason: &'static str,
+        capture: Option<Vec<u8>>,
+    },
 }
 
 impl Decision {
     fn pass(reason: &'static str) -> Decision {
         Decision::Pass {
             reason,
-            capture: false,
-        }
-    }
-
-    fn pass_capturing(reason: &'static str) -> Decision {
-        Decision::Pass {
-            reason,
-            capture: true,
+            capture: None,
         }
     }
 }
@@ -480,10 +513,15 @@ fn probe_keys(
 /// metadata can depend on. The text with the key's literals replaced by
 /// `?` and every other literal kept (a literal in the select list names
 /// and sizes a column), or a prepared statement's own SQL.
-fn shape_text(shape: &LookupShape, conjunct: &KeyConjunct, values: &Values<'_>, text: &mut Vec<u8>) {
+fn shape_text<'a>(
+    shape: &LookupShape,
+    conjunct: &KeyConjunct,
+    values: &Values<'a>,
+    text: &'a mut Vec<u8>,
+) -> &'a [u8] {
     text.clear();
     match values {
-        Values::Binary { sql, .. } => text.extend_from_slice(sql.as_bytes()),
+        Values::Binary { sql, .. } => sql.as_bytes(),
         Values::Text { sql, literals } => {
             let keys = shape
                 .resolve(sql, literals, 0)
@@ -501,6 +539,7 @@ fn shape_text(shape: &LookupShape, conjunct: &KeyConjunct, values: &Values<'_>, 
                 last = span.end.max(last);
             }
             text.extend_from_slice(b.get(last..).unwrap_or_default());
+            text
         }
     }
 }
