@@ -46,6 +46,7 @@
 #   BENCH_TIME=3 SKIP_SLUICE=1 bench/run.sh             # quick check without a sluice binary
 # Knobs: BENCH_SUITE (foundation), BENCH_TIME (s per run, 10), BENCH_ROUNDS (3),
 #   BENCH_THREADS (16), BENCH_WORKLOADS (space-separated subset of the suite's workloads),
+#   BENCH_ENDPOINTS (space-separated subset of the suite's endpoints),
 #   SLUICE_BIN, BENCH_HAPROXY_LISTEN (127.0.0.1:16033), BENCH_SLUICE_LISTEN (127.0.0.1:6034),
 #   BENCH_SLUICE_ADMIN (127.0.0.1:9034), BENCH_SLUICE_SPLIT_LISTEN (127.0.0.1:6035),
 #   BENCH_SLUICE_SPLIT_ADMIN (127.0.0.1:9035), BENCH_OUT (bench/results-SUITE-DATE.md),
@@ -99,6 +100,9 @@ case $BENCH_SUITE in
 esac
 if [[ -n ${BENCH_WORKLOADS:-} ]]; then
   read -ra workloads <<<"$BENCH_WORKLOADS"
+fi
+if [[ -n ${BENCH_ENDPOINTS:-} ]]; then
+  read -ra endpoints <<<"$BENCH_ENDPOINTS"
 fi
 
 # shellcheck source=scripts/topology.sh
@@ -596,7 +600,14 @@ done
         "$([[ -n $p95 ]] && printf '%.2f' "$p95" || echo failed)" "$(ratio "$qps" "$direct")"
       if [[ $BENCH_SUITE == guard ]]; then
         vs=""
-        [[ $e != sluice-guard ]] || vs=$(ratio "$qps" "$(column "$w" sluice-noguard 4 | median || true)")
+        if [[ $e == sluice-guard ]]; then
+          # Also the median of each round's own ratio: the two runs of a round are
+          # back to back, so the machine's slow drifts cancel out.
+          paired=$(awk -F'\t' -v w="$w" '$1 == w && $2 == "sluice-guard" { g[$3] = $4 }
+            $1 == w && $2 == "sluice-noguard" { n[$3] = $4 }
+            END { for (r in g) if (n[r] > 0) printf "%.4f\n", g[r] / n[r] }' "$work/results.tsv" | median || true)
+          vs="$(ratio "$qps" "$(column "$w" sluice-noguard 4 | median || true)")${paired:+ (per round $(printf '%.3f' "$paired"))}"
+        fi
         printf ' %s | %s | %s | %s |' "$vs" "$(column "$w" "$e" 8 | grep . | tail -n 1 || true)" \
           "$(column "$w" "$e" 9 | grep . | median || true)" "$(column "$w" "$e" 6 | sum)"
       elif [[ $BENCH_SUITE == tls ]]; then

@@ -270,8 +270,8 @@ impl Guard {
 
     /// The stream's applied position: every transaction up to it is in the
     /// filters of ready tables.
-    pub fn applied(&self) -> Arc<GtidPos> {
-        self.shared.applied.load_full()
+    pub fn applied(&self) -> arc_swap::Guard<Arc<GtidPos>> {
+        self.shared.applied.load()
     }
 
     /// Newest heartbeat (`monitor.heartbeat_table` `ts`, µs) seen in the binlog.

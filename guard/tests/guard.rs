@@ -431,8 +431,7 @@ async fn lost_position_rebuilds_everything() {
     let t = ready(&g, db, "t").await;
     let rebuilds = status_u64(&g, &format!("{db}.t"), "rebuilds");
     // A position beyond the server's binlog: the server answers 1236, as for a purged one.
-    let current = g.applied();
-    let mut ahead = (*current).clone();
+    let mut ahead = GtidPos::clone(&g.applied());
     ahead.advance(0, 1, 4_000_000_000);
     g.debug_resume_from(ahead.clone());
     wait_for("not ready after the lost position", 30, || !t.ready()).await;

@@ -37,6 +37,8 @@ pub(super) enum Values<'a> {
         literals: &'a [Range<usize>],
         payload: &'a [u8],
         params: u16,
+        /// The shape check of `sql`, when done at prepare.
+        shape_checked: Option<Result<(), &'static str>>,
         /// Types an earlier execute sent (this one may omit them).
         types: Option<&'a [u8]>,
         /// Some parameter was sent as long data (not in the packet).
@@ -470,10 +472,16 @@ fn probe_keys(
             literals,
             payload,
             params,
+            shape_checked,
             types,
             long_data,
         } => {
-            shape.resolve(sql, literals, usize::from(*params))?;
+            match shape_checked {
+                Some(checked) => (*checked)?,
+                None => {
+                    shape.resolve(sql, literals, usize::from(*params))?;
+                }
+            }
             let indexes: &[u16] = match &conjunct.values {
                 KeyValues::Param(i) => std::slice::from_ref(i),
                 KeyValues::ParamList(list) => list,

@@ -33,6 +33,9 @@ pub(super) struct ClientStatement {
     pub long_data_overflow: bool,
     /// Literal spans of `sql`, for a lookup the guard may answer.
     pub literals: Option<Arc<[std::ops::Range<usize>]>>,
+    /// Whether `sql` is an execution of its lookup shape (the guard's
+    /// check of the text, done once here rather than per execute).
+    pub shape_checked: Option<Result<(), &'static str>>,
     /// Its query digest's key, recorded at each execute.
     pub fingerprint: Arc<Fingerprint>,
 }
@@ -104,6 +107,14 @@ impl Session {
             })
             .await?;
         if let Some(stmt) = done.outcome.and_then(|o| o.prepared) {
+            let shape_checked = match (&facts.ast.lookup, &literals) {
+                (Some(shape), Some(literals)) => Some(
+                    shape
+                        .resolve(&sql, literals, usize::from(stmt.params))
+                        .map(|_| ()),
+                ),
+                _ => None,
+            };
             self.binding.statements.map.insert(
                 client_id,
                 ClientStatement {
@@ -115,6 +126,7 @@ impl Session {
                     long_data_bytes: 0,
                     long_data_overflow: false,
                     literals,
+                    shape_checked,
                     fingerprint,
                 },
             );
@@ -176,6 +188,7 @@ impl Session {
         let Some(stmt) = self.binding.statements.map.get_mut(&id) else {
             return self.reply(&errors::unknown_statement(id, command)).await;
         };
+        let substituted_none = substituted.is_none();
         let outgoing = Outgoing::Execute {
             sql: substituted.map_or_else(|| stmt.sql.clone(), Arc::from),
             packet: payload.clone(),
@@ -185,6 +198,8 @@ impl Session {
         };
         stmt.long_data_bytes = 0;
         let literals = stmt.literals.clone();
+        // The check done at prepare holds for the statement's own text.
+        let shape_checked = stmt.shape_checked.filter(|_| substituted_none);
         let label = facts.kind().label();
         // A lookup of a guarded table: perhaps answered without the database.
         let follow_up = match (&outgoing, literals) {
@@ -203,6 +218,7 @@ impl Session {
                     literals: &literals,
                     payload: &payload,
                     params: *params,
+                    shape_checked,
                     types: types.as_deref(),
                     long_data: !long_data.is_empty(),
                 };
