@@ -258,10 +258,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         if deprecate_eof {
             copy(&buf[..found.columns_end], seq);
             copy(&buf[found.rows_start..found.final_eof], seq);
-            let ok = crate::packets::ok_as_eof(found.warnings, found.status);
-            dst.wbuf.put_uint_le(ok.len() as u64, 3);
-            dst.wbuf.put_u8(*seq);
-            dst.wbuf.put_slice(&ok);
+            put_packet(
+                &mut dst.wbuf,
+                *seq,
+                &crate::packets::ok_as_eof(found.warnings, found.status),
+            );
             *seq = seq.wrapping_add(1);
         } else {
             copy(buf, seq);
@@ -277,11 +278,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
 
     /// Queues one physical packet; the payload must fit in one packet.
     pub fn queue_packet(&mut self, seq: u8, payload: &[u8]) {
-        debug_assert!(payload.len() <= MAX_PAYLOAD);
-        self.wbuf.reserve(4 + payload.len());
-        self.wbuf.put_uint_le(payload.len() as u64, 3);
-        self.wbuf.put_u8(seq);
-        self.wbuf.put_slice(payload);
+        put_packet(&mut self.wbuf, seq, payload);
     }
 
     /// Queues a logical packet, splitting it into physical packets as needed.
@@ -395,6 +392,15 @@ async fn poll_once<F: std::future::Future>(mut fut: std::pin::Pin<&mut F>) -> Op
         std::task::Poll::Pending => std::task::Poll::Ready(None),
     })
     .await
+}
+
+/// Appends one physical packet; the payload must fit in one packet.
+fn put_packet(wbuf: &mut BytesMut, seq: u8, payload: &[u8]) {
+    debug_assert!(payload.len() <= MAX_PAYLOAD);
+    wbuf.reserve(4 + payload.len());
+    wbuf.put_uint_le(payload.len() as u64, 3);
+    wbuf.put_u8(seq);
+    wbuf.put_slice(payload);
 }
 
 fn payload_len(buf: &[u8]) -> usize {

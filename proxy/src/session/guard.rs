@@ -8,6 +8,7 @@
 //! in `sluice_guard_passed_total{reason}`; a "maybe present" that the server
 //! answers with no row is counted as a false positive.
 
+use super::digest::DigestKey;
 use super::{End, Session};
 use crate::answers::ShapeKey;
 use bytes::Bytes;
@@ -77,6 +78,9 @@ const SHAPES_REMEMBERED: usize = 8;
 
 /// A shape the session found in [`crate::answers::Answers`].
 pub(super) struct ShapeMemo {
+    /// The statement's fingerprint hash: a cheap "seen this statement"
+    /// (coarser than the shape: other literals may differ).
+    fingerprint: u64,
     text: Vec<u8>,
     table: Box<str>,
     charset: [Box<str>; 2],
@@ -86,8 +90,9 @@ pub(super) struct ShapeMemo {
 }
 
 impl ShapeMemo {
-    fn new(key: &ShapeKey<'_>, columns: Arc<[Bytes]>) -> ShapeMemo {
+    fn new(key: &ShapeKey<'_>, fingerprint: u64, columns: Arc<[Bytes]>) -> ShapeMemo {
         ShapeMemo {
+            fingerprint,
             text: key.text.to_vec(),
             table: key.table.into(),
             charset: key.charset.map(Into::into),
@@ -250,6 +255,18 @@ impl Session {
             Ok(maybe) => maybe,
             Err(reason) => return Decision::pass(reason),
         };
+        let fingerprint = match &self.digest.key {
+            DigestKey::Text(hash) => *hash,
+            DigestKey::Prepared(f) => f.hash,
+            DigestKey::None => 0,
+        };
+        // A statement whose metadata this session already found needs no
+        // capture: "maybe present" goes to the database without working out
+        // its shape (most lookups of a table whose keys exist). At worst a
+        // capture is skipped and made by the next absent key's pass.
+        if maybe && self.guard_memo.iter().any(|m| m.fingerprint == fingerprint) {
+            return Decision::pass(guard_pass::MAYBE_PRESENT);
+        }
         let key = ShapeKey {
             text: shape_text(shape, conjunct, values, &mut self.guard_text),
             table: table.name(),
@@ -264,7 +281,7 @@ impl Session {
             None => {
                 let found = self.shared.answers.get(&key);
                 if let Some(columns) = &found {
-                    let memo = ShapeMemo::new(&key, columns.clone());
+                    let memo = ShapeMemo::new(&key, fingerprint, columns.clone());
                     if self.guard_memo.len() < SHAPES_REMEMBERED {
                         self.guard_memo.push(memo);
                     } else {
