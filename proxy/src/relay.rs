@@ -160,19 +160,27 @@ where
     }
 
     async fn read(&mut self) -> Result<Packet, RelayError> {
+        self.flush_before_waiting().await?;
+        let lost = self.backend_error();
+        self.backend.stream.read_packet().await.map_err(lost)
+    }
+
+    /// About to wait on the backend: let the client have what we have.
+    async fn flush_before_waiting(&mut self) -> Result<(), RelayError> {
         if !self.backend.stream.has_buffered_packet() {
-            // About to wait on the backend: let the client have what we have.
             self.client.flush().await.map_err(RelayError::Client)?;
         }
-        let sent = self.sent_any.load(std::sync::atomic::Ordering::Relaxed);
-        self.backend
-            .stream
-            .read_packet()
-            .await
-            .map_err(|error| RelayError::Backend {
-                error,
-                client_saw_any: sent,
-            })
+        Ok(())
+    }
+
+    /// A backend failure, with whether the client has seen part of the
+    /// answer yet (then the statement cannot be retried).
+    fn backend_error(&self) -> impl FnOnce(io::Error) -> RelayError + use<C, B> {
+        let client_saw_any = self.sent_any.load(std::sync::atomic::Ordering::Relaxed);
+        move |error| RelayError::Backend {
+            error,
+            client_saw_any,
+        }
     }
 
     async fn send(&mut self, payload: &[u8]) -> Result<(), RelayError> {
@@ -199,10 +207,7 @@ where
     }
 
     fn protocol_error(&self, what: &str) -> RelayError {
-        RelayError::Backend {
-            error: io::Error::new(io::ErrorKind::InvalidData, what.to_string()),
-            client_saw_any: self.sent_any.load(std::sync::atomic::Ordering::Relaxed),
-        }
+        self.backend_error()(io::Error::new(io::ErrorKind::InvalidData, what.to_string()))
     }
 
     async fn results(&mut self) -> Result<(), RelayError> {
@@ -241,18 +246,10 @@ where
         if self.capture_columns || self.seen_result_set {
             return Ok(false);
         }
-        if !self.backend.stream.has_buffered_packet() {
-            self.client.flush().await.map_err(RelayError::Client)?;
-            let sent = self.sent_any.load(std::sync::atomic::Ordering::Relaxed);
-            self.backend
-                .stream
-                .readable()
-                .await
-                .map_err(|error| RelayError::Backend {
-                    error,
-                    client_saw_any: sent,
-                })?;
-        }
+        // Waits only when nothing of the answer is here yet.
+        self.flush_before_waiting().await?;
+        let lost = self.backend_error();
+        self.backend.stream.readable().await.map_err(lost)?;
         let deprecate_eof = self.deprecate_eof();
         let Some(moved) = self
             .backend
