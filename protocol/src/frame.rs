@@ -422,6 +422,72 @@ pub fn out_of_order() -> io::Error {
 mod tests {
     use super::*;
 
+    /// One packet's bytes.
+    fn framed(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        put_packet(&mut out, seq, payload);
+        out.to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_whole_result_set_moves_in_one_pass_as_the_packet_relay_would_send_it() {
+        let def = b"\x03def\x00\x00\x00\x01c\x00\x0c\x08\x00";
+        let (eof1, eof2) = ([0xfe, 0, 0, 0x02, 0], [0xfe, 1, 0, 0x22, 0]);
+        let packets: [&[u8]; 6] = [&[1], def, &eof1, b"\x01a", b"\x02bc", &eof2];
+        let wire: Vec<u8> = packets
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| framed(i as u8 + 1, p))
+            .collect();
+        for deprecate_eof in [false, true] {
+            let (mut server, backend_side) = tokio::io::duplex(1 << 16);
+            let (client_side, _peer) = tokio::io::duplex(1 << 16);
+            tokio::io::AsyncWriteExt::write_all(&mut server, &wire)
+                .await
+                .unwrap();
+            let mut backend = PacketStream::new(backend_side);
+            let mut client = PacketStream::new(client_side);
+            // Not all there yet: nothing moves, nothing is consumed.
+            backend.readable().await.unwrap();
+            while backend.rbuf.len() < wire.len() {
+                backend.io.read_buf(&mut backend.rbuf).await.unwrap();
+            }
+            let mut seq = 7;
+            let mut cut = backend.rbuf.split_off(wire.len() - 1);
+            assert!(
+                backend
+                    .move_result_set_to(&mut client, &mut seq, deprecate_eof)
+                    .is_none()
+            );
+            assert_eq!(
+                (seq, client.wbuf.len(), backend.rbuf.len()),
+                (7, 0, wire.len() - 1)
+            );
+            backend.rbuf.unsplit(cut.split());
+            let moved = backend
+                .move_result_set_to(&mut client, &mut seq, deprecate_eof)
+                .expect("the whole result set");
+            assert_eq!((moved.rows, moved.warnings, moved.status), (2, 1, 0x22));
+            assert!(backend.rbuf.is_empty());
+            // What the packet-by-packet relay sends: every packet renumbered
+            // from 7; for DEPRECATE_EOF no EOF after the definitions and the
+            // last EOF as an OK.
+            let mut want = Vec::new();
+            let mut next = 7u8;
+            for (i, p) in packets.iter().enumerate() {
+                let p: Vec<u8> = match (deprecate_eof, i) {
+                    (true, 2) => continue,
+                    (true, 5) => crate::packets::ok_as_eof(1, 0x22).to_vec(),
+                    _ => p.to_vec(),
+                };
+                want.extend(framed(next, &p));
+                next += 1;
+            }
+            assert_eq!(&client.wbuf[..], &want[..], "deprecate_eof = {deprecate_eof}");
+            assert_eq!(seq, next);
+        }
+    }
+
     #[tokio::test]
     async fn splits_and_joins_large_packets() {
         let (a, b) = tokio::io::duplex(1 << 20);

@@ -18,11 +18,11 @@ use sluice_config::{Config, Role};
 use sluice_router::{GtidPos, Writer, WriterCandidate, choose_writer, fresh_after};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Health by backend name. Read on every routing decision, so hashed with
 /// foldhash: SipHash of a short name cost more than the rest of the lookup.
 pub type Backends = HashMap<String, Health, foldhash::fast::RandomState>;
-use std::time::{Duration, Instant};
 
 /// Where the monitor reads the live config (it follows reloads).
 pub type ConfigSource = Arc<dyn Fn() -> Arc<Config> + Send + Sync>;

@@ -433,9 +433,7 @@ impl Charsets {
 
 /// The session's [`Charsets`], recomputed only when its variables changed.
 fn charsets<'a>(memo: &'a mut Option<Charsets>, vars: &Vars) -> &'a Charsets {
-    if !memo.as_ref().is_some_and(|m| m.vars.same(vars)) {
-        *memo = Some(Charsets::of(vars));
-    }
+    memo.take_if(|m| !m.vars.same(vars));
     memo.get_or_insert_with(|| Charsets::of(vars))
 }
 

@@ -188,7 +188,7 @@ impl Session {
         let Some(stmt) = self.binding.statements.map.get_mut(&id) else {
             return self.reply(&errors::unknown_statement(id, command)).await;
         };
-        let substituted_none = substituted.is_none();
+        let own_text = substituted.is_none();
         let outgoing = Outgoing::Execute {
             sql: substituted.map_or_else(|| stmt.sql.clone(), Arc::from),
             packet: payload.clone(),
@@ -199,7 +199,7 @@ impl Session {
         stmt.long_data_bytes = 0;
         let literals = stmt.literals.clone();
         // The check done at prepare holds for the statement's own text.
-        let shape_checked = stmt.shape_checked.filter(|_| substituted_none);
+        let shape_checked = stmt.shape_checked.filter(|_| own_text);
         let label = facts.kind().label();
         // A lookup of a guarded table: perhaps answered without the database.
         let follow_up = match (&outgoing, literals) {
