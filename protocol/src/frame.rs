@@ -309,8 +309,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             return self.queue_logical(seq, &parts.concat());
         }
         self.wbuf.reserve(4 + len);
-        self.wbuf.put_uint_le(len as u64, 3);
-        self.wbuf.put_u8(seq);
+        self.wbuf.put_slice(&header(len, seq));
         for part in parts {
             self.wbuf.put_slice(part);
         }
@@ -398,9 +397,15 @@ async fn poll_once<F: std::future::Future>(mut fut: std::pin::Pin<&mut F>) -> Op
 fn put_packet(wbuf: &mut BytesMut, seq: u8, payload: &[u8]) {
     debug_assert!(payload.len() <= MAX_PAYLOAD);
     wbuf.reserve(4 + payload.len());
-    wbuf.put_uint_le(payload.len() as u64, 3);
-    wbuf.put_u8(seq);
+    wbuf.put_slice(&header(payload.len(), seq));
     wbuf.put_slice(payload);
+}
+
+/// A packet header in one 4-byte value: the payload length (3 bytes, little
+/// endian) and the sequence id. `put_uint_le` would copy its 3 bytes through
+/// a memcpy call on every packet.
+fn header(len: usize, seq: u8) -> [u8; 4] {
+    ((len as u32 & 0x00ff_ffff) | u32::from(seq) << 24).to_le_bytes()
 }
 
 fn payload_len(buf: &[u8]) -> usize {

@@ -3,10 +3,12 @@
 //! slot says which backend connection runs its statement right now, so a
 //! KILL QUERY reaches that statement and nothing else.
 
+use atomic_waker::AtomicWaker;
 use sluice_pool::BackendPool;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 /// One client, as other clients' KILL statements see it.
 pub struct ClientSlot {
@@ -16,7 +18,11 @@ pub struct ClientSlot {
     /// Wakes a statement waiting for KILLs in flight to land.
     kills_done: tokio::sync::Notify,
     killed: AtomicBool,
-    wake: tokio::sync::Notify,
+    /// A wake-up for the session between commands, kept until it waits.
+    wake_pending: AtomicBool,
+    /// The session's task while it waits between commands. Not a `Notify`:
+    /// subscribing to one locks its waiter list twice per command.
+    waker: AtomicWaker,
 }
 
 /// The backend connection running the client's statement (its pool and
@@ -87,7 +93,7 @@ impl ClientSlot {
     /// Asks the client's session to close (KILL CONNECTION).
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.wake();
     }
 
     pub fn killed(&self) -> bool {
@@ -98,12 +104,30 @@ impl ClientSlot {
     /// (the session then checks which). A wake-up sent while the session is
     /// busy is kept for its next wait, so none is lost.
     pub async fn woken(&self) {
-        self.wake.notified().await;
+        std::future::poll_fn(|cx| {
+            if self.take_wake() {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Registered first, checked again: a wake-up sent in between
+            // found no waker but is seen here.
+            if self.take_wake() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn take_wake(&self) -> bool {
+        self.wake_pending.load(Ordering::Acquire) && self.wake_pending.swap(false, Ordering::AcqRel)
     }
 
     /// Wakes the session if it waits for its client's next command.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.wake_pending.store(true, Ordering::Release);
+        self.waker.wake();
     }
 }
 
@@ -130,7 +154,8 @@ impl Clients {
             running: Mutex::new(Running::default()),
             kills_done: tokio::sync::Notify::new(),
             killed: AtomicBool::new(false),
-            wake: tokio::sync::Notify::new(),
+            wake_pending: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
         });
         map.insert(id, slot.clone());
         slot
@@ -160,6 +185,30 @@ impl Clients {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_wake_up_is_kept_until_the_session_waits_and_is_seen_once() {
+        let clients = Clients::default();
+        let slot = clients.register("a");
+        // Sent while busy: the next wait returns at once.
+        slot.wake();
+        tokio::time::timeout(std::time::Duration::from_secs(5), slot.woken())
+            .await
+            .expect("a kept wake-up");
+        // Consumed: the following wait blocks until the next one.
+        let waiting = tokio::spawn({
+            let slot = slot.clone();
+            async move { slot.woken().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "no second wake-up from the first");
+        slot.kill();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the KILL")
+            .expect("task");
+        assert!(slot.killed());
+    }
 
     #[tokio::test]
     async fn a_statement_ends_only_after_the_kills_on_it_landed() {

@@ -4,21 +4,18 @@
 //! Every metric's HELP text is in [`help`].
 
 mod help;
+pub mod latency;
 
 use crate::shared::Shared;
-use metrics::{Counter, Histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use latency::Series;
+use metrics::Counter;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::Arc;
 use std::time::Duration;
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 pub fn install() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
-        .install_recorder()?;
+    // Histograms are not the exporter's: see `latency`.
+    let handle = PrometheusBuilder::new().install_recorder()?;
     help::describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
@@ -85,8 +82,8 @@ fn guard_lag(shared: &Shared) {
 #[derive(Default)]
 pub struct SessionMetrics {
     queries: Vec<(String, &'static str, &'static str, Counter)>,
-    latency: Vec<(&'static str, Histogram)>,
-    pool_wait: Vec<(String, Histogram)>,
+    latency: Vec<(&'static str, Arc<Series>)>,
+    pool_wait: Vec<(String, Arc<Series>)>,
     classification: Option<[Counter; 3]>,
     guard: Vec<(String, Option<&'static str>, Counter)>,
 }
@@ -122,7 +119,7 @@ impl SessionMetrics {
         let queries = &mut self.queries;
         let i = match queries
             .iter()
-            .position(|(b, r, k, _)| b == backend && *r == route && *k == kind)
+            .position(|(b, r, k, _)| same(r, route) && same(k, kind) && b == backend)
         {
             Some(i) => i,
             None => {
@@ -136,17 +133,14 @@ impl SessionMetrics {
         };
         queries[i].3.increment(1);
         let latency = &mut self.latency;
-        let j = match latency.iter().position(|(r, _)| *r == route) {
+        let j = match latency.iter().position(|(r, _)| same(r, route)) {
             Some(j) => j,
             None => {
-                latency.push((
-                    route,
-                    metrics::histogram!("sluice_query_duration_seconds", "route" => route),
-                ));
+                latency.push((route, latency::series(&help::QUERY_DURATION, route)));
                 latency.len() - 1
             }
         };
-        latency[j].1.record(took.as_secs_f64());
+        latency[j].1.record(took);
     }
 
     /// Cache hit or miss, and statements sqlparser could not parse (they
@@ -177,11 +171,24 @@ impl SessionMetrics {
                 if waits.len() >= MAX_CACHED {
                     waits.clear();
                 }
-                let h = metrics::histogram!("sluice_pool_wait_seconds", "backend" => backend.to_string());
+                let h = latency::series(&help::POOL_WAIT, backend);
                 waits.push((backend.to_string(), h));
                 waits.len() - 1
             }
         };
-        waits[i].1.record(took.as_secs_f64());
+        waits[i].1.record(took);
     }
+}
+
+/// Label strings are literals: the same address almost always, so compare
+/// that before the bytes.
+fn same(a: &'static str, b: &'static str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+/// The exposition: the exporter's metrics, then the latency histograms.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    latency::render(&mut text);
+    text
 }

@@ -67,7 +67,10 @@ pub fn not_found_text() -> String {
 }
 
 fn metrics(call: &Call) -> Reply {
-    Reply::ok("text/plain; version=0.0.4", call.admin.handle.render())
+    Reply::ok(
+        "text/plain; version=0.0.4",
+        crate::metrics::render(&call.admin.handle),
+    )
 }
 
 fn healthz(_: &Call) -> Reply {

@@ -3,7 +3,22 @@
 //! anywhere gets its line here (or in pool/src/metric.rs, guard/src/metric.rs):
 //! tests/tests/metrics.rs fails on a family without HELP.
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use super::latency::Family;
+use metrics::{Unit, describe_counter, describe_gauge};
+
+/// `sluice_query_duration_seconds` (rendered by [`super::latency`]).
+pub static QUERY_DURATION: Family = Family {
+    name: "sluice_query_duration_seconds",
+    help: "Time from a statement's arrival to the end of its answer, by route",
+    label: "route",
+};
+
+/// `sluice_pool_wait_seconds` (rendered by [`super::latency`]).
+pub static POOL_WAIT: Family = Family {
+    name: "sluice_pool_wait_seconds",
+    help: "Time a statement waited for a backend connection from the pool, by backend",
+    label: "backend",
+};
 
 /// Registers every description with the installed recorder (descriptions
 /// given before the recorder is installed are lost).
@@ -67,11 +82,6 @@ fn statements() {
         Unit::Count,
         "Statements and commands run, by backend (guard for the guard's answers), route \
          (primary, replica, held, guard) and kind (statement kind or command)"
-    );
-    describe_histogram!(
-        "sluice_query_duration_seconds",
-        Unit::Seconds,
-        "Time from a statement's arrival to the end of its answer, by route"
     );
     describe_counter!(
         "sluice_errors_total",
@@ -168,11 +178,6 @@ fn pools() {
         "Backend connections allowed to run statements at once, by backend (summed over its \
          pools): pool.max_connections_per_backend, or with pool.adaptive_limit the limit \
          found from latency"
-    );
-    describe_histogram!(
-        "sluice_pool_wait_seconds",
-        Unit::Seconds,
-        "Time a statement waited for a backend connection from the pool, by backend"
     );
 }
 
