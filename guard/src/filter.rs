@@ -1,5 +1,6 @@
-//! One table's Bloom filter: a fastbloom `AtomicBloomFilter` with a fixed
-//! seed (inserts from the stream and lookups from sessions need no lock),
+//! One table's Bloom filter: a fastbloom `AtomicBloomFilter` hashing with
+//! foldhash's quality variant under a fixed seed (inserts from the stream
+//! and lookups from sessions need no lock),
 //! a count of inserted keys, and its share of the guard's memory budget,
 //! reserved before the bits are allocated and given back when the last
 //! holder drops it.
@@ -9,7 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The seed every filter uses: the same key always hashes the same.
-const SEED: u128 = 0x51ce_9ad0_5eed_0001_0000_0000_0000_0001;
+const SEED: u64 = 0x51ce_9ad0_5eed_0001;
+
+/// foldhash, not fastbloom's default SipHash: a third of the cost per
+/// lookup, which every lookup of a guarded table pays. A key crafted to
+/// collide only makes a false positive: the lookup goes to the database.
+type Hasher = foldhash::quality::FixedState;
 
 /// The memory all filters may use together.
 #[derive(Debug, Default)]
@@ -43,7 +49,7 @@ impl Budget {
 /// A table's filter.
 #[derive(Debug)]
 pub struct Filter {
-    bloom: AtomicBloomFilter,
+    bloom: AtomicBloomFilter<Hasher>,
     keys: AtomicU64,
     expected: u64,
     fpr: f64,
@@ -69,7 +75,7 @@ impl Filter {
         }
         let items = usize::try_from(expected.max(1)).unwrap_or(usize::MAX);
         let bloom = AtomicBloomFilter::with_false_pos(fpr)
-            .seed(&SEED)
+            .hasher(Hasher::with_seed(SEED))
             .expected_items(items);
         Some(Filter {
             bloom,

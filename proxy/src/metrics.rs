@@ -96,7 +96,10 @@ impl SessionMetrics {
     /// or passed to the database for `reason`.
     pub fn guard(&mut self, table: &str, reason: Option<&'static str>) {
         let cached = &mut self.guard;
-        let i = match cached.iter().position(|(t, r, _)| t == table && *r == reason) {
+        let i = match cached
+            .iter()
+            .position(|(t, r, _)| same_reason(*r, reason) && t == table)
+        {
             Some(i) => i,
             None => {
                 if cached.len() >= MAX_CACHED {
@@ -184,6 +187,13 @@ impl SessionMetrics {
 /// that before the bytes.
 fn same(a: &'static str, b: &'static str) -> bool {
     std::ptr::eq(a, b) || a == b
+}
+
+fn same_reason(a: Option<&'static str>, b: Option<&'static str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    }
 }
 
 /// The exposition: the exporter's metrics, then the latency histograms.
