@@ -2,8 +2,23 @@
 //! line comments, quoted text (with doubled-quote and backslash escapes),
 //! and substring search.
 
+/// Letters, digits, `_`, `$` and every byte of a multi-byte UTF-8
+/// character: one table load per byte (the fingerprint asks for every byte
+/// of every word of every statement).
+static WORD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+        c += 1;
+    }
+    table
+};
+
+#[inline]
 pub(crate) fn is_word(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+    WORD[c as usize]
 }
 
 pub(crate) fn line_end(b: &[u8], mut i: usize) -> usize {
@@ -40,4 +55,17 @@ pub(crate) fn find(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize>
         .windows(needle.len())
         .position(|w| w == needle)
         .map(|p| p + from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_bytes_are_letters_digits_underscore_dollar_and_non_ascii() {
+        for c in 0..=255u8 {
+            let expected = c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+            assert_eq!(is_word(c), expected, "byte {c:#04x}");
+        }
+    }
 }

@@ -7,7 +7,7 @@
 use super::{End, Session};
 use crate::digests::{self, Fingerprint, Route, Sample};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Default)]
 pub(super) struct DigestNote {
@@ -17,6 +17,10 @@ pub(super) struct DigestNote {
     /// The server's answer ended in an error, or Sluice sent one.
     pub error: bool,
     pub rows: u64,
+    /// When the answer's last byte went to the client and how long after
+    /// the command's arrival, if the statement path read the clock then
+    /// (saves reading it again here).
+    pub ended: Option<(Instant, Duration)>,
 }
 
 #[derive(Default)]
@@ -44,14 +48,17 @@ impl Session {
             return;
         };
         let note = std::mem::take(&mut self.digest);
-        let now = Instant::now();
+        let (now, took) = note.ended.unwrap_or_else(|| {
+            let now = Instant::now();
+            (now, now.saturating_duration_since(started))
+        });
         let error = note.error || ended.is_err();
         let route = match note.route {
             Route::None if !error => Route::Local,
             route => route,
         };
         let sample = Sample {
-            took: now.saturating_duration_since(started),
+            took,
             at: now,
             error,
             rows: note.rows,

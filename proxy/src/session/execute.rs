@@ -178,12 +178,11 @@ impl Session {
             (_, Role::Replica) => crate::digests::Route::Replica,
         };
         let result = self.relay(work).await;
-        self.metrics.query(
-            &backend.name,
-            self.digest.route.label(),
-            work.label,
-            started.elapsed(),
-        );
+        let ended = Instant::now();
+        let took = ended.saturating_duration_since(started);
+        self.digest.ended = Some((ended, took));
+        self.metrics
+            .query(&backend.name, self.digest.route.label(), work.label, took);
         if let Ok(outcome) = &result {
             self.digest.error |= outcome.ended_with_error;
             self.digest.rows = outcome.rows;

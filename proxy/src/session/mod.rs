@@ -347,8 +347,11 @@ impl Session {
                 return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "killed"));
             }
             // `readable` is cancel-safe: when another branch wins nothing
-            // of the client's input is lost.
+            // of the client's input is lost. Biased, in this order: no
+            // random number per command, and a KILL is still seen at the
+            // top of the loop before the command runs.
             tokio::select! {
+                biased;
                 ready = self.client.readable() => {
                     ready?;
                     break;
