@@ -230,8 +230,8 @@ impl Guard {
             reg.tables.remove(key);
         }
         self.shared.mark_not_ready(key);
-        self.shared.tables.rcu(|tables| {
-            let mut tables = (**tables).clone();
+        self.shared.change_tables(|tables| {
+            let mut tables = tables.clone();
             tables.remove(key);
             tables
         });
@@ -266,6 +266,12 @@ impl Guard {
         key.push_str(table);
         key.make_ascii_lowercase();
         tables.get(&key).cloned()
+    }
+
+    /// The version of the table set [`Guard::table`] looks in: a lookup
+    /// remembered under the current version is still what it would return.
+    pub fn tables_version(&self) -> u64 {
+        self.shared.tables_version.load(Ordering::Acquire)
     }
 
     /// The stream's applied position: every transaction up to it is in the

@@ -56,6 +56,8 @@ impl Settings {
 pub(crate) struct Shared {
     /// Current snapshot per table, keyed by lowercase `schema.table`.
     pub tables: ArcSwap<HashMap<String, Arc<crate::TableGuard>>>,
+    /// Bumped after every change of `tables` (see [`Shared::change_tables`]).
+    pub tables_version: AtomicU64,
     pub applied: ArcSwap<GtidPos>,
     /// 0 = no heartbeat seen.
     pub heartbeat_us: AtomicU64,
@@ -75,9 +77,21 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Changes the table set, then bumps its version: a reader that saw the
+    /// old version may hold either set, one that sees the new version finds
+    /// the new set.
+    pub fn change_tables(
+        &self,
+        change: impl Fn(&HashMap<String, Arc<crate::TableGuard>>) -> HashMap<String, Arc<crate::TableGuard>>,
+    ) {
+        self.tables.rcu(|tables| change(tables));
+        self.tables_version.fetch_add(1, Ordering::Release);
+    }
+
     pub fn new() -> Shared {
         Shared {
             tables: ArcSwap::from_pointee(HashMap::new()),
+            tables_version: AtomicU64::new(0),
             applied: ArcSwap::from_pointee(GtidPos::default()),
             heartbeat_us: AtomicU64::new(0),
             connected: AtomicBool::new(false),
@@ -276,5 +290,24 @@ impl TableCtl {
 
     pub fn state(&self) -> &'static str {
         lock(&self.status).state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_change_of_the_table_set_bumps_its_version_after_the_new_set_is_in() {
+        let shared = Shared::new();
+        assert_eq!(shared.tables_version.load(Ordering::Acquire), 0);
+        shared.change_tables(|tables| {
+            // The version is bumped after the change: not yet here.
+            assert_eq!(shared.tables_version.load(Ordering::Acquire), 0);
+            tables.clone()
+        });
+        assert_eq!(shared.tables_version.load(Ordering::Acquire), 1);
+        shared.change_tables(|tables| tables.clone());
+        assert_eq!(shared.tables_version.load(Ordering::Acquire), 2);
     }
 }

@@ -215,8 +215,8 @@ async fn build(shared: &Arc<Shared>, ctl: &Arc<TableCtl>) -> Result<(), Failed> 
         filter: filter.clone(),
         ready,
     });
-    shared.tables.rcu(|tables| {
-        let mut tables = (**tables).clone();
+    shared.change_tables(|tables| {
+        let mut tables = tables.clone();
         tables.insert(ctl.key.clone(), guard.clone());
         tables
     });

@@ -98,7 +98,7 @@ impl SessionMetrics {
         let cached = &mut self.guard;
         let i = match cached
             .iter()
-            .position(|(t, r, _)| same_reason(*r, reason) && t == table)
+            .position(|(t, r, _)| same_reason(*r, reason) && same_name(t, table))
         {
             Some(i) => i,
             None => {
@@ -187,6 +187,12 @@ impl SessionMetrics {
 /// that before the bytes.
 fn same(a: &'static str, b: &'static str) -> bool {
     std::ptr::eq(a, b) || a == b
+}
+
+/// Table names of one schema often differ only at the end (`t1`, `t2`):
+/// the last byte rejects most of them without a full comparison.
+fn same_name(a: &str, b: &str) -> bool {
+    a.as_bytes().last() == b.as_bytes().last() && a == b
 }
 
 fn same_reason(a: Option<&'static str>, b: Option<&'static str>) -> bool {

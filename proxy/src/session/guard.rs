@@ -22,7 +22,7 @@ use sluice_router::plan::{self, GuardInput, GuardVerdict, ReadTarget, guard_pass
 use sluice_router::probe::{probe_literal, probe_param, reason};
 use sluice_router::{Facts, GtidPos, Route};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// Where this execution's key values are.
 pub(super) enum Values<'a> {
@@ -76,6 +76,23 @@ impl FollowUp {
 /// few tables).
 const SHAPES_REMEMBERED: usize = 8;
 
+/// Statements a session remembers the guarded table of.
+const TABLES_REMEMBERED: usize = 8;
+
+/// Which guarded table (if any) a statement's lookup names, as the guard's
+/// table set of `version` said.
+pub(super) struct TableMemo {
+    /// The statement (a classified fingerprint); held, so its address is
+    /// not reused by another while remembered.
+    facts: Arc<Facts>,
+    version: u64,
+    /// The session's schema it was resolved in, when it names none.
+    session_schema: Option<Box<str>>,
+    /// Weak: an idle session must not keep a replaced table's filter (and
+    /// its share of the memory budget) alive.
+    table: Option<Weak<TableGuard>>,
+}
+
 /// A shape the session found in [`crate::answers::Answers`].
 pub(super) struct ShapeMemo {
     /// The statement's fingerprint hash: a cheap "seen this statement"
@@ -125,14 +142,11 @@ struct OwnedShape {
 
 impl Session {
     /// Asks the guard about a statement before it runs.
-    pub(super) async fn ask_guard(&mut self, facts: &Facts, values: Values<'_>) -> Result<Asked, End> {
+    pub(super) async fn ask_guard(&mut self, facts: &Arc<Facts>, values: Values<'_>) -> Result<Asked, End> {
         let Some(shape) = facts.ast.lookup.as_ref() else {
             return Ok(Asked::NotGuarded);
         };
-        let Some(schema) = shape.schema.as_deref().or(self.desired.schema.as_deref()) else {
-            return Ok(Asked::NotGuarded);
-        };
-        let Some(table) = self.shared.guard.table(schema, &shape.table) else {
+        let Some(table) = self.guarded_table(facts, shape) else {
             return Ok(Asked::NotGuarded);
         };
         let started = self.command_started;
@@ -168,6 +182,52 @@ impl Session {
                 }))
             }
         }
+    }
+
+    /// The guarded table a lookup names (None: not guarded), remembered per
+    /// statement: most statements repeat, and the guard's own lookup takes
+    /// a snapshot load, a walk over its tables and name comparisons.
+    fn guarded_table(&mut self, facts: &Arc<Facts>, shape: &LookupShape) -> Option<Arc<TableGuard>> {
+        let version = self.shared.guard.tables_version();
+        // The session's schema counts only when the statement names none.
+        let session_schema = match shape.schema {
+            Some(_) => None,
+            None => Some(self.desired.schema.as_deref()?),
+        };
+        let found = self.guard_tables.iter().position(|m| {
+            Arc::ptr_eq(&m.facts, facts)
+                && m.version == version
+                && m.session_schema.as_deref() == session_schema
+        });
+        if let Some(i) = found {
+            match &self.guard_tables[i].table {
+                None => return None,
+                Some(weak) => match weak.upgrade() {
+                    Some(table) => return Some(table),
+                    // The guard let go of it (which also bumps the version).
+                    None => {
+                        self.guard_tables.remove(i);
+                    }
+                },
+            }
+        }
+        let schema = shape.schema.as_deref().or(session_schema)?;
+        let table = self.shared.guard.table(schema, &shape.table);
+        let memo = TableMemo {
+            facts: facts.clone(),
+            version,
+            session_schema: session_schema.map(Into::into),
+            table: table.as_ref().map(Arc::downgrade),
+        };
+        if self.guard_tables.len() < TABLES_REMEMBERED {
+            self.guard_tables.push(memo);
+        } else {
+            self.guard_tables.rotate_left(1);
+            if let Some(last) = self.guard_tables.last_mut() {
+                *last = memo;
+            }
+        }
+        table
     }
 
     /// After a passed lookup ran: keep its metadata, count a false positive.

@@ -187,6 +187,7 @@ struct Session {
     guard_key: Vec<u8>,
     guard_text: Vec<u8>,
     guard_memo: Vec<guard::ShapeMemo>,
+    guard_tables: Vec<guard::TableMemo>,
     guard_charsets: Option<guard::Charsets>,
     /// What the current statement did, for its query digest.
     digest: digest::DigestNote,
@@ -240,6 +241,7 @@ impl Session {
             guard_key: Vec::new(),
             guard_text: Vec::new(),
             guard_memo: Vec::new(),
+            guard_tables: Vec::new(),
             guard_charsets: None,
             digest: Default::default(),
             metrics: SessionMetrics::default(),
