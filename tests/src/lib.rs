@@ -46,12 +46,37 @@ pub fn port_of(addr: &str) -> u16 {
         .expect("address has a port")
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, handed out once per test process.
+///
+/// Taken below the kernel's ephemeral range (Linux: 32768 and up): a port
+/// from that range can be taken by any outgoing connection between this
+/// check and the bind that needs it, which once failed a full run with
+/// "Address already in use" on a Sluice admin port. Each process walks the
+/// range from its own starting point, so parallel test processes rarely
+/// meet, and skips the topology's MariaDB ports (free while a test has a
+/// server stopped).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    let topology = std::env::var("SLUICE_PORT_BASE")
+        .ok()
+        .and_then(|b| b.parse::<u32>().ok())
+        .unwrap_or(13306);
+    for _ in 0..SPAN {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let port = LOW + offset;
+        if (topology..topology + 10).contains(&port) {
+            continue;
+        }
+        let port = u16::try_from(port).expect("below 32768");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// A running Sluice process, killed on drop.
