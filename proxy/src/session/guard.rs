@@ -219,14 +219,7 @@ impl Session {
             session_schema: session_schema.map(Into::into),
             table: table.as_ref().map(Arc::downgrade),
         };
-        if self.guard_tables.len() < TABLES_REMEMBERED {
-            self.guard_tables.push(memo);
-        } else {
-            self.guard_tables.rotate_left(1);
-            if let Some(last) = self.guard_tables.last_mut() {
-                *last = memo;
-            }
-        }
+        remember(&mut self.guard_tables, memo, TABLES_REMEMBERED);
         table
     }
 
@@ -342,15 +335,7 @@ impl Session {
                 let found = self.shared.answers.get(&key);
                 if let Some(columns) = &found {
                     let memo = ShapeMemo::new(&key, fingerprint, columns.clone());
-                    if self.guard_memo.len() < SHAPES_REMEMBERED {
-                        self.guard_memo.push(memo);
-                    } else {
-                        // Oldest out.
-                        self.guard_memo.rotate_left(1);
-                        if let Some(last) = self.guard_memo.last_mut() {
-                            *last = memo;
-                        }
-                    }
+                    remember(&mut self.guard_memo, memo, SHAPES_REMEMBERED);
                 }
                 found
             }
@@ -453,6 +438,14 @@ impl Session {
         });
         self.client.flush().await.map_err(|_| End::ClientGone)
     }
+}
+
+/// Adds `item` to a session's short memo list, the oldest out at `max`.
+fn remember<T>(list: &mut Vec<T>, item: T, max: usize) {
+    if list.len() >= max && !list.is_empty() {
+        list.remove(0);
+    }
+    list.push(item);
 }
 
 /// The session's charsets as the guard needs them, worked out once per set
