@@ -26,8 +26,6 @@ if ! have php || ! php -r 'exit(extension_loaded("pdo_mysql") ? 0 : 1);' 2>/dev/
   missing+=(php-mysql)
 fi
 have haproxy || missing+=(haproxy)
-# The allocator (tikv-jemalloc-sys) builds jemalloc from source with make.
-have make || missing+=(make)
 # The TLS tests' certificates (scripts/test-ca.sh).
 have openssl || missing+=(openssl)
 [[ -f $MARIADB_JAR ]] || missing+=(libmariadb-java)
