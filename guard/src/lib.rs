@@ -270,6 +270,7 @@ impl Guard {
 
     /// The version of the table set [`Guard::table`] looks in: a lookup
     /// remembered under the current version is still what it would return.
+    /// 0 until the first table is built (the set has always been empty).
     pub fn tables_version(&self) -> u64 {
         self.shared.tables_version.load(Ordering::Acquire)
     }

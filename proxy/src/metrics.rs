@@ -198,7 +198,8 @@ fn same_name(a: &str, b: &str) -> bool {
 fn same_reason(a: Option<&'static str>, b: Option<&'static str>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => same(a, b),
-        (a, b) => a.is_none() && b.is_none(),
+        (None, None) => true,
+        _ => false,
     }
 }
 

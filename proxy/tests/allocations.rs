@@ -1,5 +1,6 @@
 //! Heap allocations per statement on the hot path: one COM_QUERY point
-//! select and one COM_STMT_EXECUTE of a prepared point select, relayed by
+//! select, one COM_STMT_EXECUTE of a prepared point select, and COM_QUERY
+//! point selects of twelve different statements in turn, relayed by
 //! Sluice (session, routing, pool checkout, relay, metrics) to the real
 //! MariaDB primary of the test topology. The test fails when a statement
 //! allocates more than it does today, so the hot path cannot silently
@@ -29,10 +30,7 @@
 //!   prepare the statement on it, fill the classification cache and the
 //!   metric handles), and the count per statement is the MEDIAN over the
 //!   rounds: a background wake-up or an amortized allocation lands in a
-//!   few rounds, not in half of them. (Today about one round in 32 has one
-//!   more: the Prometheus histograms store samples in blocks, and the two
-//!   recorded per statement fill a new block every 32 statements until
-//!   upkeep drains them.) Every measurement is printed with the rounds by
+//!   few rounds, not in half of them. Every measurement is printed with the rounds by
 //!   count (`cargo test -p sluice-proxy --test allocations -- --nocapture`).
 //!   An allocation that every statement makes moves the median by one: the
 //!   count is exact, not a tolerance.
@@ -74,6 +72,8 @@ const EXECUTE_BOUND: u64 = 1;
 
 /// Statements before measuring, and measured statements of each kind.
 const WARM_UP: u64 = 50;
+/// Different statements a client cycles through in the third measurement.
+const SHAPES: u64 = 12;
 const ROUNDS: u64 = 1000;
 
 // ---------------------------------------------------------------------------
@@ -632,17 +632,31 @@ fn statement_path_allocations() {
         let rows = client.execute(&stmt, 1 + (i % 100) as i64);
         assert_eq!(rows, 1);
     };
+    // Point selects of SHAPES different statements in turn: more than a
+    // session's per-statement memos hold, so a memo that allocates on a
+    // miss would show here (the guard is off in this config).
+    let many_shapes = |client: &mut Client, i: u64| {
+        let shape = i % SHAPES;
+        let rows = client.query(&format!(
+            "SELECT c AS c{shape} FROM sbtest1 WHERE id = {}",
+            1 + i % 100
+        ));
+        assert_eq!(rows, 1);
+    };
     for i in 0..WARM_UP {
         point_select(&mut client, i);
         execute(&mut client, i);
+        many_shapes(&mut client, i);
     }
     let query = measure(1, |i| point_select(&mut client, i));
     let executed = measure(1 + ROUNDS, |i| execute(&mut client, i));
+    let shapes = measure(1 + 2 * ROUNDS, |i| many_shapes(&mut client, i));
     client.quit();
     server.stop();
 
     query.report("COM_QUERY point select");
     executed.report("COM_STMT_EXECUTE point select");
+    shapes.report(&format!("COM_QUERY point selects of {SHAPES} statements in turn"));
     if trace {
         print_traces("COM_QUERY point select", query.traced_round);
         print_traces("COM_QUERY point select (occasional)", query.occasional_round);
@@ -651,6 +665,7 @@ fn statement_path_allocations() {
             "COM_STMT_EXECUTE point select (occasional)",
             executed.occasional_round,
         );
+        print_traces("COM_QUERY point selects of many shapes", shapes.traced_round);
     }
     assert!(
         query.median() <= QUERY_BOUND,
@@ -663,5 +678,11 @@ fn statement_path_allocations() {
         "a COM_STMT_EXECUTE point select allocates {} times, more than EXECUTE_BOUND = {EXECUTE_BOUND}: \
          find the new allocations with SLUICE_ALLOC_TRACE=1 (see the file's doc comment)",
         executed.median()
+    );
+    assert!(
+        shapes.median() <= QUERY_BOUND,
+        "a COM_QUERY point select among {SHAPES} statements in turn allocates {} times, more than \
+         QUERY_BOUND = {QUERY_BOUND}: find the new allocations with SLUICE_ALLOC_TRACE=1",
+        shapes.median()
     );
 }

@@ -198,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn threads_count_into_their_own_stripes_and_all_are_summed() {
+    fn threads_count_into_stripes_of_their_own_and_all_are_summed() {
         let s = series(&TEST, "threads");
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -213,6 +213,15 @@ mod tests {
         for t in threads {
             t.join().expect("recording thread");
         }
+        // Striped: the four threads did not all write one stripe (each
+        // thread takes the next stripe number, so only eight or more
+        // threads in between could make two of them share).
+        let used = s
+            .stripes
+            .iter()
+            .filter(|stripe| stripe.buckets[3].load(Relaxed) > 0)
+            .count();
+        assert!(used >= 2, "{used} stripe(s) written by four threads");
         let (counts, _) = s.snapshot();
         assert_eq!(counts[3], 4000, "1 ms is within le=0.001");
         assert_eq!(counts[2], 0);

@@ -189,6 +189,11 @@ impl Session {
     /// a snapshot load, a walk over its tables and name comparisons.
     fn guarded_table(&mut self, facts: &Arc<Facts>, shape: &LookupShape) -> Option<Arc<TableGuard>> {
         let version = self.shared.guard.tables_version();
+        // Never a table (the guard is off): nothing to look up or remember,
+        // so a session with many statements allocates no memo entries.
+        if version == 0 {
+            return None;
+        }
         // The session's schema counts only when the statement names none.
         let session_schema = match shape.schema {
             Some(_) => None,
