@@ -67,6 +67,15 @@ pub struct BackendConn<S = BackendStream> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
+    /// Whether this connection negotiated MariaDB's metadata cache: every
+    /// column count it receives carries a "metadata follows" byte, and an
+    /// execute may skip definitions that did not change.
+    pub fn caches_metadata(&self) -> bool {
+        self.info
+            .mariadb_capabilities
+            .contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA)
+    }
+
     pub(crate) fn new(stream: PacketStream<S>, info: ServerInfo, state: SessionState) -> Self {
         BackendConn {
             stream,
@@ -459,7 +468,8 @@ impl BackendConn {
     }
 
     /// Reads the rest of a COM_STMT_PREPARE response after its first
-    /// packet, discarding the definitions.
+    /// packet, keeping the result's column definitions (an execute under
+    /// MariaDB's metadata cache may refer to them instead of resending).
     pub async fn read_prepare_ok(&mut self, first: &[u8]) -> Result<BackendStatement, BackendError> {
         if first.len() < 12 || first[0] != packets::OK_HEADER {
             self.broken = true;
@@ -468,12 +478,20 @@ impl BackendConn {
         let id = u32::from_le_bytes([first[1], first[2], first[3], first[4]]);
         let columns = packets::le16(first, 5);
         let params = packets::le16(first, 7);
-        for count in [params, columns] {
-            if count > 0 {
-                for _ in 0..=count {
-                    self.stream.read_packet().await?;
-                }
+        if params > 0 {
+            for _ in 0..=params {
+                self.stream.read_packet().await?;
             }
+        }
+        let mut column_defs = None;
+        if columns > 0 {
+            let mut defs = Vec::with_capacity(usize::from(columns));
+            for _ in 0..columns {
+                let def = self.stream.read_packet().await?;
+                defs.push(bytes::Bytes::copy_from_slice(&def.payload));
+            }
+            self.stream.read_packet().await?; // EOF
+            column_defs = Some(defs.into());
         }
         self.last_io = Instant::now();
         Ok(BackendStatement {
@@ -481,6 +499,7 @@ impl BackendConn {
             params,
             columns,
             types: None,
+            column_defs,
         })
     }
 

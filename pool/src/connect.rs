@@ -65,7 +65,10 @@ impl BackendConn {
 /// The capabilities a pooled connection asks of this server: Sluice's
 /// own ([`BACKEND_CAPABILITIES`]) that the server has, and MariaDB's
 /// extended ones Sluice uses (announced by clearing CLIENT_MYSQL, which
-/// the client then clears too). Shared with the relay's fixture capture,
+/// the client then clears too): bulk operations, and the metadata cache,
+/// so the server need not build and send an execute's column definitions
+/// when they did not change (the relay restores them for clients that do
+/// not cache). Shared with the relay's fixture capture,
 /// so captured traffic is what a pooled connection sees.
 pub fn negotiate(handshake: &HandshakePacket<'_>) -> (Caps, MariadbCapabilities) {
     let server_caps = handshake.capabilities();
@@ -73,7 +76,9 @@ pub fn negotiate(handshake: &HandshakePacket<'_>) -> (Caps, MariadbCapabilities)
     let mariadb_caps = if server_caps.contains(Caps::CLIENT_LONG_PASSWORD) {
         MariadbCapabilities::empty()
     } else {
-        handshake.mariadb_ext_capabilities() & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
+        handshake.mariadb_ext_capabilities()
+            & (MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
+                | MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA)
     };
     if !mariadb_caps.is_empty() {
         caps.remove(Caps::CLIENT_LONG_PASSWORD);

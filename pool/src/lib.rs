@@ -34,7 +34,7 @@ pub use error::{AcquireError, BackendError};
 pub use limit::{AdaptiveLimit, LimitParams};
 pub use manager::{BackendPool, ConnectAttrs, PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};
 pub use session::{SessionState, charset_vars};
-pub use statements::{BackendStatement, StatementCache};
+pub use statements::{BackendStatement, ColumnDefs, StatementCache};
 pub use stream::BackendStream;
 pub use tls::BackendTls;
 pub use vars::Vars;

@@ -4,8 +4,14 @@
 //! statements clients prepare. The least recently used one is closed when
 //! the bound is reached.
 
+use bytes::Bytes;
 use lru::LruCache;
 use std::sync::Arc;
+
+/// The column definitions of a statement's result, as the server sent
+/// them (one payload each). Under MariaDB's metadata cache an execute may
+/// skip them, meaning "the same as last time": these are what it means.
+pub type ColumnDefs = Arc<[Bytes]>;
 
 /// One server-side prepared statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +22,10 @@ pub struct BackendStatement {
     /// Parameter types last sent with an execute on this connection; the
     /// server remembers them, so later executes may omit them.
     pub types: Option<Arc<[u8]>>,
+    /// The result's column definitions the server last sent for this
+    /// statement on this connection (its prepare response, or an execute
+    /// that sent new ones); None when it has no result columns.
+    pub column_defs: Option<ColumnDefs>,
 }
 
 #[derive(Debug)]
@@ -63,6 +73,11 @@ impl StatementCache {
         None
     }
 
+    /// A statement by SQL text, without touching recency.
+    pub fn peek_mut(&mut self, sql: &str) -> Option<&mut BackendStatement> {
+        self.lru.peek_mut(sql)
+    }
+
     /// The id a backend statement has here, by SQL text, without touching
     /// recency.
     pub fn id_of(&self, sql: &str) -> Option<u32> {
@@ -92,6 +107,7 @@ mod tests {
             params: 0,
             columns: 0,
             types: None,
+            column_defs: None,
         }
     }
 

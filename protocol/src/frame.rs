@@ -240,24 +240,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     /// Moves a whole result set already buffered here to `dst` in a few
     /// copies, renumbered from `seq`; for a DEPRECATE_EOF client the EOF
     /// after the definitions is dropped and the final one becomes an OK.
-    /// None, moving nothing, unless [`crate::result_set::scan`] finds one.
+    /// The column count and definitions cross the metadata cache as
+    /// [`crate::result_set::plan_columns`] says. None, moving nothing,
+    /// unless [`crate::result_set::scan`] finds one, or when the backend
+    /// sent new definitions and `keep_new_defs` (the caller records them).
+    /// Otherwise the result set, and whether skipped definitions were sent
+    /// to the client.
     pub fn move_result_set_to<T>(
         &mut self,
         dst: &mut PacketStream<T>,
         seq: &mut u8,
         deprecate_eof: bool,
-    ) -> Option<crate::result_set::Scanned> {
-        let found = crate::result_set::scan(&self.rbuf)?;
+        meta: &crate::result_set::Metadata<'_>,
+        keep_new_defs: bool,
+    ) -> Option<(crate::result_set::Scanned, bool)> {
+        let found = crate::result_set::scan(&self.rbuf, meta.backend_flag)?;
+        if keep_new_defs && meta.backend_flag && found.follows {
+            return None;
+        }
         let buf = &self.rbuf[..found.len];
-        dst.wbuf.reserve(found.len);
-        let mut copy = |part: &[u8], seq: &mut u8| {
-            let start = dst.wbuf.len();
-            dst.wbuf.extend_from_slice(part);
-            crate::result_set::renumber(&mut dst.wbuf[start..], seq);
+        let plan = crate::result_set::plan_columns(&buf[4..found.count_end], meta)?;
+        let inserted: usize = plan
+            .insert
+            .map_or(0, |defs| defs.iter().map(|d| 4 + d.len()).sum());
+        dst.wbuf.reserve(found.len + inserted + 8);
+        let copy = |wbuf: &mut BytesMut, part: &[u8], seq: &mut u8| {
+            let start = wbuf.len();
+            wbuf.extend_from_slice(part);
+            crate::result_set::renumber(&mut wbuf[start..], seq);
         };
+        match plan.count {
+            None => copy(&mut dst.wbuf, &buf[..found.count_end], seq),
+            Some(count) => {
+                put_packet(&mut dst.wbuf, *seq, count.as_slice());
+                *seq = seq.wrapping_add(1);
+            }
+        }
+        for def in plan.insert.unwrap_or_default() {
+            put_packet(&mut dst.wbuf, *seq, def);
+            *seq = seq.wrapping_add(1);
+        }
+        copy(&mut dst.wbuf, &buf[found.count_end..found.columns_end], seq);
         if deprecate_eof {
-            copy(&buf[..found.columns_end], seq);
-            copy(&buf[found.rows_start..found.final_eof], seq);
+            copy(&mut dst.wbuf, &buf[found.rows_start..found.final_eof], seq);
             put_packet(
                 &mut dst.wbuf,
                 *seq,
@@ -265,10 +290,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             );
             *seq = seq.wrapping_add(1);
         } else {
-            copy(buf, seq);
+            copy(&mut dst.wbuf, &buf[found.columns_end..], seq);
         }
         self.rbuf.advance(found.len);
-        Some(found)
+        Some((found, plan.insert.is_some()))
     }
 
     /// Bytes queued for writing.
@@ -444,6 +469,7 @@ mod tests {
             .enumerate()
             .flat_map(|(i, p)| framed(i as u8 + 1, p))
             .collect();
+        let plain = crate::result_set::Metadata::default();
         for deprecate_eof in [false, true] {
             let (mut server, backend_side) = tokio::io::duplex(1 << 16);
             let (client_side, _peer) = tokio::io::duplex(1 << 16);
@@ -461,7 +487,7 @@ mod tests {
             let mut cut = backend.rbuf.split_off(wire.len() - 1);
             assert!(
                 backend
-                    .move_result_set_to(&mut client, &mut seq, deprecate_eof)
+                    .move_result_set_to(&mut client, &mut seq, deprecate_eof, &plain, false)
                     .is_none()
             );
             assert_eq!(
@@ -469,9 +495,10 @@ mod tests {
                 (7, 0, wire.len() - 1)
             );
             backend.rbuf.unsplit(cut.split());
-            let moved = backend
-                .move_result_set_to(&mut client, &mut seq, deprecate_eof)
+            let (moved, inserted) = backend
+                .move_result_set_to(&mut client, &mut seq, deprecate_eof, &plain, false)
                 .expect("the whole result set");
+            assert!(!inserted);
             assert_eq!((moved.rows, moved.warnings, moved.status), (2, 1, 0x22));
             assert!(backend.rbuf.is_empty());
             // What the packet-by-packet relay sends: every packet renumbered
@@ -491,6 +518,107 @@ mod tests {
             assert_eq!(&client.wbuf[..], &want[..], "deprecate_eof = {deprecate_eof}");
             assert_eq!(seq, next);
         }
+    }
+
+    /// Moves `wire` (already all read) to a fresh client stream from seq 7.
+    async fn moved(
+        wire: &[u8],
+        deprecate_eof: bool,
+        meta: &crate::result_set::Metadata<'_>,
+        keep_new_defs: bool,
+    ) -> Option<(Vec<u8>, bool)> {
+        let (mut server, backend_side) = tokio::io::duplex(1 << 16);
+        let (client_side, _peer) = tokio::io::duplex(1 << 16);
+        tokio::io::AsyncWriteExt::write_all(&mut server, wire)
+            .await
+            .unwrap();
+        let mut backend = PacketStream::new(backend_side);
+        let mut client = PacketStream::new(client_side);
+        while backend.rbuf.len() < wire.len() {
+            backend.io.read_buf(&mut backend.rbuf).await.unwrap();
+        }
+        let mut seq = 7;
+        let (_, inserted) =
+            backend.move_result_set_to(&mut client, &mut seq, deprecate_eof, meta, keep_new_defs)?;
+        Some((client.wbuf.to_vec(), inserted))
+    }
+
+    #[tokio::test]
+    async fn a_whole_result_set_crosses_the_metadata_cache() {
+        use crate::result_set::Metadata;
+        let def = Bytes::from_static(b"\x03def\x00\x00\x00\x01c\x00\x0c\x08\x00");
+        let defs = [def.clone()];
+        let eof: &[u8] = &[0xfe, 0, 0, 0x02, 0];
+        let wire = |packets: &[&[u8]]| -> Vec<u8> {
+            packets
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| framed(i as u8 + 1, p))
+                .collect()
+        };
+        let expect = |packets: &[&[u8]]| -> Vec<u8> {
+            packets
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| framed(i as u8 + 7, p))
+                .collect()
+        };
+        let skipped = wire(&[&[1, 0], eof, b"\x01a", eof]);
+        let sent = wire(&[&[1, 1], &def, eof, b"\x01a", eof]);
+        let caching = |current| Metadata {
+            backend_flag: true,
+            client_flag: true,
+            skipped: Some((&defs[..], current)),
+        };
+        let plain_client = Metadata {
+            backend_flag: true,
+            client_flag: false,
+            skipped: Some((&defs[..], false)),
+        };
+        // A caching client holding the definitions gets the skip as it is.
+        assert_eq!(
+            moved(&skipped, false, &caching(true), true).await,
+            Some((expect(&[&[1, 0], eof, b"\x01a", eof]), false))
+        );
+        // One holding others gets them, announced.
+        assert_eq!(
+            moved(&skipped, false, &caching(false), true).await,
+            Some((expect(&[&[1, 1], &def, eof, b"\x01a", eof]), true))
+        );
+        // A client without the cache gets them with a plain count, EOFs
+        // translated for DEPRECATE_EOF.
+        assert_eq!(
+            moved(&skipped, true, &plain_client, true).await,
+            Some((
+                expect(&[&[1], &def, b"\x01a", &crate::packets::ok_as_eof(0, 2)]),
+                true
+            ))
+        );
+        // Sent definitions lose the byte for it (a text result, say)...
+        assert_eq!(
+            moved(&sent, false, &plain_client, false).await,
+            Some((expect(&[&[1], &def, eof, b"\x01a", eof]), false))
+        );
+        // ...and gain it from a backend without the cache.
+        let unflagged = wire(&[&[1], &def, eof, b"\x01a", eof]);
+        let to_caching = Metadata {
+            backend_flag: false,
+            client_flag: true,
+            skipped: None,
+        };
+        assert_eq!(
+            moved(&unflagged, false, &to_caching, true).await,
+            Some((expect(&[&[1, 1], &def, eof, b"\x01a", eof]), false))
+        );
+        // New definitions of an execute are left to the packet relay, which
+        // records them; so is a skip Sluice has no definitions for.
+        assert_eq!(moved(&sent, false, &caching(true), true).await, None);
+        let unknown = Metadata {
+            backend_flag: true,
+            client_flag: true,
+            skipped: None,
+        };
+        assert_eq!(moved(&skipped, false, &unknown, true).await, None);
     }
 
     #[tokio::test]

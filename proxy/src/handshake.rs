@@ -106,8 +106,12 @@ pub async fn accept(
     if tls_config.is_some() {
         caps |= Caps::CLIENT_SSL;
     }
-    let mariadb_caps =
-        profile.mariadb_capabilities & MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS;
+    // The metadata cache is offered whatever the backends do: the relay
+    // translates between a client that caches and a server that does not,
+    // and back.
+    let mariadb_caps = profile.mariadb_capabilities
+        & (MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
+            | MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA);
     if !mariadb_caps.is_empty() {
         // MariaDB signals extended capabilities by clearing CLIENT_MYSQL.
         caps.remove(Caps::CLIENT_LONG_PASSWORD);

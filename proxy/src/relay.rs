@@ -10,9 +10,11 @@
 //! costs the same as with concrete types.
 
 use crate::errors;
-use sluice_pool::{BackendConn, BackendStatement, SessionState};
+use bytes::Bytes;
+use sluice_pool::{BackendConn, BackendStatement, ColumnDefs, SessionState};
 use sluice_protocol::consts::{CapabilityFlags as Caps, status};
 use sluice_protocol::packets::{self, ERR_HEADER, LOCAL_INFILE_HEADER, OK_HEADER};
+use sluice_protocol::result_set::{Metadata, plan_columns};
 use sluice_protocol::{Packet, PacketStream};
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -63,9 +65,14 @@ pub struct Outcome {
     /// The last result was a result set (not an OK), and its row count.
     pub result_set: bool,
     pub rows: u64,
-    /// With [`Relay::capturing_columns`]: the column count packet and the
-    /// column definitions of a response that was one complete result set.
+    /// With [`Relay::capturing_columns`]: the column count packet (without
+    /// a metadata cache byte) and the column definitions of a response that
+    /// was one complete result set.
     pub columns: Option<Vec<bytes::Bytes>>,
+    /// An execute sent the client column definitions (new ones from the
+    /// server, or ones the server skipped): what a client that caches
+    /// metadata now holds for the statement.
+    pub client_defs: Option<ColumnDefs>,
 }
 
 #[derive(Debug)]
@@ -95,6 +102,12 @@ pub struct Relay<'a, C, B> {
     /// lookups of the same shape with them).
     capture_columns: bool,
     seen_result_set: bool,
+    /// The client negotiated MariaDB's metadata cache.
+    client_caches_metadata: bool,
+    /// For an execute: its statement's text (the backend connection's
+    /// definitions for it are found by it) and the definitions the client
+    /// holds for it.
+    execute: Option<(&'a str, Option<&'a ColumnDefs>)>,
 }
 
 impl<'a, C, B> Relay<'a, C, B>
@@ -121,6 +134,46 @@ where
             client_statement_id: None,
             capture_columns: false,
             seen_result_set: false,
+            client_caches_metadata: false,
+            execute: None,
+        }
+    }
+
+    /// The client negotiated MariaDB's metadata cache.
+    pub fn client_caches_metadata(mut self, caches: bool) -> Self {
+        self.client_caches_metadata = caches;
+        self
+    }
+
+    /// Relaying an execute of `sql`, whose column definitions the client
+    /// holds as `client_defs`.
+    pub fn for_execute(mut self, sql: &'a str, client_defs: Option<&'a ColumnDefs>) -> Self {
+        self.execute = Some((sql, client_defs));
+        self
+    }
+
+    /// The backend's definitions an execute's skip stands for (only an
+    /// execute can skip them).
+    fn skipped_defs(&mut self) -> Option<ColumnDefs> {
+        let (sql, _) = self.execute?;
+        if !self.backend.caches_metadata() {
+            return None;
+        }
+        self.backend.statements.peek_mut(sql)?.column_defs.clone()
+    }
+
+    /// The cache's two sides for this response, with `skipped` standing in
+    /// for definitions the backend does not resend.
+    fn metadata<'d>(&self, skipped: Option<&'d ColumnDefs>) -> Metadata<'d> {
+        let client_holds = self.execute.and_then(|(_, held)| held);
+        Metadata {
+            backend_flag: self.backend.caches_metadata(),
+            client_flag: self.client_caches_metadata,
+            skipped: skipped.map(|defs| {
+                let current =
+                    client_holds.is_some_and(|h| std::sync::Arc::ptr_eq(h, defs) || h[..] == defs[..]);
+                (&defs[..], current)
+            }),
         }
     }
 
@@ -251,13 +304,20 @@ where
         let lost = self.backend_error();
         self.backend.stream.readable().await.map_err(lost)?;
         let deprecate_eof = self.deprecate_eof();
-        let Some(moved) = self
-            .backend
-            .stream
-            .move_result_set_to(self.client, &mut self.seq, deprecate_eof)
-        else {
+        let skipped = self.skipped_defs();
+        let meta = self.metadata(skipped.as_ref());
+        let Some((moved, inserted)) = self.backend.stream.move_result_set_to(
+            self.client,
+            &mut self.seq,
+            deprecate_eof,
+            &meta,
+            self.execute.is_some(),
+        ) else {
             return Ok(false);
         };
+        if inserted {
+            self.outcome.client_defs = skipped;
+        }
         self.sent_any.store(true, std::sync::atomic::Ordering::Relaxed);
         self.seen_result_set = true;
         self.outcome.result_set = true;
@@ -308,32 +368,86 @@ where
     /// One result set: column count, definitions, rows, terminator. Returns
     /// whether more results follow.
     async fn result_set(&mut self, count: &Packet) -> Result<bool, RelayError> {
-        let mut pos = 0;
-        let Some(columns) = packets::read_lenenc_int(&count.payload, &mut pos) else {
+        let backend_flag = self.backend.caches_metadata();
+        let Some((columns, follows, lenenc)) =
+            sluice_protocol::result_set::parse_count(&count.payload, backend_flag)
+        else {
             return Err(self.protocol_error("bad column count"));
         };
-        self.send(&count.payload).await?;
+        let skipped = if follows { None } else { self.skipped_defs() };
+        let meta = self.metadata(skipped.as_ref());
+        let Some(plan) = plan_columns(&count.payload, &meta) else {
+            return Err(self.protocol_error("the server skipped column definitions Sluice does not have"));
+        };
         self.outcome.result_set = true;
         self.outcome.rows = 0;
         // Only a first result set can be a whole response's.
         let first = !std::mem::replace(&mut self.seen_result_set, true);
         let mut captured = (self.capture_columns && first).then(|| {
             let mut defs = Vec::with_capacity(columns.min(64) as usize + 1);
-            defs.push(bytes::Bytes::copy_from_slice(&count.payload));
+            defs.push(Bytes::copy_from_slice(&count.payload[..lenenc]));
             defs
         });
-        for _ in 0..columns {
-            let def = self.read().await?;
-            if let Some(defs) = captured.as_mut() {
+        if let (true, true, Some((sql, held))) = (follows, backend_flag, self.execute) {
+            // New definitions of an execute, read whole first: they are
+            // what the server means when it next skips them on this
+            // connection. A caching client that holds the same ones is told
+            // to keep them, as the server tells a client of its own.
+            let mut defs = Vec::with_capacity(columns.min(64) as usize);
+            for _ in 0..columns {
+                let def = self.read().await?;
+                if def.is_continued() {
+                    return Err(self.protocol_error("a column definition larger than a packet"));
+                }
+                defs.push(Bytes::copy_from_slice(&def.payload));
+            }
+            let defs: ColumnDefs = defs.into();
+            if let Some(stmt) = self.backend.statements.peek_mut(sql) {
+                stmt.column_defs = Some(defs.clone());
+            }
+            if self.client_caches_metadata && held.is_some_and(|h| h[..] == defs[..]) {
+                let skip = sluice_protocol::result_set::CountPacket::new(&count.payload[..lenenc], Some(0));
+                self.send(skip.as_slice()).await?;
+            } else {
+                match plan.count {
+                    Some(count) => self.send(count.as_slice()).await?,
+                    None => self.send(&count.payload).await?,
+                }
+                for def in defs.iter() {
+                    self.send(def).await?;
+                }
+                self.outcome.client_defs = Some(defs.clone());
+            }
+            if let Some(captured) = captured.as_mut() {
+                captured.extend(defs.iter().cloned());
+            }
+        } else {
+            match plan.count {
+                Some(count) => self.send(count.as_slice()).await?,
+                None => self.send(&count.payload).await?,
+            }
+            if let Some(insert) = plan.insert {
+                for def in insert {
+                    self.send(def).await?;
+                }
+                self.outcome.client_defs = skipped.clone();
+            }
+            if let (Some(defs), Some(skipped)) = (captured.as_mut(), &skipped) {
+                defs.extend(skipped.iter().cloned());
+            }
+            let in_stream = if follows { columns } else { 0 };
+            for _ in 0..in_stream {
+                let def = self.read().await?;
                 if def.is_continued() {
                     captured = None;
-                } else {
+                }
+                if let Some(defs) = captured.as_mut() {
                     // A copy: a slice would keep the whole read buffer
                     // (and the rows read with it) alive in the cache.
-                    defs.push(bytes::Bytes::copy_from_slice(&def.payload));
+                    defs.push(Bytes::copy_from_slice(&def.payload));
                 }
+                self.forward(&def).await?;
             }
-            self.forward(&def).await?;
         }
         let eof = self.read().await?;
         if !packets::is_eof(&eof.payload) {
@@ -419,12 +533,16 @@ where
             }
             None => self.send(&p.payload).await?,
         }
-        for count in [params, columns] {
+        let mut column_defs = Vec::new();
+        for (count, keep) in [(params, false), (columns, true)] {
             if count == 0 {
                 continue;
             }
             for _ in 0..count {
                 let def = self.read().await?;
+                if keep {
+                    column_defs.push(Bytes::copy_from_slice(&def.payload));
+                }
                 self.forward(&def).await?;
             }
             let eof = self.read().await?;
@@ -440,6 +558,7 @@ where
             params,
             columns,
             types: None,
+            column_defs: (!column_defs.is_empty()).then(|| column_defs.into()),
         });
         Ok(())
     }

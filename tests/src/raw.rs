@@ -2,7 +2,7 @@
 //! malformed and oversized packets, unsupported commands, COM_FIELD_LIST and
 //! COM_STATISTICS. It reuses Sluice's own framing.
 
-use mysql_common::constants::CapabilityFlags as Caps;
+use mysql_common::constants::{CapabilityFlags as Caps, MariadbCapabilities};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::{MyDeserialize, MySerialize};
@@ -21,11 +21,37 @@ impl RawClient {
         password: &str,
         extra_caps: Caps,
     ) -> anyhow::Result<RawClient> {
-        Self::login(port, user, password, extra_caps, Some("sluice_test")).await
+        Self::login(
+            port,
+            user,
+            password,
+            extra_caps,
+            MariadbCapabilities::empty(),
+            Some("sluice_test"),
+        )
+        .await
+    }
+
+    /// Connects asking for MariaDB's extended capabilities `mariadb_caps`
+    /// too (announced by clearing CLIENT_MYSQL).
+    pub async fn connect_mariadb(
+        port: u16,
+        extra_caps: Caps,
+        mariadb_caps: MariadbCapabilities,
+    ) -> anyhow::Result<RawClient> {
+        Self::login(port, "app", "app", extra_caps, mariadb_caps, Some("sluice_test")).await
     }
 
     pub async fn connect_without_schema(port: u16, user: &str, password: &str) -> anyhow::Result<RawClient> {
-        Self::login(port, user, password, Caps::empty(), None).await
+        Self::login(
+            port,
+            user,
+            password,
+            Caps::empty(),
+            MariadbCapabilities::empty(),
+            None,
+        )
+        .await
     }
 
     async fn login(
@@ -33,6 +59,7 @@ impl RawClient {
         user: &str,
         password: &str,
         extra_caps: Caps,
+        mariadb_caps: MariadbCapabilities,
         schema: Option<&str>,
     ) -> anyhow::Result<RawClient> {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
@@ -42,12 +69,15 @@ impl RawClient {
         let nonce = hs.nonce();
         let plugin = AuthPlugin::MysqlNativePassword;
         let data = plugin.gen_data(Some(password), &nonce);
-        let caps = Caps::CLIENT_PROTOCOL_41
+        let mut caps = Caps::CLIENT_PROTOCOL_41
             | Caps::CLIENT_SECURE_CONNECTION
             | Caps::CLIENT_PLUGIN_AUTH
             | Caps::CLIENT_LONG_PASSWORD
             | Caps::CLIENT_TRANSACTIONS
             | extra_caps;
+        if !mariadb_caps.is_empty() {
+            caps.remove(Caps::CLIENT_LONG_PASSWORD);
+        }
         let resp = HandshakeResponse::new(
             data.as_deref(),
             (10, 11, 0),
@@ -57,7 +87,8 @@ impl RawClient {
             caps,
             None,
             1 << 24,
-        );
+        )
+        .with_mariadb_ext_capabilities(mariadb_caps);
         let mut buf = Vec::new();
         resp.serialize(&mut buf);
         stream.send(1, &buf).await?;

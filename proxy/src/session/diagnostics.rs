@@ -150,6 +150,9 @@ impl Session {
         };
         let mut count = Vec::new();
         packets::put_lenenc_int(&mut count, self.diagnostics.columns.len() as u64);
+        if self.caches_metadata {
+            count.push(1); // metadata follows
+        }
         queue(&mut self.client, &count);
         for column in &self.diagnostics.columns {
             queue(&mut self.client, column);

@@ -382,9 +382,14 @@ impl Session {
             self.seq,
             &sent_any,
         );
-        if let Outgoing::Prepare { client_id, .. } = &work.outgoing {
-            relay = relay.with_statement_id(*client_id);
+        match &work.outgoing {
+            Outgoing::Prepare { client_id, .. } => relay = relay.with_statement_id(*client_id),
+            Outgoing::Execute { sql, client_defs, .. } => {
+                relay = relay.for_execute(sql, client_defs.as_ref())
+            }
+            _ => {}
         }
+        relay = relay.client_caches_metadata(self.caches_metadata);
         relay = relay.capturing_columns(work.capture_columns);
         let kill_after = self.config.routing.query_timeout_ms;
         let grace = held.pool.target().connect_timeout;

@@ -420,8 +420,15 @@ impl Session {
         let status = self.client_status();
         let deprecate_eof = self.caps.contains(Caps::CLIENT_DEPRECATE_EOF);
         let mut seq = self.seq;
-        for packet in columns {
-            self.client.queue_packet(seq, packet);
+        for (i, packet) in columns.iter().enumerate() {
+            if i == 0 && self.caches_metadata && packet.len() <= 9 {
+                // The column count, with "metadata follows" for a client
+                // that caches metadata.
+                let count = sluice_protocol::result_set::CountPacket::new(packet, Some(1));
+                self.client.queue_packet(seq, count.as_slice());
+            } else {
+                self.client.queue_packet(seq, packet);
+            }
             seq = seq.wrapping_add(1);
         }
         if !deprecate_eof {

@@ -144,6 +144,10 @@ struct Session {
     id: u32,
     client: PacketStream<ClientStream>,
     caps: Caps,
+    /// The client negotiated MariaDB's metadata cache: its column counts
+    /// carry a "metadata follows" byte, and it keeps each prepared
+    /// statement's definitions between executes.
+    caches_metadata: bool,
     /// What opens this client's backend connections (its user's password,
     /// or the token its login proved for a `password_hash` user).
     credential: sluice_pool::Credential,
@@ -220,6 +224,9 @@ impl Session {
             id,
             client,
             caps: hello.capabilities,
+            caches_metadata: hello
+                .mariadb_capabilities
+                .contains(sluice_protocol::consts::MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA),
             credential: hello.credential,
             user: hello.user,
             peer_host,

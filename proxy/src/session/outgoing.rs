@@ -6,7 +6,7 @@
 
 use crate::errors;
 use bytes::Bytes;
-use sluice_pool::{BackendConn, BackendError, BackendStatement};
+use sluice_pool::{BackendConn, BackendError, BackendStatement, ColumnDefs};
 use sluice_protocol::consts::com;
 use sluice_protocol::statement::{self, ForBackend};
 use std::sync::Arc;
@@ -29,6 +29,10 @@ pub(super) enum Outgoing {
         params: u16,
         types: Option<Arc<[u8]>>,
         long_data: Vec<(u16, Vec<u8>)>,
+        /// The column definitions the client holds for the statement (a
+        /// client that caches metadata is sent them again only if the
+        /// server's differ).
+        client_defs: Option<ColumnDefs>,
     },
     /// COM_STMT_FETCH / COM_STMT_RESET on the held connection.
     ForStatement { sql: Arc<str>, packet: Bytes },
@@ -73,6 +77,7 @@ pub(super) async fn send(
             params,
             types,
             long_data,
+            ..
         } => {
             let stmt = match conn.prepared(sql, capacity).await.map_err(SendError::NotSent)? {
                 Ok(stmt) => stmt,

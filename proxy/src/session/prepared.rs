@@ -38,6 +38,9 @@ pub(super) struct ClientStatement {
     pub shape_checked: Option<Result<(), &'static str>>,
     /// Its query digest's key, recorded at each execute.
     pub fingerprint: Arc<Fingerprint>,
+    /// The result's column definitions the client was last sent (by the
+    /// prepare or an execute): what a client that caches metadata holds.
+    pub column_defs: Option<sluice_pool::ColumnDefs>,
 }
 
 #[derive(Default)]
@@ -128,6 +131,7 @@ impl Session {
                     literals,
                     shape_checked,
                     fingerprint,
+                    column_defs: stmt.column_defs,
                 },
             );
         }
@@ -195,6 +199,7 @@ impl Session {
             params: stmt.params,
             types: stmt.types.clone(),
             long_data: std::mem::take(&mut stmt.long_data),
+            client_defs: stmt.column_defs.clone(),
         };
         stmt.long_data_bytes = 0;
         let literals = stmt.literals.clone();
@@ -244,6 +249,11 @@ impl Session {
                 capture_columns: follow_up.as_ref().is_some_and(|f| f.wants_columns()),
             })
             .await?;
+        if let Some(defs) = done.outcome.as_ref().and_then(|o| o.client_defs.clone()) {
+            if let Some(stmt) = self.binding.statements.map.get_mut(&id) {
+                stmt.column_defs = Some(defs);
+            }
+        }
         if let Some(follow_up) = follow_up {
             self.guard_follow_up(follow_up, &done);
         }

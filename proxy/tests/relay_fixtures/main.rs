@@ -629,6 +629,13 @@ async fn prepare_shows_the_client_its_statement_id() {
                         params: 2,
                         columns: 2,
                         types: None,
+                        // OK, two parameters and EOF, then the columns kept.
+                        column_defs: Some(
+                            payloads(backend.server()[0])[4..6]
+                                .iter()
+                                .map(|p| bytes::Bytes::copy_from_slice(p))
+                                .collect(),
+                        ),
                     }),
                     ..Outcome::default()
                 },
@@ -666,6 +673,7 @@ async fn prepare_with_parameters_only() {
                         params: 1,
                         columns: 0,
                         types: None,
+                        column_defs: None,
                     }),
                     ..Outcome::default()
                 },
