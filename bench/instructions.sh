@@ -91,5 +91,10 @@ dump=$(ls "$work"/cg.out.* | sort | tail -1)
 total=$(awk '/^summary:/ {print $2}' "$dump")
 label=prepared
 [[ $BENCH_MODE == auto ]] || label=text
-echo "$label point select: $((total / BENCH_EVENTS)) instructions per statement ($total over $BENCH_EVENTS, commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' dirty'))"
+if [[ $SLUICE_BIN == "$root/target/release/sluice" ]]; then
+  built="commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' dirty')"
+else
+  built=$SLUICE_BIN
+fi
+echo "$label point select: $((total / BENCH_EVENTS)) instructions per statement ($total over $BENCH_EVENTS; $built)"
 [[ -z ${BENCH_KEEP:-} ]] || cp "$dump" "$BENCH_KEEP"

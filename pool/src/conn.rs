@@ -491,7 +491,7 @@ impl BackendConn {
                 defs.push(bytes::Bytes::copy_from_slice(&def.payload));
             }
             self.stream.read_packet().await?; // EOF
-            column_defs = Some(defs.into());
+            column_defs = Some(std::sync::Arc::new(defs));
         }
         self.last_io = Instant::now();
         Ok(BackendStatement {

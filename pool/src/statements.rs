@@ -11,7 +11,9 @@ use std::sync::Arc;
 /// The column definitions of a statement's result, as the server sent
 /// them (one payload each). Under MariaDB's metadata cache an execute may
 /// skip them, meaning "the same as last time": these are what it means.
-pub type ColumnDefs = Arc<[Bytes]>;
+/// (An `Arc<Vec>`, not `Arc<[_]>`: a thin pointer keeps the statement
+/// path's values small.)
+pub type ColumnDefs = Arc<Vec<Bytes>>;
 
 /// One server-side prepared statement.
 #[derive(Debug, Clone, PartialEq, Eq)]

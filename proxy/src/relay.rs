@@ -54,8 +54,9 @@ pub struct Outcome {
     /// Some OK/EOF of this response said a transaction is open (an ERR
     /// later in a multi-statement does not close it).
     pub saw_in_transaction: bool,
-    /// COM_STMT_PREPARE succeeded: the backend's statement.
-    pub prepared: Option<BackendStatement>,
+    /// COM_STMT_PREPARE succeeded: the backend's statement (boxed: rare,
+    /// and it would make every statement's outcome larger to move).
+    pub prepared: Option<Box<BackendStatement>>,
     /// The GTID of the transaction this command committed (MariaDB's
     /// tracked `last_gtid`), for read-your-writes.
     pub last_gtid: Option<String>,
@@ -282,7 +283,11 @@ where
                     }
                 }
                 Some(_) => {
-                    if !self.result_set(&p).await? {
+                    // Boxed: the packet-by-packet result set is the rare
+                    // path (the one-pass copy takes the common answers),
+                    // and its state would otherwise enlarge every command's
+                    // future.
+                    if !Box::pin(self.result_set(&p)).await? {
                         return Ok(());
                     }
                 }
@@ -401,7 +406,7 @@ where
                 }
                 defs.push(Bytes::copy_from_slice(&def.payload));
             }
-            let defs: ColumnDefs = defs.into();
+            let defs: ColumnDefs = std::sync::Arc::new(defs);
             if let Some(stmt) = self.backend.statements.peek_mut(sql) {
                 stmt.column_defs = Some(defs.clone());
             }
@@ -553,13 +558,13 @@ where
                 self.send(&eof.payload).await?;
             }
         }
-        self.outcome.prepared = Some(BackendStatement {
+        self.outcome.prepared = Some(Box::new(BackendStatement {
             id: backend_id,
             params,
             columns,
             types: None,
-            column_defs: (!column_defs.is_empty()).then(|| column_defs.into()),
-        });
+            column_defs: (!column_defs.is_empty()).then(|| std::sync::Arc::new(column_defs)),
+        }));
         Ok(())
     }
 

@@ -433,7 +433,7 @@ impl Session {
         if let (Some(stmt), Outgoing::Prepare { sql, .. }) = (&outcome.prepared, &work.outgoing) {
             let capacity = self.config.pool.max_prepared_per_connection;
             if let Some(conn) = self.binding.conn() {
-                if let Err(e) = remember(conn, sql, stmt.clone(), capacity).await {
+                if let Err(e) = remember(conn, sql, (**stmt).clone(), capacity).await {
                     tracing::warn!(
                         conn_id = self.id,
                         backend = &*backend.name,

@@ -624,19 +624,19 @@ async fn prepare_shows_the_client_its_statement_id() {
             assert_outcome(
                 played.outcome(0),
                 Outcome {
-                    prepared: Some(BackendStatement {
+                    prepared: Some(Box::new(BackendStatement {
                         id: backend_statement_id(backend),
                         params: 2,
                         columns: 2,
                         types: None,
                         // OK, two parameters and EOF, then the columns kept.
-                        column_defs: Some(
+                        column_defs: Some(std::sync::Arc::new(
                             payloads(backend.server()[0])[4..6]
                                 .iter()
                                 .map(|p| bytes::Bytes::copy_from_slice(p))
                                 .collect(),
-                        ),
-                    }),
+                        )),
+                    })),
                     ..Outcome::default()
                 },
             );
@@ -668,13 +668,13 @@ async fn prepare_with_parameters_only() {
             assert_outcome(
                 played.outcome(0),
                 Outcome {
-                    prepared: Some(BackendStatement {
+                    prepared: Some(Box::new(BackendStatement {
                         id,
                         params: 1,
                         columns: 0,
                         types: None,
                         column_defs: None,
-                    }),
+                    })),
                     ..Outcome::default()
                 },
             );
