@@ -64,6 +64,10 @@ pub struct BackendConn<S = BackendStream> {
     pub jitter: f64,
     /// The server refused `SET pseudo_thread_id` (no privilege).
     pub pseudo_thread_id_refused: bool,
+    /// The column definitions of the statement last sent for execution
+    /// here ([`BackendConn::prepared`]): what the server means if its
+    /// answer skips them, at hand without a lookup by text.
+    pub executing_defs: Option<crate::ColumnDefs>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
@@ -88,6 +92,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
             created: Instant::now(),
             jitter: 0.8 + rand::random::<f64>() * 0.2,
             pseudo_thread_id_refused: false,
+            executing_defs: None,
         }
     }
 
@@ -451,6 +456,7 @@ impl BackendConn {
         capacity: usize,
     ) -> Result<Result<BackendStatement, Vec<u8>>, BackendError> {
         if let Some(stmt) = self.statements.get(sql) {
+            self.executing_defs = stmt.column_defs.clone();
             return Ok(Ok(stmt.clone()));
         }
         self.make_room(capacity).await?;
@@ -462,6 +468,7 @@ impl BackendConn {
             return Ok(Err(ok.payload.to_vec()));
         }
         let stmt = self.read_prepare_ok(&ok.payload).await?;
+        self.executing_defs = stmt.column_defs.clone();
         self.remember_statement(sql.clone(), stmt.clone(), capacity)
             .await?;
         Ok(Ok(stmt))

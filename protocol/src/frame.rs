@@ -269,18 +269,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             wbuf.extend_from_slice(part);
             crate::result_set::renumber(&mut wbuf[start..], seq);
         };
-        match plan.count {
-            None => copy(&mut dst.wbuf, &buf[..found.count_end], seq),
-            Some(count) => {
-                put_packet(&mut dst.wbuf, *seq, count.as_slice());
-                *seq = seq.wrapping_add(1);
+        match (plan.count, plan.insert) {
+            // The common case: count and definitions as they came.
+            (None, None) => copy(&mut dst.wbuf, &buf[..found.columns_end], seq),
+            (count, insert) => {
+                match count {
+                    None => copy(&mut dst.wbuf, &buf[..found.count_end], seq),
+                    Some(count) => {
+                        put_packet(&mut dst.wbuf, *seq, count.as_slice());
+                        *seq = seq.wrapping_add(1);
+                    }
+                }
+                for def in insert.unwrap_or_default() {
+                    put_packet(&mut dst.wbuf, *seq, def);
+                    *seq = seq.wrapping_add(1);
+                }
+                copy(&mut dst.wbuf, &buf[found.count_end..found.columns_end], seq);
             }
         }
-        for def in plan.insert.unwrap_or_default() {
-            put_packet(&mut dst.wbuf, *seq, def);
-            *seq = seq.wrapping_add(1);
-        }
-        copy(&mut dst.wbuf, &buf[found.count_end..found.columns_end], seq);
         if deprecate_eof {
             copy(&mut dst.wbuf, &buf[found.rows_start..found.final_eof], seq);
             put_packet(

@@ -155,12 +155,9 @@ where
 
     /// The backend's definitions an execute's skip stands for (only an
     /// execute can skip them).
-    fn skipped_defs(&mut self) -> Option<ColumnDefs> {
-        let (sql, _) = self.execute?;
-        if !self.backend.caches_metadata() {
-            return None;
-        }
-        self.backend.statements.peek_mut(sql)?.column_defs.clone()
+    fn skipped_defs(&self) -> Option<ColumnDefs> {
+        self.execute?;
+        self.backend.executing_defs.clone()
     }
 
     /// The cache's two sides for this response, with `skipped` standing in
@@ -308,6 +305,14 @@ where
         self.flush_before_waiting().await?;
         let lost = self.backend_error();
         self.backend.stream.readable().await.map_err(lost)?;
+        Ok(self.move_whole_result_set())
+    }
+
+    /// The synchronous part of [`Relay::whole_result_set`], kept out of
+    /// the async state machine so the relay's future stays small enough
+    /// to be inlined into its caller.
+    #[inline(never)]
+    fn move_whole_result_set(&mut self) -> bool {
         let deprecate_eof = self.deprecate_eof();
         let skipped = self.skipped_defs();
         let meta = self.metadata(skipped.as_ref());
@@ -318,7 +323,7 @@ where
             &meta,
             self.execute.is_some(),
         ) else {
-            return Ok(false);
+            return false;
         };
         if inserted {
             self.outcome.client_defs = skipped;
@@ -329,7 +334,7 @@ where
         self.outcome.rows = moved.rows;
         self.outcome.status = Some(moved.status);
         self.outcome.warnings = moved.warnings;
-        Ok(true)
+        true
     }
 
     async fn error(&mut self, p: &Packet) -> Result<(), RelayError> {
@@ -410,6 +415,7 @@ where
             if let Some(stmt) = self.backend.statements.peek_mut(sql) {
                 stmt.column_defs = Some(defs.clone());
             }
+            self.backend.executing_defs = Some(defs.clone());
             if self.client_caches_metadata && held.is_some_and(|h| h[..] == defs[..]) {
                 let skip = sluice_protocol::result_set::CountPacket::new(&count.payload[..lenenc], Some(0));
                 self.send(skip.as_slice()).await?;
