@@ -111,6 +111,10 @@ done
 
 # utime+stime in clock ticks of PID (fields 14 and 15 of /proc/PID/stat).
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# The primary's mariadbd: what the database itself spends per query behind
+# each proxy (a proxy can make the server's work larger or smaller).
+db_pid=$(ss -Hltnp "sport = :${primary##*:}" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1)
+db_ticks() { if [[ -n $db_pid ]]; then awk '{print $14 + $15}' "/proc/$db_pid/stat"; else echo 0; fi; }
 hz=$(getconf CLK_TCK)
 
 for ((round = 1; round <= BENCH_ROUNDS; round++)); do
@@ -118,13 +122,16 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
     for e in "${endpoints[@]}"; do
       addr=${addr_of[$e]} pid=${pid_of[$e]}
       read -r u0 s0 < <(ticks "$pid")
+      d0=$(db_ticks)
       sb "$addr" --db-ps-mode=$mode --threads="$BENCH_THREADS" --time="$BENCH_TIME" run >"$work/run.log"
       read -r u1 s1 < <(ticks "$pid")
+      d1=$(db_ticks)
       queries=$(awk '$1 == "queries:" { q = $2 } END { print q + 0 }' "$work/run.log")
       qps=$(awk '$1 == "queries:" { q = $3; sub(/^\(/, "", q) } END { print q + 0 }' "$work/run.log")
       read -r user sys < <(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v q="$queries" -v hz="$hz" \
         'BEGIN { printf "%.2f %.2f\n", u / hz / q * 1e6, s / hz / q * 1e6 }')
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$e" "$round" "$qps" "$user" "$sys" >>"$work/results.tsv"
+      db=$(awk -v d=$((d1 - d0)) -v q="$queries" -v hz="$hz" 'BEGIN { printf "%.2f", d / hz / q * 1e6 }')
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$e" "$round" "$qps" "$user" "$sys" "$db" >>"$work/results.tsv"
       log "round $round ps-mode=$mode $e: $qps qps, $user us user + $sys us sys per query"
     done
   done
@@ -138,10 +145,11 @@ col() { awk -F'\t' -v m="$1" -v e="$2" -v c="$3" '$1 == m && $2 == e {print $c}'
   echo "sysbench oltp_point_select, $BENCH_THREADS threads, ${BENCH_TIME} s per run, median of $BENCH_ROUNDS" \
     "interleaved rounds; sluice at commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (dirty)')" \
     "(primary_only); $(haproxy -v | awk 'NR == 1 {print $1, $3}'); $(nproc) cores. CPU is the proxy" \
-    "process's utime/stime over the run divided by the queries."
+    "process's utime/stime over the run divided by the queries; MariaDB is the primary's mariadbd," \
+    "user + sys, the same way."
   echo
-  echo "| statements | proxy | QPS | user us/query | sys us/query | Sluice/HAProxy QPS |"
-  echo "| --- | --- | ---: | ---: | ---: | ---: |"
+  echo "| statements | proxy | QPS | user us/query | sys us/query | MariaDB us/query | Sluice/HAProxy QPS |"
+  echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
   for mode in auto disable; do
     label=prepared
     [[ $mode == auto ]] || label=text
@@ -150,7 +158,8 @@ col() { awk -F'\t' -v m="$1" -v e="$2" -v c="$3" '$1 == m && $2 == e {print $c}'
       q=$(col "$mode" "$e" 4)
       r=""
       [[ $e == haproxy ]] || r=$(awk -v a="$q" -v b="$h" 'BEGIN { printf "%.2f", a / b }')
-      printf '| %s | %s | %.0f | %s | %s | %s |\n' "$label" "$e" "$q" "$(col "$mode" "$e" 5)" "$(col "$mode" "$e" 6)" "$r"
+      printf '| %s | %s | %.0f | %s | %s | %s | %s |\n' "$label" "$e" "$q" "$(col "$mode" "$e" 5)" "$(col "$mode" "$e" 6)" \
+        "$(col "$mode" "$e" 7)" "$r"
     done
   done
 } >"$out"

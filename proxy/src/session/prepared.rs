@@ -230,6 +230,15 @@ impl Session {
                 match self.ask_guard(&facts, values).await? {
                     Asked::Answered => {
                         self.digest.route = Route::Guard;
+                        if self.caches_metadata {
+                            // The client now holds the guard's copy of the
+                            // definitions: the next execute that the server
+                            // skips sends the server's, rather than assume
+                            // the two are the same bytes.
+                            if let Some(stmt) = self.binding.statements.map.get_mut(&id) {
+                                stmt.column_defs = None;
+                            }
+                        }
                         return Ok(());
                     }
                     Asked::Pass(follow_up) => Some(follow_up),
