@@ -9,7 +9,8 @@
 #   SLUICE_BIN_BEFORE=/path/to/old/sluice bench/cpu.sh   # also an older build, same run
 # Knobs: BENCH_TIME (10 s per run), BENCH_ROUNDS (3), BENCH_THREADS (16), SLUICE_BIN,
 #   SLUICE_BIN_BEFORE, BENCH_OUT (bench/results-cpu-DATE.md), BENCH_BACKEND_TLS (Sluice's
-#   backend tls mode, default disabled like HAProxy's leg).
+#   backend tls mode, default disabled like HAProxy's leg), BENCH_WORKER_THREADS (both
+#   Sluice builds' server.worker_threads, default 0 = one per core).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
@@ -75,6 +76,7 @@ sluice_config() {
 [server]
 listen = "$1"
 admin_listen = "$2"
+worker_threads = ${BENCH_WORKER_THREADS:-0}
 
 [[users]]
 name = "app"
@@ -144,7 +146,7 @@ col() { awk -F'\t' -v m="$1" -v e="$2" -v c="$3" '$1 == m && $2 == e {print $c}'
   echo
   echo "sysbench oltp_point_select, $BENCH_THREADS threads, ${BENCH_TIME} s per run, median of $BENCH_ROUNDS" \
     "interleaved rounds; sluice at commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (dirty)')" \
-    "(primary_only); $(haproxy -v | awk 'NR == 1 {print $1, $3}'); $(nproc) cores. CPU is the proxy" \
+    "(primary_only, worker_threads = ${BENCH_WORKER_THREADS:-0}); $(haproxy -v | awk 'NR == 1 {print $1, $3}'); $(nproc) cores. CPU is the proxy" \
     "process's utime/stime over the run divided by the queries; MariaDB is the primary's mariadbd," \
     "user + sys, the same way."
   echo

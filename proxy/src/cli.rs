@@ -236,11 +236,19 @@ fn run(path: &std::path::Path) -> ExitCode {
     };
     init_logging(&config);
     raise_fd_limit();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // 0: Tokio's default, one worker per CPU core.
-    if config.server.worker_threads > 0 {
-        builder.worker_threads(config.server.worker_threads);
-    }
+    // 1: Tokio's current-thread scheduler, which has no work-stealing
+    // bookkeeping (run-queue atomics, waking idle workers, the per-batch
+    // poll-time average with its clock reads and powf) on every wake-up.
+    // 0: one worker per CPU core.
+    let mut builder = match config.server.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
