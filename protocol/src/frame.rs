@@ -555,20 +555,17 @@ mod tests {
         let def = Bytes::from_static(b"\x03def\x00\x00\x00\x01c\x00\x0c\x08\x00");
         let defs = [def.clone()];
         let eof: &[u8] = &[0xfe, 0, 0, 0x02, 0];
-        let wire = |packets: &[&[u8]]| -> Vec<u8> {
+        // Packets numbered from `first`: as the server sends them (from 1)
+        // and as the client must get them (from 7).
+        let numbered = |first: u8, packets: &[&[u8]]| -> Vec<u8> {
             packets
                 .iter()
                 .enumerate()
-                .flat_map(|(i, p)| framed(i as u8 + 1, p))
+                .flat_map(|(i, p)| framed(i as u8 + first, p))
                 .collect()
         };
-        let expect = |packets: &[&[u8]]| -> Vec<u8> {
-            packets
-                .iter()
-                .enumerate()
-                .flat_map(|(i, p)| framed(i as u8 + 7, p))
-                .collect()
-        };
+        let wire = |packets: &[&[u8]]| numbered(1, packets);
+        let expect = |packets: &[&[u8]]| numbered(7, packets);
         let skipped = wire(&[&[1, 0], eof, b"\x01a", eof]);
         let sent = wire(&[&[1, 1], &def, eof, b"\x01a", eof]);
         let caching = |current| Metadata {
