@@ -455,9 +455,28 @@ impl BackendConn {
         sql: &std::sync::Arc<str>,
         capacity: usize,
     ) -> Result<Result<BackendStatement, Vec<u8>>, BackendError> {
-        if let Some(stmt) = self.statements.get(sql) {
-            self.executing_defs = stmt.column_defs.clone();
-            return Ok(Ok(stmt.clone()));
+        let caches = self.caches_metadata();
+        let vars = &self.state.vars;
+        match self.statements.get(sql) {
+            Some(stmt)
+                if !caches
+                    || stmt
+                        .defs_vars
+                        .as_ref()
+                        .is_none_or(|v| same_result_charsets(v, vars)) =>
+            {
+                self.executing_defs = stmt.column_defs.clone();
+                return Ok(Ok(stmt.clone()));
+            }
+            Some(_) => {
+                // Its definitions were sent under other result charsets:
+                // a skip would mean those. Prepared again, the server
+                // sends them as they are now.
+                if let Some(id) = self.statements.remove(sql) {
+                    self.send_command(&sluice_protocol::statement::close(id)).await?;
+                }
+            }
+            None => {}
         }
         self.make_room(capacity).await?;
         let mut p = vec![com::STMT_PREPARE];
@@ -491,6 +510,7 @@ impl BackendConn {
             }
         }
         let mut column_defs = None;
+        let mut defs_vars = None;
         if columns > 0 {
             let mut defs = Vec::with_capacity(usize::from(columns));
             for _ in 0..columns {
@@ -499,6 +519,7 @@ impl BackendConn {
             }
             self.stream.read_packet().await?; // EOF
             column_defs = Some(std::sync::Arc::new(defs));
+            defs_vars = Some(self.state.vars.clone());
         }
         self.last_io = Instant::now();
         Ok(BackendStatement {
@@ -507,6 +528,7 @@ impl BackendConn {
             columns,
             types: None,
             column_defs,
+            defs_vars,
         })
     }
 
@@ -570,4 +592,17 @@ pub fn query_packet(sql: &str) -> Vec<u8> {
     p.push(com::QUERY);
     p.extend_from_slice(sql.as_bytes());
     p
+}
+
+/// Whether two sets of session variables give the same result-set
+/// metadata: the same charsets towards the client.
+fn same_result_charsets(a: &crate::Vars, b: &crate::Vars) -> bool {
+    a.same(b)
+        || [
+            "character_set_results",
+            "character_set_client",
+            "collation_connection",
+        ]
+        .iter()
+        .all(|name| a.get(*name) == b.get(*name))
 }

@@ -28,6 +28,10 @@ pub struct BackendStatement {
     /// statement on this connection (its prepare response, or an execute
     /// that sent new ones); None when it has no result columns.
     pub column_defs: Option<ColumnDefs>,
+    /// The connection's session variables when `column_defs` were sent.
+    /// The definitions depend on `character_set_results`, which the
+    /// server's "did they change?" check ignores.
+    pub defs_vars: Option<crate::Vars>,
 }
 
 #[derive(Debug)]
@@ -75,6 +79,12 @@ impl StatementCache {
         None
     }
 
+    /// Forgets a statement; returns its id (the caller closes it on the
+    /// server).
+    pub fn remove(&mut self, sql: &str) -> Option<u32> {
+        self.lru.pop(sql).map(|s| s.id)
+    }
+
     /// A statement by SQL text, without touching recency.
     pub fn peek_mut(&mut self, sql: &str) -> Option<&mut BackendStatement> {
         self.lru.peek_mut(sql)
@@ -110,6 +120,7 @@ mod tests {
             columns: 0,
             types: None,
             column_defs: None,
+            defs_vars: None,
         }
     }
 

@@ -106,9 +106,9 @@ pub async fn accept(
     if tls_config.is_some() {
         caps |= Caps::CLIENT_SSL;
     }
-    // The metadata cache is offered whatever the backends do: the relay
-    // translates between a client that caches and a server that does not,
-    // and back.
+    // The metadata cache is offered when the primary has it; replicas may
+    // not (a rolling upgrade): the relay translates between a client that
+    // caches and a server that does not, and back.
     let mariadb_caps = profile.mariadb_capabilities
         & (MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
             | MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA);

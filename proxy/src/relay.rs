@@ -70,10 +70,10 @@ pub struct Outcome {
     /// a metadata cache byte) and the column definitions of a response that
     /// was one complete result set.
     pub columns: Option<Vec<bytes::Bytes>>,
-    /// An execute sent the client column definitions (new ones from the
-    /// server, or ones the server skipped): what a client that caches
-    /// metadata now holds for the statement.
-    pub client_defs: Option<ColumnDefs>,
+    /// An execute sent the client column definitions: what a client that
+    /// caches metadata now holds for the statement (its last result set's;
+    /// the inner None: not known to Sluice). None: unchanged.
+    pub client_defs: Option<Option<ColumnDefs>>,
 }
 
 #[derive(Debug)]
@@ -106,9 +106,16 @@ pub struct Relay<'a, C, B> {
     /// The client negotiated MariaDB's metadata cache.
     client_caches_metadata: bool,
     /// For an execute: its statement's text (the backend connection's
-    /// definitions for it are found by it) and the definitions the client
-    /// holds for it.
-    execute: Option<(&'a str, Option<&'a ColumnDefs>)>,
+    /// record of its definitions is found by it).
+    execute: Option<&'a str>,
+    /// The execute is of a CALL: the server sends its procedure's result
+    /// sets whole every time and keeps no record of them (only of its OUT
+    /// parameters).
+    procedure: bool,
+    /// For an execute: the definitions the client holds for the statement,
+    /// as each result set sent it more (None: unknown).
+    client_holds: Option<ColumnDefs>,
+    client_changed: bool,
 }
 
 impl<'a, C, B> Relay<'a, C, B>
@@ -137,6 +144,9 @@ where
             seen_result_set: false,
             client_caches_metadata: false,
             execute: None,
+            procedure: false,
+            client_holds: None,
+            client_changed: false,
         }
     }
 
@@ -148,9 +158,34 @@ where
 
     /// Relaying an execute of `sql`, whose column definitions the client
     /// holds as `client_defs`.
-    pub fn for_execute(mut self, sql: &'a str, client_defs: Option<&'a ColumnDefs>) -> Self {
-        self.execute = Some((sql, client_defs));
+    /// `procedure`: the statement is a CALL.
+    pub fn for_execute(mut self, sql: &'a str, client_defs: Option<&ColumnDefs>, procedure: bool) -> Self {
+        self.execute = Some(sql);
+        self.procedure = procedure;
+        self.client_holds = client_defs.cloned();
         self
+    }
+
+    /// An execute's result set sent the client definitions (`defs`; None
+    /// when Sluice has no copy): a caching client keeps them now.
+    fn client_now_holds(&mut self, defs: Option<ColumnDefs>) {
+        if self.execute.is_some() {
+            self.client_holds = defs;
+            self.client_changed = true;
+        }
+    }
+
+    /// Records definitions the server sent for the executing statement:
+    /// what it means when it next skips them on this connection.
+    fn record_backend_defs(&mut self, defs: ColumnDefs) {
+        let Some(sql) = self.execute else {
+            return;
+        };
+        if let Some(stmt) = self.backend.statements.peek_mut(sql) {
+            stmt.column_defs = Some(defs.clone());
+            stmt.defs_vars = Some(self.backend.state.vars.clone());
+        }
+        self.backend.executing_defs = Some(defs);
     }
 
     /// The backend's definitions an execute's skip stands for (only an
@@ -163,7 +198,7 @@ where
     /// The cache's two sides for this response, with `skipped` standing in
     /// for definitions the backend does not resend.
     fn metadata<'d>(&self, skipped: Option<&'d ColumnDefs>) -> Metadata<'d> {
-        let client_holds = self.execute.and_then(|(_, held)| held);
+        let client_holds = self.client_holds.as_ref();
         Metadata {
             backend_flag: self.backend.caches_metadata(),
             client_flag: self.client_caches_metadata,
@@ -203,6 +238,9 @@ where
             ResponseKind::None => {}
         }
         self.client.flush().await.map_err(RelayError::Client)?;
+        if self.client_changed {
+            self.outcome.client_defs = Some(self.client_holds.take());
+        }
         Ok(self.outcome)
     }
 
@@ -326,7 +364,11 @@ where
             return false;
         };
         if inserted {
-            self.outcome.client_defs = skipped;
+            self.client_now_holds(skipped);
+        } else if moved.follows {
+            // Definitions from a backend without the cache: the client
+            // has them now, and Sluice kept no copy.
+            self.client_now_holds(None);
         }
         self.sent_any.store(true, std::sync::atomic::Ordering::Relaxed);
         self.seen_result_set = true;
@@ -398,7 +440,8 @@ where
             defs.push(Bytes::copy_from_slice(&count.payload[..lenenc]));
             defs
         });
-        if let (true, true, Some((sql, held))) = (follows, backend_flag, self.execute) {
+        let mut pending_record = None;
+        if let (true, true, Some(_)) = (follows, backend_flag, self.execute) {
             // New definitions of an execute, read whole first: they are
             // what the server means when it next skips them on this
             // connection. A caching client that holds the same ones is told
@@ -412,11 +455,9 @@ where
                 defs.push(Bytes::copy_from_slice(&def.payload));
             }
             let defs: ColumnDefs = std::sync::Arc::new(defs);
-            if let Some(stmt) = self.backend.statements.peek_mut(sql) {
-                stmt.column_defs = Some(defs.clone());
-            }
-            self.backend.executing_defs = Some(defs.clone());
-            if self.client_caches_metadata && held.is_some_and(|h| h[..] == defs[..]) {
+            pending_record = Some(defs.clone());
+            let holds_them = self.client_holds.as_ref().is_some_and(|h| h[..] == defs[..]);
+            if self.client_caches_metadata && holds_them {
                 let skip = sluice_protocol::result_set::CountPacket::new(&count.payload[..lenenc], Some(0));
                 self.send(skip.as_slice()).await?;
             } else {
@@ -427,7 +468,7 @@ where
                 for def in defs.iter() {
                     self.send(def).await?;
                 }
-                self.outcome.client_defs = Some(defs.clone());
+                self.client_now_holds(Some(defs.clone()));
             }
             if let Some(captured) = captured.as_mut() {
                 captured.extend(defs.iter().cloned());
@@ -441,7 +482,10 @@ where
                 for def in insert {
                     self.send(def).await?;
                 }
-                self.outcome.client_defs = skipped.clone();
+                self.client_now_holds(skipped.clone());
+            } else if follows {
+                // Forwarded from the stream below, with no copy kept.
+                self.client_now_holds(None);
             }
             if let (Some(defs), Some(skipped)) = (captured.as_mut(), &skipped) {
                 defs.extend(skipped.iter().cloned());
@@ -465,6 +509,12 @@ where
             return Err(self.protocol_error("missing EOF after column definitions"));
         }
         let (warnings, st) = packets::parse_eof(&eof.payload);
+        // The server keeps a record of what it sent for a statement's own
+        // result set, not for a procedure's (only for its OUT parameters).
+        let out_params = st & status::PS_OUT_PARAMS != 0;
+        if let Some(defs) = pending_record.take().filter(|_| !self.procedure || out_params) {
+            self.record_backend_defs(defs);
+        }
         if st & status::CURSOR_EXISTS != 0 {
             // A cursor was opened: rows come later through COM_STMT_FETCH.
             // The packet saying so stays even for DEPRECATE_EOF clients,
@@ -569,6 +619,7 @@ where
             params,
             columns,
             types: None,
+            defs_vars: (!column_defs.is_empty()).then(|| self.backend.state.vars.clone()),
             column_defs: (!column_defs.is_empty()).then(|| std::sync::Arc::new(column_defs)),
         }));
         Ok(())

@@ -385,7 +385,8 @@ impl Session {
         match &work.outgoing {
             Outgoing::Prepare { client_id, .. } => relay = relay.with_statement_id(*client_id),
             Outgoing::Execute { sql, client_defs, .. } => {
-                relay = relay.for_execute(sql, client_defs.as_ref())
+                let procedure = work.facts.is_some_and(|f| f.kind() == sluice_router::Kind::Call);
+                relay = relay.for_execute(sql, client_defs.as_ref(), procedure)
             }
             _ => {}
         }

@@ -184,7 +184,14 @@ impl Session {
                     errors_only,
                     offset,
                     limit,
-                }) => return self.show_diagnostics(errors_only, offset, limit, true).await,
+                }) => {
+                    // Answered here with definitions of Sluice's copy: a
+                    // caching client's count as unknown afterwards.
+                    if let Some(stmt) = self.binding.statements.map.get_mut(&id) {
+                        stmt.column_defs = None;
+                    }
+                    return self.show_diagnostics(errors_only, offset, limit, true).await;
+                }
                 Some(DiagnosticsRead::Rewritten(text)) => substituted = Some(text),
                 None => {}
             }
@@ -259,8 +266,9 @@ impl Session {
             })
             .await?;
         if let Some(defs) = done.outcome.as_ref().and_then(|o| o.client_defs.clone()) {
+            // The definitions the client holds now (None: not known here).
             if let Some(stmt) = self.binding.statements.map.get_mut(&id) {
-                stmt.column_defs = Some(defs);
+                stmt.column_defs = defs;
             }
         }
         if let Some(follow_up) = follow_up {

@@ -636,6 +636,8 @@ async fn prepare_shows_the_client_its_statement_id() {
                                 .map(|p| bytes::Bytes::copy_from_slice(p))
                                 .collect(),
                         )),
+                        // The session the relay saw (the fixture's default).
+                        defs_vars: Some(sluice_pool::Vars::default()),
                     })),
                     ..Outcome::default()
                 },
@@ -674,6 +676,7 @@ async fn prepare_with_parameters_only() {
                         columns: 0,
                         types: None,
                         column_defs: None,
+                        defs_vars: None,
                     })),
                     ..Outcome::default()
                 },
