@@ -105,17 +105,8 @@ fn more_results(p: &[u8]) -> bool {
     let status = if p[0] == 0xfe && p.len() < 7 {
         u16::from_le_bytes([p[3], p[4]])
     } else {
-        // OK (or OK as EOF): header, affected rows, insert id, status.
-        let mut pos = 1;
-        for _ in 0..2 {
-            pos += match p[pos] {
-                0xfc => 3,
-                0xfd => 4,
-                0xfe => 9,
-                _ => 1,
-            };
-        }
-        u16::from_le_bytes([p[pos], p[pos + 1]])
+        // OK, or OK as EOF.
+        sluice_protocol::packets::parse_ok(p).map_or(0, |ok| ok.status)
     };
     status & 0x0008 != 0
 }
