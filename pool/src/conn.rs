@@ -70,6 +70,14 @@ pub struct BackendConn<S = BackendStream> {
     pub executing_defs: Option<crate::ColumnDefs>,
 }
 
+/// A statement ready to execute on a connection: its id there and the
+/// parameter types the server last saw with it.
+#[derive(Debug)]
+pub struct Prepared {
+    pub id: u32,
+    pub types: Option<std::sync::Arc<[u8]>>,
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
     /// Whether this connection negotiated MariaDB's metadata cache: every
     /// column count it receives carries a "metadata follows" byte, and an
@@ -447,14 +455,15 @@ impl BackendConn {
         Ok(())
     }
 
-    /// The server-side id of `sql` on this connection, preparing it first if
-    /// needed (closing the least recently used statement beyond `capacity`).
-    /// `Ok(Err(payload))` is the server's ERR for the prepare.
+    /// The server-side id of `sql` on this connection and the parameter
+    /// types it last saw, preparing it first if needed (closing the least
+    /// recently used statement beyond `capacity`). `Ok(Err(payload))` is
+    /// the server's ERR for the prepare.
     pub async fn prepared(
         &mut self,
         sql: &std::sync::Arc<str>,
         capacity: usize,
-    ) -> Result<Result<BackendStatement, Vec<u8>>, BackendError> {
+    ) -> Result<Result<Prepared, Vec<u8>>, BackendError> {
         let caches = self.caches_metadata();
         let vars = &self.state.vars;
         match self.statements.get(sql) {
@@ -466,13 +475,18 @@ impl BackendConn {
                         .is_none_or(|v| same_result_charsets(v, vars)) =>
             {
                 self.executing_defs = stmt.column_defs.clone();
-                return Ok(Ok(stmt.clone()));
+                return Ok(Ok(Prepared {
+                    id: stmt.id,
+                    types: stmt.types.clone(),
+                }));
             }
             Some(_) => {
                 // Its definitions were sent under other result charsets:
                 // a skip would mean those. Prepared again, the server
                 // sends them as they are now.
                 if let Some(id) = self.statements.remove(sql) {
+                    metrics::counter!("sluice_statements_reprepared_total", "reason" => "result_charsets")
+                        .increment(1);
                     self.send_command(&sluice_protocol::statement::close(id)).await?;
                 }
             }
@@ -488,9 +502,12 @@ impl BackendConn {
         }
         let stmt = self.read_prepare_ok(&ok.payload).await?;
         self.executing_defs = stmt.column_defs.clone();
-        self.remember_statement(sql.clone(), stmt.clone(), capacity)
-            .await?;
-        Ok(Ok(stmt))
+        let prepared = Prepared {
+            id: stmt.id,
+            types: None,
+        };
+        self.remember_statement(sql.clone(), stmt, capacity).await?;
+        Ok(Ok(prepared))
     }
 
     /// Reads the rest of a COM_STMT_PREPARE response after its first

@@ -27,7 +27,7 @@ mod stream;
 mod tls;
 mod vars;
 
-pub use conn::{BackendConn, CommandOutcome, ServerInfo, query_packet};
+pub use conn::{BackendConn, CommandOutcome, Prepared, ServerInfo, query_packet};
 pub use connect::{BACKEND_CAPABILITIES, ConnectTarget, negotiate};
 pub use credential::{Credential, native_from_token, sha1};
 pub use error::{AcquireError, BackendError};

@@ -30,6 +30,13 @@ pub fn describe() {
          (broken, max_lifetime, closed_by_server, ping_failed)"
     );
     describe_counter!(
+        "sluice_statements_reprepared_total",
+        Unit::Count,
+        "Backend statements closed and prepared again before an execute, by reason \
+         (result_charsets: their recorded column definitions were sent under other result \
+         charsets than the connection has now)"
+    );
+    describe_counter!(
         "sluice_schema_resets_total",
         Unit::Count,
         "Backend connections whose default schema was unset (COM_CHANGE_USER) for a client \

@@ -85,6 +85,26 @@ pub enum RelayError {
     Client(io::Error),
 }
 
+/// The cache's two sides for one response; `skipped`: what definitions
+/// the backend does not resend stand for.
+fn metadata<'d>(
+    backend_flag: bool,
+    client_flag: bool,
+    client_holds: Option<&ColumnDefs>,
+    skipped: Option<&'d ColumnDefs>,
+) -> Metadata<'d> {
+    Metadata {
+        backend_flag,
+        client_flag,
+        skipped: skipped.map(|defs| (&defs[..], holds(client_holds, defs))),
+    }
+}
+
+/// Whether the client holds exactly these definitions.
+fn holds(client_holds: Option<&ColumnDefs>, defs: &ColumnDefs) -> bool {
+    client_holds.is_some_and(|h| std::sync::Arc::ptr_eq(h, defs) || h[..] == defs[..])
+}
+
 /// `C` is the client's byte stream, `B` the backend connection's.
 pub struct Relay<'a, C, B> {
     pub client: &'a mut PacketStream<C>,
@@ -198,16 +218,12 @@ where
     /// The cache's two sides for this response, with `skipped` standing in
     /// for definitions the backend does not resend.
     fn metadata<'d>(&self, skipped: Option<&'d ColumnDefs>) -> Metadata<'d> {
-        let client_holds = self.client_holds.as_ref();
-        Metadata {
-            backend_flag: self.backend.caches_metadata(),
-            client_flag: self.client_caches_metadata,
-            skipped: skipped.map(|defs| {
-                let current =
-                    client_holds.is_some_and(|h| std::sync::Arc::ptr_eq(h, defs) || h[..] == defs[..]);
-                (&defs[..], current)
-            }),
-        }
+        metadata(
+            self.backend.caches_metadata(),
+            self.client_caches_metadata,
+            self.client_holds.as_ref(),
+            skipped,
+        )
     }
 
     /// Keeps the column definitions of a one-result-set response in
@@ -352,19 +368,27 @@ where
     #[inline(never)]
     fn move_whole_result_set(&mut self) -> bool {
         let deprecate_eof = self.deprecate_eof();
-        let skipped = self.skipped_defs();
-        let meta = self.metadata(skipped.as_ref());
-        let Some((moved, inserted)) = self.backend.stream.move_result_set_to(
-            self.client,
-            &mut self.seq,
-            deprecate_eof,
-            &meta,
-            self.execute.is_some(),
-        ) else {
+        let execute = self.execute.is_some();
+        // Borrowed, not cloned: the backend's definitions are needed by
+        // value only when they are sent.
+        let backend = &mut *self.backend;
+        let skipped = backend.executing_defs.as_ref().filter(|_| execute);
+        let meta = metadata(
+            backend.caches_metadata(),
+            self.client_caches_metadata,
+            self.client_holds.as_ref(),
+            skipped,
+        );
+        let Some((moved, inserted)) =
+            backend
+                .stream
+                .move_result_set_to(self.client, &mut self.seq, deprecate_eof, &meta, execute)
+        else {
             return false;
         };
+        let sent = inserted.then(|| skipped.cloned()).flatten();
         if inserted {
-            self.client_now_holds(skipped);
+            self.client_now_holds(sent);
         } else if moved.follows {
             // Definitions from a backend without the cache: the client
             // has them now, and Sluice kept no copy.
@@ -456,7 +480,7 @@ where
             }
             let defs: ColumnDefs = std::sync::Arc::new(defs);
             pending_record = Some(defs.clone());
-            let holds_them = self.client_holds.as_ref().is_some_and(|h| h[..] == defs[..]);
+            let holds_them = holds(self.client_holds.as_ref(), &defs);
             if self.client_caches_metadata && holds_them {
                 let skip = sluice_protocol::result_set::CountPacket::new(&count.payload[..lenenc], Some(0));
                 self.send(skip.as_slice()).await?;

@@ -318,10 +318,12 @@ async fn response(c: &mut sluice_tests::raw::RawClient, sql: &[u8]) -> Vec<(u8, 
     packets
 }
 
-/// A guarded answer, byte for byte, is what the primary sends.
+/// A guarded answer, byte for byte, is what the primary sends: with and
+/// without DEPRECATE_EOF, and to a client that caches metadata (whose
+/// column count carries a "metadata follows" byte).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guarded_answer_is_the_servers_own_bytes() {
-    use mysql_common::constants::CapabilityFlags as Caps;
+    use mysql_common::constants::{CapabilityFlags as Caps, MariadbCapabilities as Mcaps};
     use sluice_tests::raw::RawClient;
     let t = Topology::from_env();
     let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
@@ -337,29 +339,35 @@ async fn a_guarded_answer_is_the_servers_own_bytes() {
     let s = Sluice::start_with(options(4102, &[("guard_bytes", "id")], ""));
     wait_state(&s, "guard_bytes", "ready").await;
     let sql = b"\x03SELECT id, name AS who, at, amount FROM guard_bytes WHERE id = 42";
-    for caps in [Caps::empty(), Caps::CLIENT_DEPRECATE_EOF] {
-        let mut direct = RawClient::connect(t.primary_port(), "app", "app", caps)
+    let cache = Mcaps::MARIADB_CLIENT_CACHE_METADATA;
+    for (caps, mcaps) in [
+        (Caps::empty(), Mcaps::empty()),
+        (Caps::CLIENT_DEPRECATE_EOF, Mcaps::empty()),
+        (Caps::empty(), cache),
+        (Caps::CLIENT_DEPRECATE_EOF, cache),
+    ] {
+        let mut direct = RawClient::connect_mariadb(t.primary_port(), caps, mcaps)
             .await
             .expect("raw to primary");
-        let mut through = RawClient::connect(s.port, "app", "app", caps)
+        let mut through = RawClient::connect_mariadb(s.port, caps, mcaps)
             .await
             .expect("raw through sluice");
         let want = response(&mut direct, sql).await;
         let first = response(&mut through, sql).await;
-        assert_eq!(first, want, "relayed from a replica ({caps:?})");
+        assert_eq!(first, want, "relayed from a replica ({caps:?}, {mcaps:?})");
         // Until the guard answers (it passes while its feed is a moment
         // behind the replica), every answer must be the server's bytes.
         let mut answered_once = false;
         for _ in 0..20 {
             let answered = counts(&s, "guard_bytes").0;
             let again = response(&mut through, sql).await;
-            assert_eq!(again, want, "through sluice ({caps:?})");
+            assert_eq!(again, want, "through sluice ({caps:?}, {mcaps:?})");
             if counts(&s, "guard_bytes").0 == answered + 1.0 {
                 answered_once = true;
                 break;
             }
         }
-        assert!(answered_once, "the guard answered ({caps:?})");
+        assert!(answered_once, "the guard answered ({caps:?}, {mcaps:?})");
     }
     primary.disconnect().await.ok();
 }
