@@ -3,7 +3,11 @@
 //! it makes no choice of its own. All pure (backend state, time and counters
 //! are arguments), so every rule is a unit test below.
 //!
-//! In the order a command meets them:
+//! [`plan`] decides a command once, before anything is sent, and returns a
+//! [`Plan`]: the route, what a replica read must see, whether the read may
+//! be retried and whether the empty-key guard may answer it. The rest of
+//! this module are the rules it is made of, and the rules the session asks
+//! as outcomes arrive. In the order a command meets them:
 //! 1. [`route`]: where the statement belongs: the connection the client
 //!    holds, the writer, or a replica.
 //! 2. [`read_requirement`]: what a replica read must see under
@@ -30,7 +34,96 @@ use crate::classifier::Facts;
 use crate::classify::{Kind, PinReason};
 use crate::freshness::{NoReplica, ReadChoice, ReadRequest, ReplicaState, choose_read};
 use crate::gtid::GtidPos;
-use sluice_config::{OnNoReplica, ReadYourWrites, RoutingMode};
+use sluice_config::{OnNoReplica, PoolMode, ReadYourWrites, RoutingMode};
+use std::time::Duration;
+
+/// The session's side of a command, as [`plan`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionInput {
+    pub mode: RoutingMode,
+    pub pool_mode: PoolMode,
+    pub read_your_writes: ReadYourWrites,
+    /// `routing.read_your_writes_window_ms`.
+    pub window_ms: u64,
+    /// The client keeps its connection between statements (an open
+    /// transaction, a pin, or `pool.mode = "session"`).
+    pub bound: bool,
+    /// The client runs with autocommit=0.
+    pub autocommit_off: bool,
+    /// Time since the session's last write that left no GTID to wait for
+    /// (the primary window); None if there is none.
+    pub since_last_write: Option<Duration>,
+}
+
+/// A command's plan, decided once before anything is sent. The session
+/// carries it out; when a backend fails it asks [`on_unreachable`],
+/// [`on_lost_before_send`] or [`on_lost_mid_response`], and afterwards
+/// [`new_pin`], [`hold_after`] and [`after_write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub route: Route,
+    /// What a replica read must have applied ([`Requirement::None`] for
+    /// every other route). The session resolves it to a position, then
+    /// [`plan_read`] places the read.
+    pub requirement: Requirement,
+    /// An autocommit read whose backend fails before the client saw any
+    /// of the answer runs once more ([`Plan::retried`]).
+    pub retry: bool,
+    /// None: the empty-key guard may answer the statement, if
+    /// [`guard_may_answer`] agrees once the read is placed; otherwise the
+    /// reason it passes ([`guard_pass::PRIMARY_ROUTE`]).
+    pub guard_pass: Option<&'static str>,
+}
+
+impl Plan {
+    /// The plan of the retry: the same decision, no further retry.
+    pub fn retried(self) -> Plan {
+        Plan { retry: false, ..self }
+    }
+}
+
+/// Plans a command: `facts` is None for commands that are not statements
+/// (COM_INIT_DB, COM_FIELD_LIST, ...).
+pub fn plan(facts: Option<&Facts>, session: SessionInput) -> Plan {
+    let Some(facts) = facts else {
+        return Plan {
+            route: route_command(session.bound),
+            requirement: Requirement::None,
+            retry: false,
+            guard_pass: Some(guard_pass::PRIMARY_ROUTE),
+        };
+    };
+    let mode = match session.pool_mode {
+        // One connection per client: it must be able to write.
+        PoolMode::Session => RoutingMode::PrimaryOnly,
+        PoolMode::Transaction => session.mode,
+    };
+    let window = Duration::from_millis(session.window_ms);
+    let route = route(RouteInput {
+        mode,
+        facts,
+        bound: session.bound,
+        autocommit_off: session.autocommit_off,
+        // In gtid modes only writes that reported no GTID use the window;
+        // a read of no table needs no window at all.
+        recent_write: session.read_your_writes != ReadYourWrites::Off
+            && !facts.ast.reads_no_data
+            && session.since_last_write.is_some_and(|since| since < window),
+    });
+    let replica = route == Route::Replica;
+    Plan {
+        route,
+        requirement: if replica {
+            read_requirement(session.read_your_writes, facts.ast.reads_no_data)
+        } else {
+            Requirement::None
+        },
+        retry: may_retry_read(Some(facts), session.bound),
+        // Reads that must go to the primary (transactions, hints, locking
+        // reads, primary_only, a write's window) are never the guard's.
+        guard_pass: (!replica).then_some(guard_pass::PRIMARY_ROUTE),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -551,6 +644,109 @@ mod tests {
             autocommit_off: false,
             recent_write: false,
         })
+    }
+
+    fn session() -> SessionInput {
+        SessionInput {
+            mode: RoutingMode::Split,
+            pool_mode: PoolMode::Transaction,
+            read_your_writes: ReadYourWrites::Gtid,
+            window_ms: 1000,
+            bound: false,
+            autocommit_off: false,
+            since_last_write: None,
+        }
+    }
+
+    #[test]
+    fn a_plan_decides_route_requirement_retry_and_guard_at_once() {
+        let lookup = Facts::of("SELECT c FROM t WHERE id = 1");
+        let p = plan(Some(&lookup), session());
+        assert_eq!(
+            p,
+            Plan {
+                route: Route::Replica,
+                requirement: Requirement::Session,
+                retry: true,
+                guard_pass: None,
+            }
+        );
+        let write = Facts::of("UPDATE t SET c = 1 WHERE id = 1");
+        let p = plan(Some(&write), session());
+        assert_eq!(p.route, Route::Primary);
+        assert_eq!(p.requirement, Requirement::None, "only replica reads wait");
+        assert!(!p.retry, "a write is never run twice");
+        assert_eq!(p.guard_pass, Some(guard_pass::PRIMARY_ROUTE));
+        assert!(!p.retried().retry, "one retry at most");
+        assert_eq!(p.retried().route, p.route);
+    }
+
+    #[test]
+    fn a_plan_for_a_command_that_is_no_statement() {
+        let p = plan(None, session());
+        assert_eq!(p.route, Route::Primary);
+        assert!(!p.retry);
+        assert_eq!(p.guard_pass, Some(guard_pass::PRIMARY_ROUTE));
+        let bound = SessionInput {
+            bound: true,
+            ..session()
+        };
+        assert_eq!(plan(None, bound).route, Route::Held);
+    }
+
+    #[test]
+    fn a_bound_client_reads_on_its_connection_without_retry_or_guard() {
+        let lookup = Facts::of("SELECT c FROM t WHERE id = 1");
+        let bound = SessionInput {
+            bound: true,
+            ..session()
+        };
+        let p = plan(Some(&lookup), bound);
+        assert_eq!(p.route, Route::Held);
+        assert!(!p.retry, "the held connection's state died with it");
+        assert_eq!(p.guard_pass, Some(guard_pass::PRIMARY_ROUTE));
+    }
+
+    #[test]
+    fn session_pooling_sends_everything_to_the_primary() {
+        let lookup = Facts::of("SELECT c FROM t WHERE id = 1");
+        let p = plan(
+            Some(&lookup),
+            SessionInput {
+                pool_mode: PoolMode::Session,
+                ..session()
+            },
+        );
+        assert_eq!(p.route, Route::Primary, "one connection per client must write");
+    }
+
+    #[test]
+    fn the_write_window_is_measured_from_the_time_given() {
+        let lookup = Facts::of("SELECT c FROM t WHERE id = 1");
+        let after = |ms: u64, ryw: ReadYourWrites| {
+            plan(
+                Some(&lookup),
+                SessionInput {
+                    read_your_writes: ryw,
+                    since_last_write: Some(Duration::from_millis(ms)),
+                    ..session()
+                },
+            )
+            .route
+        };
+        assert_eq!(after(999, ReadYourWrites::PrimaryWindow), Route::Primary);
+        assert_eq!(after(1000, ReadYourWrites::PrimaryWindow), Route::Replica);
+        assert_eq!(after(10, ReadYourWrites::Off), Route::Replica, "off: no window");
+        let no_table = Facts::of("SELECT 1");
+        let p = plan(
+            Some(&no_table),
+            SessionInput {
+                since_last_write: Some(Duration::from_millis(1)),
+                ..session()
+            },
+        );
+        assert_eq!(p.route, Route::Replica, "a read of no table needs no window");
+        assert_eq!(p.requirement, Requirement::None, "nor a position");
     }
 
     #[test]

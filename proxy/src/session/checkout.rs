@@ -23,17 +23,16 @@ type ReplicaRead = (Arc<Backend>, Option<GtidPos>);
 
 impl Session {
     /// Checks a connection out for `route` (the writer or a replica) and
-    /// holds it for the statement.
+    /// holds it for the statement. A replica read must see `requirement`.
     pub(super) async fn check_out(
         &mut self,
         route: Route,
+        requirement: Requirement,
         facts: Option<&Facts>,
     ) -> Result<(), AcquireError> {
         // One acquire for both routes: the future stays small.
         let replica = match route {
             Route::Replica => {
-                let reads_no_data = facts.is_some_and(|f| f.ast.reads_no_data);
-                let requirement = plan::read_requirement(self.config.routing.read_your_writes, reads_no_data);
                 match requirement {
                     Requirement::None => self.replica_for_read(facts, None)?,
                     // Boxed: rare, and large (it may ask the primary).
@@ -83,7 +82,8 @@ impl Session {
         } else {
             Route::Replica
         };
-        self.check_out(route, None).await?;
+        let requirement = plan::read_requirement(self.config.routing.read_your_writes, false);
+        self.check_out(route, requirement, None).await?;
         let Some(held) = self.binding.held.as_mut() else {
             return Ok(None);
         };

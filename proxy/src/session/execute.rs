@@ -11,11 +11,11 @@ use super::{End, Session};
 use crate::errors;
 use crate::relay::{Outcome, Relay, RelayError, ResponseKind};
 use crate::topology::Backend;
-use sluice_config::{PoolMode, ReadYourWrites, Role, RoutingMode};
+use sluice_config::{PoolMode, Role};
 use sluice_pool::{AcquireError, BackendConn};
 use sluice_protocol::consts::status;
 use sluice_router::plan::{self, HoldInput, Leftovers, Lost, Recovery, WriteNote};
-use sluice_router::{Facts, GtidPos, HoldReason, Route, RouteInput};
+use sluice_router::{Facts, GtidPos, HoldReason, Plan, Route, SessionInput};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -113,43 +113,33 @@ impl Session {
             .is_some_and(|v| v.eq_ignore_ascii_case("OFF") || v == "0")
     }
 
-    /// Where the command belongs (the plan's first rule).
-    pub(super) fn route(&self, facts: Option<&Facts>) -> Route {
-        let bound = self.binding.bound();
-        let Some(facts) = facts else {
-            return plan::route_command(bound);
-        };
+    /// The command's plan, decided once from the session's state
+    /// (`sluice_router::plan::plan`).
+    pub(super) fn plan(&self, facts: Option<&Facts>) -> Plan {
         let routing = &self.config.routing;
-        let mode = match self.config.pool.mode {
-            // One connection per client: it must be able to write.
-            PoolMode::Session => RoutingMode::PrimaryOnly,
-            PoolMode::Transaction => routing.mode,
-        };
-        plan::route(RouteInput {
-            mode,
+        plan::plan(
             facts,
-            bound,
-            autocommit_off: self.autocommit_off(),
-            // In gtid modes only writes that reported no GTID use the
-            // window; a read of no table needs no window at all.
-            recent_write: routing.read_your_writes != ReadYourWrites::Off
-                && !facts.ast.reads_no_data
-                && self.last_write.is_some_and(|at| {
-                    at.elapsed() < Duration::from_millis(routing.read_your_writes_window_ms)
-                }),
-        })
+            SessionInput {
+                mode: routing.mode,
+                pool_mode: self.config.pool.mode,
+                read_your_writes: routing.read_your_writes,
+                window_ms: routing.read_your_writes_window_ms,
+                bound: self.binding.bound(),
+                autocommit_off: self.autocommit_off(),
+                since_last_write: self.last_write.map(|at| at.elapsed()),
+            },
+        )
     }
 
-    /// Runs `work` and relays its response; a read the plan allows to be
-    /// retried runs once more if its backend failed before the client saw
-    /// any of the answer.
-    pub(super) async fn run(&mut self, work: Work<'_>) -> Result<Done, End> {
-        let retryable = plan::may_retry_read(work.facts, self.binding.bound());
-        match self.run_once(&work, retryable).await? {
+    /// Carries out `plan` for `work` and relays the response; a read the
+    /// plan allows to be retried runs once more if its backend failed
+    /// before the client saw any of the answer.
+    pub(super) async fn run(&mut self, work: Work<'_>, plan: Plan) -> Result<Done, End> {
+        match self.run_once(&work, plan).await? {
             Step::Done(done) => Ok(done),
             Step::RetryRead => {
                 metrics::counter!("sluice_retries_total", "reason" => "read_backend_lost").increment(1);
-                match self.run_once(&work, false).await? {
+                match self.run_once(&work, plan.retried()).await? {
                     Step::Done(done) => Ok(done),
                     Step::RetryRead => Ok(Done::default()),
                 }
@@ -157,14 +147,14 @@ impl Session {
         }
     }
 
-    async fn run_once(&mut self, work: &Work<'_>, retryable: bool) -> Result<Step, End> {
-        let routed = self.route(work.facts);
+    async fn run_once(&mut self, work: &Work<'_>, plan: Plan) -> Result<Step, End> {
+        let routed = plan.route;
         if routed != Route::Held {
             self.binding.release_statement_hold();
         }
         // From the command's arrival: what the client waits for.
         let started = self.command_started;
-        if let Some(step) = self.connect_and_send(work, routed).await? {
+        if let Some(step) = self.connect_and_send(work, plan).await? {
             return Ok(step);
         }
         let Some(held) = self.binding.held.as_ref() else {
@@ -222,7 +212,7 @@ impl Session {
                 );
                 metrics::counter!("sluice_errors_total", "cause" => "backend_lost").increment(1);
                 self.binding.drop_broken();
-                match plan::on_lost_mid_response(client_saw_any, retryable, role == Role::Replica) {
+                match plan::on_lost_mid_response(client_saw_any, plan.retry, role == Role::Replica) {
                     Lost::CloseClient => {
                         // The client's stream is mid-result; it cannot take an ERR.
                         self.client.shutdown().await;
@@ -249,7 +239,8 @@ impl Session {
     /// reaches a server, a failed connection is replaced and an unreachable
     /// replica skipped, as the plan says. `Some(step)`: the command is over
     /// (the client got an error).
-    async fn connect_and_send(&mut self, work: &Work<'_>, routed: Route) -> Result<Option<Step>, End> {
+    async fn connect_and_send(&mut self, work: &Work<'_>, plan: Plan) -> Result<Option<Step>, End> {
+        let routed = plan.route;
         let with_last_insert_id = work.facts.is_some_and(|f| f.lexical.reads_last_insert_id);
         let with_connection_id = work.facts.is_some_and(|f| f.lexical.reads_connection_id);
         let capacity = self.config.pool.max_prepared_per_connection;
@@ -258,7 +249,7 @@ impl Session {
         loop {
             attempt += 1;
             if self.binding.held.is_none() {
-                if let Err(e) = self.check_out(route_now, work.facts).await {
+                if let Err(e) = self.check_out(route_now, plan.requirement, work.facts).await {
                     if Box::pin(self.recover_checkout(&e, route_now, attempt)).await {
                         continue;
                     }

@@ -20,7 +20,7 @@ use sluice_router::diagnostics::Ended;
 use sluice_router::lookup::{KeyConjunct, KeyValues, LookupShape};
 use sluice_router::plan::{self, GuardInput, GuardVerdict, ReadTarget, guard_pass};
 use sluice_router::probe::{probe_literal, probe_param, reason};
-use sluice_router::{Facts, GtidPos, Route};
+use sluice_router::{Facts, GtidPos, Plan};
 use std::ops::Range;
 use std::sync::{Arc, Weak};
 
@@ -142,7 +142,12 @@ struct OwnedShape {
 
 impl Session {
     /// Asks the guard about a statement before it runs.
-    pub(super) async fn ask_guard(&mut self, facts: &Arc<Facts>, values: Values<'_>) -> Result<Asked, End> {
+    pub(super) async fn ask_guard(
+        &mut self,
+        facts: &Arc<Facts>,
+        values: Values<'_>,
+        plan: &Plan,
+    ) -> Result<Asked, End> {
         let Some(shape) = facts.ast.lookup.as_ref() else {
             return Ok(Asked::NotGuarded);
         };
@@ -150,7 +155,7 @@ impl Session {
             return Ok(Asked::NotGuarded);
         };
         let started = self.command_started;
-        match self.decide(facts, shape, &table, &values).await {
+        match self.decide(facts, shape, &table, &values, plan).await {
             Decision::Answer(columns) => {
                 self.answer_empty(facts, &columns).await?;
                 self.metrics.guard(table.name(), None);
@@ -277,11 +282,12 @@ impl Session {
         shape: &LookupShape,
         table: &Arc<TableGuard>,
         values: &Values<'_>,
+        plan: &Plan,
     ) -> Decision {
-        // Reads that must go to the primary (transactions, hints, locking
-        // reads, primary_only) are never the guard's.
-        if self.route(Some(facts)) != Route::Replica {
-            return Decision::pass(guard_pass::PRIMARY_ROUTE);
+        // The plan says whether the read is the guard's at all (reads that
+        // must go to the primary never are).
+        if let Some(reason) = plan.guard_pass {
+            return Decision::pass(reason);
         }
         let Some(conjunct) = shape.conjuncts.iter().find(|c| c.is_column(table.key_column())) else {
             return Decision::pass(guard_pass::NO_KEY_CONDITION);
@@ -357,7 +363,10 @@ impl Session {
                 capture: Some(key.text.to_vec()),
             };
         };
-        match self.consistent(facts, table, &guard_applied).await {
+        match self
+            .consistent(facts, table, &guard_applied, plan.requirement)
+            .await
+        {
             GuardVerdict::Answer => Decision::Answer(columns),
             GuardVerdict::Pass(reason) => Decision::pass(reason),
         }
@@ -370,8 +379,8 @@ impl Session {
         facts: &Facts,
         table: &TableGuard,
         guard_applied: &GtidPos,
+        requirement: plan::Requirement,
     ) -> GuardVerdict {
-        let requirement = plan::read_requirement(self.config.routing.read_your_writes, false);
         let required = match requirement {
             plan::Requirement::None => None,
             _ => match Box::pin(self.required_position(requirement)).await {

@@ -95,19 +95,23 @@ impl Session {
             .then(|| Arc::from(self.scratch.literals.as_slice()));
         let client_id = self.binding.statements.allocate();
         let label = facts.kind().label();
+        let plan = self.plan(Some(&facts));
         let done = self
-            .run(Work {
-                facts: Some(&facts),
-                literals: Vec::new(),
-                response: ResponseKind::Prepare,
-                outgoing: Outgoing::Prepare {
-                    sql: sql.clone(),
-                    packet: payload,
-                    client_id,
+            .run(
+                Work {
+                    facts: Some(&facts),
+                    literals: Vec::new(),
+                    response: ResponseKind::Prepare,
+                    outgoing: Outgoing::Prepare {
+                        sql: sql.clone(),
+                        packet: payload,
+                        client_id,
+                    },
+                    label,
+                    capture_columns: false,
                 },
-                label,
-                capture_columns: false,
-            })
+                plan,
+            )
             .await?;
         if let Some(stmt) = done.outcome.and_then(|o| o.prepared) {
             let shape_checked = match (&facts.ast.lookup, &literals) {
@@ -213,6 +217,7 @@ impl Session {
         // The check done at prepare holds for the statement's own text.
         let shape_checked = stmt.shape_checked.filter(|_| own_text);
         let label = facts.kind().label();
+        let plan = self.plan(Some(&facts));
         // A lookup of a guarded table: perhaps answered without the database.
         let follow_up = match (&outgoing, literals) {
             (
@@ -234,7 +239,7 @@ impl Session {
                     types: types.as_deref(),
                     long_data: !long_data.is_empty(),
                 };
-                match self.ask_guard(&facts, values).await? {
+                match self.ask_guard(&facts, values, &plan).await? {
                     Asked::Answered => {
                         self.digest.route = Route::Guard;
                         if self.caches_metadata {
@@ -256,14 +261,17 @@ impl Session {
         };
         // A cursor pins the client once the server reports it open.
         let done = self
-            .run(Work {
-                facts: Some(&facts),
-                literals: Vec::new(),
-                response: ResponseKind::Results,
-                outgoing,
-                label,
-                capture_columns: follow_up.as_ref().is_some_and(|f| f.wants_columns()),
-            })
+            .run(
+                Work {
+                    facts: Some(&facts),
+                    literals: Vec::new(),
+                    response: ResponseKind::Results,
+                    outgoing,
+                    label,
+                    capture_columns: follow_up.as_ref().is_some_and(|f| f.wants_columns()),
+                },
+                plan,
+            )
             .await?;
         if let Some(defs) = done.outcome.as_ref().and_then(|o| o.client_defs.clone()) {
             // The definitions the client holds now (None: not known here).
@@ -326,7 +334,8 @@ impl Session {
                 label: "COM_STMT_RESET",
                 capture_columns: false,
             };
-            return self.run(work).await.map(|_| ());
+            let plan = self.plan(None);
+            return self.run(work, plan).await.map(|_| ());
         }
         self.reply_ok().await
     }
@@ -354,6 +363,7 @@ impl Session {
             label: "COM_STMT_FETCH",
             capture_columns: false,
         };
-        self.run(work).await.map(|_| ())
+        let plan = self.plan(None);
+        self.run(work, plan).await.map(|_| ())
     }
 }

@@ -87,6 +87,7 @@ impl Session {
                 None => {}
             }
         }
+        let plan = self.plan(Some(&facts));
         // A lookup of a guarded table: perhaps answered without the database.
         let follow_up = if utf8 && matches!(outgoing, Outgoing::Raw(_)) {
             let spans = std::mem::take(&mut self.scratch.literals);
@@ -94,7 +95,7 @@ impl Session {
                 sql: &sql,
                 literals: &spans,
             };
-            let asked = self.ask_guard(&facts, values).await;
+            let asked = self.ask_guard(&facts, values, &plan).await;
             self.scratch.literals = spans;
             match asked? {
                 Asked::Answered => {
@@ -108,14 +109,17 @@ impl Session {
             None
         };
         let done = self
-            .run(Work {
-                facts: Some(&facts),
-                literals,
-                response: ResponseKind::Results,
-                outgoing,
-                label,
-                capture_columns: follow_up.as_ref().is_some_and(|f| f.wants_columns()),
-            })
+            .run(
+                Work {
+                    facts: Some(&facts),
+                    literals,
+                    response: ResponseKind::Results,
+                    outgoing,
+                    label,
+                    capture_columns: follow_up.as_ref().is_some_and(|f| f.wants_columns()),
+                },
+                plan,
+            )
             .await?;
         if let Some(follow_up) = follow_up {
             self.guard_follow_up(follow_up, &done);
@@ -130,14 +134,18 @@ impl Session {
             _ => ResponseKind::Simple,
         };
         let label = com::name(payload[0]);
-        self.run(Work {
-            facts: None,
-            literals: Vec::new(),
-            response,
-            outgoing: Outgoing::Raw(payload),
-            label,
-            capture_columns: false,
-        })
+        let plan = self.plan(None);
+        self.run(
+            Work {
+                facts: None,
+                literals: Vec::new(),
+                response,
+                outgoing: Outgoing::Raw(payload),
+                label,
+                capture_columns: false,
+            },
+            plan,
+        )
         .await
         .map(|_| ())
     }
