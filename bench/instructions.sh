@@ -9,8 +9,13 @@
 #   SLUICE_BENCH_PRIMARY=127.0.0.1:13306 bench/instructions.sh
 #   BENCH_MODE=disable bench/instructions.sh    # text protocol (default: prepared)
 #   BENCH_KEEP=/tmp/cg.out bench/instructions.sh   # keep the profile for callgrind_annotate
+#   BENCH_ROUTING=split BENCH_GUARD=1 bench/instructions.sh   # present keys through the guard
 # Knobs: BENCH_EVENTS (20000), BENCH_WARMUP (2000), BENCH_MODE (auto = prepared |
-#   disable = text), SLUICE_BIN, SLUICE_EXTRA_CONFIG (TOML appended to the config).
+#   disable = text), SLUICE_BIN, SLUICE_EXTRA_CONFIG (TOML appended to the config),
+#   BENCH_ROUTING (primary_only | split: the topology's two replicas as backends too, reads
+#   on them, read_your_writes = "off"; own topology only), BENCH_GUARD (0 | 1: the
+#   empty-key guard on sbtest1..4 by id; sysbench looks up present ids, so this is the
+#   guard's cost on lookups it passes; needs BENCH_ROUTING=split to be asked at all).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
@@ -39,11 +44,16 @@ log() { echo "instructions: $*" >&2; }
 
 command -v valgrind >/dev/null || { log "valgrind is not installed (apt-get install valgrind)"; exit 1; }
 [[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --release)"; exit 1; }
+BENCH_ROUTING=${BENCH_ROUTING:-primary_only}
+replicas=()
 if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
+  [[ $BENCH_ROUTING == primary_only ]] || { log "BENCH_ROUTING=split needs the script's own topology"; exit 1; }
   primary=$SLUICE_BENCH_PRIMARY
 else
   topology_start "$work/db" >&2
   primary=127.0.0.1:$SLUICE_PORT_BASE
+  [[ $BENCH_ROUTING == primary_only ]] ||
+    replicas=("127.0.0.1:$((SLUICE_PORT_BASE + 1))" "127.0.0.1:$((SLUICE_PORT_BASE + 2))")
 fi
 sb() {
   local addr=$1
@@ -54,6 +64,22 @@ sb() {
 }
 sb "$primary" cleanup >/dev/null
 sb "$primary" --threads=4 prepare >/dev/null
+# The replicas have the tables before Sluice reads from them.
+pos=$(mariadb --no-defaults -h"${primary%:*}" -P"${primary##*:}" -uapp -papp -N -e 'SELECT @@gtid_binlog_pos')
+for r in "${replicas[@]}"; do
+  mariadb --no-defaults -h"${r%:*}" -P"${r##*:}" -uapp -papp -N -e "SELECT MASTER_GTID_WAIT('$pos', 60)" >/dev/null
+done
+extra=""
+for i in "${!replicas[@]}"; do
+  extra+=$(printf '\n[[backends]]\nname = "replica%d"\naddress = "%s"\nrole = "replica"\ntls = "disabled"\n' \
+    "$((i + 1))" "${replicas[$i]}")
+done
+if [[ ${BENCH_GUARD:-0} == 1 ]]; then
+  extra+=$'\n[guard]\nserver_id = 5152\nrebuild_interval_ms = 0\n'
+  for t in 1 2 3 4; do
+    extra+=$(printf '\n[[guard.tables]]\ntable = "sluice_test.sbtest%d"\nkey = "id"\n' "$t")
+  done
+fi
 
 cat >"$work/sluice.toml" <<EOF
 [server]
@@ -66,13 +92,15 @@ name = "app"
 password = "app"
 
 [routing]
-mode = "primary_only"
+mode = "$BENCH_ROUTING"
+read_your_writes = "off"
 
 [[backends]]
 name = "primary"
 address = "$primary"
 role = "primary"
 tls = "disabled"
+$extra
 ${SLUICE_EXTRA_CONFIG:-}
 EOF
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
@@ -82,6 +110,15 @@ for ((i = 0; i < 600; i++)); do
   (: <"/dev/tcp/${sluice_addr%:*}/${sluice_addr##*:}") 2>/dev/null && break
   sleep 0.1
 done
+if [[ ${BENCH_GUARD:-0} == 1 ]]; then
+  # The filters are built from a scan and the binlog: wait until every table is.
+  for ((i = 0; i < 600; i++)); do
+    ready=$(curl -fsS --max-time 5 "http://$sluice_admin/status" 2>/dev/null | grep -o '"state":"ready"' | wc -l || true)
+    ((ready >= 4)) && break
+    sleep 0.2
+  done
+  ((ready >= 4)) || { log "the guard did not get ready"; exit 1; }
+fi
 run() { sb "$sluice_addr" --db-ps-mode="$BENCH_MODE" --threads=4 --time=0 --events="$1" run >"$work/run.log"; }
 run "$BENCH_WARMUP"
 callgrind_control -z "$pid" >/dev/null
@@ -96,5 +133,7 @@ if [[ $SLUICE_BIN == "$root/target/release/sluice" ]]; then
 else
   built=$SLUICE_BIN
 fi
-echo "$label point select: $((total / BENCH_EVENTS)) instructions per statement ($total over $BENCH_EVENTS; $built)"
+setup="$BENCH_ROUTING"
+[[ ${BENCH_GUARD:-0} != 1 ]] || setup+=", guard on"
+echo "$label point select ($setup): $((total / BENCH_EVENTS)) instructions per statement ($total over $BENCH_EVENTS; $built)"
 [[ -z ${BENCH_KEEP:-} ]] || cp "$dump" "$BENCH_KEEP"

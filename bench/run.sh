@@ -52,7 +52,15 @@
 #   BENCH_SLUICE_SPLIT_ADMIN (127.0.0.1:9035), BENCH_OUT (bench/results-SUITE-DATE.md),
 #   BENCH_PIN (0; 1 = the clients on CPU 0, the databases and proxies on the other cores:
 #   a load generator on the servers' own cores is charged to whichever endpoint answers
-#   fastest, so pinning stands in for clients on their own machines; own topology only).
+#   fastest, so pinning stands in for clients on their own machines; own topology only),
+#   BENCH_CONCURRENT (guard suite; 0; 1 = sluice-guard and sluice-noguard run at the same
+#   time, each with its own client of BENCH_THREADS threads, so the machine's speed, which
+#   drifts by tens of percent here between runs, is the same for both; the per-round
+#   ratio then compares their cost. Only those two endpoints unless BENCH_ENDPOINTS says),
+#   BENCH_GUARD_AA (guard suite; 0; 1 = sluice-guard runs without [guard] too: an A/A run
+#   that shows how far apart two identical instances measure),
+#   BENCH_GUARD_SWAP (guard suite; 0; 1 = the two instances trade listen ports and start
+#   order, so a run with and a run without it cancel whatever favours one of the two).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
@@ -84,6 +92,7 @@ case $BENCH_SUITE in
   guard)
     workloads=(absent_ps absent_noprep point_select_ps point_select_noprep)
     [[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice-guard sluice-noguard)
+    [[ ${BENCH_CONCURRENT:-0} != 1 ]] || endpoints=(sluice-guard sluice-noguard)
     ;;
   tls)
     workloads=(point_select_ps_tls connect_per_query_tls)
@@ -212,6 +221,29 @@ run_workload() {
         app app sluice_test "$BENCH_TIME" "$BENCH_THREADS" "$table_size"
       ;;
   esac
+}
+
+# BENCH_CONCURRENT: sluice-guard's run of WORKLOAD (output on stdout), with
+# sluice-noguard's beside it (output in its own log, pid in $pair). Which of the two
+# starts first alternates by ROUND, so starting first favours neither.
+run_concurrent() {
+  local w=$1 round=$2 plog="$work/$1-sluice-noguard-$2.log" g
+  if ((round % 2)); then
+    run_workload "$w" "${endpoint_addr[sluice-noguard]}" >"$plog" 2>&1 &
+    pair=$!
+    run_workload "$w" "${endpoint_addr[sluice-guard]}"
+  else
+    run_workload "$w" "${endpoint_addr[sluice-guard]}" &
+    g=$!
+    run_workload "$w" "${endpoint_addr[sluice-noguard]}" >"$plog" 2>&1 &
+    pair=$!
+    wait "$g"
+  fi
+}
+
+# One run of WORKLOAD via ENDPOINT in ROUND (beside its pair when $pair is set).
+run_endpoint() {
+  if [[ -n $pair ]]; then run_concurrent "$1" "$3"; else run_workload "$1" "${endpoint_addr[$2]}"; fi
 }
 
 # "QPS P95 ERRORS" from sysbench-format output on stdin (ERRORS: ignored errors plus
@@ -449,10 +481,21 @@ if [[ ${SKIP_SLUICE:-0} != 1 ]]; then
       start_sluice sluice-split "$split_addr" "$split_admin" split
       ;;
     guard)
-      start_sluice sluice-guard "$sluice_addr" "$sluice_admin" split off guard
-      start_sluice sluice-noguard "$split_addr" "$split_admin" split off
+      # BENCH_GUARD_AA=1: both without the guard (an A/A run).
+      with_guard=$([[ ${BENCH_GUARD_AA:-0} == 1 ]] || echo guard)
+      if [[ ${BENCH_GUARD_SWAP:-0} == 1 ]]; then
+        endpoint_addr[sluice-guard]=$split_addr endpoint_admin[sluice-guard]=$split_admin
+        endpoint_addr[sluice-noguard]=$sluice_addr endpoint_admin[sluice-noguard]=$sluice_admin
+        start_sluice sluice-noguard "$sluice_addr" "$sluice_admin" split off
+        start_sluice sluice-guard "$split_addr" "$split_admin" split off "$with_guard"
+      else
+        start_sluice sluice-guard "$sluice_addr" "$sluice_admin" split off "$with_guard"
+        start_sluice sluice-noguard "$split_addr" "$split_admin" split off
+      fi
+      sluice_admin=${endpoint_admin[sluice-guard]}
       # The filters are built from a scan and the binlog: wait until every table is.
       for ((i = 0; i < 300; i++)); do
+        [[ ${BENCH_GUARD_AA:-0} != 1 ]] || { ready=$tables; break; }
         ready=$(curl -fsS --max-time 5 "http://$sluice_admin/status" | grep -o '"state":"ready"' | wc -l || true)
         ((ready >= tables)) && break
         sleep 0.1
@@ -472,17 +515,23 @@ failures=()
 for ((round = 1; round <= BENCH_ROUNDS; round++)); do
   for w in "${workloads[@]}"; do
     for e in "${endpoints[@]}"; do
+      pair=""
+      if [[ ${BENCH_CONCURRENT:-0} == 1 && $BENCH_SUITE == guard ]]; then
+        # sluice-noguard runs beside sluice-guard, started just before it.
+        [[ $e != sluice-noguard ]] || continue
+        [[ $e != sluice-guard ]] || pair=started
+      fi
       logf="$work/$w-$e-$round.log"
       admin=${endpoint_admin[$e]:-}
       before=""
       [[ -z $admin || $BENCH_SUITE == foundation || $BENCH_SUITE == guard || $BENCH_SUITE == tls ]] || before=$(query_counts "$admin" || true)
       db_before=""
-      [[ $BENCH_SUITE != guard ]] || db_before=$(db_counters)
+      [[ $BENCH_SUITE != guard || -n $pair ]] || db_before=$(db_counters)
       guard_before=""
       [[ $BENCH_SUITE != guard || $e != sluice-guard ]] || guard_before=$(guard_counts "$admin")
       cpu_before=""
       [[ $BENCH_SUITE != tls ]] || cpu_before=$(server_ticks "${endpoint_pid[$e]:-}")
-      if run_workload "$w" "${endpoint_addr[$e]}" >"$logf" 2>&1 && res=$(parse <"$logf"); then
+      if run_endpoint "$w" "$e" "$round" >"$logf" 2>&1 && res=$(parse <"$logf"); then
         read -r qps p95 errors <<<"$res"
         share=""
         if [[ -n $before ]] && after=$(query_counts "$admin"); then
@@ -517,6 +566,19 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
         tail -n 5 "$logf" >&2
         { echo "$w via $e, round $round:"; tail -n 5 "$logf" | sed 's/^/    /'; } >>"$work/failed.txt"
       fi
+      if [[ -n $pair ]]; then
+        plog="$work/$w-sluice-noguard-$round.log"
+        if wait "$pair" && res=$(parse <"$plog"); then
+          read -r qps p95 errors <<<"$res"
+          printf '%s\t%s\t%s\t%s\t%s\t%s\t\t\t\n' "$w" sluice-noguard "$round" "$qps" "$p95" "$errors" >>"$work/results.tsv"
+          log "round $round/$BENCH_ROUNDS $w via sluice-noguard (at the same time): $qps qps, p95 $p95 ms, $errors errors"
+        else
+          failures+=("$w via sluice-noguard, round $round")
+          log "round $round/$BENCH_ROUNDS $w via sluice-noguard FAILED:"
+          tail -n 5 "$plog" >&2
+        fi
+        grep -E 'FATAL|ALERT|WARNING' "$plog" | sed "s/^/$w via sluice-noguard: /" >>"$work/messages.txt" || true
+      fi
       # Messages the client printed, even on success.
       grep -E 'FATAL|ALERT|WARNING|connect_per_query:' "$logf" | sed "s/^/$w via $e: /" >>"$work/messages.txt" || true
       if [[ $BENCH_SUITE != foundation && $BENCH_SUITE != tls ]]; then sync_replicas || failures+=("replicas lagged after $w via $e, round $round"); fi
@@ -550,6 +612,23 @@ done
     echo "| workload | endpoint | QPS (median) | p95 ms (median) | ratio to direct (QPS) | split / primary_only (QPS) | on replicas | errors |"
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
   elif [[ $BENCH_SUITE == guard ]]; then
+    if [[ ${BENCH_CONCURRENT:-0} == 1 ]]; then
+      echo "Concurrent (BENCH_CONCURRENT=1): in every round sluice-guard and sluice-noguard ran at the" \
+        "same time, each with its own sysbench of $BENCH_THREADS threads, so both saw the same machine;" \
+        "\"per round\" is the median of each round's guard / no guard ratio. QPS are per instance" \
+        "while sharing the machine, so they are not comparable to a run alone or to direct."
+      echo
+    fi
+    if [[ ${BENCH_GUARD_SWAP:-0} == 1 ]]; then
+      echo "Swapped (BENCH_GUARD_SWAP=1): sluice-noguard listened on $sluice_addr and started first," \
+        "sluice-guard on $split_addr."
+      echo
+    fi
+    if [[ ${BENCH_GUARD_AA:-0} == 1 ]]; then
+      echo "A/A (BENCH_GUARD_AA=1): sluice-guard ran WITHOUT [guard], identical to sluice-noguard; the" \
+        "ratio shows how far apart two identical instances measure."
+      echo
+    fi
     echo "Sluice runs in split mode with the primary and ${#replicas[@]} replica(s), read_your_writes = \"off\";" \
       "sluice-guard guards sbtest1..$tables on id (false_positive_rate ${BENCH_GUARD_FPR:-0.01}), sluice-noguard" \
       "is the same without [guard]; haproxy and direct go to the primary only. absent_* look up ids" \
