@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per statement of the whole Sluice process, counted by valgrind's
 # callgrind: exact and repeatable, unlike timings on a shared 2-core machine.
-# Sluice runs primary_only with one worker thread; sysbench oltp_point_select
+# Sluice runs with one worker thread (primary_only unless BENCH_ROUTING says);
+# sysbench oltp_point_select
 # (4 threads) runs BENCH_WARMUP statements, the counters are zeroed, then
 # BENCH_EVENTS statements are counted.
 #
@@ -15,7 +16,8 @@
 #   BENCH_ROUTING (primary_only | split: the topology's two replicas as backends too, reads
 #   on them, read_your_writes = "off"; own topology only), BENCH_GUARD (0 | 1: the
 #   empty-key guard on sbtest1..4 by id; sysbench looks up present ids, so this is the
-#   guard's cost on lookups it passes; needs BENCH_ROUTING=split to be asked at all).
+#   guard's cost on lookups it passes; only with BENCH_ROUTING=split, where the guard
+#   may answer: under primary_only it passes every lookup at once).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
@@ -45,6 +47,7 @@ log() { echo "instructions: $*" >&2; }
 command -v valgrind >/dev/null || { log "valgrind is not installed (apt-get install valgrind)"; exit 1; }
 [[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --release)"; exit 1; }
 BENCH_ROUTING=${BENCH_ROUTING:-primary_only}
+[[ ${BENCH_GUARD:-0} != 1 || $BENCH_ROUTING == split ]] || { log "BENCH_GUARD=1 needs BENCH_ROUTING=split"; exit 1; }
 replicas=()
 if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
   [[ $BENCH_ROUTING == primary_only ]] || { log "BENCH_ROUTING=split needs the script's own topology"; exit 1; }
@@ -65,10 +68,7 @@ sb() {
 sb "$primary" cleanup >/dev/null
 sb "$primary" --threads=4 prepare >/dev/null
 # The replicas have the tables before Sluice reads from them.
-pos=$(mariadb --no-defaults -h"${primary%:*}" -P"${primary##*:}" -uapp -papp -N -e 'SELECT @@gtid_binlog_pos')
-for r in "${replicas[@]}"; do
-  mariadb --no-defaults -h"${r%:*}" -P"${r##*:}" -uapp -papp -N -e "SELECT MASTER_GTID_WAIT('$pos', 60)" >/dev/null
-done
+((${#replicas[@]} == 0)) || topology_sync "$work/db"
 extra=""
 for i in "${!replicas[@]}"; do
   extra+=$(printf '\n[[backends]]\nname = "replica%d"\naddress = "%s"\nrole = "replica"\ntls = "disabled"\n' \

@@ -92,7 +92,7 @@ case $BENCH_SUITE in
   guard)
     workloads=(absent_ps absent_noprep point_select_ps point_select_noprep)
     [[ ${SKIP_SLUICE:-0} == 1 ]] || endpoints+=(sluice-guard sluice-noguard)
-    [[ ${BENCH_CONCURRENT:-0} != 1 ]] || endpoints=(sluice-guard sluice-noguard)
+    [[ ${BENCH_CONCURRENT:-0} != 1 || ${SKIP_SLUICE:-0} == 1 ]] || endpoints=(sluice-guard sluice-noguard)
     ;;
   tls)
     workloads=(point_select_ps_tls connect_per_query_tls)
@@ -492,15 +492,15 @@ if [[ ${SKIP_SLUICE:-0} != 1 ]]; then
         start_sluice sluice-guard "$sluice_addr" "$sluice_admin" split off "$with_guard"
         start_sluice sluice-noguard "$split_addr" "$split_admin" split off
       fi
-      sluice_admin=${endpoint_admin[sluice-guard]}
+      guard_admin=${endpoint_admin[sluice-guard]}
       # The filters are built from a scan and the binlog: wait until every table is.
       for ((i = 0; i < 300; i++)); do
         [[ ${BENCH_GUARD_AA:-0} != 1 ]] || { ready=$tables; break; }
-        ready=$(curl -fsS --max-time 5 "http://$sluice_admin/status" | grep -o '"state":"ready"' | wc -l || true)
+        ready=$(curl -fsS --max-time 5 "http://$guard_admin/status" | grep -o '"state":"ready"' | wc -l || true)
         ((ready >= tables)) && break
         sleep 0.1
       done
-      ((ready >= tables)) || { log "the guard did not get ready"; curl -fsS "http://$sluice_admin/status" >&2; exit 1; }
+      ((ready >= tables)) || { log "the guard did not get ready"; curl -fsS "http://$guard_admin/status" >&2; exit 1; }
       ;;
     ryw)
       for m in "${ryw_modes[@]}"; do
@@ -517,7 +517,7 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
     for e in "${endpoints[@]}"; do
       pair=""
       if [[ ${BENCH_CONCURRENT:-0} == 1 && $BENCH_SUITE == guard ]]; then
-        # sluice-noguard runs beside sluice-guard, started just before it.
+        # sluice-noguard runs beside sluice-guard (run_concurrent).
         [[ $e != sluice-noguard ]] || continue
         [[ $e != sluice-guard ]] || pair=started
       fi
@@ -576,6 +576,7 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
           failures+=("$w via sluice-noguard, round $round")
           log "round $round/$BENCH_ROUNDS $w via sluice-noguard FAILED:"
           tail -n 5 "$plog" >&2
+          { echo "$w via sluice-noguard, round $round:"; tail -n 5 "$plog" | sed 's/^/    /'; } >>"$work/failed.txt"
         fi
         grep -E 'FATAL|ALERT|WARNING' "$plog" | sed "s/^/$w via sluice-noguard: /" >>"$work/messages.txt" || true
       fi
@@ -614,9 +615,11 @@ done
   elif [[ $BENCH_SUITE == guard ]]; then
     if [[ ${BENCH_CONCURRENT:-0} == 1 ]]; then
       echo "Concurrent (BENCH_CONCURRENT=1): in every round sluice-guard and sluice-noguard ran at the" \
-        "same time, each with its own sysbench of $BENCH_THREADS threads, so both saw the same machine;" \
-        "\"per round\" is the median of each round's guard / no guard ratio. QPS are per instance" \
-        "while sharing the machine, so they are not comparable to a run alone or to direct."
+        "same time, each with its own sysbench of $BENCH_THREADS threads (which one started first" \
+        "alternating by round), so both saw the same machine; \"per round\" is the median of each" \
+        "round's guard / no guard ratio, and every round's ratio is listed below the table. QPS are" \
+        "per instance while sharing the machine, so they are not comparable to a run alone or to direct."
+      [[ $BENCH_PIN != 1 ]] || echo "Both clients ran on CPU $client_cpus."
       echo
     fi
     if [[ ${BENCH_GUARD_SWAP:-0} == 1 ]]; then
@@ -629,9 +632,13 @@ done
         "ratio shows how far apart two identical instances measure."
       echo
     fi
+    if [[ ${BENCH_GUARD_AA:-0} == 1 ]]; then
+      guarded="neither instance guards anything"
+    else
+      guarded="sluice-guard guards sbtest1..$tables on id (false_positive_rate ${BENCH_GUARD_FPR:-0.01}), sluice-noguard is the same without [guard]"
+    fi
     echo "Sluice runs in split mode with the primary and ${#replicas[@]} replica(s), read_your_writes = \"off\";" \
-      "sluice-guard guards sbtest1..$tables on id (false_positive_rate ${BENCH_GUARD_FPR:-0.01}), sluice-noguard" \
-      "is the same without [guard]; haproxy and direct go to the primary only. absent_* look up ids" \
+      "$guarded; haproxy and direct (when run) go to the primary only. absent_* look up ids" \
       "above the table size (bench/absent_keys.lua); point_select_* are sysbench's oltp_point_select." \
       "\"db selects / key reads\" is Com_select / Handler_read_key summed over every backend per 1000" \
       "client queries during the run (the monitor's own probes included); \"fp rate\" is the share of" \
@@ -681,7 +688,7 @@ done
         vs=""
         if [[ $e == sluice-guard ]]; then
           # Also the median of each round's own ratio: the two runs of a round are
-          # back to back, so the machine's slow drifts cancel out.
+          # back to back (or at the same time), so the machine's slow drifts cancel out.
           paired=$(awk -F'\t' -v w="$w" '$1 == w && $2 == "sluice-guard" { g[$3] = $4 }
             $1 == w && $2 == "sluice-noguard" { n[$3] = $4 }
             END { for (r in g) if (n[r] > 0) printf "%.4f\n", g[r] / n[r] }' "$work/results.tsv" | median || true)
@@ -703,6 +710,17 @@ done
       echo
     done
   done
+  if [[ $BENCH_SUITE == guard ]] && grep -q sluice-noguard "$work/results.tsv" 2>/dev/null; then
+    echo
+    echo "Each round's guard / no guard QPS ratio, in round order:"
+    echo
+    for w in "${workloads[@]}"; do
+      printf -- '- %s: %s\n' "$w" "$(awk -F'\t' -v w="$w" '$1 == w && $2 == "sluice-guard" { g[$3] = $4 }
+        $1 == w && $2 == "sluice-noguard" { n[$3] = $4 }
+        END { for (r = 1; r in g || r in n; r++) if (n[r] > 0 && g[r] > 0) printf "%s%.3f", (c++ ? " " : ""), g[r] / n[r] }' \
+        "$work/results.tsv")"
+    done
+  fi
   if ((${#failures[@]})); then
     echo
     echo "Failed runs (left out of the medians):"

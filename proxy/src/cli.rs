@@ -256,6 +256,12 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Which scheduler runs, for the operator (and the runtime test).
+    tracing::info!(
+        "runtime: {:?} scheduler (server.worker_threads = {})",
+        runtime.handle().runtime_flavor(),
+        config.server.worker_threads
+    );
     match runtime.block_on(crate::listener::serve(config, path.to_path_buf())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

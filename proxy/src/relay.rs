@@ -81,6 +81,11 @@ pub enum RelayError {
     /// The backend failed or broke the protocol. `client_saw_any` says
     /// whether part of the response already reached the client.
     Backend { error: io::Error, client_saw_any: bool },
+    /// The server skipped column definitions that Sluice's record of the
+    /// statement on this connection cannot stand in for (none kept, or a
+    /// different number). The backend is not at fault: the connection is
+    /// closed, but the server is not marked down.
+    Metadata { error: io::Error, client_saw_any: bool },
     /// The client went away or could not be written to.
     Client(io::Error),
 }
@@ -311,6 +316,13 @@ where
         Ok(())
     }
 
+    fn metadata_error(&self, what: String) -> RelayError {
+        RelayError::Metadata {
+            error: io::Error::new(io::ErrorKind::InvalidData, what),
+            client_saw_any: self.sent_any.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     fn protocol_error(&self, what: &str) -> RelayError {
         self.backend_error()(io::Error::new(io::ErrorKind::InvalidData, what.to_string()))
     }
@@ -453,7 +465,13 @@ where
         let skipped = if follows { None } else { self.skipped_defs() };
         let meta = self.metadata(skipped.as_ref());
         let Some(plan) = plan_columns(&count.payload, &meta) else {
-            return Err(self.protocol_error("the server skipped column definitions Sluice does not have"));
+            let known = skipped
+                .as_ref()
+                .map_or("none".to_string(), |d| d.len().to_string());
+            return Err(self.metadata_error(format!(
+                "metadata cache: the server skipped the definitions of {columns} columns, \
+                 and Sluice's record of the statement on this connection has {known}"
+            )));
         };
         self.outcome.result_set = true;
         self.outcome.rows = 0;
@@ -481,7 +499,9 @@ where
             let defs: ColumnDefs = std::sync::Arc::new(defs);
             pending_record = Some(defs.clone());
             let holds_them = holds(self.client_holds.as_ref(), &defs);
-            if self.client_caches_metadata && holds_them {
+            // Never within a CALL: the server sends a procedure's result
+            // sets whole every time.
+            if self.client_caches_metadata && holds_them && !self.procedure {
                 let skip = sluice_protocol::result_set::CountPacket::new(&count.payload[..lenenc], Some(0));
                 self.send(skip.as_slice()).await?;
             } else {

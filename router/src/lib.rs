@@ -29,5 +29,5 @@ pub use classify::{Kind, PinReason, Statement, classify};
 pub use freshness::{NoReplica, ReadChoice, ReadRequest, ReplicaState, choose_read, fresh_after};
 pub use gtid::GtidPos;
 pub use kill::{Kill, hides_kill, parse_kill};
-pub use plan::{HoldReason, Plan, Requirement, Route, RouteInput, SessionInput, route};
+pub use plan::{HoldReason, Plan, Requirement, Route, SessionInput};
 pub use writer::{Writer, WriterCandidate, choose_writer};

@@ -66,19 +66,25 @@ pub struct Plan {
     /// every other route). The session resolves it to a position, then
     /// [`plan_read`] places the read.
     pub requirement: Requirement,
-    /// An autocommit read whose backend fails before the client saw any
-    /// of the answer runs once more ([`Plan::retried`]).
+    /// A read of a client that holds no connection, whose backend fails
+    /// before the client saw any of the answer, runs once more
+    /// ([`Plan::retried`]).
     pub retry: bool,
-    /// None: the empty-key guard may answer the statement, if
-    /// [`guard_may_answer`] agrees once the read is placed; otherwise the
-    /// reason it passes ([`guard_pass::PRIMARY_ROUTE`]).
-    pub guard_pass: Option<&'static str>,
 }
 
 impl Plan {
     /// The plan of the retry: the same decision, no further retry.
     pub fn retried(self) -> Plan {
         Plan { retry: false, ..self }
+    }
+
+    /// None: the empty-key guard may answer the statement, if
+    /// [`guard_may_answer`] agrees once the read is placed. Otherwise why
+    /// it passes: reads that must go to the primary (transactions, hints,
+    /// locking reads, `primary_only`, a write's window) are never the
+    /// guard's.
+    pub fn guard_pass(&self) -> Option<&'static str> {
+        (self.route != Route::Replica).then_some(guard_pass::PRIMARY_ROUTE)
     }
 }
 
@@ -90,7 +96,6 @@ pub fn plan(facts: Option<&Facts>, session: SessionInput) -> Plan {
             route: route_command(session.bound),
             requirement: Requirement::None,
             retry: false,
-            guard_pass: Some(guard_pass::PRIMARY_ROUTE),
         };
     };
     let mode = match session.pool_mode {
@@ -119,9 +124,24 @@ pub fn plan(facts: Option<&Facts>, session: SessionInput) -> Plan {
             Requirement::None
         },
         retry: may_retry_read(Some(facts), session.bound),
-        // Reads that must go to the primary (transactions, hints, locking
-        // reads, primary_only, a write's window) are never the guard's.
-        guard_pass: (!replica).then_some(guard_pass::PRIMARY_ROUTE),
+    }
+}
+
+/// Checking the schema a client names at connect: on the writer, or on a
+/// replica while no writer is known (any backend can answer it), seeing
+/// what read-your-writes requires of a read.
+pub fn plan_schema_check(writer_known: bool, ryw: ReadYourWrites) -> Plan {
+    if writer_known {
+        return Plan {
+            route: Route::Primary,
+            requirement: Requirement::None,
+            retry: false,
+        };
+    }
+    Plan {
+        route: Route::Replica,
+        requirement: read_requirement(ryw, false),
+        retry: false,
     }
 }
 
@@ -668,15 +688,15 @@ mod tests {
                 route: Route::Replica,
                 requirement: Requirement::Session,
                 retry: true,
-                guard_pass: None,
             }
         );
+        assert_eq!(p.guard_pass(), None, "a replica read may be the guard's");
         let write = Facts::of("UPDATE t SET c = 1 WHERE id = 1");
         let p = plan(Some(&write), session());
         assert_eq!(p.route, Route::Primary);
         assert_eq!(p.requirement, Requirement::None, "only replica reads wait");
         assert!(!p.retry, "a write is never run twice");
-        assert_eq!(p.guard_pass, Some(guard_pass::PRIMARY_ROUTE));
+        assert_eq!(p.guard_pass(), Some(guard_pass::PRIMARY_ROUTE));
         assert!(!p.retried().retry, "one retry at most");
         assert_eq!(p.retried().route, p.route);
     }
@@ -686,12 +706,25 @@ mod tests {
         let p = plan(None, session());
         assert_eq!(p.route, Route::Primary);
         assert!(!p.retry);
-        assert_eq!(p.guard_pass, Some(guard_pass::PRIMARY_ROUTE));
+        assert_eq!(p.guard_pass(), Some(guard_pass::PRIMARY_ROUTE));
         let bound = SessionInput {
             bound: true,
             ..session()
         };
         assert_eq!(plan(None, bound).route, Route::Held);
+    }
+
+    #[test]
+    fn the_schema_check_at_connect_runs_on_the_writer_or_a_replica() {
+        let p = plan_schema_check(true, ReadYourWrites::Global);
+        assert_eq!((p.route, p.requirement), (Route::Primary, Requirement::None));
+        let p = plan_schema_check(false, ReadYourWrites::Global);
+        assert_eq!(
+            (p.route, p.requirement),
+            (Route::Replica, Requirement::Global),
+            "with no writer known, a replica that has seen every write"
+        );
+        assert!(!p.retry);
     }
 
     #[test]
@@ -704,7 +737,7 @@ mod tests {
         let p = plan(Some(&lookup), bound);
         assert_eq!(p.route, Route::Held);
         assert!(!p.retry, "the held connection's state died with it");
-        assert_eq!(p.guard_pass, Some(guard_pass::PRIMARY_ROUTE));
+        assert_eq!(p.guard_pass(), Some(guard_pass::PRIMARY_ROUTE));
     }
 
     #[test]

@@ -442,6 +442,110 @@ async fn diagnostics_after_a_guarded_answer_are_the_servers() {
     primary.disconnect().await.ok();
 }
 
+/// Reads that must go to the primary are never the guard's: a key the
+/// client inserted in its open transaction (uncommitted, so in no binlog
+/// and in no filter) is found, text and prepared, in an explicit
+/// transaction and with autocommit=0; a primary hint is passed too. Each
+/// is counted as `primary_route` (a locking read is no lookup shape at
+/// all, and is not answered either). The same lookup
+/// outside them is answered by the guard first, so a plan that let the
+/// guard have these reads would return no row here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_must_go_to_the_primary_are_never_the_guards() {
+    let t = Topology::from_env();
+    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
+    primary
+        .query_drop(
+            "DROP TABLE IF EXISTS guard_route;
+             CREATE TABLE guard_route (id INT PRIMARY KEY, v INT);
+             INSERT INTO guard_route VALUES (1, 1);",
+        )
+        .await
+        .expect("create");
+    replicas_caught_up(&mut primary).await;
+    let s = Sluice::start_with(options(
+        4107,
+        &[("guard_route", "id")],
+        "read_your_writes = \"off\"",
+    ));
+    wait_state(&s, "guard_route", "ready").await;
+    let mut c = Conn::new(s.opts()).await.expect("sluice");
+    let lookup = |id: i64| format!("SELECT v FROM guard_route WHERE id = {id}");
+    // An autocommit read of an absent key: the guard answers it (after the
+    // shape's first run gives it the metadata), text and prepared.
+    for prepared in [false, true] {
+        let mut answered = false;
+        for _ in 0..50 {
+            let before = counts(&s, "guard_route").0;
+            let got: Option<i64> = if prepared {
+                c.exec_first("SELECT v FROM guard_route WHERE id = ?", (500,))
+                    .await
+                    .expect("lookup")
+            } else {
+                c.query_first(lookup(500)).await.expect("lookup")
+            };
+            assert_eq!(got, None);
+            if counts(&s, "guard_route").0 > before {
+                answered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            answered,
+            "the guard answers an autocommit lookup (prepared: {prepared})"
+        );
+    }
+    let primary_route = || passed(&s, "guard_route", "primary_route");
+    let answered = || counts(&s, "guard_route").0;
+    let (routed_before, answered_before) = (primary_route(), answered());
+
+    // An explicit transaction sees its own uncommitted row.
+    c.query_drop("BEGIN").await.expect("begin");
+    c.query_drop("INSERT INTO guard_route VALUES (1000, 7)")
+        .await
+        .expect("insert");
+    let text: Option<i64> = c.query_first(lookup(1000)).await.expect("text");
+    let prepared: Option<i64> = c
+        .exec_first("SELECT v FROM guard_route WHERE id = ?", (1000,))
+        .await
+        .expect("prepared");
+    assert_eq!((text, prepared), (Some(7), Some(7)), "in a transaction");
+    c.query_drop("ROLLBACK").await.expect("rollback");
+
+    // autocommit=0: every statement is in a transaction.
+    c.query_drop("SET autocommit = 0").await.expect("autocommit 0");
+    c.query_drop("INSERT INTO guard_route VALUES (1001, 8)")
+        .await
+        .expect("insert");
+    let text: Option<i64> = c.query_first(lookup(1001)).await.expect("text");
+    assert_eq!(text, Some(8), "with autocommit=0");
+    c.query_drop("ROLLBACK").await.expect("rollback");
+    c.query_drop("SET autocommit = 1").await.expect("autocommit 1");
+
+    // A locking read and a primary hint of an absent key go to the server.
+    let locking: Option<i64> = c
+        .query_first("SELECT v FROM guard_route WHERE id = 600 FOR UPDATE")
+        .await
+        .expect("locking");
+    let hinted: Option<i64> = c
+        .query_first("SELECT /* sluice:primary */ v FROM guard_route WHERE id = 601")
+        .await
+        .expect("hinted");
+    assert_eq!((locking, hinted), (None, None));
+
+    assert_eq!(answered(), answered_before, "the guard answered none of them");
+    // Text and prepared in the transaction, one with autocommit=0 and the
+    // hinted one.
+    assert_eq!(
+        primary_route() - routed_before,
+        4.0,
+        "each passed as primary_route"
+    );
+    c.disconnect().await.ok();
+    primary.disconnect().await.ok();
+}
+
 const KEYS: i64 = 20_000;
 
 /// Keys with `k % 4 == 0` are deleted and moved; the others, once

@@ -8,7 +8,8 @@
 //! result too large for the one-pass copy, definitions changed by ALTER
 //! TABLE between a client's prepare and its execute, a prepared CALL (a
 //! procedure's result sets, which the server always sends whole, then its
-//! OUT parameters), and two clients with different result charsets (the
+//! OUT parameters), a procedure called again with the same one result set
+//! (still sent whole), and two clients with different result charsets (the
 //! definitions depend on it; the server's check for a change does not).
 
 use mysql_async::prelude::Queryable;
@@ -30,6 +31,8 @@ enum Step {
 }
 
 const CALL: &str = "CALL mc_proc(?)";
+/// A procedure with one result set, the same at every call.
+const ONE: &str = "CALL mc_one(?)";
 
 const SCRIPT: &[(usize, Step)] = &[
     (0, Step::Text("SELECT id, c FROM mc_cache WHERE id = 1")),
@@ -53,6 +56,14 @@ const SCRIPT: &[(usize, Step)] = &[
     (1, Step::Prepare(CALL)),
     (1, Step::Call(CALL)),
     (0, Step::Call(CALL)),
+    // The server sends a procedure's result set whole at every call, even
+    // the same one the client holds from the last.
+    (0, Step::Prepare(ONE)),
+    (0, Step::Execute(ONE, 1)),
+    (0, Step::Execute(ONE, 1)),
+    (1, Step::Prepare(ONE)),
+    (1, Step::Execute(ONE, 2)),
+    (0, Step::Execute(ONE, 3)),
     // Client 1 reads results in latin1; the definitions say so.
     (1, Step::Text("SET character_set_results = latin1")),
     (0, Step::Execute(SMALL, 5)),
@@ -83,6 +94,10 @@ async fn fresh_table() {
     )
     .await
     .unwrap();
+    conn.query_drop("DROP PROCEDURE IF EXISTS mc_one").await.unwrap();
+    conn.query_drop("CREATE PROCEDURE mc_one(IN k INT) BEGIN SELECT id, c FROM mc_cache WHERE id = k; END")
+        .await
+        .unwrap();
     conn.disconnect().await.unwrap();
 }
 

@@ -2,7 +2,8 @@
 //! Every session, the pool, the monitor and the admin endpoint share one
 //! thread, so nothing may block it: while one client's statement runs,
 //! other clients are served (text and prepared, in a transaction too), a
-//! KILL QUERY from another client stops it, and `/metrics` answers.
+//! KILL QUERY from another client stops it, and `/metrics` answers. The
+//! log names the scheduler that runs.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
@@ -35,6 +36,17 @@ async fn one_thread_serves_everyone_while_a_statement_runs() {
         server_extra: "worker_threads = 1".into(),
         ..SluiceOptions::default()
     });
+    // The scheduler itself: a multi-thread runtime with one worker would
+    // pass everything below too.
+    sluice_tests::wait_until("the runtime is logged", Duration::from_secs(10), || {
+        s.log().contains("runtime: ")
+    })
+    .await;
+    assert!(
+        s.log().contains("runtime: CurrentThread scheduler"),
+        "the current-thread scheduler runs: {}",
+        s.log()
+    );
     let topo = Topology::from_env();
     let mut servers = Vec::new();
     for addr in [&topo.primary, &topo.replica1, &topo.replica2] {

@@ -87,7 +87,7 @@ fn statements() {
         "sluice_errors_total",
         Unit::Count,
         "Errors Sluice sent to clients or met on their behalf, by cause (access_denied, \
-         pool_exhausted, backend_lost, query_timeout, kill_refused, ...)"
+         pool_exhausted, backend_lost, metadata_cache, query_timeout, kill_refused, ...)"
     );
     describe_counter!(
         "sluice_classification_cache_total",

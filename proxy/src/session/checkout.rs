@@ -75,15 +75,9 @@ impl Session {
     /// Checks the schema a client asked for at connect, as the server
     /// would. Returns the server's ERR if it does not exist.
     pub(super) async fn check_schema(&mut self) -> Result<Option<Vec<u8>>, AcquireError> {
-        // Any backend can check a schema; with no writer right now, a replica.
         let writer_known = matches!(self.shared.monitor.view().writer, WriterState::Backend(_));
-        let route = if writer_known {
-            Route::Primary
-        } else {
-            Route::Replica
-        };
-        let requirement = plan::read_requirement(self.config.routing.read_your_writes, false);
-        self.check_out(route, requirement, None).await?;
+        let plan = plan::plan_schema_check(writer_known, self.config.routing.read_your_writes);
+        self.check_out(plan.route, plan.requirement, None).await?;
         let Some(held) = self.binding.held.as_mut() else {
             return Ok(None);
         };

@@ -126,7 +126,10 @@ impl Session {
                 window_ms: routing.read_your_writes_window_ms,
                 bound: self.binding.bound(),
                 autocommit_off: self.autocommit_off(),
-                since_last_write: self.last_write.map(|at| at.elapsed()),
+                // Measured at the command's arrival: no clock read per statement.
+                since_last_write: self
+                    .last_write
+                    .map(|at| self.command_started.saturating_duration_since(at)),
             },
         )
     }
@@ -201,35 +204,61 @@ impl Session {
                 self.binding.drop_broken();
                 Err(End::ClientGone)
             }
+            // Rare: boxed, so the statement's future stays small.
             Err(RelayError::Backend {
                 error,
                 client_saw_any,
-            }) => {
-                tracing::warn!(
-                    conn_id = self.id,
-                    backend = &*backend.name,
-                    "backend connection failed mid-response: {error}"
-                );
-                metrics::counter!("sluice_errors_total", "cause" => "backend_lost").increment(1);
-                self.binding.drop_broken();
-                match plan::on_lost_mid_response(client_saw_any, plan.retry, role == Role::Replica) {
-                    Lost::CloseClient => {
-                        // The client's stream is mid-result; it cannot take an ERR.
-                        self.client.shutdown().await;
-                        Err(End::ClientGone)
-                    }
-                    Lost::Retry { mark_down } => {
-                        if mark_down {
-                            self.topology.mark_down(&backend);
-                        }
-                        Ok(Step::RetryRead)
-                    }
-                    Lost::Error => {
-                        self.reply(&errors::backend_lost(&backend.name, &error.to_string()))
-                            .await?;
-                        Ok(Step::Done(Done::default()))
-                    }
+            }) => Box::pin(self.lost_mid_response(&backend, role, plan, error, client_saw_any, true)).await,
+            Err(RelayError::Metadata {
+                error,
+                client_saw_any,
+            }) => Box::pin(self.lost_mid_response(&backend, role, plan, error, client_saw_any, false)).await,
+        }
+    }
+
+    /// The backend connection failed mid-response (`backend_at_fault`), or
+    /// Sluice's own record of the statement's column definitions did not
+    /// fit what the server sent: the connection is closed either way, but
+    /// only a failed replica is skipped for a moment.
+    async fn lost_mid_response(
+        &mut self,
+        backend: &Backend,
+        role: Role,
+        plan: Plan,
+        error: std::io::Error,
+        client_saw_any: bool,
+        backend_at_fault: bool,
+    ) -> Result<Step, End> {
+        let cause = if backend_at_fault {
+            "backend_lost"
+        } else {
+            "metadata_cache"
+        };
+        tracing::warn!(
+            conn_id = self.id,
+            backend = &*backend.name,
+            cause,
+            "backend connection closed mid-response: {error}"
+        );
+        metrics::counter!("sluice_errors_total", "cause" => cause).increment(1);
+        self.binding.drop_broken();
+        let on_replica = role == Role::Replica && backend_at_fault;
+        match plan::on_lost_mid_response(client_saw_any, plan.retry, on_replica) {
+            Lost::CloseClient => {
+                // The client's stream is mid-result; it cannot take an ERR.
+                self.client.shutdown().await;
+                Err(End::ClientGone)
+            }
+            Lost::Retry { mark_down } => {
+                if mark_down {
+                    self.topology.mark_down(backend);
                 }
+                Ok(Step::RetryRead)
+            }
+            Lost::Error => {
+                self.reply(&errors::backend_lost(&backend.name, &error.to_string()))
+                    .await?;
+                Ok(Step::Done(Done::default()))
             }
         }
     }

@@ -286,7 +286,7 @@ impl Session {
     ) -> Decision {
         // The plan says whether the read is the guard's at all (reads that
         // must go to the primary never are).
-        if let Some(reason) = plan.guard_pass {
+        if let Some(reason) = plan.guard_pass() {
             return Decision::pass(reason);
         }
         let Some(conjunct) = shape.conjuncts.iter().find(|c| c.is_column(table.key_column())) else {
