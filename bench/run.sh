@@ -241,6 +241,14 @@ run_concurrent() {
   fi
 }
 
+# Records that WORKLOAD via ENDPOINT failed in ROUND, with the end of its LOG.
+run_failed() {
+  failures+=("$1 via $2, round $3")
+  log "round $3/$BENCH_ROUNDS $1 via $2 FAILED:"
+  tail -n 5 "$4" >&2
+  { echo "$1 via $2, round $3:"; tail -n 5 "$4" | sed 's/^/    /'; } >>"$work/failed.txt"
+}
+
 # One run of WORKLOAD via ENDPOINT in ROUND (beside its pair when $pair is set).
 run_endpoint() {
   if [[ -n $pair ]]; then run_concurrent "$1" "$3"; else run_workload "$1" "${endpoint_addr[$2]}"; fi
@@ -561,10 +569,7 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
           "$db" "$fp" >>"$work/results.tsv"
         log "round $round/$BENCH_ROUNDS $w via $e: $qps qps, p95 $p95 ms, $errors errors${share:+, $share% on replicas}"
       else
-        failures+=("$w via $e, round $round")
-        log "round $round/$BENCH_ROUNDS $w via $e FAILED:"
-        tail -n 5 "$logf" >&2
-        { echo "$w via $e, round $round:"; tail -n 5 "$logf" | sed 's/^/    /'; } >>"$work/failed.txt"
+        run_failed "$w" "$e" "$round" "$logf"
       fi
       if [[ -n $pair ]]; then
         plog="$work/$w-sluice-noguard-$round.log"
@@ -573,10 +578,7 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
           printf '%s\t%s\t%s\t%s\t%s\t%s\t\t\t\n' "$w" sluice-noguard "$round" "$qps" "$p95" "$errors" >>"$work/results.tsv"
           log "round $round/$BENCH_ROUNDS $w via sluice-noguard (at the same time): $qps qps, p95 $p95 ms, $errors errors"
         else
-          failures+=("$w via sluice-noguard, round $round")
-          log "round $round/$BENCH_ROUNDS $w via sluice-noguard FAILED:"
-          tail -n 5 "$plog" >&2
-          { echo "$w via sluice-noguard, round $round:"; tail -n 5 "$plog" | sed 's/^/    /'; } >>"$work/failed.txt"
+          run_failed "$w" sluice-noguard "$round" "$plog"
         fi
         grep -E 'FATAL|ALERT|WARNING' "$plog" | sed "s/^/$w via sluice-noguard: /" >>"$work/messages.txt" || true
       fi
