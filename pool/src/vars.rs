@@ -6,9 +6,9 @@
 //! pointer comparison. Sets change only on `SET`, a connect or a
 //! session-tracking report, and only then pay for the lookup.
 
-use std::collections::hash_map::DefaultHasher;
+use foldhash::fast::RandomState;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -79,7 +79,10 @@ impl FromIterator<(String, String)> for Vars {
 
 /// Live sets by the hash of their contents.
 struct Table {
-    sets: HashMap<u64, Vec<Weak<Map>>>,
+    /// foldhash, seeded per process: SipHash of a driver's dozen variables
+    /// was a measurable part of a connect-per-query client's login.
+    hasher: RandomState,
+    sets: HashMap<u64, Vec<Weak<Map>>, RandomState>,
     /// Sweep out dropped sets when the table grows past this.
     sweep_at: usize,
 }
@@ -87,14 +90,13 @@ struct Table {
 static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 
 fn intern(map: Map) -> Arc<Map> {
-    let mut hasher = DefaultHasher::new();
-    map.hash(&mut hasher);
-    let hash = hasher.finish();
     let mut guard = TABLE.lock().unwrap_or_else(PoisonError::into_inner);
     let table = guard.get_or_insert_with(|| Table {
-        sets: HashMap::new(),
+        hasher: RandomState::default(),
+        sets: HashMap::default(),
         sweep_at: 64,
     });
+    let hash = table.hasher.hash_one(&map);
     let bucket = table.sets.entry(hash).or_default();
     bucket.retain(|w| w.strong_count() > 0);
     if let Some(found) = bucket.iter().find_map(|w| w.upgrade().filter(|set| **set == map)) {

@@ -18,6 +18,7 @@ use sluice_protocol::consts::{CapabilityFlags as Caps, MariadbCapabilities};
 use sluice_protocol::handshake as handshake_response;
 use sluice_protocol::packets;
 use std::io;
+use std::net::IpAddr;
 
 /// Capabilities Sluice can honour towards clients (intersected with the
 /// primary's). CLIENT_SSL is added when `[server.tls]` is set; no
@@ -93,7 +94,7 @@ pub async fn accept(
     client: &mut PacketStream<ClientStream>,
     connection_id: u32,
     shared: &Shared,
-    peer_host: &str,
+    peer_host: IpAddr,
 ) -> Result<ClientHello, HandshakeError> {
     let profile = shared.profile.load_full();
     let tls_config = shared.tls.load_full();
@@ -203,7 +204,7 @@ pub async fn accept(
             client
                 .send(
                     seq,
-                    &auth::refusal("access_denied", &user, peer_host, used_password),
+                    &auth::refusal("access_denied", &user, &peer_host.to_string(), used_password),
                 )
                 .await?;
             return Err(HandshakeError::Refused("access denied"));
@@ -214,7 +215,7 @@ pub async fn accept(
         client
             .send(
                 seq,
-                &auth::refusal("tls_required", &user, peer_host, used_password),
+                &auth::refusal("tls_required", &user, &peer_host.to_string(), used_password),
             )
             .await?;
         return Err(HandshakeError::Refused("user requires TLS"));
@@ -255,7 +256,7 @@ pub async fn change_user(
     caps: Caps,
     handshake_nonce: &[u8; 20],
     shared: &Shared,
-    peer_host: &str,
+    peer_host: IpAddr,
 ) -> Result<Option<ChangedUser>, io::Error> {
     // mysql_common validates the packet; it has no getters, so the fields
     // are then read from the bytes: user\0, 1-byte-length auth data, db\0,
@@ -299,7 +300,10 @@ pub async fn change_user(
     };
     metrics::counter!("sluice_errors_total", "cause" => cause).increment(1);
     client
-        .send(seq, &errors::access_denied(&user, peer_host, used_password))
+        .send(
+            seq,
+            &errors::access_denied(&user, &peer_host.to_string(), used_password),
+        )
         .await?;
     Ok(None)
 }

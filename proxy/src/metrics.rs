@@ -5,13 +5,16 @@
 
 mod help;
 pub mod latency;
+pub mod striped;
 
 use crate::shared::Shared;
 use latency::Series;
 use metrics::Counter;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
+use striped::Striped;
 
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     // Histograms are not the exporter's: see `latency`.
@@ -77,109 +80,143 @@ fn guard_lag(shared: &Shared) {
     metrics::gauge!("sluice_guard_lag_seconds").set(lag.map_or(f64::NAN, |ms| ms / 1000.0));
 }
 
-/// Per-session cache of metric handles: looking a labelled metric up in the
-/// registry on every statement costs more than the rest of the bookkeeping.
+/// The statement path's metric handles. Looking a labelled metric up in the
+/// registry on every statement costs more than the rest of the bookkeeping,
+/// so handles are cached; the cache belongs to the worker thread, not the
+/// session, so a client that connects for one query (PHP's
+/// connect-per-request) finds its handles already resolved instead of
+/// registering them again. Handles of every thread count into the same
+/// series.
 #[derive(Default)]
-pub struct SessionMetrics {
+pub struct SessionMetrics;
+
+/// One worker thread's handles.
+struct Handles {
     queries: Vec<(String, &'static str, &'static str, Counter)>,
     latency: Vec<(&'static str, Arc<Series>)>,
     pool_wait: Vec<(String, Arc<Series>)>,
     classification: Option<[Counter; 3]>,
-    guard: Vec<(String, Option<&'static str>, Counter)>,
+    guard: Vec<(String, Option<&'static str>, Arc<Striped>)>,
 }
 
-/// Distinct label sets a session keeps handles for before starting over.
-const MAX_CACHED: usize = 32;
+thread_local! {
+    static HANDLES: RefCell<Handles> = const {
+        RefCell::new(Handles {
+            queries: Vec::new(),
+            latency: Vec::new(),
+            pool_wait: Vec::new(),
+            classification: None,
+            guard: Vec::new(),
+        })
+    };
+}
+
+/// Distinct label sets a thread keeps handles for before starting over
+/// (backends x routes x kinds, and guarded tables x reasons).
+const MAX_CACHED: usize = 256;
+
+/// Runs `f` on this thread's handles.
+fn with_handles<R>(f: impl FnOnce(&mut Handles) -> R) -> R {
+    HANDLES.with(|h| f(&mut h.borrow_mut()))
+}
 
 impl SessionMetrics {
     /// A lookup of a guarded table: answered by the guard (`reason` None)
     /// or passed to the database for `reason`.
     pub fn guard(&mut self, table: &str, reason: Option<&'static str>) {
-        let cached = &mut self.guard;
-        let i = match cached
-            .iter()
-            .position(|(t, r, _)| same_reason(*r, reason) && same_name(t, table))
-        {
-            Some(i) => i,
-            None => {
-                if cached.len() >= MAX_CACHED {
-                    cached.clear();
-                }
-                let c = match reason {
-                    None => metrics::counter!("sluice_guard_answered_total", "table" => table.to_string()),
-                    Some(reason) => {
-                        metrics::counter!("sluice_guard_passed_total", "table" => table.to_string(), "reason" => reason)
+        with_handles(|h| {
+            let cached = &mut h.guard;
+            let i = match cached
+                .iter()
+                .position(|(t, r, _)| same_reason(*r, reason) && same_name(t, table))
+            {
+                Some(i) => i,
+                None => {
+                    if cached.len() >= MAX_CACHED {
+                        cached.clear();
                     }
-                };
-                cached.push((table.to_string(), reason, c));
-                cached.len() - 1
-            }
-        };
-        cached[i].2.increment(1);
+                    let c = match reason {
+                        None => striped::counter(&help::GUARD_ANSWERED, &[("table", table)]),
+                        Some(reason) => {
+                            striped::counter(&help::GUARD_PASSED, &[("table", table), ("reason", reason)])
+                        }
+                    };
+                    cached.push((table.to_string(), reason, c));
+                    cached.len() - 1
+                }
+            };
+            cached[i].2.increment();
+        })
     }
 
     pub fn query(&mut self, backend: &str, route: &'static str, kind: &'static str, took: Duration) {
-        let queries = &mut self.queries;
-        let i = match queries
-            .iter()
-            .position(|(b, r, k, _)| same(r, route) && same(k, kind) && b == backend)
-        {
-            Some(i) => i,
-            None => {
-                if queries.len() >= MAX_CACHED {
-                    queries.clear();
+        with_handles(|h| {
+            let queries = &mut h.queries;
+            let i = match queries
+                .iter()
+                .position(|(b, r, k, _)| same(r, route) && same(k, kind) && b == backend)
+            {
+                Some(i) => i,
+                None => {
+                    if queries.len() >= MAX_CACHED {
+                        queries.clear();
+                    }
+                    let c = metrics::counter!("sluice_queries_total", "backend" => backend.to_string(), "route" => route, "kind" => kind);
+                    queries.push((backend.to_string(), route, kind, c));
+                    queries.len() - 1
                 }
-                let c = metrics::counter!("sluice_queries_total", "backend" => backend.to_string(), "route" => route, "kind" => kind);
-                queries.push((backend.to_string(), route, kind, c));
-                queries.len() - 1
-            }
-        };
-        queries[i].3.increment(1);
-        let latency = &mut self.latency;
-        let j = match latency.iter().position(|(r, _)| same(r, route)) {
-            Some(j) => j,
-            None => {
-                latency.push((route, latency::series(&help::QUERY_DURATION, route)));
-                latency.len() - 1
-            }
-        };
-        latency[j].1.record(took);
+            };
+            queries[i].3.increment(1);
+            let latency = &mut h.latency;
+            let j = match latency.iter().position(|(r, _)| same(r, route)) {
+                Some(j) => j,
+                None => {
+                    latency.push((route, latency::series(&help::QUERY_DURATION, route)));
+                    latency.len() - 1
+                }
+            };
+            latency[j].1.record(took);
+        })
     }
 
     /// Cache hit or miss, and statements sqlparser could not parse (they
     /// run on the primary).
     pub fn classified(&mut self, cache_hit: bool, unparsed: bool) {
-        let [hit, miss, unparsed_total] = self.classification.get_or_insert_with(|| {
-            [
-                metrics::counter!("sluice_classification_cache_total", "result" => "hit"),
-                metrics::counter!("sluice_classification_cache_total", "result" => "miss"),
-                metrics::counter!("sluice_unparsed_statements_total"),
-            ]
-        });
-        if cache_hit {
-            hit.increment(1)
-        } else {
-            miss.increment(1)
-        }
-        if unparsed {
-            unparsed_total.increment(1);
-        }
+        with_handles(|h| {
+            let [hit, miss, unparsed_total] = h.classification.get_or_insert_with(|| {
+                [
+                    metrics::counter!("sluice_classification_cache_total", "result" => "hit"),
+                    metrics::counter!("sluice_classification_cache_total", "result" => "miss"),
+                    metrics::counter!("sluice_unparsed_statements_total"),
+                ]
+            });
+            if cache_hit {
+                hit.increment(1)
+            } else {
+                miss.increment(1)
+            }
+            if unparsed {
+                unparsed_total.increment(1);
+            }
+        })
     }
 
     pub fn pool_wait(&mut self, backend: &str, took: Duration) {
-        let waits = &mut self.pool_wait;
-        let i = match waits.iter().position(|(b, _)| b == backend) {
-            Some(i) => i,
-            None => {
-                if waits.len() >= MAX_CACHED {
-                    waits.clear();
+        with_handles(|h| {
+            let waits = &mut h.pool_wait;
+            let i = match waits.iter().position(|(b, _)| b == backend) {
+                Some(i) => i,
+                None => {
+                    if waits.len() >= MAX_CACHED {
+                        waits.clear();
+                    }
+                    let h = latency::series(&help::POOL_WAIT, backend);
+                    waits.push((backend.to_string(), h));
+                    waits.len() - 1
                 }
-                let h = latency::series(&help::POOL_WAIT, backend);
-                waits.push((backend.to_string(), h));
-                waits.len() - 1
-            }
-        };
-        waits[i].1.record(took);
+            };
+            waits[i].1.record(took);
+        })
     }
 }
 
@@ -207,5 +244,6 @@ fn same_reason(a: Option<&'static str>, b: Option<&'static str>) -> bool {
 pub fn render(handle: &PrometheusHandle) -> String {
     let mut text = handle.render();
     latency::render(&mut text);
+    striped::render(&mut text);
     text
 }

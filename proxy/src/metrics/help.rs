@@ -4,6 +4,7 @@
 //! tests/tests/metrics.rs fails on a family without HELP.
 
 use super::latency::Family;
+use super::striped::CounterFamily;
 use metrics::{Unit, describe_counter, describe_gauge};
 
 /// `sluice_query_duration_seconds` (rendered by [`super::latency`]).
@@ -18,6 +19,19 @@ pub static POOL_WAIT: Family = Family {
     name: "sluice_pool_wait_seconds",
     help: "Time a statement waited for a backend connection from the pool, by backend",
     label: "backend",
+};
+
+/// `sluice_guard_answered_total` (rendered by [`super::striped`]).
+pub static GUARD_ANSWERED: CounterFamily = CounterFamily {
+    name: "sluice_guard_answered_total",
+    help: "Lookups of a [guard] table answered by the empty-key guard without the database, by table",
+};
+
+/// `sluice_guard_passed_total` (rendered by [`super::striped`]).
+pub static GUARD_PASSED: CounterFamily = CounterFamily {
+    name: "sluice_guard_passed_total",
+    help: "Lookups of a [guard] table passed to the database, by table and reason (maybe_present: \
+           the filter could not rule the key out; others: the guard could not answer)",
 };
 
 /// Registers every description with the installed recorder (descriptions
@@ -204,19 +218,6 @@ fn operations() {
 }
 
 fn guard() {
-    describe_counter!(
-        "sluice_guard_answered_total",
-        Unit::Count,
-        "Lookups of a [guard] table answered by the empty-key guard without the database, by \
-         table"
-    );
-    describe_counter!(
-        "sluice_guard_passed_total",
-        Unit::Count,
-        "Lookups of a [guard] table passed to the database, by table and reason \
-         (maybe_present: the filter could not rule the key out; others: the guard could not \
-         answer)"
-    );
     describe_counter!(
         "sluice_guard_false_positives_total",
         Unit::Count,

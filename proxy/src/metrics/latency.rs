@@ -31,7 +31,7 @@ const BOUNDS_NS: [u64; 16] = {
 
 /// Stripes per series: threads beyond this share stripes (still correct,
 /// only contended).
-const STRIPES: usize = 8;
+pub(super) const STRIPES: usize = 8;
 
 /// One thread's counts of one series, on its own cache lines.
 #[repr(align(128))]
@@ -90,7 +90,7 @@ thread_local! {
     static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
 }
 
-fn stripe_index() -> usize {
+pub(super) fn stripe_index() -> usize {
     STRIPE.with(|s| *s)
 }
 
@@ -147,7 +147,7 @@ pub fn render(out: &mut String) {
 }
 
 /// A label value as the text format wants it.
-fn escape(value: &str) -> String {
+pub(super) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

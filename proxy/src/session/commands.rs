@@ -3,7 +3,7 @@
 //! COM_CHANGE_USER (which reset the client's state and give back any held
 //! connection).
 
-use super::{End, Session, charset_vars_for};
+use super::{End, Session, initial_vars};
 use crate::errors;
 use crate::handshake;
 use sluice_pool::SessionState;
@@ -50,7 +50,7 @@ impl Session {
             self.caps,
             &self.nonce,
             &self.shared,
-            &self.peer_host,
+            self.peer_host,
         )
         .await
         .map_err(|_| End::ClientGone)?;
@@ -68,7 +68,7 @@ impl Session {
         let profile = self.shared.profile.load_full();
         let initial = Arc::make_mut(&mut self.initial);
         if let Some(collation) = changed.collation {
-            initial.vars = charset_vars_for(collation, &profile).into_iter().collect();
+            initial.vars = initial_vars(collation, &profile);
         }
         initial.schema = changed.schema.clone();
         self.desired = (*self.initial).clone();

@@ -44,13 +44,13 @@ use binding::Binding;
 use bytes::Bytes;
 use mysql_common::collations::{Collation, CollationId};
 use sluice_config::Config;
-use sluice_pool::{BackendPool, SessionState, charset_vars};
+use sluice_pool::{BackendPool, SessionState, Vars, charset_vars};
 use sluice_protocol::PacketStream;
 use sluice_protocol::consts::{CapabilityFlags as Caps, com, status};
 use sluice_protocol::packets;
 use sluice_router::{ReplicaState, Scratch};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -97,10 +97,11 @@ pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard
         let mut client = PacketStream::with_chunk(ClientStream::Plain(stream), CLIENT_READ_CHUNK)
             .with_write_timeout(CLIENT_WRITE_TIMEOUT)
             .with_read_timeout(COMMAND_READ_TIMEOUT);
-        let peer_host = peer.ip().to_string();
+        // Formatted only for an error message that names it.
+        let peer_host = peer.ip();
         // Boxed sub-futures keep the per-client future small while it idles
         // (10,000 idle clients must fit in well under 100 MB).
-        let accept = Box::pin(handshake::accept(&mut client, id, &shared, &peer_host));
+        let accept = Box::pin(handshake::accept(&mut client, id, &shared, peer_host));
         let Ok(accepted) = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await else {
             // The server's connect_timeout: a client that never finishes
             // its login must not hold a client slot forever.
@@ -152,7 +153,7 @@ struct Session {
     /// or the token its login proved for a `password_hash` user).
     credential: sluice_pool::Credential,
     user: String,
-    peer_host: String,
+    peer_host: IpAddr,
     nonce: [u8; 20],
     /// State right after connecting (for COM_RESET_CONNECTION); shared
     /// until it changes, so an idle client costs less.
@@ -205,7 +206,7 @@ impl Session {
         shared: Arc<Shared>,
         client: PacketStream<ClientStream>,
         hello: handshake::ClientHello,
-        peer_host: String,
+        peer_host: IpAddr,
         slot: Arc<crate::clients::ClientSlot>,
     ) -> Self {
         let id = slot.id;
@@ -214,7 +215,7 @@ impl Session {
         let topology = shared.topology.load_full();
         let initial = SessionState {
             schema: hello.schema.clone(),
-            vars: charset_vars_for(hello.collation, &profile).into_iter().collect(),
+            vars: initial_vars(hello.collation, &profile),
             multi_statements: hello.capabilities.contains(Caps::CLIENT_MULTI_STATEMENTS),
             connection_id: id,
             ..SessionState::default()
@@ -251,7 +252,7 @@ impl Session {
             guard_tables: Vec::new(),
             guard_charsets: None,
             digest: Default::default(),
-            metrics: SessionMetrics::default(),
+            metrics: SessionMetrics,
             command_started: Instant::now(),
         }
     }
@@ -466,7 +467,14 @@ impl Session {
     async fn close(mut self, end: End) {
         self.binding.release(self.id).await;
         if matches!(end, End::Quit) {
-            self.client.shutdown().await;
+            if self.client.get_ref().is_tls() {
+                // TLS owes the client its close_notify.
+                self.client.shutdown().await;
+            } else {
+                // Dropping a plain socket sends the FIN a shutdown would:
+                // one system call fewer for every connect-per-request client.
+                let _ = self.client.flush().await;
+            }
         }
         tracing::debug!(conn_id = self.id, "closed");
     }
@@ -490,6 +498,29 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// The variable set a login with `collation` starts with. Remembered per
+/// worker thread: clients connect with the same collation again and again
+/// (PHP's connect-per-request), and building and interning the set each
+/// time was a measurable part of a login.
+fn initial_vars(collation: u16, profile: &Arc<ServerProfile>) -> Vars {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u16, Arc<ServerProfile>, Vars)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((c, p, vars)) = last.as_ref()
+            && *c == collation
+            && Arc::ptr_eq(p, profile)
+        {
+            return vars.clone();
+        }
+        let vars: Vars = charset_vars_for(collation, profile).into_iter().collect();
+        *last = Some((collation, profile.clone(), vars.clone()));
+        vars
+    })
 }
 
 /// Charset variables for a handshake collation id, as the server sets
