@@ -11,13 +11,17 @@
 #   BENCH_MODE=disable bench/instructions.sh    # text protocol (default: prepared)
 #   BENCH_KEEP=/tmp/cg.out bench/instructions.sh   # keep the profile for callgrind_annotate
 #   BENCH_ROUTING=split BENCH_GUARD=1 bench/instructions.sh   # present keys through the guard
+#   BENCH_WORKLOAD=connect bench/instructions.sh   # per connect-per-query client (PHP PDO)
 # Knobs: BENCH_EVENTS (20000), BENCH_WARMUP (2000), BENCH_MODE (auto = prepared |
 #   disable = text), SLUICE_BIN, SLUICE_EXTRA_CONFIG (TOML appended to the config),
 #   BENCH_ROUTING (primary_only | split: the topology's two replicas as backends too, reads
 #   on them, read_your_writes = "off"; own topology only), BENCH_GUARD (0 | 1: the
 #   empty-key guard on sbtest1..4 by id; sysbench looks up present ids, so this is the
 #   guard's cost on lookups it passes; only with BENCH_ROUTING=split, where the guard
-#   may answer: under primary_only it passes every lookup at once).
+#   may answer: under primary_only it passes every lookup at once), BENCH_WORKLOAD
+#   (point_select | connect: bench/connect_per_query.php with 4 workers, each
+#   iteration a login, one text point select and COM_QUIT; counted over
+#   BENCH_CONNECT_SECONDS (10) after 3 s of warm-up, per connection).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
@@ -120,14 +124,27 @@ if [[ ${BENCH_GUARD:-0} == 1 ]]; then
   ((ready >= 4)) || { log "the guard did not get ready"; exit 1; }
 fi
 run() { sb "$sluice_addr" --db-ps-mode="$BENCH_MODE" --threads=4 --time=0 --events="$1" run >"$work/run.log"; }
-run "$BENCH_WARMUP"
-callgrind_control -z "$pid" >/dev/null
-run "$BENCH_EVENTS"
-callgrind_control -d "$pid" >/dev/null
+connect() {
+  php bench/connect_per_query.php "${sluice_addr%:*}" "${sluice_addr##*:}" app app sluice_test "$1" 4 >"$work/run.log"
+}
+if [[ ${BENCH_WORKLOAD:-point_select} == connect ]]; then
+  connect 3
+  callgrind_control -z "$pid" >/dev/null
+  connect "${BENCH_CONNECT_SECONDS:-10}"
+  callgrind_control -d "$pid" >/dev/null
+  BENCH_EVENTS=$(awk '$1 == "queries:" { print $2 }' "$work/run.log")
+  ((BENCH_EVENTS > 0)) || { log "no connection completed"; cat "$work/run.log" >&2; exit 1; }
+else
+  run "$BENCH_WARMUP"
+  callgrind_control -z "$pid" >/dev/null
+  run "$BENCH_EVENTS"
+  callgrind_control -d "$pid" >/dev/null
+fi
 dump=$(ls "$work"/cg.out.* | sort | tail -1)
 total=$(awk '/^summary:/ {print $2}' "$dump")
 label=prepared
 [[ $BENCH_MODE == auto ]] || label=text
+[[ ${BENCH_WORKLOAD:-point_select} != connect ]] || label="connect-per-query (PHP PDO: login, text"
 if [[ $SLUICE_BIN == "$root/target/release/sluice" ]]; then
   built="commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' dirty')"
 else
@@ -135,5 +152,9 @@ else
 fi
 setup="$BENCH_ROUTING"
 [[ ${BENCH_GUARD:-0} != 1 ]] || setup+=", guard on"
-echo "$label point select ($setup): $((total / BENCH_EVENTS)) instructions per statement ($total over $BENCH_EVENTS; $built)"
+if [[ ${BENCH_WORKLOAD:-point_select} == connect ]]; then
+  echo "$label point select, quit; $setup): $((total / BENCH_EVENTS)) instructions per connection ($total over $BENCH_EVENTS; $built)"
+else
+  echo "$label point select ($setup): $((total / BENCH_EVENTS)) instructions per statement ($total over $BENCH_EVENTS; $built)"
+fi
 [[ -z ${BENCH_KEEP:-} ]] || cp "$dump" "$BENCH_KEEP"

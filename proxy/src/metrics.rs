@@ -80,18 +80,13 @@ fn guard_lag(shared: &Shared) {
     metrics::gauge!("sluice_guard_lag_seconds").set(lag.map_or(f64::NAN, |ms| ms / 1000.0));
 }
 
-/// The statement path's metric handles. Looking a labelled metric up in the
-/// registry on every statement costs more than the rest of the bookkeeping,
-/// so handles are cached; the cache belongs to the worker thread, not the
-/// session, so a client that connects for one query (PHP's
-/// connect-per-request) finds its handles already resolved instead of
-/// registering them again. Handles of every thread count into the same
-/// series.
+/// Per-session cache of metric handles: looking a labelled metric up in the
+/// registry on every statement costs more than the rest of the bookkeeping.
+/// A session's first use of a label set takes the handle from its worker
+/// thread's cache ([`Shelf`]), so a client that connects for one query
+/// (PHP's connect-per-request) does not register its handles again.
 #[derive(Default)]
-pub struct SessionMetrics;
-
-/// One worker thread's handles.
-struct Handles {
+pub struct SessionMetrics {
     queries: Vec<(String, &'static str, &'static str, Counter)>,
     latency: Vec<(&'static str, Arc<Series>)>,
     pool_wait: Vec<(String, Arc<Series>)>,
@@ -99,11 +94,32 @@ struct Handles {
     guard: Vec<(String, Option<&'static str>, Arc<Striped>)>,
 }
 
+/// Distinct label sets a session keeps handles for before starting over.
+const MAX_CACHED: usize = 32;
+
+/// Distinct label sets a worker thread keeps handles for before starting
+/// over (backends x routes x kinds, guarded tables x reasons).
+const MAX_SHELVED: usize = 256;
+
+/// One worker thread's handles, shared by the sessions it runs. Every
+/// thread's handle of a series counts into the same series.
+struct Shelf {
+    queries: Vec<(QueryLabels, Counter)>,
+    pool_wait: Vec<(String, Arc<Series>)>,
+    classification: Option<[Counter; 3]>,
+    guard: Vec<(GuardLabels, Arc<Striped>)>,
+}
+
+/// `sluice_queries_total`'s backend, route and kind.
+type QueryLabels = (String, &'static str, &'static str);
+
+/// The guard counters' table and reason (None: answered).
+type GuardLabels = (String, Option<&'static str>);
+
 thread_local! {
-    static HANDLES: RefCell<Handles> = const {
-        RefCell::new(Handles {
+    static SHELF: RefCell<Shelf> = const {
+        RefCell::new(Shelf {
             queries: Vec::new(),
-            latency: Vec::new(),
             pool_wait: Vec::new(),
             classification: None,
             guard: Vec::new(),
@@ -111,112 +127,147 @@ thread_local! {
     };
 }
 
-/// Distinct label sets a thread keeps handles for before starting over
-/// (backends x routes x kinds, and guarded tables x reasons).
-const MAX_CACHED: usize = 256;
+/// The handle in `shelf` that `matches`, made by `make` (and kept) if none.
+fn shelved<K, H: Clone>(
+    shelf: &mut Vec<(K, H)>,
+    matches: impl Fn(&K) -> bool,
+    make: impl FnOnce() -> (K, H),
+) -> H {
+    if let Some((_, h)) = shelf.iter().find(|(k, _)| matches(k)) {
+        return h.clone();
+    }
+    if shelf.len() >= MAX_SHELVED {
+        shelf.clear();
+    }
+    let (k, h) = make();
+    shelf.push((k, h.clone()));
+    h
+}
 
-/// Runs `f` on this thread's handles.
-fn with_handles<R>(f: impl FnOnce(&mut Handles) -> R) -> R {
-    HANDLES.with(|h| f(&mut h.borrow_mut()))
+fn with_shelf<R>(f: impl FnOnce(&mut Shelf) -> R) -> R {
+    SHELF.with(|s| f(&mut s.borrow_mut()))
 }
 
 impl SessionMetrics {
     /// A lookup of a guarded table: answered by the guard (`reason` None)
     /// or passed to the database for `reason`.
     pub fn guard(&mut self, table: &str, reason: Option<&'static str>) {
-        with_handles(|h| {
-            let cached = &mut h.guard;
-            let i = match cached
-                .iter()
-                .position(|(t, r, _)| same_reason(*r, reason) && same_name(t, table))
-            {
-                Some(i) => i,
-                None => {
-                    if cached.len() >= MAX_CACHED {
-                        cached.clear();
-                    }
-                    let c = match reason {
-                        None => striped::counter(&help::GUARD_ANSWERED, &[("table", table)]),
-                        Some(reason) => {
-                            striped::counter(&help::GUARD_PASSED, &[("table", table), ("reason", reason)])
-                        }
-                    };
-                    cached.push((table.to_string(), reason, c));
-                    cached.len() - 1
+        let cached = &mut self.guard;
+        let i = match cached
+            .iter()
+            .position(|(t, r, _)| same_reason(*r, reason) && same_name(t, table))
+        {
+            Some(i) => i,
+            None => {
+                if cached.len() >= MAX_CACHED {
+                    cached.clear();
                 }
-            };
-            cached[i].2.increment();
-        })
+                let c = with_shelf(|s| {
+                    shelved(
+                        &mut s.guard,
+                        |(t, r)| same_reason(*r, reason) && same_name(t, table),
+                        || {
+                            let c = match reason {
+                                None => striped::counter(&help::GUARD_ANSWERED, &[("table", table)]),
+                                Some(reason) => striped::counter(
+                                    &help::GUARD_PASSED,
+                                    &[("table", table), ("reason", reason)],
+                                ),
+                            };
+                            ((table.to_string(), reason), c)
+                        },
+                    )
+                });
+                cached.push((table.to_string(), reason, c));
+                cached.len() - 1
+            }
+        };
+        cached[i].2.increment();
     }
 
     pub fn query(&mut self, backend: &str, route: &'static str, kind: &'static str, took: Duration) {
-        with_handles(|h| {
-            let queries = &mut h.queries;
-            let i = match queries
-                .iter()
-                .position(|(b, r, k, _)| same(r, route) && same(k, kind) && b == backend)
-            {
-                Some(i) => i,
-                None => {
-                    if queries.len() >= MAX_CACHED {
-                        queries.clear();
-                    }
-                    let c = metrics::counter!("sluice_queries_total", "backend" => backend.to_string(), "route" => route, "kind" => kind);
-                    queries.push((backend.to_string(), route, kind, c));
-                    queries.len() - 1
+        let queries = &mut self.queries;
+        let i = match queries
+            .iter()
+            .position(|(b, r, k, _)| same(r, route) && same(k, kind) && b == backend)
+        {
+            Some(i) => i,
+            None => {
+                if queries.len() >= MAX_CACHED {
+                    queries.clear();
                 }
-            };
-            queries[i].3.increment(1);
-            let latency = &mut h.latency;
-            let j = match latency.iter().position(|(r, _)| same(r, route)) {
-                Some(j) => j,
-                None => {
-                    latency.push((route, latency::series(&help::QUERY_DURATION, route)));
-                    latency.len() - 1
-                }
-            };
-            latency[j].1.record(took);
-        })
+                let c = with_shelf(|s| {
+                    shelved(
+                        &mut s.queries,
+                        |(b, r, k)| same(r, route) && same(k, kind) && b == backend,
+                        || {
+                            let c = metrics::counter!("sluice_queries_total", "backend" => backend.to_string(), "route" => route, "kind" => kind);
+                            ((backend.to_string(), route, kind), c)
+                        },
+                    )
+                });
+                queries.push((backend.to_string(), route, kind, c));
+                queries.len() - 1
+            }
+        };
+        queries[i].3.increment(1);
+        let latency = &mut self.latency;
+        let j = match latency.iter().position(|(r, _)| same(r, route)) {
+            Some(j) => j,
+            None => {
+                latency.push((route, latency::series(&help::QUERY_DURATION, route)));
+                latency.len() - 1
+            }
+        };
+        latency[j].1.record(took);
     }
 
     /// Cache hit or miss, and statements sqlparser could not parse (they
     /// run on the primary).
     pub fn classified(&mut self, cache_hit: bool, unparsed: bool) {
-        with_handles(|h| {
-            let [hit, miss, unparsed_total] = h.classification.get_or_insert_with(|| {
-                [
-                    metrics::counter!("sluice_classification_cache_total", "result" => "hit"),
-                    metrics::counter!("sluice_classification_cache_total", "result" => "miss"),
-                    metrics::counter!("sluice_unparsed_statements_total"),
-                ]
-            });
-            if cache_hit {
-                hit.increment(1)
-            } else {
-                miss.increment(1)
-            }
-            if unparsed {
-                unparsed_total.increment(1);
-            }
-        })
+        let [hit, miss, unparsed_total] = self.classification.get_or_insert_with(|| {
+            with_shelf(|s| {
+                s.classification
+                    .get_or_insert_with(|| {
+                        [
+                            metrics::counter!("sluice_classification_cache_total", "result" => "hit"),
+                            metrics::counter!("sluice_classification_cache_total", "result" => "miss"),
+                            metrics::counter!("sluice_unparsed_statements_total"),
+                        ]
+                    })
+                    .clone()
+            })
+        });
+        if cache_hit {
+            hit.increment(1)
+        } else {
+            miss.increment(1)
+        }
+        if unparsed {
+            unparsed_total.increment(1);
+        }
     }
 
     pub fn pool_wait(&mut self, backend: &str, took: Duration) {
-        with_handles(|h| {
-            let waits = &mut h.pool_wait;
-            let i = match waits.iter().position(|(b, _)| b == backend) {
-                Some(i) => i,
-                None => {
-                    if waits.len() >= MAX_CACHED {
-                        waits.clear();
-                    }
-                    let h = latency::series(&help::POOL_WAIT, backend);
-                    waits.push((backend.to_string(), h));
-                    waits.len() - 1
+        let waits = &mut self.pool_wait;
+        let i = match waits.iter().position(|(b, _)| b == backend) {
+            Some(i) => i,
+            None => {
+                if waits.len() >= MAX_CACHED {
+                    waits.clear();
                 }
-            };
-            waits[i].1.record(took);
-        })
+                let h = with_shelf(|s| {
+                    shelved(
+                        &mut s.pool_wait,
+                        |b| b == backend,
+                        || (backend.to_string(), latency::series(&help::POOL_WAIT, backend)),
+                    )
+                });
+                waits.push((backend.to_string(), h));
+                waits.len() - 1
+            }
+        };
+        waits[i].1.record(took);
     }
 }
 

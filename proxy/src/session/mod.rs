@@ -252,7 +252,7 @@ impl Session {
             guard_tables: Vec::new(),
             guard_charsets: None,
             digest: Default::default(),
-            metrics: SessionMetrics,
+            metrics: SessionMetrics::default(),
             command_started: Instant::now(),
         }
     }
