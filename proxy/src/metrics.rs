@@ -5,6 +5,7 @@
 
 mod help;
 pub mod latency;
+mod registry;
 pub mod striped;
 
 use crate::shared::Shared;

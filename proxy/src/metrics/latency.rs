@@ -7,9 +7,10 @@
 //! is scraped. A series (one family and one label value) is registered once
 //! and lives for the process, as the exporter's series do.
 
+use super::registry::{Registry, family_header};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds of the buckets in seconds (Prometheus `le`), shared by every
@@ -94,38 +95,27 @@ pub(super) fn stripe_index() -> usize {
     STRIPE.with(|s| *s)
 }
 
-static SERIES: Mutex<Vec<Arc<Series>>> = Mutex::new(Vec::new());
+static SERIES: Registry<Series> = Registry::new();
 
 /// The series of `family` for `value`, registered on first use.
 pub fn series(family: &'static Family, value: &str) -> Arc<Series> {
-    let mut all = SERIES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = all
-        .iter()
-        .find(|s| std::ptr::eq(s.family, family) && s.value == value)
-    {
-        return s.clone();
-    }
-    let s = Arc::new(Series {
-        family,
-        value: value.to_string(),
-        stripes: Box::default(),
-    });
-    all.push(s.clone());
-    s
+    SERIES.get_or_add(
+        |s| std::ptr::eq(s.family, family) && s.value == value,
+        || Series {
+            family,
+            value: value.to_string(),
+            stripes: Box::default(),
+        },
+    )
 }
 
 /// Appends every registered series in the Prometheus text format, a family's
 /// series under one HELP and TYPE.
 pub fn render(out: &mut String) {
-    let mut all: Vec<Arc<Series>> = SERIES.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    all.sort_by(|a, b| (a.family.name, &a.value).cmp(&(b.family.name, &b.value)));
-    let mut last: Option<&str> = None;
-    for s in &all {
+    let mut last = None;
+    for s in SERIES.sorted(|s| (s.family.name, s.value.clone())) {
         let f = s.family;
-        if last != Some(f.name) {
-            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} histogram", f.name, f.help, f.name);
-            last = Some(f.name);
-        }
+        family_header(out, &mut last, f.name, f.help, "histogram");
         let value = escape(&s.value);
         let (counts, sum) = s.snapshot();
         for (le, count) in BUCKETS.iter().zip(counts) {

@@ -5,9 +5,10 @@
 //! histograms do), and are summed when `/metrics` is scraped.
 
 use super::latency::{STRIPES, escape, stripe_index};
+use super::registry::{Registry, family_header};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 
 /// A counter family: its name and HELP text.
 pub struct CounterFamily {
@@ -38,7 +39,7 @@ impl Striped {
     }
 }
 
-static COUNTERS: Mutex<Vec<Arc<Striped>>> = Mutex::new(Vec::new());
+static COUNTERS: Registry<Striped> = Registry::new();
 
 /// The series of `family` with `labels`, registered on first use.
 pub fn counter(family: &'static CounterFamily, labels: &[(&str, &str)]) -> Arc<Striped> {
@@ -49,34 +50,23 @@ pub fn counter(family: &'static CounterFamily, labels: &[(&str, &str)]) -> Arc<S
         }
         let _ = write!(text, "{name}=\"{}\"", escape(value));
     }
-    let mut all = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(c) = all
-        .iter()
-        .find(|c| std::ptr::eq(c.family, family) && c.labels == text)
-    {
-        return c.clone();
-    }
-    let c = Arc::new(Striped {
-        family,
-        labels: text,
-        stripes: Box::default(),
-    });
-    all.push(c.clone());
-    c
+    COUNTERS.get_or_add(
+        |c| std::ptr::eq(c.family, family) && c.labels == text,
+        || Striped {
+            family,
+            labels: text.clone(),
+            stripes: Box::default(),
+        },
+    )
 }
 
 /// Appends every registered series in the Prometheus text format, a family's
 /// series under one HELP and TYPE.
 pub fn render(out: &mut String) {
-    let mut all: Vec<Arc<Striped>> = COUNTERS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    all.sort_by(|a, b| (a.family.name, &a.labels).cmp(&(b.family.name, &b.labels)));
-    let mut last: Option<&str> = None;
-    for c in &all {
+    let mut last = None;
+    for c in COUNTERS.sorted(|c| (c.family.name, c.labels.clone())) {
         let f = c.family;
-        if last != Some(f.name) {
-            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", f.name, f.help, f.name);
-            last = Some(f.name);
-        }
+        family_header(out, &mut last, f.name, f.help, "counter");
         let _ = writeln!(out, "{}{{{}}} {}", f.name, c.labels, c.total());
     }
 }
