@@ -11,6 +11,9 @@
 //! OUT parameters), a procedure called again with the same one result set
 //! (still sent whole), and two clients with different result charsets (the
 //! definitions depend on it; the server's check for a change does not).
+//! The script also runs with one client that caches and one that does not
+//! on the same statements (Sluice must fill in what the server skipped for
+//! the one, and may skip for the other).
 
 use mysql_async::prelude::Queryable;
 use mysql_common::constants::{CapabilityFlags as Caps, MariadbCapabilities as Mcaps};
@@ -193,22 +196,23 @@ fn latest(ids: &[(&str, u32)], sql: &str) -> u32 {
         .unwrap()
 }
 
-/// Runs the script against `port` from two fresh clients; the packets
-/// each received, a prepare's statement id zeroed.
-async fn transcript(port: u16, caching: bool, deprecate_eof: bool) -> Vec<Vec<Vec<u8>>> {
+/// Runs the script against `port` from two fresh clients (`caching[i]`:
+/// client i asks for the metadata cache); the packets each received, a
+/// prepare's statement id zeroed.
+async fn transcript(port: u16, caching: [bool; 2], deprecate_eof: bool) -> Vec<Vec<Vec<u8>>> {
     fresh_table().await;
     // Multi-results as every driver asks (the procedure needs them).
     let mut caps = Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS;
     if deprecate_eof {
         caps |= Caps::CLIENT_DEPRECATE_EOF;
     }
-    let mcaps = if caching {
-        Mcaps::MARIADB_CLIENT_CACHE_METADATA
-    } else {
-        Mcaps::empty()
-    };
     let mut clients = Vec::new();
-    for _ in 0..2 {
+    for caches in caching {
+        let mcaps = if caches {
+            Mcaps::MARIADB_CLIENT_CACHE_METADATA
+        } else {
+            Mcaps::empty()
+        };
         clients.push(RawClient::connect_mariadb(port, caps, mcaps).await.unwrap());
     }
     let mut ids: [Vec<(&str, u32)>; 2] = [Vec::new(), Vec::new()];
@@ -222,7 +226,7 @@ async fn transcript(port: u16, caching: bool, deprecate_eof: bool) -> Vec<Vec<Ve
             Step::Call(sql) => (execute_packet(latest(&ids[*who], sql), None), false),
         };
         c.stream.send(0, &packet).await.unwrap();
-        let mut packets = response(c, caching, deprecate_eof, prepare).await;
+        let mut packets = response(c, caching[*who], deprecate_eof, prepare).await;
         if let Step::Prepare(sql) = step {
             let ok = &mut packets[0];
             assert_eq!(ok[0], 0, "prepare failed: {:?}", String::from_utf8_lossy(ok));
@@ -249,18 +253,20 @@ async fn the_metadata_cache_gives_what_the_server_gives() {
         ..SluiceOptions::default()
     });
     let direct = port_of(&Topology::from_env().primary);
-    for caching in [true, false] {
+    // Both clients caching, neither, and one of each.
+    for caching in [[true, true], [false, false], [true, false]] {
         for deprecate_eof in [false, true] {
             let want = transcript(direct, caching, deprecate_eof).await;
             // What a client that does not cache gets: the definitions as
             // the server builds them for each step.
-            let plain = transcript(direct, false, deprecate_eof).await;
+            let plain = transcript(direct, [false, false], deprecate_eof).await;
             let got = transcript(s.port, caching, deprecate_eof).await;
             for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-                let what =
-                    format!("step {i} of the script (caching = {caching}, deprecate_eof = {deprecate_eof})");
+                let what = format!(
+                    "step {i} of the script (caching = {caching:?}, deprecate_eof = {deprecate_eof})"
+                );
                 let skipped = |r: &Vec<Vec<u8>>| r[0].len() == 2 && r[0][1] == 0;
-                if caching && skipped(w) && !skipped(g) && after_charset_change(i) {
+                if caching[SCRIPT[i].0] && skipped(w) && !skipped(g) && after_charset_change(i) {
                     // MariaDB's own check for changed definitions ignores
                     // character_set_results, so it keeps its client on the
                     // old ones; Sluice, sharing the statement between
@@ -274,7 +280,7 @@ async fn the_metadata_cache_gives_what_the_server_gives() {
                 }
                 assert_eq!(g, w, "{what}");
             }
-            if caching {
+            if caching == [true, true] {
                 // The server skipped definitions at least once: the case
                 // where Sluice must know what they were.
                 let skipped = want.iter().filter(|r| r[0].len() == 2 && r[0][1] == 0).count();
