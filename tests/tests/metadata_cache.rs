@@ -13,7 +13,9 @@
 //! definitions depend on it; the server's check for a change does not).
 //! The script also runs with one client that caches and one that does not
 //! on the same statements (Sluice must fill in what the server skipped for
-//! the one, and may skip for the other).
+//! the one, and may skip for the other). Last, a cursor: its execute
+//! answers with the definitions (skipped when the client holds them) and a
+//! terminator even with DEPRECATE_EOF, and COM_STMT_FETCH with rows only.
 
 use mysql_async::prelude::Queryable;
 use mysql_common::constants::{CapabilityFlags as Caps, MariadbCapabilities as Mcaps};
@@ -31,11 +33,17 @@ enum Step {
     Execute(&'static str, i32),
     /// Execute it with a NULL parameter (a procedure's OUT parameter).
     Call(&'static str),
+    /// Execute it with a read-only cursor and one INT parameter.
+    Cursor(&'static str, i32),
+    /// COM_STMT_FETCH this many rows of its open cursor.
+    Fetch(&'static str, u32),
 }
 
 const CALL: &str = "CALL mc_proc(?)";
 /// A procedure with one result set, the same at every call.
 const ONE: &str = "CALL mc_one(?)";
+/// Read through a cursor.
+const CURSOR: &str = "SELECT id, c FROM mc_cache WHERE id <= ? ORDER BY id";
 
 const SCRIPT: &[(usize, Step)] = &[
     (0, Step::Text("SELECT id, c FROM mc_cache WHERE id = 1")),
@@ -75,6 +83,16 @@ const SCRIPT: &[(usize, Step)] = &[
     (1, Step::Prepare(SMALL)),
     (1, Step::Execute(SMALL, 8)),
     (0, Step::Execute(SMALL, 9)),
+    // A cursor pins its client to the one backend connection for good, so
+    // client 1 speaks no more.
+    (0, Step::Prepare(CURSOR)),
+    (0, Step::Cursor(CURSOR, 3)),
+    (0, Step::Fetch(CURSOR, 2)),
+    (0, Step::Fetch(CURSOR, 2)),
+    // The client holds the definitions now: the server skips them.
+    (0, Step::Cursor(CURSOR, 2)),
+    (0, Step::Fetch(CURSOR, 5)),
+    (0, Step::Execute(CURSOR, 2)),
 ];
 
 async fn fresh_table() {
@@ -104,10 +122,10 @@ async fn fresh_table() {
     conn.disconnect().await.unwrap();
 }
 
-fn execute_packet(id: u32, value: Option<i32>) -> Vec<u8> {
+fn execute_packet(id: u32, value: Option<i32>, cursor: bool) -> Vec<u8> {
     let mut p = vec![0x17];
     p.extend_from_slice(&id.to_le_bytes());
-    p.push(0); // no cursor
+    p.push(u8::from(cursor)); // CURSOR_TYPE_READ_ONLY or none
     p.extend_from_slice(&1u32.to_le_bytes());
     p.push(u8::from(value.is_none())); // null bitmap
     p.push(1); // types follow
@@ -127,6 +145,35 @@ fn more_results(p: &[u8]) -> bool {
         sluice_protocol::packets::parse_ok(p).map_or(0, |ok| ok.status)
     };
     status & 0x0008 != 0
+}
+
+/// A cursor's execute: the column count, the definitions unless skipped,
+/// and a terminator (with or without DEPRECATE_EOF: no rows follow).
+async fn cursor_response(c: &mut RawClient, caching: bool) -> Vec<Vec<u8>> {
+    let first = c.stream.read_packet().await.unwrap().payload.to_vec();
+    let mut out = vec![first.clone()];
+    if first[0] == 0xff {
+        return out;
+    }
+    let follows = !caching || first[1] == 1;
+    let defs = if follows { usize::from(first[0]) } else { 0 };
+    for _ in 0..=defs {
+        out.push(c.stream.read_packet().await.unwrap().payload.to_vec());
+    }
+    out
+}
+
+/// COM_STMT_FETCH's answer: rows, then a terminator (or an error).
+async fn fetch_response(c: &mut RawClient) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let p = c.stream.read_packet().await.unwrap().payload.to_vec();
+        let end = p[0] == 0xfe && p.len() < 0xff_ffff || p[0] == 0xff;
+        out.push(p);
+        if end {
+            return out;
+        }
+    }
 }
 
 /// Reads one response (every result of it), as a client with these
@@ -219,14 +266,25 @@ async fn transcript(port: u16, caching: [bool; 2], deprecate_eof: bool) -> Vec<V
     let mut out = Vec::new();
     for (who, step) in SCRIPT {
         let c = &mut clients[*who];
-        let (packet, prepare) = match step {
-            Step::Text(sql) => ([&[0x03], sql.as_bytes()].concat(), false),
-            Step::Prepare(sql) => ([&[0x16], sql.as_bytes()].concat(), true),
-            Step::Execute(sql, value) => (execute_packet(latest(&ids[*who], sql), Some(*value)), false),
-            Step::Call(sql) => (execute_packet(latest(&ids[*who], sql), None), false),
+        let packet = match step {
+            Step::Text(sql) => [&[0x03], sql.as_bytes()].concat(),
+            Step::Prepare(sql) => [&[0x16], sql.as_bytes()].concat(),
+            Step::Execute(sql, value) => execute_packet(latest(&ids[*who], sql), Some(*value), false),
+            Step::Call(sql) => execute_packet(latest(&ids[*who], sql), None, false),
+            Step::Cursor(sql, value) => execute_packet(latest(&ids[*who], sql), Some(*value), true),
+            Step::Fetch(sql, rows) => {
+                let mut p = vec![0x1c];
+                p.extend_from_slice(&latest(&ids[*who], sql).to_le_bytes());
+                p.extend_from_slice(&rows.to_le_bytes());
+                p
+            }
         };
         c.stream.send(0, &packet).await.unwrap();
-        let mut packets = response(c, caching[*who], deprecate_eof, prepare).await;
+        let mut packets = match step {
+            Step::Cursor(..) => cursor_response(c, caching[*who]).await,
+            Step::Fetch(..) => fetch_response(c).await,
+            _ => response(c, caching[*who], deprecate_eof, matches!(step, Step::Prepare(_))).await,
+        };
         if let Step::Prepare(sql) = step {
             let ok = &mut packets[0];
             assert_eq!(ok[0], 0, "prepare failed: {:?}", String::from_utf8_lossy(ok));
