@@ -65,6 +65,16 @@ async fn replicas_caught_up(primary: &mut Conn) {
     }
 }
 
+/// A connection to the primary after `setup` ran there and reached both
+/// replicas (so a guard's scan and every replica start from the same rows).
+async fn primary_after(setup: &str) -> Conn {
+    let t = Topology::from_env();
+    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
+    primary.query_drop(setup).await.expect("set up the tables");
+    replicas_caught_up(&mut primary).await;
+    primary
+}
+
 fn counts(s: &Sluice, table: &str) -> (f64, f64) {
     let m = s.metrics();
     let label = format!("table=\"sluice_test.{table}\"");
@@ -326,16 +336,12 @@ async fn a_guarded_answer_is_the_servers_own_bytes() {
     use mysql_common::constants::{CapabilityFlags as Caps, MariadbCapabilities as Mcaps};
     use sluice_tests::raw::RawClient;
     let t = Topology::from_env();
-    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
-    primary
-        .query_drop(
-            "DROP TABLE IF EXISTS guard_bytes;
+    let primary = primary_after(
+        "DROP TABLE IF EXISTS guard_bytes;
              CREATE TABLE guard_bytes (id BIGINT PRIMARY KEY, name VARCHAR(30), at DATETIME(3), amount DECIMAL(10,2));
              INSERT INTO guard_bytes VALUES (1, 'one', NOW(3), 1.5);",
-        )
-        .await
-        .expect("create");
-    replicas_caught_up(&mut primary).await;
+    )
+    .await;
     let s = Sluice::start_with(options(4102, &[("guard_bytes", "id")], ""));
     wait_state(&s, "guard_bytes", "ready").await;
     let sql = b"\x03SELECT id, name AS who, at, amount FROM guard_bytes WHERE id = 42";
@@ -377,17 +383,13 @@ async fn a_guarded_answer_is_the_servers_own_bytes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diagnostics_after_a_guarded_answer_are_the_servers() {
     let t = Topology::from_env();
-    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
-    primary
-        .query_drop(
-            "DROP TABLE IF EXISTS guard_diag, guard_diag_log;
+    let primary = primary_after(
+        "DROP TABLE IF EXISTS guard_diag, guard_diag_log;
              CREATE TABLE guard_diag (id INT PRIMARY KEY, c INT);
              CREATE TABLE guard_diag_log (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(10));
              INSERT INTO guard_diag VALUES (1, 1);",
-        )
-        .await
-        .expect("create");
-    replicas_caught_up(&mut primary).await;
+    )
+    .await;
     // Reads right after the INSERT may go to a replica.
     let s = Sluice::start_with(options(
         4103,
@@ -452,17 +454,12 @@ async fn diagnostics_after_a_guarded_answer_are_the_servers() {
 /// guard have these reads would return no row here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_that_must_go_to_the_primary_are_never_the_guards() {
-    let t = Topology::from_env();
-    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
-    primary
-        .query_drop(
-            "DROP TABLE IF EXISTS guard_route;
+    let primary = primary_after(
+        "DROP TABLE IF EXISTS guard_route;
              CREATE TABLE guard_route (id INT PRIMARY KEY, v INT);
              INSERT INTO guard_route VALUES (1, 1);",
-        )
-        .await
-        .expect("create");
-    replicas_caught_up(&mut primary).await;
+    )
+    .await;
     let s = Sluice::start_with(options(
         4107,
         &[("guard_route", "id")],
@@ -822,17 +819,12 @@ async fn randomized_writes_and_lookups_never_miss_a_row() {
 /// later read see the ALTER), and the guard answers again once rebuilt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_changes_the_columns_of_later_answers() {
-    let t = Topology::from_env();
-    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
-    primary
-        .query_drop(
-            "DROP TABLE IF EXISTS guard_ddl;
+    let primary = primary_after(
+        "DROP TABLE IF EXISTS guard_ddl;
              CREATE TABLE guard_ddl (id INT PRIMARY KEY, a INT);
              INSERT INTO guard_ddl VALUES (1, 1);",
-        )
-        .await
-        .expect("create");
-    replicas_caught_up(&mut primary).await;
+    )
+    .await;
     let s = Sluice::start_with(options(
         4105,
         &[("guard_ddl", "id")],
@@ -896,17 +888,12 @@ async fn ddl_changes_the_columns_of_later_answers() {
 /// answered without a restart, and removing it stops the guard answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guarded_table_comes_and_goes_with_a_reload() {
-    let t = Topology::from_env();
-    let mut primary = Conn::new(direct_opts(&t.primary)).await.expect("primary");
-    primary
-        .query_drop(
-            "DROP TABLE IF EXISTS guard_reload;
+    let primary = primary_after(
+        "DROP TABLE IF EXISTS guard_reload;
              CREATE TABLE guard_reload (id INT PRIMARY KEY);
              INSERT INTO guard_reload VALUES (1);",
-        )
-        .await
-        .expect("create");
-    replicas_caught_up(&mut primary).await;
+    )
+    .await;
     let s = Sluice::start_with(options(4106, &[], "read_your_writes = \"off\""));
     let mut c = Conn::new(s.opts()).await.expect("sluice");
     let lookups = async |c: &mut Conn| {
