@@ -28,15 +28,15 @@ RUN for crate in config protocol router pool guard proxy tests; do \
     done \
  && echo 'fn main() {}' > proxy/src/main.rs \
  && mkdir -p router/benches && echo 'fn main() {}' > router/benches/classify.rs \
- && cargo build --release --locked -p sluice-proxy --bin sluice \
+ && cargo build --profile dist --locked -p sluice-proxy --bin sluice \
  && rm -rf config/src protocol/src router/src router/benches pool/src guard/src proxy/src tests/src
 
 # Then Sluice itself. The sources are touched so that they are newer than the
 # empty stand-ins' build, whatever times COPY gave them.
 COPY . .
 RUN find config protocol router pool guard proxy tests -name '*.rs' -exec touch {} + \
- && cargo build --release --locked -p sluice-proxy --bin sluice \
- && strip --strip-debug -o /usr/local/bin/sluice target/release/sluice \
+ && cargo build --profile dist --locked -p sluice-proxy --bin sluice \
+ && strip --strip-debug -o /usr/local/bin/sluice target/dist/sluice \
  && /usr/local/bin/sluice --version
 
 FROM debian:bookworm-slim

@@ -20,7 +20,7 @@ root=$(pwd -P)
 BENCH_TIME=${BENCH_TIME:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_THREADS=${BENCH_THREADS:-16}
-SLUICE_BIN=${SLUICE_BIN:-$root/target/release/sluice}
+SLUICE_BIN=${SLUICE_BIN:-$root/target/dist/sluice}
 out=${BENCH_OUT:-$root/bench/results-digests-$(date +%F).md}
 export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
 tables=4
@@ -40,7 +40,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 log() { echo "digests: $*" >&2; }
 
-[[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --release)"; exit 1; }
+[[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --profile dist --bin sluice)"; exit 1; }
 scripts/install-deps.sh >&2
 if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
   primary=$SLUICE_BENCH_PRIMARY

@@ -28,7 +28,7 @@ root=$(pwd -P)
 BENCH_EVENTS=${BENCH_EVENTS:-20000}
 BENCH_WARMUP=${BENCH_WARMUP:-2000}
 BENCH_MODE=${BENCH_MODE:-auto}
-SLUICE_BIN=${SLUICE_BIN:-$root/target/release/sluice}
+SLUICE_BIN=${SLUICE_BIN:-$root/target/dist/sluice}
 export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
 sluice_addr=127.0.0.1:6046
 sluice_admin=127.0.0.1:9046
@@ -49,7 +49,7 @@ trap 'exit 130' INT
 log() { echo "instructions: $*" >&2; }
 
 command -v valgrind >/dev/null || { log "valgrind is not installed (apt-get install valgrind)"; exit 1; }
-[[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --release)"; exit 1; }
+[[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --profile dist --bin sluice)"; exit 1; }
 BENCH_ROUTING=${BENCH_ROUTING:-primary_only}
 [[ ${BENCH_GUARD:-0} != 1 || $BENCH_ROUTING == split ]] || { log "BENCH_GUARD=1 needs BENCH_ROUTING=split"; exit 1; }
 replicas=()
@@ -145,7 +145,7 @@ total=$(awk '/^summary:/ {print $2}' "$dump")
 label=prepared
 [[ $BENCH_MODE == auto ]] || label=text
 [[ ${BENCH_WORKLOAD:-point_select} != connect ]] || label="connect-per-query (PHP PDO: login, text"
-if [[ $SLUICE_BIN == "$root/target/release/sluice" ]]; then
+if [[ $SLUICE_BIN == "$root/target/dist/sluice" ]]; then
   built="commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' dirty')"
 else
   built=$SLUICE_BIN

@@ -26,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 
-cargo build --release --bin sluice --bin idle_clients >&2
+cargo build --profile dist --bin sluice --bin idle_clients >&2
 topology_start "$work/db" >&2
 port=$((SLUICE_PORT_BASE + 100))
 cat >"$work/sluice.toml" <<TOML
@@ -61,7 +61,7 @@ name = "replica2"
 address = "127.0.0.1:$((SLUICE_PORT_BASE + 2))"
 role = "replica"
 TOML
-target/release/sluice --config "$work/sluice.toml" 2>"$work/sluice.log" &
+target/dist/sluice --config "$work/sluice.toml" 2>"$work/sluice.log" &
 sluice_pid=$!
 pids+=("$sluice_pid")
 for _ in {1..100}; do (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
@@ -71,7 +71,7 @@ hwm_mb() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
 baseline=$(rss_mb "$sluice_pid")
 # Idle: connect, then measure while they sit.
-target/release/idle_clients "$port" "$clients" "$hold" >"$work/idle.out" &
+target/dist/idle_clients "$port" "$clients" "$hold" >"$work/idle.out" &
 pids+=("$!")
 until grep -q '^ready' "$work/idle.out" 2>/dev/null; do sleep 0.5; done
 sleep 3
@@ -79,7 +79,7 @@ idle=$(rss_mb "$sluice_pid")
 wait "${pids[-1]}" || true
 sleep 2
 # Light load: every client runs SELECT 1 once a second.
-target/release/idle_clients "$port" "$clients" "$hold" 1000 >"$work/load.out" &
+target/dist/idle_clients "$port" "$clients" "$hold" 1000 >"$work/load.out" &
 pids+=("$!")
 until grep -q '^ready' "$work/load.out" 2>/dev/null; do sleep 0.5; done
 sleep $((hold / 2))

@@ -26,7 +26,7 @@ BENCH_POOL_SIZES=${BENCH_POOL_SIZES:-2 4 8 16 50}
 BENCH_PS_MODE=${BENCH_PS_MODE:-auto}
 BENCH_POOL_EXTRA=${BENCH_POOL_EXTRA:-}
 BENCH_ADAPTIVE_SIZES=${BENCH_ADAPTIVE_SIZES:-}
-SLUICE_BIN=${SLUICE_BIN:-$root/target/release/sluice}
+SLUICE_BIN=${SLUICE_BIN:-$root/target/dist/sluice}
 out=${BENCH_OUT:-$root/bench/results-pool-size-$(date +%F).md}
 export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-25306}
 listen_base=$((SLUICE_PORT_BASE + 1000))
@@ -49,7 +49,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 log() { echo "pool-size: $*" >&2; }
 
-[[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --release)"; exit 1; }
+[[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --profile dist --bin sluice)"; exit 1; }
 scripts/install-deps.sh >&2
 server_pid=""
 if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then

@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
 BENCH_TIME=${BENCH_TIME:-8}
 BENCH_THREADS=${BENCH_THREADS:-16}
-SLUICE_BIN=${SLUICE_BIN:-$root/target/release/sluice}
+SLUICE_BIN=${SLUICE_BIN:-$root/target/dist/sluice}
 out=${BENCH_OUT:-$root/bench/results-profile-$(date +%F).md}
 export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
 sluice_port=6045
@@ -32,7 +32,7 @@ cleanup() {
 trap cleanup EXIT
 log() { echo "profile: $*" >&2; }
 command -v perf >/dev/null || { log "perf is not installed (apt-get install linux-perf)"; exit 1; }
-[[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --release)"; exit 1; }
+[[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --profile dist --bin sluice)"; exit 1; }
 if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
   primary=$SLUICE_BENCH_PRIMARY
 else

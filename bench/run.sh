@@ -68,7 +68,7 @@ root=$(pwd -P)
 BENCH_TIME=${BENCH_TIME:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_THREADS=${BENCH_THREADS:-16}
-SLUICE_BIN=${SLUICE_BIN:-$root/target/release/sluice}
+SLUICE_BIN=${SLUICE_BIN:-$root/target/dist/sluice}
 haproxy_addr=${BENCH_HAPROXY_LISTEN:-127.0.0.1:16033}
 sluice_addr=${BENCH_SLUICE_LISTEN:-127.0.0.1:6034}
 sluice_admin=${BENCH_SLUICE_ADMIN:-127.0.0.1:9034}
@@ -400,7 +400,7 @@ median() {
 }
 
 if [[ ${SKIP_SLUICE:-0} != 1 && ! -x $SLUICE_BIN ]]; then
-  log "no sluice binary at $SLUICE_BIN (cargo build --release, or SKIP_SLUICE=1)"
+  log "no sluice binary at $SLUICE_BIN (cargo build --profile dist --bin sluice, or SKIP_SLUICE=1)"
   exit 1
 fi
 scripts/install-deps.sh >&2
