@@ -60,7 +60,9 @@
 #   BENCH_GUARD_AA (guard suite; 0; 1 = sluice-guard runs without [guard] too: an A/A run
 #   that shows how far apart two identical instances measure),
 #   BENCH_GUARD_SWAP (guard suite; 0; 1 = the two instances trade listen ports and start
-#   order, so a run with and a run without it cancel whatever favours one of the two).
+#   order, so a run with and a run without it cancel whatever favours one of the two),
+#   BENCH_WORKER_THREADS (every Sluice's server.worker_threads; 0 = one per core, the
+#   default; 1 = Tokio's current-thread scheduler).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
@@ -339,6 +341,7 @@ sluice_config() {
 listen = "$listen"
 admin_listen = "$admin"
 max_client_connections = 10000
+worker_threads = ${BENCH_WORKER_THREADS:-0}
 
 [[users]]
 name = "app"
@@ -596,8 +599,8 @@ done
   echo "sysbench $(sysbench --version | awk '{print $2}'), $BENCH_THREADS threads, ${BENCH_TIME} s per run," \
     "median of $BENCH_ROUNDS interleaved rounds; $tables tables x $table_size rows;" \
     "MariaDB $(mariadb --no-defaults -h"${primary%:*}" -P"${primary##*:}" -uapp -papp -N -e 'SELECT VERSION()')," \
-    "$(haproxy -v | awk 'NR == 1 {print $1, $3}'), sluice $(sluice_version)," \
-    "$(nproc) cores."
+    "$(haproxy -v | awk 'NR == 1 {print $1, $3}'), sluice $(sluice_version)" \
+    "(server.worker_threads = ${BENCH_WORKER_THREADS:-0}), $(nproc) cores."
   echo
   if [[ $BENCH_PIN == 1 ]]; then
     echo "Pinned (BENCH_PIN=1): the clients run on CPU $client_cpus, the databases and proxies on" \
