@@ -35,6 +35,50 @@ pub const BACKEND_CAPABILITIES: Caps = Caps::from_bits_truncate(
         | Caps::CLIENT_LOCAL_FILES.bits(),
 );
 
+/// The multi-statement and multi-result capabilities a pool's connections
+/// are opened with. Every current driver asks for both result bits, and
+/// their connections get all three (multi-statements is then switched per
+/// client with `COM_SET_OPTION`). A client without one of them (an old
+/// libmysqlclient, Ruby's mysql gem by default) gets connections opened
+/// with exactly its own bits: the server then answers it as it would
+/// directly, e.g. error 1312 for a procedure that returns rows, instead of
+/// sending result sets the client cannot read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MultiResults(u32);
+
+impl MultiResults {
+    const MASK: Caps = Caps::from_bits_truncate(
+        Caps::CLIENT_MULTI_STATEMENTS.bits()
+            | Caps::CLIENT_MULTI_RESULTS.bits()
+            | Caps::CLIENT_PS_MULTI_RESULTS.bits(),
+    );
+    const RESULTS: Caps =
+        Caps::from_bits_truncate(Caps::CLIENT_MULTI_RESULTS.bits() | Caps::CLIENT_PS_MULTI_RESULTS.bits());
+
+    /// All three bits: the pools of clients that can read multiple results.
+    pub const ALL: MultiResults = MultiResults(Self::MASK.bits());
+
+    /// The bits a client's connections need, from its handshake.
+    pub fn of_client(caps: Caps) -> MultiResults {
+        if caps.contains(Self::RESULTS) {
+            Self::ALL
+        } else {
+            MultiResults((caps & Self::MASK).bits())
+        }
+    }
+
+    /// `caps` without the bits this set leaves out.
+    pub fn limit(self, caps: Caps) -> Caps {
+        caps - (Self::MASK - Caps::from_bits_truncate(self.0))
+    }
+}
+
+impl Default for MultiResults {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct ConnectTarget {
@@ -43,6 +87,7 @@ pub struct ConnectTarget {
     pub user: String,
     pub credential: crate::Credential,
     pub found_rows: bool,
+    pub multi_results: MultiResults,
     /// The clients' attributes to show the server; empty: Sluice's own.
     pub attrs: crate::ConnectAttrs,
     pub connect_timeout: Duration,
@@ -102,7 +147,8 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
     let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
         .map_err(|e| BackendError::protocol(format!("bad server handshake: {e}")))?;
     let server_caps = handshake.capabilities();
-    let (mut caps, mariadb_caps) = negotiate(&handshake);
+    let (caps, mariadb_caps) = negotiate(&handshake);
+    let mut caps = target.multi_results.limit(caps);
     if target.found_rows {
         caps |= Caps::CLIENT_FOUND_ROWS;
     }
@@ -244,5 +290,45 @@ pub(crate) fn server_error(payload: &[u8]) -> BackendError {
     match packets::parse_err(payload) {
         Some((code, message)) => BackendError::Server { code, state, message },
         None => BackendError::protocol("malformed ERR packet"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_with_both_result_bits_share_the_full_set() {
+        let driver = Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS;
+        assert_eq!(MultiResults::of_client(driver), MultiResults::ALL);
+        assert_eq!(
+            MultiResults::of_client(driver | Caps::CLIENT_MULTI_STATEMENTS),
+            MultiResults::ALL
+        );
+        assert_eq!(
+            MultiResults::ALL.limit(BACKEND_CAPABILITIES),
+            BACKEND_CAPABILITIES
+        );
+    }
+
+    #[test]
+    fn other_clients_get_exactly_their_bits() {
+        let old = MultiResults::of_client(Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_MULTI_STATEMENTS);
+        assert_ne!(old, MultiResults::ALL);
+        let caps = old.limit(BACKEND_CAPABILITIES);
+        assert!(caps.contains(Caps::CLIENT_MULTI_STATEMENTS));
+        assert!(!caps.intersects(Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS));
+        // Everything else Sluice asks for stays.
+        assert!(caps.contains(Caps::CLIENT_SESSION_TRACK | Caps::CLIENT_PLUGIN_AUTH));
+        let none = MultiResults::of_client(Caps::CLIENT_MULTI_RESULTS).limit(BACKEND_CAPABILITIES);
+        assert!(none.contains(Caps::CLIENT_MULTI_RESULTS));
+        assert!(!none.intersects(Caps::CLIENT_MULTI_STATEMENTS | Caps::CLIENT_PS_MULTI_RESULTS));
+    }
+
+    #[test]
+    fn limiting_never_adds_a_bit_the_server_lacks() {
+        let server_side = BACKEND_CAPABILITIES - Caps::CLIENT_PS_MULTI_RESULTS;
+        let all = MultiResults::of_client(Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS);
+        assert!(!all.limit(server_side).contains(Caps::CLIENT_PS_MULTI_RESULTS));
     }
 }

@@ -54,6 +54,7 @@ async fn checkout_and_hand_off_do_not_allocate() {
         backend: "primary".into(),
         user: "app".into(),
         found_rows: false,
+        multi_results: Default::default(),
         attrs: ConnectAttrs::from(Vec::new()),
     };
     let pool = pools.handle(
