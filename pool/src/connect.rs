@@ -35,47 +35,60 @@ pub const BACKEND_CAPABILITIES: Caps = Caps::from_bits_truncate(
         | Caps::CLIENT_LOCAL_FILES.bits(),
 );
 
-/// The multi-statement and multi-result capabilities a pool's connections
-/// are opened with. Every current driver asks for both result bits, and
-/// their connections get all three (multi-statements is then switched per
-/// client with `COM_SET_OPTION`). A client without one of them (an old
-/// libmysqlclient, Ruby's mysql gem by default) gets connections opened
-/// with exactly its own bits: the server then answers it as it would
-/// directly, e.g. error 1312 for a procedure that returns rows, instead of
-/// sending result sets the client cannot read.
+/// The bits of a client's handshake that change how the server sets up
+/// its session, and so which pooled connections may serve it; the pool key
+/// carries them and a pool's connections are opened with them.
+///
+/// - The multi-result bits. Every current driver asks for
+///   `CLIENT_MULTI_RESULTS` and `CLIENT_PS_MULTI_RESULTS`; their clients
+///   share connections with all three multi-bits (multi-statements is then
+///   switched per client with `COM_SET_OPTION`). A client without one of
+///   them (an old libmysqlclient, Ruby's mysql gem by default) gets
+///   connections with exactly its own bits, so a procedure that returns rows
+///   gets it the server's error 1312, not result sets it cannot read.
+/// - `CLIENT_IGNORE_SPACE`: the server adds `IGNORE_SPACE` to the session's
+///   `sql_mode` (`mariadb --ignore-spaces`, an ODBC option).
+/// - `CLIENT_INTERACTIVE`: the session's `wait_timeout` is the server's
+///   `interactive_timeout` (the `mariadb` CLI at a terminal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MultiResults(u32);
+pub struct SessionCaps(u32);
 
-impl MultiResults {
-    const MASK: Caps = Caps::from_bits_truncate(
+impl SessionCaps {
+    const MULTI: Caps = Caps::from_bits_truncate(
         Caps::CLIENT_MULTI_STATEMENTS.bits()
             | Caps::CLIENT_MULTI_RESULTS.bits()
             | Caps::CLIENT_PS_MULTI_RESULTS.bits(),
     );
     const RESULTS: Caps =
         Caps::from_bits_truncate(Caps::CLIENT_MULTI_RESULTS.bits() | Caps::CLIENT_PS_MULTI_RESULTS.bits());
+    const SESSION: Caps =
+        Caps::from_bits_truncate(Caps::CLIENT_IGNORE_SPACE.bits() | Caps::CLIENT_INTERACTIVE.bits());
 
-    /// All three bits: the pools of clients that can read multiple results.
-    pub const ALL: MultiResults = MultiResults(Self::MASK.bits());
+    /// What every current driver's clients share: all three multi-bits.
+    pub const DRIVER: SessionCaps = SessionCaps(Self::MULTI.bits());
 
     /// The bits a client's connections need, from its handshake.
-    pub fn of_client(caps: Caps) -> MultiResults {
-        if caps.contains(Self::RESULTS) {
-            Self::ALL
+    pub fn of_client(caps: Caps) -> SessionCaps {
+        let multi = if caps.contains(Self::RESULTS) {
+            Self::MULTI
         } else {
-            MultiResults((caps & Self::MASK).bits())
-        }
+            caps & Self::MULTI
+        };
+        SessionCaps((multi | (caps & Self::SESSION)).bits())
     }
 
-    /// `caps` without the bits this set leaves out.
-    pub fn limit(self, caps: Caps) -> Caps {
-        caps - (Self::MASK - Caps::from_bits_truncate(self.0))
+    /// The capabilities to ask of a server that offers `server_caps`, from
+    /// Sluice's own set `caps`: its multi-bits replaced by these, and these
+    /// session bits added where the server offers them.
+    pub fn apply(self, caps: Caps, server_caps: Caps) -> Caps {
+        let mine = Caps::from_bits_truncate(self.0);
+        (caps - (Self::MULTI - mine)) | (mine & Self::SESSION & server_caps)
     }
 }
 
-impl Default for MultiResults {
+impl Default for SessionCaps {
     fn default() -> Self {
-        Self::ALL
+        Self::DRIVER
     }
 }
 
@@ -87,7 +100,7 @@ pub struct ConnectTarget {
     pub user: String,
     pub credential: crate::Credential,
     pub found_rows: bool,
-    pub multi_results: MultiResults,
+    pub session_caps: SessionCaps,
     /// The clients' attributes to show the server; empty: Sluice's own.
     pub attrs: crate::ConnectAttrs,
     pub connect_timeout: Duration,
@@ -148,7 +161,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
         .map_err(|e| BackendError::protocol(format!("bad server handshake: {e}")))?;
     let server_caps = handshake.capabilities();
     let (caps, mariadb_caps) = negotiate(&handshake);
-    let mut caps = target.multi_results.limit(caps);
+    let mut caps = target.session_caps.apply(caps, server_caps);
     if target.found_rows {
         caps |= Caps::CLIENT_FOUND_ROWS;
     }
@@ -297,38 +310,62 @@ pub(crate) fn server_error(payload: &[u8]) -> BackendError {
 mod tests {
     use super::*;
 
+    const SERVER: Caps = Caps::all();
+
     #[test]
-    fn clients_with_both_result_bits_share_the_full_set() {
+    fn driver_clients_share_the_full_set() {
         let driver = Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS;
-        assert_eq!(MultiResults::of_client(driver), MultiResults::ALL);
+        assert_eq!(SessionCaps::of_client(driver), SessionCaps::DRIVER);
         assert_eq!(
-            MultiResults::of_client(driver | Caps::CLIENT_MULTI_STATEMENTS),
-            MultiResults::ALL
+            SessionCaps::of_client(driver | Caps::CLIENT_MULTI_STATEMENTS | Caps::CLIENT_LOCAL_FILES),
+            SessionCaps::DRIVER
         );
         assert_eq!(
-            MultiResults::ALL.limit(BACKEND_CAPABILITIES),
+            SessionCaps::DRIVER.apply(BACKEND_CAPABILITIES, SERVER),
             BACKEND_CAPABILITIES
         );
     }
 
     #[test]
-    fn other_clients_get_exactly_their_bits() {
-        let old = MultiResults::of_client(Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_MULTI_STATEMENTS);
-        assert_ne!(old, MultiResults::ALL);
-        let caps = old.limit(BACKEND_CAPABILITIES);
+    fn other_clients_get_exactly_their_multi_bits() {
+        let old = SessionCaps::of_client(Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_MULTI_STATEMENTS);
+        assert_ne!(old, SessionCaps::DRIVER);
+        let caps = old.apply(BACKEND_CAPABILITIES, SERVER);
         assert!(caps.contains(Caps::CLIENT_MULTI_STATEMENTS));
         assert!(!caps.intersects(Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS));
         // Everything else Sluice asks for stays.
         assert!(caps.contains(Caps::CLIENT_SESSION_TRACK | Caps::CLIENT_PLUGIN_AUTH));
-        let none = MultiResults::of_client(Caps::CLIENT_MULTI_RESULTS).limit(BACKEND_CAPABILITIES);
-        assert!(none.contains(Caps::CLIENT_MULTI_RESULTS));
-        assert!(!none.intersects(Caps::CLIENT_MULTI_STATEMENTS | Caps::CLIENT_PS_MULTI_RESULTS));
+        let text_only =
+            SessionCaps::of_client(Caps::CLIENT_MULTI_RESULTS).apply(BACKEND_CAPABILITIES, SERVER);
+        assert!(text_only.contains(Caps::CLIENT_MULTI_RESULTS));
+        assert!(!text_only.intersects(Caps::CLIENT_MULTI_STATEMENTS | Caps::CLIENT_PS_MULTI_RESULTS));
     }
 
     #[test]
-    fn limiting_never_adds_a_bit_the_server_lacks() {
-        let server_side = BACKEND_CAPABILITIES - Caps::CLIENT_PS_MULTI_RESULTS;
-        let all = MultiResults::of_client(Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS);
-        assert!(!all.limit(server_side).contains(Caps::CLIENT_PS_MULTI_RESULTS));
+    fn session_bits_are_passed_on_where_the_server_offers_them() {
+        let driver = Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS;
+        let cli = SessionCaps::of_client(driver | Caps::CLIENT_INTERACTIVE | Caps::CLIENT_IGNORE_SPACE);
+        assert_ne!(cli, SessionCaps::DRIVER);
+        let caps = cli.apply(BACKEND_CAPABILITIES, SERVER);
+        assert!(
+            caps.contains(Caps::CLIENT_INTERACTIVE | Caps::CLIENT_IGNORE_SPACE | Caps::CLIENT_MULTI_RESULTS)
+        );
+        let without = SERVER - Caps::CLIENT_IGNORE_SPACE;
+        assert!(
+            !cli.apply(BACKEND_CAPABILITIES, without)
+                .contains(Caps::CLIENT_IGNORE_SPACE)
+        );
+        // Sluice's own connections never ask for them.
+        assert!(!BACKEND_CAPABILITIES.intersects(Caps::CLIENT_INTERACTIVE | Caps::CLIENT_IGNORE_SPACE));
+    }
+
+    #[test]
+    fn applying_never_adds_a_multi_bit_the_server_lacks() {
+        let negotiated = BACKEND_CAPABILITIES - Caps::CLIENT_PS_MULTI_RESULTS;
+        let all = SessionCaps::of_client(Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS);
+        assert!(
+            !all.apply(negotiated, SERVER)
+                .contains(Caps::CLIENT_PS_MULTI_RESULTS)
+        );
     }
 }

@@ -28,7 +28,7 @@ mod tls;
 mod vars;
 
 pub use conn::{BackendConn, CommandOutcome, Prepared, ServerInfo, query_packet};
-pub use connect::{BACKEND_CAPABILITIES, ConnectTarget, MultiResults, negotiate};
+pub use connect::{BACKEND_CAPABILITIES, ConnectTarget, SessionCaps, negotiate};
 pub use credential::{Credential, native_from_token, sha1};
 pub use error::{AcquireError, BackendError};
 pub use limit::{AdaptiveLimit, LimitParams};

@@ -6,7 +6,7 @@
 
 use crate::gate::{Entry, Gate, Grant, WaitError};
 use crate::limit::{AdaptiveLimit, LimitParams};
-use crate::{AcquireError, BackendConn, BackendError, BackendTls, ConnectTarget, Credential, MultiResults};
+use crate::{AcquireError, BackendConn, BackendError, BackendTls, ConnectTarget, Credential, SessionCaps};
 use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, TimeoutType};
 use std::collections::HashMap;
@@ -277,8 +277,8 @@ pub struct PoolKey {
     pub backend: String,
     pub user: String,
     pub found_rows: bool,
-    /// The client's multi-statement / multi-result bits (see [`MultiResults`]).
-    pub multi_results: MultiResults,
+    /// The client's handshake bits that shape its server session (see [`SessionCaps`]).
+    pub session_caps: SessionCaps,
     /// Connection attributes the backend connections carry (the clients'
     /// program name and own attributes); empty for Sluice's defaults.
     pub attrs: ConnectAttrs,
@@ -387,7 +387,7 @@ impl Pools {
                     user: key.user.clone(),
                     credential: credential.clone(),
                     found_rows: key.found_rows,
-                    multi_results: key.multi_results,
+                    session_caps: key.session_caps,
                     attrs: key.attrs.clone(),
                     connect_timeout: settings.connect_timeout,
                     tls: tls.clone(),

@@ -54,7 +54,7 @@ async fn checkout_and_hand_off_do_not_allocate() {
         backend: "primary".into(),
         user: "app".into(),
         found_rows: false,
-        multi_results: Default::default(),
+        session_caps: Default::default(),
         attrs: ConnectAttrs::from(Vec::new()),
     };
     let pool = pools.handle(

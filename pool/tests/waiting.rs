@@ -33,7 +33,7 @@ fn pool(address: &str, settings: PoolSettings) -> (Arc<Pools>, BackendPool) {
         backend: "primary".into(),
         user: "app".into(),
         found_rows: false,
-        multi_results: Default::default(),
+        session_caps: Default::default(),
         attrs: ConnectAttrs::from(Vec::new()),
     };
     let handle = pools.handle(

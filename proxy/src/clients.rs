@@ -230,7 +230,7 @@ mod tests {
             backend: "b".into(),
             user: "u".into(),
             found_rows: false,
-            multi_results: Default::default(),
+            session_caps: Default::default(),
             attrs: Default::default(),
         };
         let pool = Arc::new(pools.handle(

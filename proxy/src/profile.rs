@@ -83,7 +83,7 @@ async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
         backend: primary.name.clone(),
         user: user.to_string(),
         found_rows: false,
-        multi_results: Default::default(),
+        session_caps: Default::default(),
         attrs: sluice_pool::ConnectAttrs::from(Vec::new()),
     };
     let mut conn = shared

@@ -128,7 +128,7 @@ impl Session {
             backend: backend.name.to_string(),
             user: self.user.clone(),
             found_rows: self.caps.contains(Caps::CLIENT_FOUND_ROWS),
-            multi_results: sluice_pool::MultiResults::of_client(self.caps),
+            session_caps: sluice_pool::SessionCaps::of_client(self.caps),
             attrs: self.attrs.clone(),
         };
         let pool = Arc::new(

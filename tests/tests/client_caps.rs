@@ -1,16 +1,22 @@
-//! Clients that do not ask for multiple results (`CLIENT_MULTI_RESULTS`,
-//! `CLIENT_PS_MULTI_RESULTS`), with the server as the oracle: the same
-//! commands give the same packets directly and through Sluice. Every
-//! current driver asks for both; an old libmysqlclient or Ruby's mysql gem
-//! does not, and MariaDB then refuses a procedure that returns rows (error
-//! 1312) rather than send result sets the client cannot read. Sluice's
-//! pooled connections ask for both, so without care such a client would
-//! get the rows and a "more results" flag it does not understand.
+//! Clients whose handshake bits change how the server sets up their
+//! session, with the server as the oracle: the same commands give the same
+//! packets directly and through Sluice.
+//!
+//! - Without the multi-result bits (`CLIENT_MULTI_RESULTS`,
+//!   `CLIENT_PS_MULTI_RESULTS`). Every current driver asks for both; an old
+//!   libmysqlclient or Ruby's mysql gem does not, and MariaDB then refuses a
+//!   procedure that returns rows (error 1312) rather than send result sets
+//!   the client cannot read. Sluice's pooled connections ask for both, so
+//!   without care such a client would get the rows and a "more results"
+//!   flag it does not understand.
+//! - `CLIENT_IGNORE_SPACE` (`IGNORE_SPACE` in the session's `sql_mode`) and
+//!   `CLIENT_INTERACTIVE` (`wait_timeout` from `interactive_timeout`).
 
+use mysql_async::prelude::Queryable;
 use mysql_common::constants::CapabilityFlags as Caps;
 use sluice_protocol::Packet;
 use sluice_tests::raw::RawClient;
-use sluice_tests::{Sluice, Topology, port_of, sql_now};
+use sluice_tests::{Sluice, Topology, direct_opts, port_of, sql_now};
 
 /// Status flag SERVER_MORE_RESULTS_EXISTS.
 const MORE_RESULTS: u16 = 0x0008;
@@ -105,10 +111,10 @@ async fn prepare(c: &mut RawClient, sql: &str) -> (Vec<Vec<u8>>, u32) {
     (out, id)
 }
 
-async fn run_script(port: u16, caps: Caps) -> Vec<Vec<Vec<u8>>> {
+async fn run_script(port: u16, caps: Caps, script: &[Step]) -> Vec<Vec<Vec<u8>>> {
     let mut c = RawClient::connect(port, "app", "app", caps).await.expect("login");
     let mut transcript = Vec::new();
-    for step in SCRIPT {
+    for step in script {
         match step {
             Step::Text(sql) => {
                 let mut cmd = vec![0x03];
@@ -154,8 +160,8 @@ async fn clients_without_multi_results_get_the_servers_answers() {
     ];
     let mut refused = 0;
     for (name, caps) in variants {
-        let direct = run_script(port_of(&topo.primary), caps).await;
-        let through = run_script(s.port, caps).await;
+        let direct = run_script(port_of(&topo.primary), caps, SCRIPT).await;
+        let through = run_script(s.port, caps, SCRIPT).await;
         for (i, (d, t)) in direct.iter().zip(&through).enumerate() {
             assert_eq!(d, t, "{name}: answer {i} differs from the server's");
         }
@@ -170,4 +176,77 @@ async fn clients_without_multi_results_get_the_servers_answers() {
     }
     // The oracle did refuse some: the script tests what it claims.
     assert!(refused >= 2, "the server refused {refused} calls");
+}
+
+const SESSION_SCRIPT: &[Step] = &[
+    Step::Text("SELECT @@session.sql_mode, @@session.wait_timeout"),
+    Step::Text("SELECT COUNT (*) FROM (SELECT 1 AS a) AS t"),
+    Step::Text("SELECT 1"),
+];
+
+/// `SET GLOBAL interactive_timeout` on every server (it is not replicated,
+/// and reads go to the replicas), returning the old values.
+async fn set_interactive_timeout(servers: &[&str], value: Option<&[u64]>) -> Vec<u64> {
+    let mut old = Vec::new();
+    for (i, addr) in servers.iter().enumerate() {
+        let mut c = mysql_async::Conn::new(direct_opts(addr)).await.expect("direct");
+        let was: Option<u64> = c
+            .query_first("SELECT @@GLOBAL.interactive_timeout")
+            .await
+            .expect("read");
+        old.push(was.unwrap_or(28_800));
+        let to = value.map_or(2_345, |v| v[i]);
+        c.query_drop(format!("SET GLOBAL interactive_timeout = {to}"))
+            .await
+            .expect("set interactive_timeout");
+        c.disconnect().await.ok();
+    }
+    old
+}
+
+#[tokio::test]
+async fn ignore_space_and_interactive_sessions_match_the_server() {
+    let topo = Topology::from_env();
+    let servers = [
+        topo.primary.as_str(),
+        topo.replica1.as_str(),
+        topo.replica2.as_str(),
+    ];
+    // Unlike wait_timeout, so the interactive session's value shows.
+    let old = set_interactive_timeout(&servers, None).await;
+    let s = Sluice::start();
+    let driver = Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS;
+    let variants = [
+        ("a driver's bits", driver),
+        ("IGNORE_SPACE", driver | Caps::CLIENT_IGNORE_SPACE),
+        ("INTERACTIVE", driver | Caps::CLIENT_INTERACTIVE),
+        (
+            "both",
+            driver | Caps::CLIENT_IGNORE_SPACE | Caps::CLIENT_INTERACTIVE,
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (name, caps) in variants {
+        let direct = run_script(port_of(&topo.primary), caps, SESSION_SCRIPT).await;
+        let through = run_script(s.port, caps, SESSION_SCRIPT).await;
+        assert_eq!(direct.len(), through.len(), "{name}");
+        for (i, (d, t)) in direct.iter().zip(&through).enumerate() {
+            assert_eq!(
+                String::from_utf8_lossy(&d.concat()),
+                String::from_utf8_lossy(&t.concat()),
+                "{name}: answer {i} differs from the server's"
+            );
+        }
+        answers.push(direct[0].concat());
+    }
+    set_interactive_timeout(&servers, Some(&old)).await;
+    // The oracle's sessions did differ: the test shows what it claims.
+    assert_ne!(
+        answers[0], answers[1],
+        "IGNORE_SPACE changed nothing on the server"
+    );
+    assert_ne!(
+        answers[0], answers[2],
+        "INTERACTIVE changed nothing on the server"
+    );
 }
