@@ -42,12 +42,15 @@ impl RawClient {
         Self::login(port, "app", "app", extra_caps, mariadb_caps, Some("sluice_test")).await
     }
 
+    /// Logs in without a schema, with a driver's multi-result bits: its
+    /// statements share the pool of real drivers' clients (the bits are
+    /// part of Sluice's pool key).
     pub async fn connect_without_schema(port: u16, user: &str, password: &str) -> anyhow::Result<RawClient> {
         Self::login(
             port,
             user,
             password,
-            Caps::empty(),
+            Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS,
             MariadbCapabilities::empty(),
             None,
         )
