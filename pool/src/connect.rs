@@ -46,12 +46,13 @@ pub const BACKEND_CAPABILITIES: Caps = Caps::from_bits_truncate(
 ///   them (an old libmysqlclient, Ruby's mysql gem by default) gets
 ///   connections with exactly its own bits, so a procedure that returns rows
 ///   gets it the server's error 1312, not result sets it cannot read.
+/// - `CLIENT_FOUND_ROWS`: affected-row counts are rows matched, not changed.
 /// - `CLIENT_IGNORE_SPACE`: the server adds `IGNORE_SPACE` to the session's
 ///   `sql_mode` (`mariadb --ignore-spaces`, an ODBC option).
 /// - `CLIENT_INTERACTIVE`: the session's `wait_timeout` is the server's
 ///   `interactive_timeout` (the `mariadb` CLI at a terminal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionCaps(u32);
+pub struct SessionCaps(Caps);
 
 impl SessionCaps {
     const MULTI: Caps = Caps::from_bits_truncate(
@@ -61,11 +62,12 @@ impl SessionCaps {
     );
     const RESULTS: Caps =
         Caps::from_bits_truncate(Caps::CLIENT_MULTI_RESULTS.bits() | Caps::CLIENT_PS_MULTI_RESULTS.bits());
-    const SESSION: Caps =
-        Caps::from_bits_truncate(Caps::CLIENT_IGNORE_SPACE.bits() | Caps::CLIENT_INTERACTIVE.bits());
+    const SESSION: Caps = Caps::from_bits_truncate(
+        Caps::CLIENT_FOUND_ROWS.bits() | Caps::CLIENT_IGNORE_SPACE.bits() | Caps::CLIENT_INTERACTIVE.bits(),
+    );
 
     /// What every current driver's clients share: all three multi-bits.
-    pub const DRIVER: SessionCaps = SessionCaps(Self::MULTI.bits());
+    pub const DRIVER: SessionCaps = SessionCaps(Self::MULTI);
 
     /// The bits a client's connections need, from its handshake.
     pub fn of_client(caps: Caps) -> SessionCaps {
@@ -74,15 +76,30 @@ impl SessionCaps {
         } else {
             caps & Self::MULTI
         };
-        SessionCaps((multi | (caps & Self::SESSION)).bits())
+        SessionCaps(multi | (caps & Self::SESSION))
     }
 
     /// The capabilities to ask of a server that offers `server_caps`, from
     /// Sluice's own set `caps`: its multi-bits replaced by these, and these
     /// session bits added where the server offers them.
     pub fn apply(self, caps: Caps, server_caps: Caps) -> Caps {
-        let mine = Caps::from_bits_truncate(self.0);
-        (caps - (Self::MULTI - mine)) | (mine & Self::SESSION & server_caps)
+        (caps - (Self::MULTI - self.0)) | (self.0 & Self::SESSION & server_caps)
+    }
+
+    /// The bits, by name without `CLIENT_` (for `/status`).
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Caps::CLIENT_MULTI_STATEMENTS, "MULTI_STATEMENTS"),
+            (Caps::CLIENT_MULTI_RESULTS, "MULTI_RESULTS"),
+            (Caps::CLIENT_PS_MULTI_RESULTS, "PS_MULTI_RESULTS"),
+            (Caps::CLIENT_FOUND_ROWS, "FOUND_ROWS"),
+            (Caps::CLIENT_IGNORE_SPACE, "IGNORE_SPACE"),
+            (Caps::CLIENT_INTERACTIVE, "INTERACTIVE"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| self.0.contains(*bit))
+        .map(|(_, name)| name)
+        .collect()
     }
 }
 
@@ -99,7 +116,6 @@ pub struct ConnectTarget {
     pub address: String,
     pub user: String,
     pub credential: crate::Credential,
-    pub found_rows: bool,
     pub session_caps: SessionCaps,
     /// The clients' attributes to show the server; empty: Sluice's own.
     pub attrs: crate::ConnectAttrs,
@@ -161,10 +177,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
         .map_err(|e| BackendError::protocol(format!("bad server handshake: {e}")))?;
     let server_caps = handshake.capabilities();
     let (caps, mariadb_caps) = negotiate(&handshake);
-    let mut caps = target.session_caps.apply(caps, server_caps);
-    if target.found_rows {
-        caps |= Caps::CLIENT_FOUND_ROWS;
-    }
+    let caps = target.session_caps.apply(caps, server_caps);
     if !caps.contains(Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_SECURE_CONNECTION | Caps::CLIENT_PLUGIN_AUTH) {
         return Err(BackendError::protocol(
             "server lacks PROTOCOL_41 / SECURE_CONNECTION / PLUGIN_AUTH",
@@ -344,11 +357,27 @@ mod tests {
     #[test]
     fn session_bits_are_passed_on_where_the_server_offers_them() {
         let driver = Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS;
-        let cli = SessionCaps::of_client(driver | Caps::CLIENT_INTERACTIVE | Caps::CLIENT_IGNORE_SPACE);
+        let cli = SessionCaps::of_client(
+            driver | Caps::CLIENT_INTERACTIVE | Caps::CLIENT_IGNORE_SPACE | Caps::CLIENT_FOUND_ROWS,
+        );
         assert_ne!(cli, SessionCaps::DRIVER);
         let caps = cli.apply(BACKEND_CAPABILITIES, SERVER);
-        assert!(
-            caps.contains(Caps::CLIENT_INTERACTIVE | Caps::CLIENT_IGNORE_SPACE | Caps::CLIENT_MULTI_RESULTS)
+        assert!(caps.contains(
+            Caps::CLIENT_INTERACTIVE
+                | Caps::CLIENT_IGNORE_SPACE
+                | Caps::CLIENT_FOUND_ROWS
+                | Caps::CLIENT_MULTI_RESULTS
+        ));
+        assert_eq!(
+            cli.names(),
+            [
+                "MULTI_STATEMENTS",
+                "MULTI_RESULTS",
+                "PS_MULTI_RESULTS",
+                "FOUND_ROWS",
+                "IGNORE_SPACE",
+                "INTERACTIVE"
+            ]
         );
         let without = SERVER - Caps::CLIENT_IGNORE_SPACE;
         assert!(
@@ -356,7 +385,7 @@ mod tests {
                 .contains(Caps::CLIENT_IGNORE_SPACE)
         );
         // Sluice's own connections never ask for them.
-        assert!(!BACKEND_CAPABILITIES.intersects(Caps::CLIENT_INTERACTIVE | Caps::CLIENT_IGNORE_SPACE));
+        assert!(!BACKEND_CAPABILITIES.intersects(SessionCaps::SESSION));
     }
 
     #[test]

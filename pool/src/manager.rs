@@ -276,8 +276,8 @@ impl std::fmt::Debug for Pooled {
 pub struct PoolKey {
     pub backend: String,
     pub user: String,
-    pub found_rows: bool,
-    /// The client's handshake bits that shape its server session (see [`SessionCaps`]).
+    /// The client's handshake bits that shape its server session
+    /// (multi-results, FOUND_ROWS, ...; see [`SessionCaps`]).
     pub session_caps: SessionCaps,
     /// Connection attributes the backend connections carry (the clients'
     /// program name and own attributes); empty for Sluice's defaults.
@@ -386,7 +386,6 @@ impl Pools {
                     address: address.to_string(),
                     user: key.user.clone(),
                     credential: credential.clone(),
-                    found_rows: key.found_rows,
                     session_caps: key.session_caps,
                     attrs: key.attrs.clone(),
                     connect_timeout: settings.connect_timeout,

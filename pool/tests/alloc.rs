@@ -53,7 +53,6 @@ async fn checkout_and_hand_off_do_not_allocate() {
     let key = PoolKey {
         backend: "primary".into(),
         user: "app".into(),
-        found_rows: false,
         session_caps: Default::default(),
         attrs: ConnectAttrs::from(Vec::new()),
     };

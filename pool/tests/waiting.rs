@@ -32,7 +32,6 @@ fn pool(address: &str, settings: PoolSettings) -> (Arc<Pools>, BackendPool) {
     let key = PoolKey {
         backend: "primary".into(),
         user: "app".into(),
-        found_rows: false,
         session_caps: Default::default(),
         attrs: ConnectAttrs::from(Vec::new()),
     };

@@ -229,7 +229,6 @@ mod tests {
         let key = sluice_pool::PoolKey {
             backend: "b".into(),
             user: "u".into(),
-            found_rows: false,
             session_caps: Default::default(),
             attrs: Default::default(),
         };

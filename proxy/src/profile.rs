@@ -82,7 +82,6 @@ async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
     let key = PoolKey {
         backend: primary.name.clone(),
         user: user.to_string(),
-        found_rows: false,
         session_caps: Default::default(),
         attrs: sluice_pool::ConnectAttrs::from(Vec::new()),
     };

@@ -9,6 +9,11 @@ use mysql_common::proto::{MyDeserialize, MySerialize};
 use sluice_protocol::{Packet, PacketStream};
 use tokio::net::TcpStream;
 
+/// The multi-result bits every current driver sends. Clients with the same
+/// bits share Sluice's pools (the bits are part of its pool key).
+pub const DRIVER_CAPS: Caps =
+    Caps::from_bits_truncate(Caps::CLIENT_MULTI_RESULTS.bits() | Caps::CLIENT_PS_MULTI_RESULTS.bits());
+
 pub struct RawClient {
     pub stream: PacketStream<TcpStream>,
 }
@@ -50,7 +55,7 @@ impl RawClient {
             port,
             user,
             password,
-            Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS,
+            DRIVER_CAPS,
             MariadbCapabilities::empty(),
             None,
         )

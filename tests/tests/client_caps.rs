@@ -15,7 +15,7 @@
 use mysql_async::prelude::Queryable;
 use mysql_common::constants::CapabilityFlags as Caps;
 use sluice_protocol::Packet;
-use sluice_tests::raw::RawClient;
+use sluice_tests::raw::{DRIVER_CAPS, RawClient};
 use sluice_tests::{Sluice, Topology, direct_opts, port_of, sql_now};
 
 /// Status flag SERVER_MORE_RESULTS_EXISTS.
@@ -153,10 +153,7 @@ async fn clients_without_multi_results_get_the_servers_answers() {
         ("no multi-result bits", Caps::empty()),
         ("CLIENT_MULTI_RESULTS only", Caps::CLIENT_MULTI_RESULTS),
         ("CLIENT_MULTI_STATEMENTS only", Caps::CLIENT_MULTI_STATEMENTS),
-        (
-            "both result bits",
-            Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS,
-        ),
+        ("both result bits", DRIVER_CAPS),
     ];
     let mut refused = 0;
     for (name, caps) in variants {
@@ -215,7 +212,7 @@ async fn ignore_space_and_interactive_sessions_match_the_server() {
     // Unlike wait_timeout, so the interactive session's value shows.
     let old = set_interactive_timeout(&servers, None).await;
     let s = Sluice::start();
-    let driver = Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS;
+    let driver = DRIVER_CAPS;
     let variants = [
         ("a driver's bits", driver),
         ("IGNORE_SPACE", driver | Caps::CLIENT_IGNORE_SPACE),
@@ -240,6 +237,20 @@ async fn ignore_space_and_interactive_sessions_match_the_server() {
         answers.push(direct[0].concat());
     }
     set_interactive_timeout(&servers, Some(&old)).await;
+    // The operator sees why there is more than one pool.
+    let status = s.status();
+    let flags: Vec<String> = status["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["client_flags"].to_string())
+        .collect();
+    assert!(
+        flags
+            .iter()
+            .any(|f| f.contains("IGNORE_SPACE") && f.contains("INTERACTIVE")),
+        "{flags:?}"
+    );
     // The oracle's sessions did differ: the test shows what it claims.
     assert_ne!(
         answers[0], answers[1],

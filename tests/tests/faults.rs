@@ -8,9 +8,8 @@
 use futures_util::future::join_all;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
-use mysql_common::constants::CapabilityFlags as Caps;
 use sluice_tests::node::nodes;
-use sluice_tests::raw::{RawClient, err_code};
+use sluice_tests::raw::{DRIVER_CAPS, RawClient, err_code};
 use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, metric_sum, raise_fd_limit};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -295,8 +294,9 @@ async fn table_lock_starving_the_pool_gives_pool_exhausted() {
         .unwrap();
     a.query_drop("LOCK TABLES fault_lock WRITE").await.unwrap(); // pins connection 1
     // A driver's multi-result bits: the same pool as `a` and `c`.
-    let driver = Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS;
-    let mut b = RawClient::connect(s.port, "app", "app", driver).await.unwrap();
+    let mut b = RawClient::connect(s.port, "app", "app", DRIVER_CAPS)
+        .await
+        .unwrap();
     b.stream.send(0, b"\x03SELECT * FROM fault_lock").await.unwrap(); // blocks on connection 2
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut c = RawClient::connect_without_schema(s.port, "app", "app")

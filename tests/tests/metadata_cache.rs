@@ -19,7 +19,7 @@
 
 use mysql_async::prelude::Queryable;
 use mysql_common::constants::{CapabilityFlags as Caps, MariadbCapabilities as Mcaps};
-use sluice_tests::raw::RawClient;
+use sluice_tests::raw::{DRIVER_CAPS, RawClient};
 use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, port_of};
 
 const SMALL: &str = "SELECT id, c FROM mc_cache WHERE id = ?";
@@ -249,7 +249,7 @@ fn latest(ids: &[(&str, u32)], sql: &str) -> u32 {
 async fn transcript(port: u16, caching: [bool; 2], deprecate_eof: bool) -> Vec<Vec<Vec<u8>>> {
     fresh_table().await;
     // Multi-results as every driver asks (the procedure needs them).
-    let mut caps = Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS;
+    let mut caps = DRIVER_CAPS;
     if deprecate_eof {
         caps |= Caps::CLIENT_DEPRECATE_EOF;
     }

@@ -53,8 +53,14 @@ pub fn status_json(shared: &Shared) -> String {
         .iter()
         .map(|s| {
             format!(
-                "{{\"backend\":{:?},\"user\":{:?},\"size\":{},\"idle\":{},\"waiting\":{},\"max\":{}}}",
-                s.key.backend, s.key.user, s.size, s.idle, s.waiting, s.max
+                "{{\"backend\":{:?},\"user\":{:?},\"client_flags\":{},\"size\":{},\"idle\":{},\"waiting\":{},\"max\":{}}}",
+                s.key.backend,
+                s.key.user,
+                serde_json::Value::from(s.key.session_caps.names()),
+                s.size,
+                s.idle,
+                s.waiting,
+                s.max
             )
         })
         .collect();

@@ -11,7 +11,6 @@ use crate::topology::Backend;
 use sluice_config::{BackendConfig, ReadYourWrites, Role};
 use sluice_pool::monitor::{View, WriterState};
 use sluice_pool::{AcquireError, BackendPool, PoolKey, Pooled, discard};
-use sluice_protocol::consts::CapabilityFlags as Caps;
 use sluice_router::plan::{self, ReadInput, ReadTarget, Requirement};
 use sluice_router::{Facts, GtidPos, ReplicaState, Route};
 use std::sync::Arc;
@@ -127,7 +126,6 @@ impl Session {
         let key = PoolKey {
             backend: backend.name.to_string(),
             user: self.user.clone(),
-            found_rows: self.caps.contains(Caps::CLIENT_FOUND_ROWS),
             session_caps: sluice_pool::SessionCaps::of_client(self.caps),
             attrs: self.attrs.clone(),
         };
