@@ -15,11 +15,10 @@
 use mysql_async::prelude::Queryable;
 use mysql_common::constants::CapabilityFlags as Caps;
 use sluice_protocol::Packet;
+use sluice_protocol::consts::status;
+use sluice_protocol::packets::{self, read_lenenc_int};
 use sluice_tests::raw::{DRIVER_CAPS, RawClient};
 use sluice_tests::{Sluice, Topology, direct_opts, port_of, sql_now};
-
-/// Status flag SERVER_MORE_RESULTS_EXISTS.
-const MORE_RESULTS: u16 = 0x0008;
 
 /// One step of the script: a text command, or a prepare and execute.
 enum Step {
@@ -37,24 +36,19 @@ const SCRIPT: &[Step] = &[
     Step::Text("SELECT 2"),
 ];
 
+/// The status flags of an OK packet (the two fields before them are
+/// length-encoded).
 fn status_of_ok(p: &Packet) -> u16 {
-    // 0x00, affected rows and insert id (length-encoded), status.
     let mut at = 1;
-    for _ in 0..2 {
-        at += match p.payload.get(at) {
-            Some(0xfc) => 3,
-            Some(0xfd) => 4,
-            Some(0xfe) => 9,
-            _ => 1,
-        };
+    let skipped = read_lenenc_int(&p.payload, &mut at).and_then(|_| read_lenenc_int(&p.payload, &mut at));
+    match (skipped, p.payload.get(at..at + 2)) {
+        (Some(_), Some(b)) => u16::from_le_bytes([b[0], b[1]]),
+        _ => panic!("malformed OK packet {:?}", p.payload),
     }
-    p.payload
-        .get(at..at + 2)
-        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
 }
 
 fn is_eof(p: &Packet) -> bool {
-    p.payload.first() == Some(&0xfe) && p.payload.len() < 9
+    packets::is_eof(&p.payload)
 }
 
 /// The packets of one response (all results of it), without DEPRECATE_EOF.
@@ -63,7 +57,7 @@ async fn response(c: &mut RawClient) -> Vec<Vec<u8>> {
     loop {
         let first = c.stream.read_packet().await.expect("response");
         out.push(first.payload.to_vec());
-        let status = match first.payload.first() {
+        let flags = match first.payload.first() {
             Some(0xff) => return out,
             Some(0x00) => status_of_ok(&first),
             _ => {
@@ -78,10 +72,10 @@ async fn response(c: &mut RawClient) -> Vec<Vec<u8>> {
                 if last.payload.first() == Some(&0xff) {
                     return out;
                 }
-                u16::from_le_bytes([last.payload[3], last.payload[4]])
+                packets::parse_eof(&last.payload).1
             }
         };
-        if status & MORE_RESULTS == 0 {
+        if flags & status::MORE_RESULTS_EXISTS == 0 {
             return out;
         }
     }
