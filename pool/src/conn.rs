@@ -68,6 +68,8 @@ pub struct BackendConn<S = BackendStream> {
     /// here ([`BackendConn::prepared`]): what the server means if its
     /// answer skips them, at hand without a lookup by text.
     pub executing_defs: Option<crate::ColumnDefs>,
+    /// The worker thread it was opened on (its socket's runtime).
+    pub home: usize,
 }
 
 /// A statement ready to execute on a connection: its id there and the
@@ -101,6 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
             jitter: 0.8 + rand::random::<f64>() * 0.2,
             pseudo_thread_id_refused: false,
             executing_defs: None,
+            home: crate::home::worker(),
         }
     }
 

@@ -16,6 +16,7 @@
 //! The gate is generic over what it hands out (`T`, a checked-out pool
 //! object in the pool) so it is tested without a server.
 
+use crate::home::Homed;
 use crate::limit::{AdaptiveLimit, LimitParams};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -152,14 +153,17 @@ impl<T> Gate<T> {
     /// Takes a permit if one is free and nobody waits (FIFO: a newcomer
     /// never passes a waiter); else queues, refusing when `max_queue`
     /// (0 = no bound) already wait.
-    pub(crate) fn enter(&self, max_queue: usize, timeout: Duration) -> Entry<'_, T> {
+    pub(crate) fn enter(&self, max_queue: usize, timeout: Duration) -> Entry<'_, T>
+    where
+        T: Homed,
+    {
         let mut s = self.lock();
         if s.closed {
             return Entry::Closed;
         }
         if s.out < s.limit && s.queued == 0 {
             s.out += 1;
-            return Entry::Admitted(s.hot.pop());
+            return Entry::Admitted(s.take_hot(crate::home::worker()));
         }
         if max_queue > 0 && s.queued >= max_queue {
             return Entry::QueueFull { waiting: s.queued };
@@ -364,6 +368,24 @@ impl<T> Gate<T> {
     }
 }
 
+impl<T: Homed> State<T> {
+    /// The hot item for a request on worker `home`: the newest of its own
+    /// worker's; else, while the pool can still open one (so the caller's
+    /// checkout does not wait), none: a connection opened here serves this
+    /// worker from then on; else the newest of another worker's (usable
+    /// from here, at a cross-thread wake-up per packet).
+    fn take_hot(&mut self, home: usize) -> Option<T> {
+        let i = match self.hot.iter().rposition(|t| t.home() == home) {
+            Some(i) => i,
+            // Checked out of the pool: items of other permit holders and
+            // the hot ones. Below `max`, a checkout finds one idle or opens one.
+            None if self.out + self.hot.len() <= self.max => return None,
+            None => self.hot.len().checked_sub(1)?,
+        };
+        Some(self.hot.remove(i))
+    }
+}
+
 impl<T> State<T> {
     /// Keeps a returned item nobody waits for on the hot stack; a closed
     /// gate or one over its limit drops it (back to the pool) instead.
@@ -544,6 +566,12 @@ mod tests {
 
     /// Counts drops, standing in for "returned to the pool".
     struct Item(u32, Arc<AtomicUsize>);
+    impl Homed for Item {
+        /// Items numbered 1000 and up belong to worker 1.
+        fn home(&self) -> usize {
+            usize::from(self.0 >= 1000)
+        }
+    }
     impl Drop for Item {
         fn drop(&mut self) {
             self.1.fetch_add(1, Ordering::SeqCst);
@@ -632,6 +660,38 @@ mod tests {
             _ => panic!("the hot item was not handed to the next request"),
         }
         assert_eq!(gate.status().hot, 0);
+    }
+
+    /// Takes a hot item as worker `worker` would.
+    fn hot_for(gate: &Gate<Item>, worker: usize) -> Option<u32> {
+        crate::home::set_worker(worker);
+        let entry = gate.enter(0, LONG);
+        crate::home::set_worker(0);
+        match entry {
+            Entry::Admitted(hot) => hot.map(|item| item.0),
+            _ => panic!("expected to be admitted"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_takes_its_own_hot_connection_then_opens_one_then_borrows() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let gate = Gate::<Item>::new(3, None);
+        assert!(admitted(&gate) && admitted(&gate));
+        // Worker 1's item, then worker 0's on top.
+        gate.put_back(Item(1000, drops.clone()), None);
+        gate.put_back(Item(7, drops.clone()), None);
+        // Worker 1 gets its own although worker 0's is newer.
+        assert_eq!(hot_for(&gate, 1), Some(1000));
+        // Worker 1 again: none of its own; the pool has room (1 out + 1 hot
+        // + this one = 3), so it opens one rather than borrow.
+        assert_eq!(hot_for(&gate, 1), None);
+        // With the pool at its size (2 out, 2 hot, this one), worker 2
+        // borrows the newest of another worker's.
+        gate.put_back(Item(1001, drops.clone()), None);
+        assert_eq!(gate.status().out, 1);
+        assert_eq!(hot_for(&gate, 2), Some(1001));
+        assert_eq!(hot_for(&gate, 0), Some(7));
     }
 
     #[tokio::test]
@@ -917,6 +977,11 @@ mod cost {
     use deadpool::managed::{self, Metrics, RecycleResult};
 
     struct Dummy;
+    impl Homed for managed::Object<Dummy> {
+        fn home(&self) -> usize {
+            0
+        }
+    }
     impl managed::Manager for Dummy {
         type Type = u64;
         type Error = ();

@@ -104,6 +104,12 @@ fn replaced(backend: &str, reason: &'static str) -> RecycleError<BackendError> {
 pub(crate) type Pool = managed::Pool<BackendManager>;
 type Conn = Object<BackendManager>;
 
+impl crate::home::Homed for Conn {
+    fn home(&self) -> usize {
+        self.home
+    }
+}
+
 /// One pool and its gate, shared by the sessions' handles, the checked-out
 /// connections and the keepalive task.
 pub(crate) struct PoolShared {

@@ -236,33 +236,46 @@ fn run(path: &std::path::Path) -> ExitCode {
     };
     init_logging(&config);
     raise_fd_limit();
-    // 1: Tokio's current-thread scheduler, which has no work-stealing
-    // bookkeeping (run-queue atomics, waking idle workers, the per-batch
-    // poll-time average with its clock reads and powf) on every wake-up.
-    // 0: one worker per CPU core.
-    let mut builder = match config.server.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
+    // 1: everything on one thread, on Tokio's current-thread scheduler.
+    // Otherwise (0: one per CPU core) client sessions run on worker threads
+    // with a current-thread runtime each (`workers`), and the acceptor, the
+    // admin endpoint and the background tasks on this thread's own.
+    let threads = match config.server.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
     };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let workers = match threads {
+        1 => crate::workers::Workers::local(),
+        n => match crate::workers::Workers::start(n) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("sluice: cannot start {n} worker threads (server.worker_threads): {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     // Which scheduler runs, for the operator (and the runtime test).
-    tracing::info!(
-        "runtime: {:?} scheduler (server.worker_threads = {})",
-        runtime.handle().runtime_flavor(),
-        config.server.worker_threads
-    );
-    match runtime.block_on(crate::listener::serve(config, path.to_path_buf())) {
+    match workers.count() {
+        0 => tracing::info!(
+            "runtime: CurrentThread scheduler, one thread (server.worker_threads = {})",
+            config.server.worker_threads
+        ),
+        n => tracing::info!(
+            "runtime: {n} worker threads, each with a CurrentThread scheduler (server.worker_threads = {})",
+            config.server.worker_threads
+        ),
+    }
+    let served = runtime.block_on(crate::listener::serve(config, path.to_path_buf(), &workers));
+    // The workers' sessions end before the main runtime's tasks.
+    drop(workers);
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -28,3 +28,4 @@ pub mod systemd;
 pub mod tls;
 pub mod top;
 pub mod topology;
+pub mod workers;

@@ -2,6 +2,7 @@
 //! the handshake, as MySQL does), and start a session per client.
 
 use crate::shared::Shared;
+use crate::workers::Workers;
 use crate::{admin, errors, metrics, profile, readiness, reload, session, systemd};
 use anyhow::Context;
 use sluice_config::Config;
@@ -13,8 +14,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Runs Sluice as the `sluice` binary does: binds `server.listen`, watches
 /// `config_path` for reloads, and on SIGTERM/SIGINT drains
-/// (`server.drain_delay_ms`), then shuts down gracefully.
-pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
+/// (`server.drain_delay_ms`), then shuts down gracefully. Client sessions
+/// run on `workers`.
+pub async fn serve(config: Config, config_path: PathBuf, workers: &Workers) -> anyhow::Result<()> {
     let listen = config.server.listen.clone();
     let listener = bind(&listen).with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -31,7 +33,7 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
             }
         }
     });
-    serve_on(config, Some(config_path), listener, stops).await
+    serve_on(config, Some(config_path), listener, stops, workers).await
 }
 
 /// Runs Sluice from `config` on an already bound `listener`, inside the
@@ -43,7 +45,8 @@ pub async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
 /// short. The channel closing counts as a stop request only before the
 /// first one. `server.listen` is not used; `server.admin_listen` is bound
 /// here. With a `config_path` the file is watched for reloads (and SIGHUP
-/// reloads it).
+/// reloads it). Client sessions run on `workers` ([`Workers::local`]: on
+/// the caller's runtime).
 ///
 /// For embedding Sluice in a process and for in-process tests. Installs
 /// the process-wide metrics recorder, so it can run once per process.
@@ -52,6 +55,7 @@ pub async fn serve_on(
     config_path: Option<PathBuf>,
     listener: TcpListener,
     mut stops: UnboundedReceiver<&'static str>,
+    workers: &Workers,
 ) -> anyhow::Result<()> {
     let handle = metrics::install()?;
     let listen = listener.local_addr()?;
@@ -102,9 +106,8 @@ pub async fn serve_on(
                 let _ = stream.set_nodelay(true);
                 match shared.admit_client() {
                     Some(guard) => {
-                        let session = session::run(shared.clone(), stream, peer, guard);
-                        tracing::trace!(bytes = std::mem::size_of_val(&session), "client task size");
-                        tokio::spawn(session);
+                        let shared = shared.clone();
+                        workers.spawn(stream, move |stream| session::run(shared, stream, peer, guard));
                     }
                     None => {
                         ::metrics::counter!("sluice_client_connections_rejected_total", "cause" => "max_client_connections").increment(1);

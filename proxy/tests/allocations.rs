@@ -218,7 +218,14 @@ tls = "disabled"
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                     port_tx.send(listener.local_addr()?.port())?;
-                    sluice_proxy::listener::serve_on(config, None, listener, stop_rx).await
+                    sluice_proxy::listener::serve_on(
+                        config,
+                        None,
+                        listener,
+                        stop_rx,
+                        &sluice_proxy::workers::Workers::local(),
+                    )
+                    .await
                 })
             })
             .expect("start Sluice's thread");

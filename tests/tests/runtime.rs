@@ -1,25 +1,30 @@
-//! `server.worker_threads = 1`: Sluice on Tokio's current-thread scheduler.
-//! Every session, the pool, the monitor and the admin endpoint share one
-//! thread, so nothing may block it: while one client's statement runs,
-//! other clients are served (text and prepared, in a transaction too), a
-//! KILL QUERY from another client stops it, and `/metrics` answers. The
-//! log names the scheduler that runs.
+//! The runtimes Sluice runs on. `server.worker_threads = 1`: Tokio's
+//! current-thread scheduler; every session, the pool, the monitor and the
+//! admin endpoint share one thread, so nothing may block it. `= 2`: client
+//! sessions on two worker threads with a runtime each, a client staying on
+//! its worker; the second client lands on the other worker from the first,
+//! so the KILL below crosses workers. Either way: while one client's
+//! statement runs, other clients are served (text and prepared, in a
+//! transaction too), a KILL QUERY from another client stops it, and
+//! `/metrics` answers. The log names the runtime that runs.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
 use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts};
 use std::time::Duration;
 
-const SLEEP: &str = "SELECT SLEEP(30) AS runtime_test_sleep";
+/// The sleeping statement of the test with `worker_threads`.
+fn sleep_sql(worker_threads: usize) -> String {
+    format!("SELECT SLEEP(30) AS runtime_test_sleep{worker_threads}")
+}
 
-/// Whether a server (a read may run on any) is running the sleeping
-/// statement.
-async fn sleeping(servers: &mut [Conn]) -> bool {
+/// Whether a server (a read may run on any) is running `sql`.
+async fn sleeping(servers: &mut [Conn], sql: &str) -> bool {
     for server in servers {
         let n: Option<u64> = server
-            .query_first(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
-                 WHERE INFO LIKE 'SELECT SLEEP(30) AS runtime_test_sleep%'",
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = ?",
+                (sql,),
             )
             .await
             .unwrap();
@@ -32,21 +37,32 @@ async fn sleeping(servers: &mut [Conn]) -> bool {
 
 #[tokio::test]
 async fn one_thread_serves_everyone_while_a_statement_runs() {
+    // The scheduler itself: a multi-thread runtime with one worker would
+    // pass everything else too.
+    serves_everyone_while_a_statement_runs(1, "runtime: CurrentThread scheduler, one thread").await;
+}
+
+#[tokio::test]
+async fn worker_threads_serve_everyone_while_a_statement_runs() {
+    serves_everyone_while_a_statement_runs(
+        2,
+        "runtime: 2 worker threads, each with a CurrentThread scheduler",
+    )
+    .await;
+}
+
+async fn serves_everyone_while_a_statement_runs(worker_threads: usize, log_says: &str) {
     let s = Sluice::start_with(SluiceOptions {
-        server_extra: "worker_threads = 1".into(),
+        server_extra: format!("worker_threads = {worker_threads}"),
         ..SluiceOptions::default()
     });
-    // The scheduler itself: a multi-thread runtime with one worker would
-    // pass everything below too.
     sluice_tests::wait_until("the runtime is logged", Duration::from_secs(10), || {
         s.log().contains("runtime: ")
     })
     .await;
-    assert!(
-        s.log().contains("runtime: CurrentThread scheduler"),
-        "the current-thread scheduler runs: {}",
-        s.log()
-    );
+    assert!(s.log().contains(log_says), "{log_says}: {}", s.log());
+    // Its own table: the two tests run at once.
+    let table = format!("runtime_t{worker_threads}");
     let topo = Topology::from_env();
     let mut servers = Vec::new();
     for addr in [&topo.primary, &topo.replica1, &topo.replica2] {
@@ -55,11 +71,11 @@ async fn one_thread_serves_everyone_while_a_statement_runs() {
     let mut victim = Conn::new(s.opts()).await.unwrap();
     let id = victim.id();
     let sleeper = tokio::spawn(async move {
-        let r = victim.query_drop(SLEEP).await;
+        let r = victim.query_drop(sleep_sql(worker_threads)).await;
         (victim, r)
     });
     let mut waited = 0;
-    while !sleeping(&mut servers).await {
+    while !sleeping(&mut servers, &sleep_sql(worker_threads)).await {
         waited += 1;
         assert!(waited < 300, "the sleeping statement never reached the server");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -73,13 +89,15 @@ async fn one_thread_serves_everyone_while_a_statement_runs() {
     let two: Option<u32> = other.exec_first(&stmt, (1,)).await.unwrap();
     assert_eq!(two, Some(2));
     other
-        .query_drop("CREATE TABLE IF NOT EXISTS runtime_t (id INT PRIMARY KEY)")
+        .query_drop(format!("CREATE TABLE IF NOT EXISTS {table} (id INT PRIMARY KEY)"))
         .await
         .unwrap();
-    other.query_drop("DELETE FROM runtime_t").await.unwrap();
+    other.query_drop(format!("DELETE FROM {table}")).await.unwrap();
     let mut tx = other.start_transaction(Default::default()).await.unwrap();
-    tx.query_drop("INSERT INTO runtime_t VALUES (1)").await.unwrap();
-    let rows: Vec<Row> = tx.query("SELECT id FROM runtime_t").await.unwrap();
+    tx.query_drop(format!("INSERT INTO {table} VALUES (1)"))
+        .await
+        .unwrap();
+    let rows: Vec<Row> = tx.query(format!("SELECT id FROM {table}")).await.unwrap();
     assert_eq!(rows.len(), 1, "read-your-writes inside the transaction");
     tx.commit().await.unwrap();
     let metrics = s.metrics();
