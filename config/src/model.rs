@@ -74,7 +74,8 @@ pub struct ServerConfig {
     /// Largest command a client may send (the proxy's max_allowed_packet).
     #[serde(default = "default_max_packet")]
     pub max_packet_bytes: usize,
-    /// Runtime threads: 0 = one per CPU core, 1 = a single thread.
+    /// Worker threads for client sessions, each with its own current-thread
+    /// runtime: 0 = one per CPU core, 1 = everything on a single thread.
     #[serde(default)]
     pub worker_threads: usize,
     /// Disconnect a client idle this long (0 = never).

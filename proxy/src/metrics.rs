@@ -10,7 +10,6 @@ pub mod striped;
 
 use crate::shared::Shared;
 use latency::Series;
-use metrics::Counter;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -88,10 +87,10 @@ fn guard_lag(shared: &Shared) {
 /// (PHP's connect-per-request) does not register its handles again.
 #[derive(Default)]
 pub struct SessionMetrics {
-    queries: Vec<(String, &'static str, &'static str, Counter)>,
+    queries: Vec<(String, &'static str, &'static str, Arc<Striped>)>,
     latency: Vec<(&'static str, Arc<Series>)>,
     pool_wait: Vec<(String, Arc<Series>)>,
-    classification: Option<[Counter; 3]>,
+    classification: Option<[Arc<Striped>; 3]>,
     guard: Vec<(String, Option<&'static str>, Arc<Striped>)>,
 }
 
@@ -105,9 +104,9 @@ const MAX_SHELVED: usize = 256;
 /// One worker thread's handles, shared by the sessions it runs. Every
 /// thread's handle of a series counts into the same series.
 struct Shelf {
-    queries: Vec<(QueryLabels, Counter)>,
+    queries: Vec<(QueryLabels, Arc<Striped>)>,
     pool_wait: Vec<(String, Arc<Series>)>,
-    classification: Option<[Counter; 3]>,
+    classification: Option<[Arc<Striped>; 3]>,
     guard: Vec<(GuardLabels, Arc<Striped>)>,
 }
 
@@ -202,7 +201,10 @@ impl SessionMetrics {
                         &mut s.queries,
                         |(b, r, k)| same(r, route) && same(k, kind) && b == backend,
                         || {
-                            let c = metrics::counter!("sluice_queries_total", "backend" => backend.to_string(), "route" => route, "kind" => kind);
+                            let c = striped::counter(
+                                &help::QUERIES,
+                                &[("backend", backend), ("route", route), ("kind", kind)],
+                            );
                             ((backend.to_string(), route, kind), c)
                         },
                     )
@@ -211,7 +213,7 @@ impl SessionMetrics {
                 queries.len() - 1
             }
         };
-        queries[i].3.increment(1);
+        queries[i].3.increment();
         let latency = &mut self.latency;
         let j = match latency.iter().position(|(r, _)| same(r, route)) {
             Some(j) => j,
@@ -231,21 +233,21 @@ impl SessionMetrics {
                 s.classification
                     .get_or_insert_with(|| {
                         [
-                            metrics::counter!("sluice_classification_cache_total", "result" => "hit"),
-                            metrics::counter!("sluice_classification_cache_total", "result" => "miss"),
-                            metrics::counter!("sluice_unparsed_statements_total"),
+                            striped::counter(&help::CLASSIFICATION, &[("result", "hit")]),
+                            striped::counter(&help::CLASSIFICATION, &[("result", "miss")]),
+                            striped::counter(&help::UNPARSED, &[]),
                         ]
                     })
                     .clone()
             })
         });
         if cache_hit {
-            hit.increment(1)
+            hit.increment()
         } else {
-            miss.increment(1)
+            miss.increment()
         }
         if unparsed {
-            unparsed_total.increment(1);
+            unparsed_total.increment();
         }
     }
 

@@ -4,10 +4,11 @@
 //! generation; a reload builds a new one and carries over what the old one
 //! learned (in-flight counts stay on the snapshot a statement started on).
 
+use crate::metrics::latency::{STRIPES, stripe_index};
 use sluice_config::{Config, Role};
 use sluice_pool::BackendTls;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a backend that refused a connection is skipped for reads.
@@ -25,10 +26,40 @@ pub struct Backend {
     /// share, built here once.
     pub tls: Arc<BackendTls>,
     /// Statements running on it (least-outstanding balancing).
-    pub in_flight: AtomicUsize,
+    pub in_flight: InFlight,
     /// Milliseconds since the topology's epoch until which it is skipped
     /// for reads (0: not down).
     down_until_ms: AtomicU64,
+}
+
+/// Statements running on a backend, counted per worker thread on a cache
+/// line of its own: every statement adds and removes one, and a count that
+/// all workers wrote would bounce between their cores on each of them.
+/// Read (rarely: to pick a replica, for `/status`) as the sum.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    stripes: [Stripe; STRIPES],
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(AtomicIsize);
+
+impl InFlight {
+    pub fn begin(&self) {
+        self.stripes[stripe_index()].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A statement may end on another thread than it began on (Tokio's
+    /// multi-thread scheduler moves tasks), so a stripe may go below 0.
+    pub fn end(&self) {
+        self.stripes[stripe_index()].0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> usize {
+        let sum: isize = self.stripes.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+        usize::try_from(sum).unwrap_or(0)
+    }
 }
 
 #[derive(Debug)]
@@ -62,7 +93,7 @@ impl Topology {
                     role: b.role,
                     weight: b.weight,
                     tls: BackendTls::new(&b.tls_settings(), &b.address),
-                    in_flight: AtomicUsize::new(0),
+                    in_flight: InFlight::default(),
                     down_until_ms: AtomicU64::new(
                         before.map_or(0, |b| b.down_until_ms.load(Ordering::Relaxed)),
                     ),

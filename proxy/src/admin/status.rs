@@ -44,7 +44,7 @@ pub fn status_json(shared: &Shared) -> String {
                 b.weight,
                 topology
                     .by_name(&b.name)
-                    .map_or(0, |t| t.in_flight.load(std::sync::atomic::Ordering::Relaxed)),
+                    .map_or(0, |t| t.in_flight.get()),
                 size.saturating_sub(idle),
             )
         })

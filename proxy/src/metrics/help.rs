@@ -27,6 +27,26 @@ pub static GUARD_ANSWERED: CounterFamily = CounterFamily {
     help: "Lookups of a [guard] table answered by the empty-key guard without the database, by table",
 };
 
+/// `sluice_queries_total` (rendered by [`super::striped`]: bumped by every
+/// statement on every worker thread).
+pub static QUERIES: CounterFamily = CounterFamily {
+    name: "sluice_queries_total",
+    help: "Statements and commands run, by backend (guard for the guard's answers), route \
+           (primary, replica, held, guard) and kind (statement kind or command)",
+};
+
+/// `sluice_classification_cache_total` (rendered by [`super::striped`]).
+pub static CLASSIFICATION: CounterFamily = CounterFamily {
+    name: "sluice_classification_cache_total",
+    help: "Statement classifications, by result of the classification cache lookup (hit, miss)",
+};
+
+/// `sluice_unparsed_statements_total` (rendered by [`super::striped`]).
+pub static UNPARSED: CounterFamily = CounterFamily {
+    name: "sluice_unparsed_statements_total",
+    help: "Statements the SQL parser could not parse (they run on the primary)",
+};
+
 /// `sluice_guard_passed_total` (rendered by [`super::striped`]).
 pub static GUARD_PASSED: CounterFamily = CounterFamily {
     name: "sluice_guard_passed_total",
@@ -92,26 +112,10 @@ fn statements() {
          fingerprints were already kept"
     );
     describe_counter!(
-        "sluice_queries_total",
-        Unit::Count,
-        "Statements and commands run, by backend (guard for the guard's answers), route \
-         (primary, replica, held, guard) and kind (statement kind or command)"
-    );
-    describe_counter!(
         "sluice_errors_total",
         Unit::Count,
         "Errors Sluice sent to clients or met on their behalf, by cause (access_denied, \
          pool_exhausted, backend_lost, metadata_cache, query_timeout, kill_refused, ...)"
-    );
-    describe_counter!(
-        "sluice_classification_cache_total",
-        Unit::Count,
-        "Statement classifications, by result of the classification cache lookup (hit, miss)"
-    );
-    describe_counter!(
-        "sluice_unparsed_statements_total",
-        Unit::Count,
-        "Statements the SQL parser could not parse (they run on the primary)"
     );
     describe_counter!(
         "sluice_session_pins_total",

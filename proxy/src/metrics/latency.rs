@@ -32,7 +32,7 @@ const BOUNDS_NS: [u64; 16] = {
 
 /// Stripes per series: threads beyond this share stripes (still correct,
 /// only contended).
-pub(super) const STRIPES: usize = 8;
+pub(crate) const STRIPES: usize = 8;
 
 /// One thread's counts of one series, on its own cache lines.
 #[repr(align(128))]
@@ -91,7 +91,7 @@ thread_local! {
     static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
 }
 
-pub(super) fn stripe_index() -> usize {
+pub(crate) fn stripe_index() -> usize {
     STRIPE.with(|s| *s)
 }
 

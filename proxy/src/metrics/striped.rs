@@ -67,7 +67,11 @@ pub fn render(out: &mut String) {
     for c in COUNTERS.sorted(|c| (c.family.name, c.labels.clone())) {
         let f = c.family;
         family_header(out, &mut last, f.name, f.help, "counter");
-        let _ = writeln!(out, "{}{{{}}} {}", f.name, c.labels, c.total());
+        if c.labels.is_empty() {
+            let _ = writeln!(out, "{} {}", f.name, c.total());
+        } else {
+            let _ = writeln!(out, "{}{{{}}} {}", f.name, c.labels, c.total());
+        }
     }
 }
 

@@ -14,7 +14,6 @@ use sluice_pool::{AcquireError, BackendPool, PoolKey, Pooled, discard};
 use sluice_router::plan::{self, ReadInput, ReadTarget, Requirement};
 use sluice_router::{Facts, GtidPos, ReplicaState, Route};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// A replica chosen for a read, and the position to wait for there first.
@@ -336,7 +335,7 @@ impl Session {
             ReplicaState {
                 replica,
                 weight: b.weight,
-                outstanding: b.in_flight.load(Ordering::Relaxed),
+                outstanding: b.in_flight.get(),
                 reachable: !topology.is_down(b) && health.and_then(|h| h.up) != Some(false),
                 fresh: !health.is_some_and(|h| h.stale),
                 lag_ms: health.and_then(|h| h.lag_ms),

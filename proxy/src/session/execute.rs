@@ -392,7 +392,7 @@ impl Session {
         let backend: &Backend = &held.backend;
         let kill_id = held.conn.info.connection_id;
         self.slot.start_statement(held.pool.clone(), kill_id);
-        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        backend.in_flight.begin();
         let sent_any = AtomicBool::new(false);
         let mut relay = Relay::new(
             &mut self.client,
@@ -434,7 +434,7 @@ impl Session {
                 Box::pin(killer.run(fut.as_mut(), &mut kill)).await
             }
         };
-        backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        backend.in_flight.end();
         // A KILL QUERY landing on this connection must land before it can
         // serve anyone else, or it could stop another client's statement.
         self.slot.end_statement().await;
