@@ -69,17 +69,6 @@ impl Facts {
     }
 }
 
-/// A session's last classification.
-#[derive(Debug)]
-struct Last {
-    hash: u64,
-    facts: Arc<Facts>,
-    /// `facts` is the session's own copy, made when the statement repeated:
-    /// the shared cache's is referenced (its count written) by every worker
-    /// thread that runs the statement.
-    own: bool,
-}
-
 /// Reusable buffers for fingerprinting, one per session, and the
 /// session's last classification: a client repeating a statement shape
 /// (the common case) skips the shared cache and its lock.
@@ -87,7 +76,7 @@ struct Last {
 pub struct Scratch {
     pub normalized: Vec<u8>,
     pub literals: Vec<Range<usize>>,
-    last: Option<Last>,
+    last: Option<(u64, Arc<Facts>)>,
     last_key: Vec<u8>,
 }
 
@@ -125,15 +114,11 @@ impl Classifier {
     /// Classifies `sql`; afterwards `scratch.literals` holds its literal spans.
     pub fn classify(&self, sql: &str, scratch: &mut Scratch) -> Classified {
         let hash = fingerprint(sql, &mut scratch.normalized, &mut scratch.literals);
-        if let Some(last) = &mut scratch.last {
+        if let Some((last, facts)) = &scratch.last {
             // The text is compared too, as in the shared cache.
-            if last.hash == hash && scratch.last_key == scratch.normalized {
-                if !last.own {
-                    last.facts = Arc::new(Facts::clone(&last.facts));
-                    last.own = true;
-                }
+            if *last == hash && scratch.last_key == scratch.normalized {
                 return Classified {
-                    facts: last.facts.clone(),
+                    facts: facts.clone(),
                     cache_hit: true,
                     hash,
                 };
@@ -142,11 +127,7 @@ impl Classifier {
         let classified = self.classify_shared(sql, hash, &scratch.normalized);
         scratch.last_key.clear();
         scratch.last_key.extend_from_slice(&scratch.normalized);
-        scratch.last = Some(Last {
-            hash,
-            facts: classified.facts.clone(),
-            own: false,
-        });
+        scratch.last = Some((hash, classified.facts.clone()));
         classified
     }
 
@@ -231,12 +212,7 @@ mod tests {
         let read = c.classify("SELECT c FROM t WHERE id = 1", &mut s);
         let again = c.classify("SELECT c FROM t WHERE id = 7", &mut s);
         assert!(again.cache_hit);
-        assert_eq!(read.facts, again.facts);
-        // From its first repeat on, the session's own copy (not the shared
-        // cache's, whose count every worker thread would write).
-        assert!(!Arc::ptr_eq(&read.facts, &again.facts));
-        let third = c.classify("SELECT c FROM t WHERE id = 8", &mut s);
-        assert!(Arc::ptr_eq(&again.facts, &third.facts));
+        assert!(Arc::ptr_eq(&read.facts, &again.facts));
         let write = c.classify("DELETE FROM t WHERE id = 7", &mut s);
         assert!(!write.cache_hit);
         assert!(
