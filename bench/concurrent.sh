@@ -10,7 +10,7 @@
 #   BENCH_A=sluice bench/concurrent.sh                    # A/A: the method's own bias
 #   BENCH_A=sluice BENCH_WORKER_THREADS_A=1 bench/concurrent.sh
 # Knobs: BENCH_A (haproxy or sluice), BENCH_B (sluice or haproxy), SLUICE_BIN_A / SLUICE_BIN_B
-#   (default SLUICE_BIN, target/dist/sluice), BENCH_WORKER_THREADS_A / _B (0),
+#   (default SLUICE_BIN, target/dist/sluice), BENCH_WORKER_THREADS_A / _B (0), BENCH_BACKEND_TLS,
 #   BENCH_TIME (8 s per run), BENCH_ROUNDS (11), BENCH_THREADS (8 per side),
 #   BENCH_MODES ("auto disable": sysbench --db-ps-mode), BENCH_OUT
 #   (bench/results-concurrent-DATE.md), SLUICE_BENCH_PRIMARY (use a running primary).
@@ -28,49 +28,10 @@ SLUICE_BIN_A=${SLUICE_BIN_A:-$SLUICE_BIN}
 SLUICE_BIN_B=${SLUICE_BIN_B:-$SLUICE_BIN}
 out=${BENCH_OUT:-$root/bench/results-concurrent-$(date +%F).md}
 export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
-tables=4
-table_size=10000
-
-# shellcheck source=scripts/topology.sh
-source scripts/topology.sh
-work=$(mktemp -d -t sluice-concurrent.XXXXXX)
-pids=()
-cleanup() {
-  trap '' INT TERM
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  topology_stop "$work/db" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-log() { echo "concurrent: $*" >&2; }
-
-scripts/install-deps.sh >&2
-if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
-  primary=$SLUICE_BENCH_PRIMARY
-else
-  topology_start "$work/db" >&2
-  primary=127.0.0.1:$SLUICE_PORT_BASE
-fi
-
-sb() {
-  local addr=$1
-  shift
-  timeout --foreground -k 5 $((BENCH_TIME + 60)) sysbench oltp_point_select --db-driver=mysql \
-    --mysql-host="${addr%:*}" --mysql-port="${addr##*:}" --mysql-user=app --mysql-password=app \
-    --mysql-db=sluice_test --tables=$tables --table-size=$table_size "$@"
-}
-sb "$primary" cleanup >/dev/null
-sb "$primary" --threads=$tables prepare >/dev/null
-
-wait_port() {
-  local i
-  for ((i = 0; i < 100; i++)); do
-    (: <"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
+# shellcheck source=bench/common.sh
+source bench/common.sh
+bench_init concurrent
+bench_database
 
 declare -A addr_of=([A]=127.0.0.1:6051 [B]=127.0.0.1:6052) admin_of=([A]=127.0.0.1:9051 [B]=127.0.0.1:9052)
 declare -A pid_of label_of
@@ -85,26 +46,7 @@ start_side() {
       ;;
     sluice)
       bin=SLUICE_BIN_$side wt=BENCH_WORKER_THREADS_$side
-      cat >"$work/$side.toml" <<EOF2
-[server]
-listen = "${addr_of[$side]}"
-admin_listen = "${admin_of[$side]}"
-worker_threads = ${!wt:-0}
-
-[[users]]
-name = "app"
-password = "app"
-
-[routing]
-mode = "primary_only"
-
-[[backends]]
-name = "primary"
-address = "$primary"
-role = "primary"
-# HAProxy relays the plain bytes; the topology offers TLS, which "preferred" would take.
-tls = "disabled"
-EOF2
+      sluice_config "${addr_of[$side]}" "${admin_of[$side]}" "${!wt:-0}" >"$work/$side.toml"
       "${!bin}" --config "$work/$side.toml" >"$work/$side.log" 2>&1 &
       label_of[$side]="Sluice ${!bin} (worker_threads = ${!wt:-0})"
       ;;

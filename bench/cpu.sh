@@ -23,85 +23,25 @@ export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
 haproxy_addr=127.0.0.1:16043
 sluice_addr=127.0.0.1:6043
 sluice_admin=127.0.0.1:9043
-tables=4
-table_size=10000
-
-# shellcheck source=scripts/topology.sh
-source scripts/topology.sh
-work=$(mktemp -d -t sluice-cpu.XXXXXX)
-pids=()
-cleanup() {
-  trap '' INT TERM
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  topology_stop "$work/db" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-log() { echo "cpu: $*" >&2; }
-
+# shellcheck source=bench/common.sh
+source bench/common.sh
+bench_init cpu
 [[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --profile dist --bin sluice)"; exit 1; }
-scripts/install-deps.sh >&2
-if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
-  primary=$SLUICE_BENCH_PRIMARY
-else
-  topology_start "$work/db" >&2
-  primary=127.0.0.1:$SLUICE_PORT_BASE
-fi
+bench_database
 
-sb() {
-  local addr=$1
-  shift
-  timeout --foreground -k 5 $((BENCH_TIME + 60)) sysbench oltp_point_select --db-driver=mysql \
-    --mysql-host="${addr%:*}" --mysql-port="${addr##*:}" --mysql-user=app --mysql-password=app \
-    --mysql-db=sluice_test --tables=$tables --table-size=$table_size "$@"
-}
-sb "$primary" cleanup >/dev/null
-sb "$primary" --threads=$tables prepare >/dev/null
-
-wait_port() {
-  local i
-  for ((i = 0; i < 100; i++)); do
-    (: <"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
 sed -e "s/@LISTEN@/$haproxy_addr/" -e "s/@PRIMARY@/$primary/" bench/haproxy.cfg >"$work/haproxy.cfg"
 haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids+=($!)
 haproxy_pid=$!
-sluice_config() {
-  cat <<EOF2
-[server]
-listen = "$1"
-admin_listen = "$2"
-worker_threads = ${BENCH_WORKER_THREADS:-0}
-
-[[users]]
-name = "app"
-password = "app"
-
-[routing]
-mode = "primary_only"
-
-[[backends]]
-name = "primary"
-address = "$primary"
-role = "primary"
-# HAProxy relays the plain bytes; the topology offers TLS, which "preferred" would take.
-tls = "${BENCH_BACKEND_TLS:-disabled}"
-EOF2
-}
 declare -A addr_of=([haproxy]=$haproxy_addr [sluice]=$sluice_addr [sluice-before]=127.0.0.1:6044)
 declare -A pid_of=([haproxy]=$haproxy_pid)
 endpoints=(haproxy sluice)
-sluice_config "$sluice_addr" "$sluice_admin" >"$work/sluice.toml"
+sluice_config "$sluice_addr" "$sluice_admin" "${BENCH_WORKER_THREADS:-0}" >"$work/sluice.toml"
 "$SLUICE_BIN" --config "$work/sluice.toml" >"$work/sluice.log" 2>&1 &
 pids+=($!)
 pid_of[sluice]=$!
 if [[ -n ${SLUICE_BIN_BEFORE:-} ]]; then
-  sluice_config "${addr_of[sluice-before]}" 127.0.0.1:9044 >"$work/before.toml"
+  sluice_config "${addr_of[sluice-before]}" 127.0.0.1:9044 "${BENCH_WORKER_THREADS:-0}" >"$work/before.toml"
   "$SLUICE_BIN_BEFORE" --config "$work/before.toml" >"$work/before.log" 2>&1 &
   pids+=($!)
   pid_of[sluice-before]=$!

@@ -6,7 +6,10 @@
 //! gate's short "hot" stack, and the next request admitted takes it under
 //! the same lock that admits it: a busy pool's checkout and return are one
 //! lock each. The owner moves connections that sat there too long back to
-//! the pool ([`Gate::evict_hot`]), where its idle checks reach them.
+//! the pool ([`Gate::evict_hot`]), where its idle checks reach them. A
+//! request takes the newest hot connection of its own worker thread
+//! ([`crate::home`]); with none, it opens one while the pool has room, and
+//! only at the pool's size borrows another worker's.
 //!
 //! Waiting costs no allocation and no timer of its own: waiters live in a
 //! slot table that is reused, and one reaper task per gate, asleep until the
