@@ -135,6 +135,31 @@ impl Topology {
 mod tests {
     use super::*;
 
+    #[test]
+    fn in_flight_counts_sum_over_threads_and_never_read_negative() {
+        let count = Arc::new(InFlight::default());
+        count.begin();
+        let other = count.clone();
+        // Begun on one thread, ended on another (a stripe goes below 0).
+        std::thread::spawn(move || {
+            other.begin();
+            other.begin();
+            other.end();
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(count.get(), 2);
+        let other = count.clone();
+        std::thread::spawn(move || {
+            other.end();
+            other.end();
+            other.end();
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(count.get(), 0, "a sum below 0 reads as none");
+    }
+
     fn config() -> Config {
         Config::parse(
             r#"
