@@ -17,6 +17,7 @@ pub mod healthcheck;
 pub mod init;
 pub mod listener;
 pub mod metrics;
+pub mod per_thread;
 pub mod positions;
 pub mod profile;
 pub mod readiness;

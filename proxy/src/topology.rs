@@ -4,7 +4,7 @@
 //! generation; a reload builds a new one and carries over what the old one
 //! learned (in-flight counts stay on the snapshot a statement started on).
 
-use crate::metrics::latency::{STRIPES, stripe_index};
+use crate::per_thread::PerThread;
 use sluice_config::{Config, Role};
 use sluice_pool::BackendTls;
 use std::sync::Arc;
@@ -32,32 +32,26 @@ pub struct Backend {
     down_until_ms: AtomicU64,
 }
 
-/// Statements running on a backend, counted per worker thread on a cache
-/// line of its own: every statement adds and removes one, and a count that
-/// all workers wrote would bounce between their cores on each of them.
-/// Read (rarely: to pick a replica, for `/status`) as the sum.
+/// Statements running on a backend, counted per thread ([`PerThread`]):
+/// every statement adds and removes one. Read (to pick a replica, for
+/// `/status`) as the sum.
 #[derive(Debug, Default)]
-pub struct InFlight {
-    stripes: [Stripe; STRIPES],
-}
-
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Stripe(AtomicIsize);
+pub struct InFlight(PerThread<AtomicIsize>);
 
 impl InFlight {
     pub fn begin(&self) {
-        self.stripes[stripe_index()].0.fetch_add(1, Ordering::Relaxed);
+        self.0.mine().fetch_add(1, Ordering::Relaxed);
     }
 
     /// A statement may end on another thread than it began on (Tokio's
-    /// multi-thread scheduler moves tasks), so a stripe may go below 0.
+    /// multi-thread scheduler moves tasks, as in an embedding), so one
+    /// thread's count may go below 0.
     pub fn end(&self) {
-        self.stripes[stripe_index()].0.fetch_sub(1, Ordering::Relaxed);
+        self.0.mine().fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> usize {
-        let sum: isize = self.stripes.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+        let sum: isize = self.0.all().map(|c| c.load(Ordering::Relaxed)).sum();
         usize::try_from(sum).unwrap_or(0)
     }
 }
@@ -138,25 +132,20 @@ mod tests {
     #[test]
     fn in_flight_counts_sum_over_threads_and_never_read_negative() {
         let count = Arc::new(InFlight::default());
+        // Runs `f` on a thread of its own (its own count).
+        let elsewhere = |f: fn(&InFlight)| {
+            let count = count.clone();
+            std::thread::spawn(move || f(&count)).join().expect("thread");
+        };
         count.begin();
-        let other = count.clone();
-        // Begun on one thread, ended on another (a stripe goes below 0).
-        std::thread::spawn(move || {
-            other.begin();
-            other.begin();
-            other.end();
-        })
-        .join()
-        .expect("thread");
+        // Begun on one thread, ended on another: one thread's count goes below 0.
+        elsewhere(|c| {
+            c.begin();
+            c.begin();
+            c.end();
+        });
         assert_eq!(count.get(), 2);
-        let other = count.clone();
-        std::thread::spawn(move || {
-            other.end();
-            other.end();
-            other.end();
-        })
-        .join()
-        .expect("thread");
+        elsewhere(|c| (0..3).for_each(|_| c.end()));
         assert_eq!(count.get(), 0, "a sum below 0 reads as none");
     }
 

@@ -8,9 +8,10 @@
 //! and lives for the process, as the exporter's series do.
 
 use super::registry::{Registry, family_header};
+use crate::per_thread::PerThread;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Upper bounds of the buckets in seconds (Prometheus `le`), shared by every
@@ -30,12 +31,7 @@ const BOUNDS_NS: [u64; 16] = {
     out
 };
 
-/// Stripes per series: threads beyond this share stripes (still correct,
-/// only contended).
-pub(crate) const STRIPES: usize = 8;
-
-/// One thread's counts of one series, on its own cache lines.
-#[repr(align(128))]
+/// One thread's counts of one series.
 #[derive(Default)]
 struct Stripe {
     /// Samples per bucket; the last one is `+Inf`.
@@ -55,14 +51,14 @@ pub struct Family {
 pub struct Series {
     family: &'static Family,
     value: String,
-    stripes: Box<[Stripe; STRIPES]>,
+    stripes: Box<PerThread<Stripe>>,
 }
 
 impl Series {
     pub fn record(&self, took: Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BOUNDS_NS.iter().position(|&b| ns <= b).unwrap_or(BOUNDS_NS.len());
-        let stripe = &self.stripes[stripe_index()];
+        let stripe = self.stripes.mine();
         stripe.buckets[bucket].fetch_add(1, Relaxed);
         stripe.sum_ns.fetch_add(ns, Relaxed);
     }
@@ -72,7 +68,7 @@ impl Series {
     fn snapshot(&self) -> ([u64; 17], f64) {
         let mut counts = [0u64; 17];
         let mut sum_ns = 0u128;
-        for stripe in self.stripes.iter() {
+        for stripe in self.stripes.all() {
             for (c, b) in counts.iter_mut().zip(&stripe.buckets) {
                 *c += b.load(Relaxed);
             }
@@ -83,16 +79,6 @@ impl Series {
         }
         (counts, sum_ns as f64 / 1e9)
     }
-}
-
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
-}
-
-pub(crate) fn stripe_index() -> usize {
-    STRIPE.with(|s| *s)
 }
 
 static SERIES: Registry<Series> = Registry::new();
@@ -188,7 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn threads_count_into_stripes_of_their_own_and_all_are_summed() {
+    fn every_threads_samples_are_summed() {
         let s = series(&TEST, "threads");
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -203,15 +189,6 @@ mod tests {
         for t in threads {
             t.join().expect("recording thread");
         }
-        // Striped: the four threads did not all write one stripe (each
-        // thread takes the next stripe number, so only eight or more
-        // threads in between could make two of them share).
-        let used = s
-            .stripes
-            .iter()
-            .filter(|stripe| stripe.buckets[3].load(Relaxed) > 0)
-            .count();
-        assert!(used >= 2, "{used} stripe(s) written by four threads");
         let (counts, _) = s.snapshot();
         assert_eq!(counts[3], 4000, "1 ms is within le=0.001");
         assert_eq!(counts[2], 0);

@@ -4,8 +4,9 @@
 //! These count into stripes, one per worker thread (as the latency
 //! histograms do), and are summed when `/metrics` is scraped.
 
-use super::latency::{STRIPES, escape, stripe_index};
+use super::latency::escape;
 use super::registry::{Registry, family_header};
+use crate::per_thread::PerThread;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -16,26 +17,21 @@ pub struct CounterFamily {
     pub help: &'static str,
 }
 
-/// One thread's count, on its own cache lines.
-#[repr(align(128))]
-#[derive(Default)]
-struct Stripe(AtomicU64);
-
 /// One series of a family (one set of label values).
 pub struct Striped {
     family: &'static CounterFamily,
     /// `name="value"` pairs, escaped, joined with commas.
     labels: String,
-    stripes: Box<[Stripe; STRIPES]>,
+    stripes: Box<PerThread<AtomicU64>>,
 }
 
 impl Striped {
     pub fn increment(&self) {
-        self.stripes[stripe_index()].0.fetch_add(1, Relaxed);
+        self.stripes.mine().fetch_add(1, Relaxed);
     }
 
     fn total(&self) -> u64 {
-        self.stripes.iter().map(|s| s.0.load(Relaxed)).sum()
+        self.stripes.all().map(|s| s.load(Relaxed)).sum()
     }
 }
 
