@@ -60,7 +60,7 @@ pub async fn serve_on(
     let handle = metrics::install()?;
     let listen = listener.local_addr()?;
     let admin_listen = config.server.admin_listen.clone();
-    let shared = Shared::new(config);
+    let shared = Shared::new(config, workers.sessions());
     shared
         .configure_security(&shared.config.load())
         .map_err(|e| anyhow::anyhow!("{e}"))?;

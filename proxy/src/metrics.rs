@@ -52,6 +52,10 @@ pub fn spawn_pool_gauges(shared: Arc<Shared>) {
                 entry.3 += status.limit;
             }
             guard_lag(&shared);
+            for (worker, sessions) in shared.worker_session_counts().into_iter().enumerate() {
+                metrics::gauge!("sluice_worker_sessions", "worker" => worker.to_string())
+                    .set(sessions as f64);
+            }
             for (backend, (idle, active, waiting, limit)) in per_backend {
                 metrics::gauge!("sluice_pool_concurrency_limit", "backend" => backend.clone())
                     .set(limit as f64);

@@ -50,10 +50,20 @@ pub struct Shared {
     pub auth: crate::auth::AuthState,
     /// The writer's address, for the guard's binlog stream.
     guard_writer: tokio::sync::watch::Sender<Option<String>>,
+    /// Client sessions per worker thread.
+    pub worker_sessions: crate::workers::WorkerSessions,
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Arc<Self> {
+    /// Client sessions on each worker thread (empty on one thread).
+    pub fn worker_session_counts(&self) -> Vec<usize> {
+        self.worker_sessions
+            .iter()
+            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    }
+
+    pub fn new(config: Config, worker_sessions: crate::workers::WorkerSessions) -> Arc<Self> {
         let pools = Pools::new(pool_settings(&config));
         let monitor = Monitor::new(&config);
         let started = Instant::now();
@@ -80,6 +90,7 @@ impl Shared {
             answers: crate::answers::Answers::new(ANSWER_SHAPES),
             guard: sluice_guard::Guard::new(),
             guard_writer: tokio::sync::watch::Sender::new(None),
+            worker_sessions,
             tls: Default::default(),
             auth: Default::default(),
         })

@@ -17,17 +17,20 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+/// Sessions running on each worker, by worker index (empty without worker
+/// threads); `/status` and `sluice_worker_sessions` show it.
+pub type WorkerSessions = Arc<[AtomicUsize]>;
+
 /// Where client sessions run.
 pub struct Workers {
     workers: Vec<Worker>,
+    sessions: WorkerSessions,
     /// Where the search for the least busy worker starts (ties go round).
     turn: AtomicUsize,
 }
 
 struct Worker {
     handle: Handle,
-    /// Sessions running on it.
-    sessions: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -38,6 +41,7 @@ impl Workers {
     pub fn local() -> Workers {
         Workers {
             workers: Vec::new(),
+            sessions: Arc::new([]),
             turn: AtomicUsize::new(0),
         }
     }
@@ -63,13 +67,13 @@ impl Workers {
                 })?;
             workers.push(Worker {
                 handle,
-                sessions: Arc::default(),
                 stop: Some(stop),
                 thread: Some(thread),
             });
         }
         Ok(Workers {
             workers,
+            sessions: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             turn: AtomicUsize::new(0),
         })
     }
@@ -79,6 +83,10 @@ impl Workers {
         self.workers.len()
     }
 
+    pub fn sessions(&self) -> WorkerSessions {
+        self.sessions.clone()
+    }
+
     /// Runs `session` for a client's `stream` on the worker with the fewest
     /// sessions, the stream registered with that worker's runtime.
     pub fn spawn<F, Fut>(&self, stream: TcpStream, session: F)
@@ -86,46 +94,57 @@ impl Workers {
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Some(worker) = self.least_busy() else {
+        let Some(index) = self.least_busy() else {
             tokio::spawn(session(stream));
             return;
         };
+        // Out of the acceptor's reactor, into the worker's. Neither step
+        // fails short of a broken socket or the process's epoll limits;
+        // if one does, the client is closed: say so and count it.
         let stream = match stream.into_std() {
             Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot hand a client connection to a worker thread: {e}");
-                return;
-            }
+            Err(e) => return handoff_failed(&e),
         };
-        let sessions = worker.sessions.clone();
-        sessions.fetch_add(1, Ordering::Relaxed);
-        worker.handle.spawn(async move {
-            let _count = Finished(sessions);
+        self.sessions[index].fetch_add(1, Ordering::Relaxed);
+        let count = Finished(self.sessions.clone(), index);
+        self.workers[index].handle.spawn(async move {
+            let _count = count;
             match TcpStream::from_std(stream) {
                 Ok(stream) => session(stream).await,
-                Err(e) => tracing::warn!("a worker thread cannot take a client connection: {e}"),
+                Err(e) => handoff_failed(&e),
             }
         });
     }
 
-    fn least_busy(&self) -> Option<&Worker> {
+    /// The worker with the fewest sessions (None: no worker threads).
+    fn least_busy(&self) -> Option<usize> {
         let n = self.workers.len();
         if n == 0 {
             return None;
         }
         let start = self.turn.fetch_add(1, Ordering::Relaxed);
         (0..n)
-            .map(|i| &self.workers[(start + i) % n])
-            .min_by_key(|w| w.sessions.load(Ordering::Relaxed))
+            .map(|i| (start + i) % n)
+            .min_by_key(|&i| self.sessions[i].load(Ordering::Relaxed))
     }
 }
 
+/// A client connection that could not be moved to a worker thread (it is
+/// closed without a greeting).
+fn handoff_failed(e: &std::io::Error) {
+    metrics::counter!("sluice_client_connections_rejected_total", "cause" => "worker_handoff").increment(1);
+    tracing::warn!(
+        "closed a new client connection: it could not be moved to a worker thread ({e}); \
+         check the process's open-file limit and fs.epoll.max_user_watches"
+    );
+}
+
 /// Counts a session off its worker when it ends (or is dropped unrun).
-struct Finished(Arc<AtomicUsize>);
+struct Finished(WorkerSessions, usize);
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0[self.1].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -172,6 +191,13 @@ mod tests {
         for _ in 0..4 {
             seen.push(rx.recv().await.unwrap());
         }
+        let counts = |w: &Workers| {
+            w.sessions()
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(counts(&workers), [2, 2]);
         seen.sort();
         assert_eq!(
             seen,
@@ -182,7 +208,15 @@ mod tests {
                 (Some("sluice-worker-1".to_string()), 1),
             ]
         );
+        // Sessions that end are counted off their worker.
         drop(clients);
+        for _ in 0..500 {
+            if counts(&workers) == [0, 0] {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(counts(&workers), [0, 0]);
         drop(workers);
     }
 }

@@ -2,8 +2,9 @@
 //! current-thread scheduler; every session, the pool, the monitor and the
 //! admin endpoint share one thread, so nothing may block it. `= 2`: client
 //! sessions on two worker threads with a runtime each, a client staying on
-//! its worker; the second client lands on the other worker from the first,
-//! so the KILL below crosses workers. Either way: while one client's
+//! its worker; the second client lands on the other worker from the first
+//! (`/status` `worker_sessions` shows one on each), so the KILL below
+//! crosses workers. Either way: while one client's
 //! statement runs, other clients are served (text and prepared, in a
 //! transaction too), a KILL QUERY from another client stops it, and
 //! `/metrics` answers. The log names the runtime that runs.
@@ -85,6 +86,15 @@ async fn serves_everyone_while_a_statement_runs(worker_threads: usize, log_says:
     let mut other = Conn::new(s.opts()).await.unwrap();
     let one: Option<u32> = other.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
+    // The two clients' sessions: one on each worker (so the KILL below
+    // crosses workers); none listed on one thread.
+    let expected: Vec<u64> = if worker_threads == 1 { vec![] } else { vec![1, 1] };
+    assert_eq!(
+        s.status()["worker_sessions"],
+        serde_json::json!(expected),
+        "{}",
+        s.status()
+    );
     let stmt = other.prep("SELECT ? + 1").await.unwrap();
     let two: Option<u32> = other.exec_first(&stmt, (1,)).await.unwrap();
     assert_eq!(two, Some(2));

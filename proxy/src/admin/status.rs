@@ -70,10 +70,11 @@ pub fn status_json(shared: &Shared) -> String {
         WriterState::Conflict(names) => format!("{:?}", names.join(",")),
     };
     format!(
-        "{{\"version\":{:?},\"writer\":{writer},\"uptime_seconds\":{},\"clients\":{},\"server_version\":{:?},\"config\":{{\"generation\":{},\"loaded_at_unix\":{}}},\"backends\":[{}],\"pools\":[{}],\"guard\":{}}}\n",
+        "{{\"version\":{:?},\"writer\":{writer},\"uptime_seconds\":{},\"clients\":{},\"worker_sessions\":{:?},\"server_version\":{:?},\"config\":{{\"generation\":{},\"loaded_at_unix\":{}}},\"backends\":[{}],\"pools\":[{}],\"guard\":{}}}\n",
         env!("CARGO_PKG_VERSION"),
         shared.started.elapsed().as_secs(),
         shared.client_count(),
+        shared.worker_session_counts(),
         shared.profile.load().version,
         shared.generation(),
         shared.loaded_at(),

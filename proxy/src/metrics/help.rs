@@ -74,6 +74,12 @@ fn clients() {
         Unit::Count,
         "Client connections open now"
     );
+    describe_gauge!(
+        "sluice_worker_sessions",
+        Unit::Count,
+        "Client sessions on each worker thread (server.worker_threads), by worker: a client \
+         stays on its worker, so one far above the others is a core doing the work of two"
+    );
     describe_counter!(
         "sluice_client_connections_accepted_total",
         Unit::Count,
@@ -83,7 +89,7 @@ fn clients() {
         "sluice_client_connections_rejected_total",
         Unit::Count,
         "Client connections refused at connect or login, by cause (max_client_connections, \
-         access_denied, tls_required, ...)"
+         access_denied, tls_required, worker_handoff, ...)"
     );
     describe_counter!(
         "sluice_client_connections_closed_total",
