@@ -1,4 +1,5 @@
-# Shared by the point-select benchmarks (bench/cpu.sh, bench/concurrent.sh): a work
+# Shared by the point-select benchmarks (bench/cpu.sh, bench/concurrent.sh,
+# bench/digests.sh, bench/pool_size.sh): a work
 # directory cleaned up on exit with every started process, the database (the topology's
 # own, or SLUICE_BENCH_PRIMARY), and sysbench oltp_point_select against an address.
 # Source it from the repository root after setting BENCH_TIME; call bench_init NAME, then
@@ -10,17 +11,20 @@ source scripts/topology.sh
 tables=4
 table_size=10000
 
-# A work directory ($work) and PIDs to kill ($pids) on exit; log() prefixes NAME.
+# A work directory ($work), PIDs to kill ($pids) and SIGSTOPped PIDs to continue
+# ($stopped) on exit; log() prefixes NAME.
 bench_init() {
   bench_name=$1
   work=$(mktemp -d -t "sluice-$bench_name.XXXXXX")
   pids=()
+  stopped=()
   trap bench_cleanup EXIT
   trap 'exit 130' INT
 }
 
 bench_cleanup() {
   trap '' INT TERM
+  for pid in "${stopped[@]}"; do kill -CONT "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   topology_stop "$work/db" >/dev/null 2>&1 || true
   rm -rf "$work"

@@ -23,31 +23,11 @@ BENCH_THREADS=${BENCH_THREADS:-16}
 SLUICE_BIN=${SLUICE_BIN:-$root/target/dist/sluice}
 out=${BENCH_OUT:-$root/bench/results-digests-$(date +%F).md}
 export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
-tables=4
-table_size=10000
-
-# shellcheck source=scripts/topology.sh
-source scripts/topology.sh
-work=$(mktemp -d -t sluice-digests.XXXXXX)
-pids=()
-cleanup() {
-  trap '' INT TERM
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  topology_stop "$work/db" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-log() { echo "digests: $*" >&2; }
-
+# shellcheck source=bench/common.sh
+source bench/common.sh
+bench_init digests
 [[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --profile dist --bin sluice)"; exit 1; }
-scripts/install-deps.sh >&2
-if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
-  primary=$SLUICE_BENCH_PRIMARY
-else
-  topology_start "$work/db" >&2
-  primary=127.0.0.1:$SLUICE_PORT_BASE
-fi
+bench_database
 # Ports above the topology's, away from the other bench scripts'.
 declare -A addr_of=([on]=127.0.0.1:$((SLUICE_PORT_BASE + 40)) [off]=127.0.0.1:$((SLUICE_PORT_BASE + 41)))
 declare -A admin_of=([on]=127.0.0.1:$((SLUICE_PORT_BASE + 42)) [off]=127.0.0.1:$((SLUICE_PORT_BASE + 43)))
@@ -55,24 +35,6 @@ declare -A enabled_of=([on]=true [off]=false)
 declare -A pid_of=()
 endpoints=(on off)
 
-sb() {
-  local addr=$1
-  shift
-  timeout --foreground -k 5 $((BENCH_TIME + 60)) sysbench oltp_point_select --db-driver=mysql \
-    --mysql-host="${addr%:*}" --mysql-port="${addr##*:}" --mysql-user=app --mysql-password=app \
-    --mysql-db=sluice_test --tables=$tables --table-size=$table_size "$@"
-}
-sb "$primary" cleanup >/dev/null
-sb "$primary" --threads=$tables prepare >/dev/null
-
-wait_port() {
-  local i
-  for ((i = 0; i < 100; i++)); do
-    (: <"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
 for e in "${endpoints[@]}"; do
   cat >"$work/$e.toml" <<EOF2
 [server]

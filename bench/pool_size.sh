@@ -30,45 +30,13 @@ SLUICE_BIN=${SLUICE_BIN:-$root/target/dist/sluice}
 out=${BENCH_OUT:-$root/bench/results-pool-size-$(date +%F).md}
 export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-25306}
 listen_base=$((SLUICE_PORT_BASE + 1000))
-tables=4
-table_size=10000
-
-# shellcheck source=scripts/topology.sh
-source scripts/topology.sh
-work=$(mktemp -d -t sluice-pool-size.XXXXXX)
-pids=()
-stopped=()
-cleanup() {
-  trap '' INT TERM
-  for pid in "${stopped[@]}"; do kill -CONT "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  topology_stop "$work/db" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-log() { echo "pool-size: $*" >&2; }
-
+# shellcheck source=bench/common.sh
+source bench/common.sh
+bench_init pool-size
 [[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --profile dist --bin sluice)"; exit 1; }
-scripts/install-deps.sh >&2
+bench_database
 server_pid=""
-if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
-  primary=$SLUICE_BENCH_PRIMARY
-else
-  topology_start "$work/db" >&2
-  primary=127.0.0.1:$SLUICE_PORT_BASE
-  server_pid=$(_topo_pid "$work/db" primary)
-fi
-
-sb() {
-  local addr=$1
-  shift
-  timeout --foreground -k 5 $((BENCH_TIME + 60)) sysbench oltp_point_select --db-driver=mysql \
-    --mysql-host="${addr%:*}" --mysql-port="${addr##*:}" --mysql-user=app --mysql-password=app \
-    --mysql-db=sluice_test --tables=$tables --table-size=$table_size "$@"
-}
-sb "$primary" cleanup >/dev/null
-sb "$primary" --threads=$tables prepare >/dev/null
+[[ -n ${SLUICE_BENCH_PRIMARY:-} ]] || server_pid=$(_topo_pid "$work/db" primary)
 if [[ -z ${SLUICE_BENCH_PRIMARY:-} ]]; then
   # The replicas take no part: once they have the tables, stop them so they use
   # no CPU during the runs.
@@ -81,15 +49,7 @@ if [[ -z ${SLUICE_BENCH_PRIMARY:-} ]]; then
   done
 fi
 
-wait_port() {
-  local i
-  for ((i = 0; i < 100; i++)); do
-    (: <"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-sluice_config() {
+pool_sluice_config() {
   cat <<EOF2
 [server]
 listen = "$1"
@@ -132,7 +92,7 @@ start_sluice() { # build, pool size, endpoint name, extra [pool] lines
   local e=$3
   addr_of[$e]=127.0.0.1:$((listen_base + i))
   admin_of[$e]=127.0.0.1:$((listen_base + 50 + i))
-  BENCH_POOL_EXTRA=$4 sluice_config "${addr_of[$e]}" "${admin_of[$e]}" "$2" >"$work/sluice-$i.toml"
+  BENCH_POOL_EXTRA=$4 pool_sluice_config "${addr_of[$e]}" "${admin_of[$e]}" "$2" >"$work/sluice-$i.toml"
   "${bin_of[$1]}" --config "$work/sluice-$i.toml" >"$work/sluice-$i.log" 2>&1 &
   pids+=($!)
   pid_of[$e]=$!
