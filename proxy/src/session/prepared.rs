@@ -126,10 +126,7 @@ impl Session {
                 client_id,
                 ClientStatement {
                     sql,
-                    // The session's own copy: every execute takes a reference
-                    // to it, and the cache's shared one would have its count
-                    // written by every worker thread executing the statement.
-                    facts: Arc::new(Facts::clone(&facts)),
+                    facts,
                     params: stmt.params,
                     types: None,
                     long_data: Vec::new(),
