@@ -7,6 +7,7 @@
 //! delays a client nor takes the place of one.
 
 use crate::PoolSettings;
+use crate::local::Local;
 use crate::manager::{PEEK_AFTER_IDLE, PoolShared};
 use deadpool::managed::Timeouts;
 use std::sync::Arc;
@@ -47,11 +48,12 @@ async fn sweep(shared: &Arc<PoolShared>) {
         wait: Some(Duration::ZERO),
         ..shared.pool.timeouts()
     };
+    let local = Local::new(shared.clone());
     for _ in 0..shared.pool.status().available {
         if !shared.gate.try_enter() {
             return;
         }
-        match shared.checkout(Some(&no_wait)).await {
+        match PoolShared::checkout(&local, Some(&no_wait)).await {
             Ok(conn) => drop(conn),
             Err(_) => return,
         }
@@ -64,11 +66,12 @@ async fn sweep(shared: &Arc<PoolShared>) {
 async fn warm(shared: &Arc<PoolShared>, min_idle: usize) {
     let target = min_idle.min(shared.pool.status().max_size);
     let mut opened = Vec::new();
+    let local = Local::new(shared.clone());
     while shared.pool.status().size < target {
         if !shared.gate.try_enter() {
             return;
         }
-        match shared.checkout(None).await {
+        match PoolShared::checkout(&local, None).await {
             Ok(conn) => opened.push(conn),
             Err(_) => return,
         }

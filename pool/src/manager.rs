@@ -6,6 +6,7 @@
 
 use crate::gate::{Entry, Gate, Grant, WaitError};
 use crate::limit::{AdaptiveLimit, LimitParams};
+use crate::local::Local;
 use crate::{AcquireError, BackendConn, BackendError, BackendTls, ConnectTarget, Credential, SessionCaps};
 use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult, TimeoutType};
@@ -140,7 +141,7 @@ impl PoolShared {
     /// (opening one if none is idle); the permit goes back if that fails or
     /// the caller goes away meanwhile.
     pub(crate) async fn checkout(
-        self: &Arc<Self>,
+        shared: &Local<Self>,
         timeouts: Option<&managed::Timeouts>,
     ) -> Result<Pooled, PoolError<BackendError>> {
         struct Permit<'a>(&'a Gate<Conn>);
@@ -149,21 +150,21 @@ impl PoolShared {
                 self.0.release(None);
             }
         }
-        let permit = Permit(&self.gate);
+        let permit = Permit(&shared.gate);
         let conn = match timeouts {
-            None => self.pool.get().await?,
-            Some(t) => self.pool.timeout_get(t).await?,
+            None => shared.pool.get().await?,
+            Some(t) => shared.pool.timeout_get(t).await?,
         };
         std::mem::forget(permit);
-        Ok(self.pooled(conn, Duration::ZERO))
+        Ok(PoolShared::pooled(shared, conn, Duration::ZERO))
     }
 
     /// `waited`: how long the checkout took (zero from the hot stack).
-    fn pooled(self: &Arc<Self>, conn: Conn, waited: Duration) -> Pooled {
-        let adaptive = self.adaptive.load(Ordering::Relaxed);
+    fn pooled(shared: &Local<Self>, conn: Conn, waited: Duration) -> Pooled {
+        let adaptive = shared.adaptive.load(Ordering::Relaxed);
         Pooled {
             conn: Some(conn),
-            shared: self.clone(),
+            shared: shared.clone(),
             since: adaptive.then(Instant::now),
             waited,
         }
@@ -231,7 +232,7 @@ fn fresh(conn: &Conn, now: Instant) -> bool {
 /// dropping it returns it to its pool, or to the request waiting longest.
 pub struct Pooled {
     conn: Option<Conn>,
-    shared: Arc<PoolShared>,
+    shared: Local<PoolShared>,
     /// When it was checked out, if the adaptive limit wants latencies.
     since: Option<Instant>,
     /// How long the checkout waited (queue, connect, checks); zero for one
@@ -365,7 +366,7 @@ impl Pools {
     ) -> BackendPool {
         let settings = self.settings();
         BackendPool {
-            shared: self.pool_for(key, address, credential, tls, settings),
+            shared: Local::new(self.pool_for(key, address, credential, tls, settings)),
             key: Arc::new(key.clone()),
             address: address.into(),
             settings,
@@ -460,7 +461,9 @@ impl Pools {
 /// One pool, as a session holds it.
 #[derive(Clone)]
 pub struct BackendPool {
-    shared: Arc<PoolShared>,
+    /// The session's own reference: a checkout's copy of it in [`Pooled`]
+    /// writes no count that other worker threads write too.
+    shared: Local<PoolShared>,
     pub key: Arc<PoolKey>,
     pub address: Arc<str>,
     settings: PoolSettings,
@@ -491,7 +494,7 @@ impl BackendPool {
         let backend = || self.key.backend.clone();
         let entry = match gate.enter(self.settings.max_queue, self.settings.acquire_timeout) {
             Entry::Admitted(Some(conn)) if fresh(&conn, now) => {
-                return Ok(self.shared.pooled(conn, Duration::ZERO));
+                return Ok(PoolShared::pooled(&self.shared, conn, Duration::ZERO));
             }
             entry => entry,
         };
@@ -524,10 +527,10 @@ impl BackendPool {
             },
         };
         let conn = match granted {
-            Grant::Item(conn) => return Ok(self.shared.pooled(conn, began.elapsed())),
+            Grant::Item(conn) => return Ok(PoolShared::pooled(&self.shared, conn, began.elapsed())),
             // Boxed: deadpool's checkout future is large, and with the hot
             // stack this path is taken only to open or recheck connections.
-            Grant::Permit => Box::pin(self.shared.checkout(None)).await,
+            Grant::Permit => Box::pin(PoolShared::checkout(&self.shared, None)).await,
         };
         let unreachable = |reason: String| AcquireError::Unreachable {
             backend: backend(),

@@ -50,8 +50,11 @@ impl Workers {
     pub fn start(n: usize) -> std::io::Result<Workers> {
         let mut workers = Vec::with_capacity(n);
         for index in 0..n {
+            // Sockets and timers only: signals and child processes are the
+            // main runtime's, and their drivers would run on every park.
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()?;
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();

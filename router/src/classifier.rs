@@ -70,14 +70,84 @@ impl Facts {
 }
 
 /// Reusable buffers for fingerprinting, one per session, and the
-/// session's last classification: a client repeating a statement shape
-/// (the common case) skips the shared cache and its lock.
+/// session's recent classifications: a client repeating its few statement
+/// shapes (the common case) skips the shared cache and its lock.
 #[derive(Debug, Default)]
 pub struct Scratch {
     pub normalized: Vec<u8>,
     pub literals: Vec<Range<usize>>,
-    last: Option<(u64, Arc<Facts>)>,
-    last_key: Vec<u8>,
+    recent: Vec<Recent>,
+    /// The entry the next new shape replaces, once `recent` is full.
+    evict: usize,
+    generations: u64,
+}
+
+/// Shapes a session remembers (sysbench's four tables, an application's
+/// handful of hot statements).
+const RECENT: usize = 8;
+
+/// One remembered classification. Its facts are lent to the statement that
+/// runs (moved out, not cloned: cloning the shared `Arc` per statement
+/// wrote a reference count that sessions on every worker thread write) and
+/// given back when it ends ([`Scratch::give_back`]).
+#[derive(Debug)]
+struct Recent {
+    hash: u64,
+    key: Vec<u8>,
+    /// None while lent.
+    facts: Option<Arc<Facts>>,
+    /// Unique per entry: facts come back only to the entry they left.
+    generation: u64,
+}
+
+/// Where a classification's facts go back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lent {
+    index: usize,
+    generation: u64,
+}
+
+impl Scratch {
+    /// Returns the facts of a classification to the session's memo, if
+    /// the entry they came from is still there (else they are dropped).
+    pub fn give_back(&mut self, lent: Option<Lent>, facts: Arc<Facts>) {
+        let Some(lent) = lent else {
+            return;
+        };
+        if let Some(entry) = self.recent.get_mut(lent.index) {
+            if entry.generation == lent.generation && entry.facts.is_none() {
+                entry.facts = Some(facts);
+            }
+        }
+    }
+
+    /// Remembers a new shape, its facts lent out; returns where they go back.
+    fn remember(&mut self, hash: u64) -> Lent {
+        self.generations += 1;
+        let generation = self.generations;
+        let index = if self.recent.len() < RECENT {
+            self.recent.push(Recent {
+                hash,
+                key: self.normalized.clone(),
+                facts: None,
+                generation,
+            });
+            self.recent.len() - 1
+        } else {
+            // The oldest entry, its key's buffer reused: a client cycling
+            // through more shapes than this allocates nothing per statement.
+            let index = self.evict % RECENT;
+            self.evict = (index + 1) % RECENT;
+            let entry = &mut self.recent[index];
+            entry.hash = hash;
+            entry.key.clear();
+            entry.key.extend_from_slice(&self.normalized);
+            entry.facts = None;
+            entry.generation = generation;
+            index
+        };
+        Lent { index, generation }
+    }
 }
 
 struct Entry {
@@ -98,6 +168,9 @@ pub struct Classified {
     pub cache_hit: bool,
     /// The fingerprint's hash (its text is in `Scratch::normalized`).
     pub hash: u64,
+    /// Give `facts` back with [`Scratch::give_back`] when the statement
+    /// ends, so the next one of its shape finds them in the session.
+    pub lent: Option<Lent>,
 }
 
 impl Classifier {
@@ -114,20 +187,26 @@ impl Classifier {
     /// Classifies `sql`; afterwards `scratch.literals` holds its literal spans.
     pub fn classify(&self, sql: &str, scratch: &mut Scratch) -> Classified {
         let hash = fingerprint(sql, &mut scratch.normalized, &mut scratch.literals);
-        if let Some((last, facts)) = &scratch.last {
+        let normalized = &scratch.normalized;
+        for (index, entry) in scratch.recent.iter_mut().enumerate() {
             // The text is compared too, as in the shared cache.
-            if *last == hash && scratch.last_key == scratch.normalized {
+            if entry.hash != hash || *entry.key != **normalized {
+                continue;
+            }
+            if let Some(facts) = entry.facts.take() {
                 return Classified {
-                    facts: facts.clone(),
+                    facts,
                     cache_hit: true,
                     hash,
+                    lent: Some(Lent {
+                        index,
+                        generation: entry.generation,
+                    }),
                 };
             }
         }
-        let classified = self.classify_shared(sql, hash, &scratch.normalized);
-        scratch.last_key.clear();
-        scratch.last_key.extend_from_slice(&scratch.normalized);
-        scratch.last = Some((hash, classified.facts.clone()));
+        let mut classified = self.classify_shared(sql, hash, &scratch.normalized);
+        classified.lent = Some(scratch.remember(hash));
         classified
     }
 
@@ -143,6 +222,7 @@ impl Classifier {
                         facts: entry.facts.clone(),
                         cache_hit: true,
                         hash,
+                        lent: None,
                     };
                 }
             }
@@ -157,6 +237,7 @@ impl Classifier {
             facts,
             cache_hit: false,
             hash,
+            lent: None,
         }
     }
 }
@@ -220,6 +301,33 @@ mod tests {
             "never the previous statement's facts"
         );
         assert!(c.classify("SELECT c FROM t WHERE id = 3", &mut s).cache_hit);
+    }
+
+    #[test]
+    fn facts_are_lent_from_the_session_and_come_back_only_where_they_left() {
+        let c = Classifier::new(100);
+        let mut s = Scratch::default();
+        let first = c.classify("SELECT c FROM t WHERE id = 1", &mut s);
+        let (lent, hash) = (first.lent, first.hash);
+        let count = Arc::strong_count(&first.facts);
+        s.give_back(first.lent, first.facts);
+        let again = c.classify("SELECT c FROM t WHERE id = 2", &mut s);
+        assert!(again.cache_hit);
+        assert_eq!(again.lent, lent);
+        assert_eq!(Arc::strong_count(&again.facts), count, "moved out, not cloned");
+        // While lent, the same shape comes from the shared cache.
+        let nested = c.classify("SELECT c FROM t WHERE id = 3", &mut s);
+        assert!(nested.cache_hit && Arc::ptr_eq(&nested.facts, &again.facts));
+        assert_ne!(nested.lent, again.lent);
+        // Every entry replaced meanwhile: the facts are not taken back.
+        for i in 0..RECENT * 2 {
+            let other = c.classify(&format!("SELECT c{i} FROM u"), &mut s);
+            s.give_back(other.lent, other.facts);
+        }
+        s.give_back(again.lent, again.facts);
+        s.give_back(nested.lent, nested.facts);
+        assert_eq!(s.recent.len(), RECENT);
+        assert!(s.recent.iter().all(|e| e.hash != hash && e.facts.is_some()));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use super::prepared::ClientStatements;
 use crate::topology::Backend;
 use sluice_config::Role;
-use sluice_pool::{BackendConn, BackendPool, Pooled, discard};
+use sluice_pool::{BackendConn, BackendPool, Local, Pooled, discard};
 use sluice_router::plan::Hold;
 use sluice_router::{HoldReason, PinReason};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub(super) struct Held {
     pub conn: Pooled,
     pub pool: Arc<BackendPool>,
-    pub backend: Arc<Backend>,
+    pub backend: Local<Backend>,
     /// What it was checked out as (the writer or a replica), for metrics.
     pub role: Role,
     pub reason: HoldReason,
@@ -61,7 +61,7 @@ impl Binding {
     }
 
     /// Holds a connection for the statement about to run.
-    pub fn hold(&mut self, conn: Pooled, pool: Arc<BackendPool>, backend: Arc<Backend>, role: Role) {
+    pub fn hold(&mut self, conn: Pooled, pool: Arc<BackendPool>, backend: Local<Backend>, role: Role) {
         self.held = Some(Held {
             conn,
             pool,

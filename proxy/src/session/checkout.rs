@@ -10,14 +10,20 @@ use super::Session;
 use crate::topology::Backend;
 use sluice_config::{BackendConfig, ReadYourWrites, Role};
 use sluice_pool::monitor::{View, WriterState};
-use sluice_pool::{AcquireError, BackendPool, PoolKey, Pooled, discard};
+use sluice_pool::{AcquireError, BackendPool, Local, PoolKey, Pooled, discard};
 use sluice_router::plan::{self, ReadInput, ReadTarget, Requirement};
 use sluice_router::{Facts, GtidPos, ReplicaState, Route};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A replica chosen for a read, and the position to wait for there first.
-type ReplicaRead = (Arc<Backend>, Option<GtidPos>);
+/// A replica chosen for a read (its index in the topology), and the
+/// position to wait for there first.
+type ReplicaRead = (usize, Option<GtidPos>);
+
+/// A session's pool on a backend and the backend itself, both its own
+/// references ([`Local`]): held per statement without writing a count
+/// that sessions on other worker threads write too.
+pub(super) type Handles = (Arc<BackendPool>, Local<Backend>);
 
 impl Session {
     /// Checks a connection out for `route` (the writer or a replica) and
@@ -44,7 +50,10 @@ impl Session {
             _ => None,
         };
         let (pool, backend, role, wait_for) = match replica {
-            Some((backend, wait_for)) => (self.pool_for(&backend), backend, Role::Replica, wait_for),
+            Some((index, wait_for)) => {
+                let (pool, backend) = self.pool_for(index);
+                (pool, backend, Role::Replica, wait_for)
+            }
             None => {
                 let (pool, backend) = self.writer_pool().await?;
                 (pool, backend, Role::Primary, None)
@@ -110,12 +119,14 @@ impl Session {
         Ok(conn)
     }
 
-    /// This client's pool on `backend` (its user, FOUND_ROWS flag and
-    /// connection attributes), looked up once per config generation.
-    pub(super) fn pool_for(&mut self, backend: &Backend) -> Arc<BackendPool> {
-        if let Some(Some(pool)) = self.pools.get(backend.index) {
-            return pool.clone();
+    /// This client's pool on the topology's backend `index` (its user,
+    /// FOUND_ROWS flag and connection attributes), looked up once per
+    /// config generation.
+    pub(super) fn pool_for(&mut self, index: usize) -> Handles {
+        if let Some(Some(handles)) = self.pools.get(index) {
+            return handles.clone();
         }
+        let backend = Local::new(self.topology.backends[index].clone());
         // The password as configured now (a reload may have changed it);
         // a `password_hash` user's token from its login.
         let credential = match self.config.user(&self.user) {
@@ -133,34 +144,27 @@ impl Session {
                 .pools
                 .handle(&key, &backend.address, &credential, &backend.tls),
         );
-        if self.pools.len() <= backend.index {
-            self.pools.resize(backend.index + 1, None);
+        if self.pools.len() <= index {
+            self.pools.resize(index + 1, None);
         }
-        self.pools[backend.index] = Some(pool.clone());
-        pool
+        self.pools[index] = Some((pool.clone(), backend.clone()));
+        (pool, backend)
     }
 
     /// The pool of the backend that takes writes now.
-    pub(super) async fn writer_pool(&mut self) -> Result<(Arc<BackendPool>, Arc<Backend>), AcquireError> {
+    pub(super) async fn writer_pool(&mut self) -> Result<Handles, AcquireError> {
         if !self.config.monitor.follow_read_only {
-            let primary = self
-                .topology
-                .primary
-                .map(|i| self.topology.backends[i].clone())
-                .ok_or_else(|| AcquireError::Closed {
-                    backend: "primary".into(),
-                })?;
-            return Ok((self.pool_for(&primary), primary));
+            let primary = self.topology.primary.ok_or_else(|| AcquireError::Closed {
+                backend: "primary".into(),
+            })?;
+            return Ok(self.pool_for(primary));
         }
         Box::pin(self.follow_writer(self.config.clone())).await
     }
 
     /// With `monitor.follow_read_only`: the backend the monitor names as
     /// writable, waiting up to `routing.write_wait_ms` for one.
-    async fn follow_writer(
-        &mut self,
-        config: Arc<sluice_config::Config>,
-    ) -> Result<(Arc<BackendPool>, Arc<Backend>), AcquireError> {
+    async fn follow_writer(&mut self, config: Arc<sluice_config::Config>) -> Result<Handles, AcquireError> {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(config.routing.write_wait_ms);
         let mut changes = self.shared.monitor.subscribe();
@@ -169,8 +173,8 @@ impl Session {
             let writer = self.shared.monitor.view().writer.clone();
             match writer {
                 WriterState::Backend(name) => {
-                    if let Some(b) = self.topology.by_name(&name).cloned() {
-                        return Ok((self.pool_for(&b), b));
+                    if let Some(index) = self.topology.by_name(&name).map(|b| b.index) {
+                        return Ok(self.pool_for(index));
                     }
                 }
                 WriterState::Conflict(names) => {
@@ -296,8 +300,8 @@ impl Session {
             self.causal = None;
         }
         match decided.target {
-            ReadTarget::Replica(i) => Ok(Some((topology.backends[i].clone(), None))),
-            ReadTarget::WaitOn(i) => Ok(Some((topology.backends[i].clone(), required))),
+            ReadTarget::Replica(i) => Ok(Some((i, None))),
+            ReadTarget::WaitOn(i) => Ok(Some((i, required))),
             ReadTarget::Primary => Ok(None),
             ReadTarget::Refuse(_) => Err(AcquireError::NoReplica {
                 detail: no_replica_detail(

@@ -38,7 +38,7 @@ pub(super) struct Work<'a> {
 pub(super) struct Done {
     pub outcome: Option<Outcome>,
     /// The backend that answered, and as what.
-    pub ran_on: Option<(std::sync::Arc<Backend>, Role)>,
+    pub ran_on: Option<(sluice_pool::Local<Backend>, Role)>,
 }
 
 enum Step {
@@ -106,16 +106,24 @@ pub(super) async fn kill_query(target: sluice_pool::ConnectTarget, connection_id
 }
 
 impl Session {
-    fn autocommit_off(&self) -> bool {
-        self.desired
-            .vars
-            .get("autocommit")
-            .is_some_and(|v| v.eq_ignore_ascii_case("OFF") || v == "0")
+    fn autocommit_off(&mut self) -> bool {
+        let vars = &self.desired.vars;
+        match &self.autocommit_memo {
+            Some((set, off)) if set.same(vars) => *off,
+            _ => {
+                let off = vars
+                    .get("autocommit")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("OFF") || v == "0");
+                self.autocommit_memo = Some((vars.clone(), off));
+                off
+            }
+        }
     }
 
     /// The command's plan, decided once from the session's state
     /// (`sluice_router::plan::plan`).
-    pub(super) fn plan(&self, facts: Option<&Facts>) -> Plan {
+    pub(super) fn plan(&mut self, facts: Option<&Facts>) -> Plan {
+        let autocommit_off = self.autocommit_off();
         let routing = &self.config.routing;
         plan::plan(
             facts,
@@ -125,7 +133,7 @@ impl Session {
                 read_your_writes: routing.read_your_writes,
                 window_ms: routing.read_your_writes_window_ms,
                 bound: self.binding.bound(),
-                autocommit_off: self.autocommit_off(),
+                autocommit_off,
                 // Measured at the command's arrival: no clock read per statement.
                 since_last_write: self
                     .last_write
@@ -545,12 +553,13 @@ impl Session {
             }
         }
         self.binding.cursor_open |= outcome.cursor_opened;
+        let autocommit_off = self.autocommit_off();
         let hold = plan::hold_after(HoldInput {
             pinned: self.binding.pinned,
             in_trans_flag: outcome.status.map(|st| st & status::IN_TRANS != 0),
             was_in_transaction: self.binding.reason() == Some(HoldReason::Transaction),
             saw_in_transaction: outcome.saw_in_transaction,
-            autocommit_off: self.autocommit_off(),
+            autocommit_off,
             session_mode: self.config.pool.mode == PoolMode::Session,
         });
         self.binding.apply(hold);

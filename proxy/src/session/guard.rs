@@ -141,6 +141,13 @@ struct OwnedShape {
 }
 
 impl Session {
+    /// Whether the statement could be a guarded lookup at all: checked
+    /// before [`Session::ask_guard`], so that with the guard off (or for
+    /// anything but a lookup) no guard future is built per statement.
+    pub(super) fn guard_may_apply(&self, facts: &Facts) -> bool {
+        facts.ast.lookup.is_some() && self.shared.guard.tables_version() != 0
+    }
+
     /// Asks the guard about a statement before it runs.
     pub(super) async fn ask_guard(
         &mut self,

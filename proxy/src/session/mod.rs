@@ -44,7 +44,7 @@ use binding::Binding;
 use bytes::Bytes;
 use mysql_common::collations::{Collation, CollationId};
 use sluice_config::Config;
-use sluice_pool::{BackendPool, SessionState, Vars, charset_vars};
+use sluice_pool::{SessionState, Vars, charset_vars};
 use sluice_protocol::PacketStream;
 use sluice_protocol::consts::{CapabilityFlags as Caps, com, status};
 use sluice_protocol::packets;
@@ -171,7 +171,7 @@ struct Session {
     topology: Arc<Topology>,
     /// This client's pool handles by backend index (its user, FOUND_ROWS
     /// flag and attributes), for `topology`.
-    pools: Vec<Option<Arc<BackendPool>>>,
+    pools: Vec<Option<checkout::Handles>>,
     /// Reused per replica read: the plan's view of the backends.
     replica_states: Vec<ReplicaState>,
     /// This client in the registry other clients' KILL statements use.
@@ -194,6 +194,9 @@ struct Session {
     guard_memo: Vec<guard::ShapeMemo>,
     guard_tables: Vec<guard::TableMemo>,
     guard_charsets: Option<guard::Charsets>,
+    /// Whether `desired.vars` turns autocommit off, for the set it was
+    /// worked out from (asked twice per statement; the sets are interned).
+    autocommit_memo: Option<(Vars, bool)>,
     /// What the current statement did, for its query digest.
     digest: digest::DigestNote,
     /// When the current command arrived: the one clock reading its
@@ -251,6 +254,7 @@ impl Session {
             guard_memo: Vec::new(),
             guard_tables: Vec::new(),
             guard_charsets: None,
+            autocommit_memo: None,
             digest: Default::default(),
             metrics: SessionMetrics::default(),
             command_started: Instant::now(),

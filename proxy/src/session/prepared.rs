@@ -14,6 +14,7 @@ use crate::digests::{Fingerprint, Route};
 use crate::errors;
 use crate::relay::ResponseKind;
 use bytes::Bytes;
+use sluice_pool::Local;
 use sluice_protocol::consts::com;
 use sluice_router::Facts;
 use std::collections::HashMap;
@@ -22,7 +23,9 @@ use std::sync::Arc;
 /// A statement as the client prepared it.
 pub(super) struct ClientStatement {
     pub sql: Arc<str>,
-    pub facts: Arc<Facts>,
+    /// The classifier's shared facts, through the session's own reference
+    /// (cloned per execute).
+    pub facts: Local<Facts>,
     pub params: u16,
     /// Types from the client's last execute that sent them.
     pub types: Option<Arc<[u8]>>,
@@ -80,6 +83,8 @@ impl Session {
         };
         let sql: Arc<str> = Arc::from(text);
         let classified = self.shared.classifier.classify(text, &mut self.scratch);
+        // The statement keeps its own reference: the memo gets a copy.
+        self.scratch.give_back(classified.lent, classified.facts.clone());
         self.metrics
             .classified(classified.cache_hit, classified.facts.unparsed());
         let fingerprint = Arc::new(Fingerprint::new(classified.hash, &self.scratch.normalized));
@@ -126,7 +131,7 @@ impl Session {
                 client_id,
                 ClientStatement {
                     sql,
-                    facts,
+                    facts: Local::new(facts),
                     params: stmt.params,
                     types: None,
                     long_data: Vec::new(),
@@ -229,7 +234,7 @@ impl Session {
                     ..
                 },
                 Some(literals),
-            ) if payload[0] == com::STMT_EXECUTE => {
+            ) if payload[0] == com::STMT_EXECUTE && self.guard_may_apply(&facts) => {
                 let values = Values::Binary {
                     sql,
                     literals: &literals,
@@ -239,7 +244,7 @@ impl Session {
                     types: types.as_deref(),
                     long_data: !long_data.is_empty(),
                 };
-                match self.ask_guard(&facts, values, &plan).await? {
+                match self.ask_guard(facts.shared(), values, &plan).await? {
                     Asked::Answered => {
                         self.digest.route = Route::Guard;
                         if self.caches_metadata {

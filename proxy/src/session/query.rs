@@ -12,6 +12,8 @@ use crate::digests::Route;
 use crate::relay::ResponseKind;
 use bytes::Bytes;
 use sluice_protocol::consts::com;
+use sluice_router::Facts;
+use std::sync::Arc;
 
 impl Session {
     /// COM_QUERY, recorded in its query digest.
@@ -31,11 +33,32 @@ impl Session {
             Err(_) => String::from_utf8_lossy(&payload[1..]),
         };
         let utf8 = matches!(sql, std::borrow::Cow::Borrowed(_));
-        let classified = self.shared.classifier.classify(&sql, &mut self.scratch);
-        self.metrics
-            .classified(classified.cache_hit, classified.facts.unparsed());
-        self.digest.key = DigestKey::Text(classified.hash);
-        let literals: Vec<&str> = if utf8 && classified.facts.tracked_user_vars(self.scratch.literals.len()) {
+        let sluice_router::Classified {
+            facts,
+            cache_hit,
+            hash,
+            lent,
+        } = self.shared.classifier.classify(&sql, &mut self.scratch);
+        let ended = self
+            .classified_query(&payload, &sql, utf8, &facts, cache_hit, hash)
+            .await;
+        // Back to the session's memo for the next statement of its shape.
+        self.scratch.give_back(lent, facts);
+        ended
+    }
+
+    async fn classified_query(
+        &mut self,
+        payload: &Bytes,
+        sql: &str,
+        utf8: bool,
+        facts: &Arc<Facts>,
+        cache_hit: bool,
+        hash: u64,
+    ) -> Result<(), End> {
+        self.metrics.classified(cache_hit, facts.unparsed());
+        self.digest.key = DigestKey::Text(hash);
+        let literals: Vec<&str> = if utf8 && facts.tracked_user_vars(self.scratch.literals.len()) {
             self.scratch.literals.iter().map(|r| &sql[r.clone()]).collect()
         } else {
             Vec::new()
@@ -51,9 +74,8 @@ impl Session {
         } else {
             Vec::new()
         };
-        let facts = classified.facts;
         if facts.kind() == sluice_router::Kind::Other {
-            if let Some(kill) = sluice_router::parse_kill(&sql) {
+            if let Some(kill) = sluice_router::parse_kill(sql) {
                 return self.kill(kill).await;
             }
         }
@@ -65,7 +87,7 @@ impl Session {
                 facts.kind(),
                 sluice_router::Kind::Prepare | sluice_router::Kind::Execute | sluice_router::Kind::Other
             );
-        if may_hide_kill && sluice_router::hides_kill(&sql) {
+        if may_hide_kill && sluice_router::hides_kill(sql) {
             metrics::counter!("sluice_errors_total", "cause" => "kill_refused").increment(1);
             return self.reply(&crate::errors::kill_hidden()).await;
         }
@@ -75,7 +97,7 @@ impl Session {
         // multi-statement (an earlier statement in it changes the values).
         let substitutable = facts.kind() != sluice_router::Kind::Ddl && facts.ast.statements <= 1;
         if facts.lexical.needs_previous && utf8 && substitutable {
-            match self.diagnostics_read(&sql) {
+            match self.diagnostics_read(sql) {
                 Some(DiagnosticsRead::Local {
                     errors_only,
                     offset,
@@ -87,15 +109,15 @@ impl Session {
                 None => {}
             }
         }
-        let plan = self.plan(Some(&facts));
+        let plan = self.plan(Some(facts));
         // A lookup of a guarded table: perhaps answered without the database.
-        let follow_up = if utf8 && matches!(outgoing, Outgoing::Raw(_)) {
+        let follow_up = if utf8 && matches!(outgoing, Outgoing::Raw(_)) && self.guard_may_apply(facts) {
             let spans = std::mem::take(&mut self.scratch.literals);
             let values = Values::Text {
-                sql: &sql,
+                sql,
                 literals: &spans,
             };
-            let asked = self.ask_guard(&facts, values, &plan).await;
+            let asked = self.ask_guard(facts, values, &plan).await;
             self.scratch.literals = spans;
             match asked? {
                 Asked::Answered => {
@@ -111,7 +133,7 @@ impl Session {
         let done = self
             .run(
                 Work {
-                    facts: Some(&facts),
+                    facts: Some(facts),
                     literals,
                     response: ResponseKind::Results,
                     outgoing,
