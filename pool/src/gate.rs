@@ -570,9 +570,14 @@ mod tests {
     /// Counts drops, standing in for "returned to the pool".
     struct Item(u32, Arc<AtomicUsize>);
     impl Homed for Item {
-        /// Items numbered 1000 and up belong to worker 1.
+        /// Items numbered 1000-1999 belong to worker 1, 2000 and up to
+        /// worker 0, the rest to the test's thread (not a worker).
         fn home(&self) -> usize {
-            usize::from(self.0 >= 1000)
+            match self.0 {
+                2000.. => 0,
+                1000.. => 1,
+                _ => crate::home::OFF_WORKERS,
+            }
         }
     }
     impl Drop for Item {
@@ -669,7 +674,7 @@ mod tests {
     fn hot_for(gate: &Gate<Item>, worker: usize) -> Option<u32> {
         crate::home::set_worker(worker);
         let entry = gate.enter(0, LONG);
-        crate::home::set_worker(0);
+        crate::home::set_worker(crate::home::OFF_WORKERS);
         match entry {
             Entry::Admitted(hot) => hot.map(|item| item.0),
             _ => panic!("expected to be admitted"),
@@ -683,7 +688,7 @@ mod tests {
         assert!(admitted(&gate) && admitted(&gate));
         // Worker 1's item, then worker 0's on top.
         gate.put_back(Item(1000, drops.clone()), None);
-        gate.put_back(Item(7, drops.clone()), None);
+        gate.put_back(Item(2007, drops.clone()), None);
         // Worker 1 gets its own although worker 0's is newer.
         assert_eq!(hot_for(&gate, 1), Some(1000));
         // Worker 1 again: none of its own; the pool has room (1 out + 1 hot
@@ -694,7 +699,7 @@ mod tests {
         gate.put_back(Item(1001, drops.clone()), None);
         assert_eq!(gate.status().out, 1);
         assert_eq!(hot_for(&gate, 2), Some(1001));
-        assert_eq!(hot_for(&gate, 0), Some(7));
+        assert_eq!(hot_for(&gate, 0), Some(2007));
     }
 
     #[tokio::test]

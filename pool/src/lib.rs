@@ -33,7 +33,7 @@ pub use conn::{BackendConn, CommandOutcome, Prepared, ServerInfo, query_packet};
 pub use connect::{BACKEND_CAPABILITIES, ConnectTarget, SessionCaps, negotiate};
 pub use credential::{Credential, native_from_token, sha1};
 pub use error::{AcquireError, BackendError};
-pub use home::{set_worker, worker};
+pub use home::{OFF_WORKERS, set_worker, worker};
 pub use limit::{AdaptiveLimit, LimitParams};
 pub use local::Local;
 pub use manager::{BackendPool, ConnectAttrs, PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};

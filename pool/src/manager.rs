@@ -187,6 +187,8 @@ impl PoolShared {
         let backend = self.backend();
         let reason = if c.broken {
             Some("broken")
+        } else if !crate::home::keeps(c.home) {
+            Some("off_worker")
         } else if settings
             .max_lifetime
             .is_some_and(|max| now.saturating_duration_since(c.created) > max.mul_f64(c.jitter))
