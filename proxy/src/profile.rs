@@ -1,9 +1,8 @@
 //! What Sluice tells clients about "the server": the primary's real version
-//! string and capabilities, learned from a pooled connection to it. Drivers
+//! string and capabilities, learned from a connection to it. Drivers
 //! choose MariaDB or MySQL behaviour from the version, so it must be real.
 
 use crate::shared::Shared;
-use sluice_pool::PoolKey;
 use sluice_protocol::consts::{CapabilityFlags as Caps, MariadbCapabilities};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,20 +78,20 @@ async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
         Some(backend) => backend.tls.clone(),
         None => sluice_pool::BackendTls::new(&primary.tls_settings(), &primary.address),
     };
-    let key = PoolKey {
+    // Its own connection, not a pooled one: this runs on the main thread,
+    // whose runtime would own the socket, and a worker reading a pooled
+    // connection of the main runtime's wakes that thread for every packet.
+    let target = sluice_pool::ConnectTarget {
         backend: primary.name.clone(),
+        address: primary.address.clone(),
         user: user.to_string(),
+        credential: sluice_pool::Credential::Password(password.to_string()),
         session_caps: Default::default(),
         attrs: sluice_pool::ConnectAttrs::from(Vec::new()),
+        connect_timeout: Duration::from_millis(config.pool.connect_timeout_ms),
+        tls,
     };
-    let mut conn = shared
-        .pools
-        .acquire(
-            &key,
-            &primary.address,
-            &sluice_pool::Credential::Password(password.to_string()),
-            &tls,
-        )
+    let mut conn = sluice_pool::BackendConn::connect(&target)
         .await
         .map_err(|e| e.to_string())?;
     let rows = conn
