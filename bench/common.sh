@@ -1,5 +1,5 @@
 # Shared by the point-select benchmarks (bench/cpu.sh, bench/concurrent.sh,
-# bench/digests.sh, bench/pool_size.sh): a work
+# bench/digests.sh, bench/pool_size.sh, bench/profile.sh): a work
 # directory cleaned up on exit with every started process, the database (the topology's
 # own, or SLUICE_BENCH_PRIMARY), and sysbench oltp_point_select against an address.
 # Source it from the repository root after setting BENCH_TIME; call bench_init NAME, then

@@ -19,68 +19,24 @@ out=${BENCH_OUT:-$root/bench/results-profile-$(date +%F).md}
 export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
 sluice_port=6045
 
-# shellcheck source=scripts/topology.sh
-source scripts/topology.sh
-work=$(mktemp -d -t sluice-profile.XXXXXX)
-pid=""
-cleanup() {
-  trap '' INT TERM
-  [[ -z $pid ]] || kill "$pid" 2>/dev/null || true
-  topology_stop "$work/db" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-log() { echo "profile: $*" >&2; }
+# shellcheck source=bench/common.sh
+source bench/common.sh
+bench_init profile
 command -v perf >/dev/null || { log "perf is not installed (apt-get install linux-perf)"; exit 1; }
 [[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --profile dist --bin sluice)"; exit 1; }
-if [[ -n ${SLUICE_BENCH_PRIMARY:-} ]]; then
-  primary=$SLUICE_BENCH_PRIMARY
-else
-  topology_start "$work/db" >&2
-  primary=127.0.0.1:$SLUICE_PORT_BASE
-fi
-sb() {
-  local addr=$1
-  shift
-  timeout --foreground -k 5 $((BENCH_TIME + 60)) sysbench oltp_point_select --db-driver=mysql \
-    --mysql-host="${addr%:*}" --mysql-port="${addr##*:}" --mysql-user=app --mysql-password=app \
-    --mysql-db=sluice_bench --tables=4 --table-size=10000 "$@"
-}
-mysql_root() { mariadb -uroot -h"${primary%:*}" -P"${primary##*:}" "$@"; }
-mysql_root -e "CREATE DATABASE IF NOT EXISTS sluice_bench"
-sb "$primary" cleanup >/dev/null
-sb "$primary" --threads=4 prepare >/dev/null
-# One config per build, each on its own ports (a stopped Sluice may still be draining).
-config() {
-  cat <<EOF2
-[server]
-listen = "127.0.0.1:$1"
-admin_listen = "127.0.0.1:$(($1 + 3000))"
-
-[[users]]
-name = "app"
-password = "app"
-
-[routing]
-mode = "primary_only"
-
-[[backends]]
-name = "primary"
-address = "$primary"
-role = "primary"
-tls = "disabled"  # like HAProxy's plain leg; the topology offers TLS
-EOF2
-}
+bench_database
 
 # One profile: the DSO split and the top 25 user-space symbols by self time.
 profile() {
   local name=$1 bin=$2
   local sluice_addr=127.0.0.1:$sluice_port
-  config "$sluice_port" >"$work/$name.toml"
+  # One config per build, each on its own ports (a stopped Sluice may still be draining).
+  sluice_config "$sluice_addr" "127.0.0.1:$((sluice_port + 3000))" >"$work/$name.toml"
   sluice_port=$((sluice_port + 1))
   "$bin" --config "$work/$name.toml" >"$work/$name.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do (: <"/dev/tcp/${sluice_addr%:*}/${sluice_addr##*:}") 2>/dev/null && break; sleep 0.1; done
+  local pid=$!
+  pids+=("$pid")
+  wait_port "$sluice_addr" || { log "$name did not start listening on $sluice_addr"; exit 1; }
   sb "$sluice_addr" --threads="$BENCH_THREADS" --time=3 run >/dev/null # warm up
   perf record -F 2000 -g -p "$pid" -o "$work/$name.data" -- sleep "$BENCH_TIME" >/dev/null 2>&1 &
   local perf_pid=$!
@@ -88,7 +44,6 @@ profile() {
   wait "$perf_pid" || true
   kill "$pid"
   wait "$pid" 2>/dev/null || true
-  pid=""
   echo "## $name ($(awk '$1 == "queries:" {print $3}' "$work/$name.run" | tr -d '(') queries per second)"
   echo
   echo "Samples by where they ran:"
