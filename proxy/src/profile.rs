@@ -93,7 +93,7 @@ async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
     };
     let mut conn = sluice_pool::BackendConn::connect(&target)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("backend '{}' ({}): {e}", primary.name, primary.address))?;
     let rows = conn
         .query_rows("SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS")
         .await
