@@ -230,6 +230,31 @@ async fn broken_connections_are_closed_not_reused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_closes_a_connection_opened_off_the_workers() {
+    let Some(addr) = primary() else { return };
+    let (pools, pool) = pool(&addr, settings(2));
+    // The test's threads are not Sluice worker threads: what they open and
+    // give back stays in the pool.
+    let conn = pool.acquire().await.unwrap();
+    let id = conn.info.connection_id;
+    drop(conn);
+    assert_eq!(size(&pools), 1);
+    let conn = pool.acquire().await.unwrap();
+    assert_eq!(conn.info.connection_id, id, "kept and reused");
+    // Given back by a worker, it is closed: its socket belongs to another
+    // runtime, and every packet on it would wake that runtime's thread.
+    std::thread::spawn(move || {
+        sluice_pool::set_worker(0);
+        drop(conn);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(size(&pools), 0);
+    let fresh = pool.acquire().await.unwrap();
+    assert_ne!(fresh.info.connection_id, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_ends_waits_and_refuses_new_ones() {
     let Some(addr) = primary() else { return };
     let (pools, pool) = pool(&addr, settings(1));
