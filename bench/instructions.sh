@@ -12,6 +12,8 @@
 #   BENCH_KEEP=/tmp/cg.out bench/instructions.sh   # keep the profile for callgrind_annotate
 #   BENCH_ROUTING=split BENCH_GUARD=1 bench/instructions.sh   # present keys through the guard
 #   BENCH_WORKLOAD=connect bench/instructions.sh   # per connect-per-query client (PHP PDO)
+#   BENCH_CALLGRIND_ARGS="--cache-sim=yes --branch-sim=yes" bench/instructions.sh
+#                                               # simulated cache and branch misses too
 # Knobs: BENCH_EVENTS (20000), BENCH_WARMUP (2000), BENCH_MODE (auto = prepared |
 #   disable = text), SLUICE_BIN, SLUICE_EXTRA_CONFIG (TOML appended to the config),
 #   BENCH_ROUTING (primary_only | split: the topology's two replicas as backends too, reads
@@ -107,7 +109,8 @@ tls = "disabled"
 $extra
 ${SLUICE_EXTRA_CONFIG:-}
 EOF
-valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
+# shellcheck disable=SC2086 # BENCH_CALLGRIND_ARGS is a list of flags
+valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" ${BENCH_CALLGRIND_ARGS:-} \
   "$SLUICE_BIN" --config "$work/sluice.toml" >"$work/sluice.log" 2>&1 &
 pid=$!
 for ((i = 0; i < 600; i++)); do

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A profile-guided build of Sluice (rustc's PGO): builds an instrumented binary,
+# trains it on the workloads of bench/ against a topology this script starts
+# (point selects prepared and text, oltp_read_only, oltp_read_write, a login per
+# query), merges the profile and builds `target/dist/sluice` with it. LLVM then
+# lays out the hot statement path together and the cold code apart, which is
+# what a proxy's per-query CPU is made of (bench/results-pgo-*.md has the numbers).
+#
+#   scripts/build-pgo.sh                  # writes target/dist/sluice
+#   PGO_OUT=/tmp/sluice-pgo scripts/build-pgo.sh   # a copy elsewhere too
+#
+# Needs llvm-profdata of rustc's LLVM version: rustup's llvm-tools component, or
+# Debian's llvm-N package (N = the major version `rustc -vV` names). Knobs: PGO_TIME
+# (seconds per training workload, 8), SLUICE_PORT_BASE (the topology's ports, 13306),
+# PGO_INSTRUMENTED (an instrumented binary built already: skip that build).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd -P)
+PGO_TIME=${PGO_TIME:-8}
+export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
+BENCH_TIME=$PGO_TIME
+target=$(rustc -vV | awk '$1 == "host:" { print $2 }')
+llvm_major=$(rustc -vV | awk '$1 == "LLVM" { split($3, v, "."); print v[1] }')
+sluice_addr=127.0.0.1:6047
+sluice_admin=127.0.0.1:9047
+
+# shellcheck source=bench/common.sh
+source bench/common.sh
+bench_init pgo
+
+profdata=$(ls "$(rustc --print sysroot)/lib/rustlib/$target/bin/llvm-profdata" 2>/dev/null ||
+  command -v "llvm-profdata-$llvm_major" || true)
+if [[ -z $profdata ]]; then
+  log "no llvm-profdata for LLVM $llvm_major: rustup component add llvm-tools, or apt-get install llvm-$llvm_major"
+  exit 1
+fi
+
+instrumented=${PGO_INSTRUMENTED:-}
+if [[ -z $instrumented ]]; then
+  log "building the instrumented binary (target/pgo-gen)"
+  # The binary writes where LLVM_PROFILE_FILE says (below), not to this built-in path.
+  RUSTFLAGS="-Cprofile-generate=$root/target/pgo-gen/profiles" cargo build --profile dist -p sluice-proxy \
+    --bin sluice --target "$target" --target-dir target/pgo-gen >&2
+  instrumented=target/pgo-gen/$target/dist/sluice
+fi
+
+bench_database
+replicas=(127.0.0.1:$((SLUICE_PORT_BASE + 1)) 127.0.0.1:$((SLUICE_PORT_BASE + 2)))
+[[ -z ${SLUICE_BENCH_PRIMARY:-} ]] || replicas=()
+# Split routing (reads on the replicas, writes and transactions on the primary)
+# trains both paths; primary_only sessions take the same relay.
+{
+  sluice_config "$sluice_addr" "$sluice_admin" 0 | sed 's/mode = "primary_only"/mode = "split"/'
+  for r in "${!replicas[@]}"; do
+    printf '\n[[backends]]\nname = "replica%d"\naddress = "%s"\nrole = "replica"\ntls = "disabled"\n' \
+      "$((r + 1))" "${replicas[$r]}"
+  done
+} >"$work/sluice.toml"
+mkdir -p "$work/profiles"
+LLVM_PROFILE_FILE="$work/profiles/sluice-%p-%m.profraw" \
+  "$instrumented" --config "$work/sluice.toml" >"$work/sluice.log" 2>&1 &
+sluice_pid=$!
+pids+=("$sluice_pid")
+wait_port "$sluice_addr" || { log "the instrumented Sluice did not start"; cat "$work/sluice.log" >&2; exit 1; }
+
+train() { log "training: $*"; "$@" >/dev/null; }
+train sb "$sluice_addr" --db-ps-mode=auto --threads=16 --time="$PGO_TIME" run
+train sb "$sluice_addr" --db-ps-mode=disable --threads=16 --time="$PGO_TIME" run
+for lua in oltp_read_only oltp_read_write; do
+  train timeout --foreground -k 5 $((PGO_TIME + 60)) sysbench "$lua" --db-driver=mysql \
+    --mysql-host="${sluice_addr%:*}" --mysql-port="${sluice_addr##*:}" --mysql-user=app \
+    --mysql-password=app --mysql-db=sluice_test --tables=$tables --table-size=$table_size \
+    --threads=8 --time="$PGO_TIME" run
+done
+if command -v php >/dev/null; then
+  train php bench/connect_per_query.php "${sluice_addr%:*}" "${sluice_addr##*:}" app app sluice_test "$PGO_TIME" 8
+fi
+
+# The profile is written when the process exits normally (SIGTERM drains and exits).
+kill -TERM "$sluice_pid"
+wait "$sluice_pid" || true
+ls "$work"/profiles/*.profraw >/dev/null 2>&1 || { log "the instrumented Sluice wrote no profile"; exit 1; }
+"$profdata" merge -o "$root/target/sluice.profdata" "$work"/profiles/*.profraw
+log "merged $(ls "$work"/profiles/*.profraw | wc -l) profiles into target/sluice.profdata"
+
+log "building target/dist/sluice with the profile"
+# -no-pgo-warn-mismatch: a source changed since the training keeps its build going
+# (the changed functions are just built without a profile).
+RUSTFLAGS="-Cprofile-use=$root/target/sluice.profdata -Cllvm-args=-no-pgo-warn-mismatch" \
+  cargo build --profile dist -p sluice-proxy --bin sluice --target "$target" --target-dir target/pgo-use >&2
+mkdir -p target/dist
+cp "target/pgo-use/$target/dist/sluice" target/dist/sluice
+[[ -z ${PGO_OUT:-} ]] || cp target/dist/sluice "$PGO_OUT"
+log "done: target/dist/sluice (profile-guided)"
