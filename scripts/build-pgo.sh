@@ -47,38 +47,82 @@ fi
 bench_database
 replicas=(127.0.0.1:$((SLUICE_PORT_BASE + 1)) 127.0.0.1:$((SLUICE_PORT_BASE + 2)))
 [[ -z ${SLUICE_BENCH_PRIMARY:-} ]] || replicas=()
-# Split routing (reads on the replicas, writes and transactions on the primary)
-# trains both paths; primary_only sessions take the same relay.
-{
-  sluice_config "$sluice_addr" "$sluice_admin" 0 | sed 's/mode = "primary_only"/mode = "split"/'
-  for r in "${!replicas[@]}"; do
-    printf '\n[[backends]]\nname = "replica%d"\naddress = "%s"\nrole = "replica"\ntls = "disabled"\n' \
-      "$((r + 1))" "${replicas[$r]}"
-  done
-} >"$work/sluice.toml"
 mkdir -p "$work/profiles"
-LLVM_PROFILE_FILE="$work/profiles/sluice-%p-%m.profraw" \
-  "$instrumented" --config "$work/sluice.toml" >"$work/sluice.log" 2>&1 &
-sluice_pid=$!
-pids+=("$sluice_pid")
-wait_port "$sluice_addr" || { log "the instrumented Sluice did not start"; cat "$work/sluice.log" >&2; exit 1; }
 
-train() { log "training: $*"; "$@" >/dev/null; }
-train sb "$sluice_addr" --db-ps-mode=auto --threads=16 --time="$PGO_TIME" run
-train sb "$sluice_addr" --db-ps-mode=disable --threads=16 --time="$PGO_TIME" run
-for lua in oltp_read_only oltp_read_write; do
-  train timeout --foreground -k 5 $((PGO_TIME + 60)) sysbench "$lua" --db-driver=mysql \
-    --mysql-host="${sluice_addr%:*}" --mysql-port="${sluice_addr##*:}" --mysql-user=app \
-    --mysql-password=app --mysql-db=sluice_test --tables=$tables --table-size=$table_size \
-    --threads=8 --time="$PGO_TIME" run
-done
-if command -v php >/dev/null; then
-  train php bench/connect_per_query.php "${sluice_addr%:*}" "${sluice_addr##*:}" app app sluice_test "$PGO_TIME" 8
-fi
+# Split routing (reads on the replicas, writes and transactions on the primary)
+# trains both paths; primary_only sessions take the same relay. GUARD=1 adds the
+# empty-key guard on the sysbench tables.
+config() {
+  local t
+  sluice_config "$sluice_addr" "$sluice_admin" 0 | sed 's/mode = "primary_only"/mode = "split"/'
+  for t in "${!replicas[@]}"; do
+    printf '\n[[backends]]\nname = "replica%d"\naddress = "%s"\nrole = "replica"\ntls = "disabled"\n' \
+      "$((t + 1))" "${replicas[$t]}"
+  done
+  [[ $1 == 1 ]] || return 0
+  printf '\n[guard]\nserver_id = 5152\n'
+  for ((t = 1; t <= tables; t++)); do
+    printf '\n[[guard.tables]]\ntable = "sluice_test.sbtest%d"\nkey = "id"\n' "$t"
+  done
+}
+
+# Starts the instrumented Sluice with config(GUARD); $sluice_pid.
+start() {
+  config "$1" >"$work/sluice.toml"
+  LLVM_PROFILE_FILE="$work/profiles/sluice-%p-%m.profraw" \
+    "$instrumented" --config "$work/sluice.toml" >"$work/sluice.log" 2>&1 &
+  sluice_pid=$!
+  pids+=("$sluice_pid")
+  wait_port "$sluice_addr" || { log "the instrumented Sluice did not start"; cat "$work/sluice.log" >&2; exit 1; }
+}
 
 # The profile is written when the process exits normally (SIGTERM drains and exits).
-kill -TERM "$sluice_pid"
-wait "$sluice_pid" || true
+stop() {
+  kill -TERM "$sluice_pid"
+  wait "$sluice_pid" || true
+}
+
+# sysbench TEST against Sluice; the rest of the args follow.
+sysb() {
+  log "training: $*"
+  timeout --foreground -k 5 $((PGO_TIME + 60)) sysbench "$1" --db-driver=mysql \
+    --mysql-host="${sluice_addr%:*}" --mysql-port="${sluice_addr##*:}" --mysql-user=app \
+    --mysql-password=app --mysql-db=sluice_test --tables=$tables --table-size=$table_size \
+    --time="${train_time:-$PGO_TIME}" "${@:2}" run >/dev/null
+}
+
+start 0
+sysb oltp_point_select --db-ps-mode=auto --threads=16
+sysb oltp_point_select --db-ps-mode=disable --threads=16
+sysb oltp_read_only --threads=8
+sysb oltp_read_write --threads=8
+if command -v php >/dev/null; then
+  log "training: a login per query (bench/connect_per_query.php)"
+  php bench/connect_per_query.php "${sluice_addr%:*}" "${sluice_addr##*:}" app app sluice_test \
+    "$PGO_TIME" 8 >/dev/null
+fi
+stop
+
+# The guard: present keys passed to the database, absent keys answered (own
+# topology only: the guard needs the primary's binlog in ROW format). A quarter of
+# the time: trained as hot, but the guard-off path (the default) weighs more where
+# the two share code (trained as long, text point selects took 8 % more instructions).
+if [[ -z ${SLUICE_BENCH_PRIMARY:-} ]]; then
+  train_time=$(((PGO_TIME + 3) / 4))
+  start 1
+  for ((i = 0; i < 300; i++)); do
+    ready=$(curl -fsS --max-time 5 "http://$sluice_admin/status" | grep -o '"state":"ready"' | wc -l || true)
+    ((ready >= tables)) && break
+    sleep 0.2
+  done
+  ((ready >= tables)) || { log "the guard did not get ready"; exit 1; }
+  for mode in auto disable; do
+    sysb oltp_point_select --db-ps-mode=$mode --threads=16
+    sysb "$root/bench/absent_keys.lua" --db-ps-mode=$mode --threads=16
+  done
+  stop
+fi
+
 ls "$work"/profiles/*.profraw >/dev/null 2>&1 || { log "the instrumented Sluice wrote no profile"; exit 1; }
 "$profdata" merge -o "$root/target/sluice.profdata" "$work"/profiles/*.profraw
 log "merged $(ls "$work"/profiles/*.profraw | wc -l) profiles into target/sluice.profdata"
