@@ -124,13 +124,19 @@ if [[ -z ${SLUICE_BENCH_PRIMARY:-} ]]; then
 fi
 
 ls "$work"/profiles/*.profraw >/dev/null 2>&1 || { log "the instrumented Sluice wrote no profile"; exit 1; }
-"$profdata" merge -o "$root/target/sluice.profdata" "$work"/profiles/*.profraw
-log "merged $(ls "$work"/profiles/*.profraw | wc -l) profiles into target/sluice.profdata"
+"$profdata" merge -o "$work/sluice.profdata" "$work"/profiles/*.profraw
+# Named by its content: cargo does not track the file a flag names, so a new
+# profile must change RUSTFLAGS to rebuild with it.
+sum=$(sha256sum "$work/sluice.profdata" | cut -c1-16)
+mkdir -p target/pgo-use
+profile=$root/target/pgo-use/sluice-$sum.profdata
+cp "$work/sluice.profdata" "$profile"
+log "merged $(ls "$work"/profiles/*.profraw | wc -l) profiles into $profile"
 
 log "building target/dist/sluice with the profile"
-# -no-pgo-warn-mismatch: a source changed since the training keeps its build going
-# (the changed functions are just built without a profile).
-RUSTFLAGS="-Cprofile-use=$root/target/sluice.profdata -Cllvm-args=-no-pgo-warn-mismatch" \
+# -no-pgo-warn-mismatch: functions that changed since the training (none, when
+# run as one step) are built without a profile instead of warned about.
+RUSTFLAGS="-Cprofile-use=$profile -Cllvm-args=-no-pgo-warn-mismatch" \
   cargo build --profile dist -p sluice-proxy --bin sluice --target "$target" --target-dir target/pgo-use >&2
 mkdir -p target/dist
 cp "target/pgo-use/$target/dist/sluice" target/dist/sluice
