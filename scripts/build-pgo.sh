@@ -2,9 +2,10 @@
 # A profile-guided build of Sluice (rustc's PGO): builds an instrumented binary,
 # trains it on the workloads of bench/ against a topology this script starts
 # (point selects prepared and text, oltp_read_only, oltp_read_write, a login per
-# query), merges the profile and builds `target/dist/sluice` with it. LLVM then
-# lays out the hot statement path together and the cold code apart, which is
-# what a proxy's per-query CPU is made of (bench/results-pgo-*.md has the numbers).
+# query, then the empty-key guard), merges the profile and builds
+# `target/dist/sluice` with it. LLVM then lays out the hot statement path together
+# and the cold code apart (bench/results-cpu-pgo-*.md has the numbers).
+# A training run that fails stops the script with its output and Sluice's log.
 #
 #   scripts/build-pgo.sh                  # writes target/dist/sluice
 #   PGO_OUT=/tmp/sluice-pgo scripts/build-pgo.sh   # a copy elsewhere too
@@ -73,22 +74,39 @@ start() {
     "$instrumented" --config "$work/sluice.toml" >"$work/sluice.log" 2>&1 &
   sluice_pid=$!
   pids+=("$sluice_pid")
-  wait_port "$sluice_addr" || { log "the instrumented Sluice did not start"; cat "$work/sluice.log" >&2; exit 1; }
+  wait_port "$sluice_addr" || fail "the instrumented Sluice did not start"
 }
 
-# The profile is written when the process exits normally (SIGTERM drains and exits).
+# Stops with WHY, the last training output and Sluice's log.
+fail() {
+  log "$1"
+  [[ ! -s $work/train.log ]] || { log "training output:"; tail -20 "$work/train.log" >&2; }
+  log "Sluice's log:"
+  tail -20 "$work/sluice.log" >&2
+  exit 1
+}
+
+# The profile is written when the process exits normally (SIGTERM drains and
+# exits 0): any other end (a crash) loses it.
 stop() {
   kill -TERM "$sluice_pid"
-  wait "$sluice_pid" || true
+  local status=0
+  wait "$sluice_pid" || status=$?
+  ((status == 0)) || fail "the instrumented Sluice exited with status $status"
+}
+
+# Runs a training command, its output kept for fail().
+train() {
+  log "training: $*"
+  "$@" >"$work/train.log" 2>&1 || fail "training failed: $*"
 }
 
 # sysbench TEST against Sluice; the rest of the args follow.
 sysb() {
-  log "training: $*"
-  timeout --foreground -k 5 $((PGO_TIME + 60)) sysbench "$1" --db-driver=mysql \
+  train timeout --foreground -k 5 $((PGO_TIME + 60)) sysbench "$1" --db-driver=mysql \
     --mysql-host="${sluice_addr%:*}" --mysql-port="${sluice_addr##*:}" --mysql-user=app \
     --mysql-password=app --mysql-db=sluice_test --tables=$tables --table-size=$table_size \
-    --time="${train_time:-$PGO_TIME}" "${@:2}" run >/dev/null
+    --time="${train_time:-$PGO_TIME}" "${@:2}" run
 }
 
 start 0
@@ -97,16 +115,15 @@ sysb oltp_point_select --db-ps-mode=disable --threads=16
 sysb oltp_read_only --threads=8
 sysb oltp_read_write --threads=8
 if command -v php >/dev/null; then
-  log "training: a login per query (bench/connect_per_query.php)"
-  php bench/connect_per_query.php "${sluice_addr%:*}" "${sluice_addr##*:}" app app sluice_test \
-    "$PGO_TIME" 8 >/dev/null
+  train php bench/connect_per_query.php "${sluice_addr%:*}" "${sluice_addr##*:}" app app sluice_test \
+    "$PGO_TIME" 8
 fi
 stop
 
 # The guard: present keys passed to the database, absent keys answered (own
 # topology only: the guard needs the primary's binlog in ROW format). A quarter of
 # the time: trained as hot, but the guard-off path (the default) weighs more where
-# the two share code (trained as long, text point selects took 8 % more instructions).
+# the two share code (trained as long, text point selects took 5 % more instructions).
 if [[ -z ${SLUICE_BENCH_PRIMARY:-} ]]; then
   train_time=$(((PGO_TIME + 3) / 4))
   start 1
@@ -115,7 +132,7 @@ if [[ -z ${SLUICE_BENCH_PRIMARY:-} ]]; then
     ((ready >= tables)) && break
     sleep 0.2
   done
-  ((ready >= tables)) || { log "the guard did not get ready"; exit 1; }
+  ((ready >= tables)) || fail "the guard did not get ready: $(curl -fsS --max-time 5 "http://$sluice_admin/status" || true)"
   for mode in auto disable; do
     sysb oltp_point_select --db-ps-mode=$mode --threads=16
     sysb "$root/bench/absent_keys.lua" --db-ps-mode=$mode --threads=16
@@ -129,6 +146,7 @@ ls "$work"/profiles/*.profraw >/dev/null 2>&1 || { log "the instrumented Sluice 
 # profile must change RUSTFLAGS to rebuild with it.
 sum=$(sha256sum "$work/sluice.profdata" | cut -c1-16)
 mkdir -p target/pgo-use
+rm -f target/pgo-use/sluice-*.profdata # earlier runs' profiles
 profile=$root/target/pgo-use/sluice-$sum.profdata
 cp "$work/sluice.profdata" "$profile"
 log "merged $(ls "$work"/profiles/*.profraw | wc -l) profiles into $profile"
