@@ -118,6 +118,51 @@ impl TableGuard {
     }
 }
 
+/// A snapshot of the guarded tables ([`Guard::tables`]). Hold it for one
+/// decision, not across an await: a held snapshot keeps its tables alive.
+pub struct Tables(arc_swap::Guard<Arc<state::TableSet>>);
+
+impl Tables {
+    /// The set's version: a [`Tables::position`] found under it names the
+    /// same table in every snapshot of the same version.
+    pub fn version(&self) -> u64 {
+        self.0.version
+    }
+
+    /// Where `schema.table` is in this set (names compared
+    /// ASCII-case-insensitively), for [`Tables::at`].
+    pub fn position(&self, schema: &str, table: &str) -> Option<usize> {
+        let order = &self.0.order;
+        if order.is_empty() {
+            return None;
+        }
+        // A few tables are compared in place, without building the key;
+        // names as written (the keys are lower case, like most SQL) before
+        // the case-blind comparison.
+        if order.len() <= 16 {
+            let find = |same: fn(&str, &str) -> bool| {
+                order.iter().position(|(key, _)| {
+                    key.len() == schema.len() + 1 + table.len()
+                        && key.as_bytes().get(schema.len()) == Some(&b'.')
+                        && key.get(schema.len() + 1..).is_some_and(|t| same(t, table))
+                        && key.get(..schema.len()).is_some_and(|s| same(s, schema))
+                })
+            };
+            return find(|a, b| a == b).or_else(|| find(str::eq_ignore_ascii_case));
+        }
+        let mut key = String::with_capacity(schema.len() + table.len() + 1);
+        key.push_str(schema);
+        key.push('.');
+        key.push_str(table);
+        key.make_ascii_lowercase();
+        order.binary_search_by(|(k, _)| k.as_str().cmp(&key)).ok()
+    }
+
+    pub fn at(&self, position: usize) -> Option<&Arc<TableGuard>> {
+        self.0.order.get(position).map(|(_, t)| t)
+    }
+}
+
 impl Guard {
     pub fn new() -> Arc<Guard> {
         Arc::new(Guard {
@@ -239,33 +284,15 @@ impl Guard {
 
     /// The table's current filter (names compared ASCII-case-insensitively).
     pub fn table(&self, schema: &str, table: &str) -> Option<Arc<TableGuard>> {
-        let tables = self.shared.tables.load();
-        if tables.is_empty() {
-            return None;
-        }
-        // Asked on every lookup-shaped statement: a few tables are compared
-        // in place, without building the key; names as written (the keys
-        // are lower case, like most SQL) before the case-blind comparison.
-        if tables.len() <= 16 {
-            let find = |same: fn(&str, &str) -> bool| {
-                tables
-                    .iter()
-                    .find(|(key, _)| {
-                        key.len() == schema.len() + 1 + table.len()
-                            && key.as_bytes().get(schema.len()) == Some(&b'.')
-                            && key.get(schema.len() + 1..).is_some_and(|t| same(t, table))
-                            && key.get(..schema.len()).is_some_and(|s| same(s, schema))
-                    })
-                    .map(|(_, t)| t.clone())
-            };
-            return find(|a, b| a == b).or_else(|| find(str::eq_ignore_ascii_case));
-        }
-        let mut key = String::with_capacity(schema.len() + table.len() + 1);
-        key.push_str(schema);
-        key.push('.');
-        key.push_str(table);
-        key.make_ascii_lowercase();
-        tables.get(&key).cloned()
+        let tables = self.tables();
+        tables.position(schema, table).and_then(|i| tables.at(i)).cloned()
+    }
+
+    /// The guarded tables as they are now. Taking and reading one writes
+    /// nothing another thread reads (no reference count bumped): a lookup
+    /// on every worker thread asks for it.
+    pub fn tables(&self) -> Tables {
+        Tables(self.shared.tables.load())
     }
 
     /// The version of the table set [`Guard::table`] looks in: a lookup

@@ -52,10 +52,38 @@ impl Settings {
     }
 }
 
+/// One version of the guarded table set. A session remembers a lookup's
+/// table by its position in `order` under `version`: the same version is
+/// the same set, so the same position is the same table.
+pub struct TableSet {
+    /// Counts the changes of the set (0: the empty set at start).
+    pub version: u64,
+    /// By lowercase `schema.table`.
+    pub map: HashMap<String, Arc<crate::TableGuard>>,
+    /// The same tables in key order.
+    pub order: Vec<(String, Arc<crate::TableGuard>)>,
+}
+
+impl TableSet {
+    pub fn new(version: u64, map: HashMap<String, Arc<crate::TableGuard>>) -> TableSet {
+        let mut order: Vec<_> = map.iter().map(|(k, t)| (k.clone(), t.clone())).collect();
+        order.sort_by(|a, b| a.0.cmp(&b.0));
+        TableSet { version, map, order }
+    }
+}
+
+impl std::ops::Deref for TableSet {
+    type Target = HashMap<String, Arc<crate::TableGuard>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
 /// The guard's state.
 pub(crate) struct Shared {
     /// Current snapshot per table, keyed by lowercase `schema.table`.
-    pub tables: ArcSwap<HashMap<String, Arc<crate::TableGuard>>>,
+    pub tables: ArcSwap<TableSet>,
     /// Bumped after every change of `tables` (see [`Shared::change_tables`]).
     pub tables_version: AtomicU64,
     pub applied: ArcSwap<GtidPos>,
@@ -84,13 +112,14 @@ impl Shared {
         &self,
         change: impl Fn(&HashMap<String, Arc<crate::TableGuard>>) -> HashMap<String, Arc<crate::TableGuard>>,
     ) {
-        self.tables.rcu(|tables| change(tables));
+        self.tables
+            .rcu(|set| TableSet::new(set.version + 1, change(&set.map)));
         self.tables_version.fetch_add(1, Ordering::Release);
     }
 
     pub fn new() -> Shared {
         Shared {
-            tables: ArcSwap::from_pointee(HashMap::new()),
+            tables: ArcSwap::from_pointee(TableSet::new(0, HashMap::new())),
             tables_version: AtomicU64::new(0),
             applied: ArcSwap::from_pointee(GtidPos::default()),
             heartbeat_us: AtomicU64::new(0),
@@ -309,5 +338,8 @@ mod tests {
         assert_eq!(shared.tables_version.load(Ordering::Acquire), 1);
         shared.change_tables(|tables| tables.clone());
         assert_eq!(shared.tables_version.load(Ordering::Acquire), 2);
+        // The set carries its own version: a position remembered under it
+        // is read against the same set.
+        assert_eq!(shared.tables.load().version, 2);
     }
 }

@@ -12,7 +12,7 @@ use super::digest::DigestKey;
 use super::{End, Session};
 use crate::answers::ShapeKey;
 use bytes::Bytes;
-use sluice_guard::TableGuard;
+use sluice_guard::{TableGuard, Tables};
 use sluice_pool::Vars;
 use sluice_protocol::consts::CapabilityFlags as Caps;
 use sluice_protocol::packets;
@@ -22,7 +22,7 @@ use sluice_router::plan::{self, GuardInput, GuardVerdict, ReadTarget, guard_pass
 use sluice_router::probe::{probe_literal, probe_param, reason};
 use sluice_router::{Facts, GtidPos, Plan};
 use std::ops::Range;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 /// Where this execution's key values are.
 pub(super) enum Values<'a> {
@@ -57,18 +57,23 @@ pub(super) enum Asked {
     Pass(FollowUp),
 }
 
-/// What to learn from a guarded table's lookup that ran on a backend.
+/// What to learn from a guarded table's lookup that ran on a backend. It
+/// holds no reference to the table unless it captures metadata: a lookup
+/// that only passes writes nothing another worker thread reads.
 pub(super) struct FollowUp {
-    table: Arc<TableGuard>,
+    /// The statement's entry in the session's table memo (its table's
+    /// name), and the statement, to check it is still that entry.
+    memo: usize,
+    facts: usize,
     /// Keep the result's column definitions under this shape.
-    shape: Option<OwnedShape>,
+    capture: Option<(Arc<TableGuard>, OwnedShape)>,
     /// The filter said "maybe present": no row back is a false positive.
     maybe_present: bool,
 }
 
 impl FollowUp {
     pub fn wants_columns(&self) -> bool {
-        self.shape.is_some()
+        self.capture.is_some()
     }
 }
 
@@ -80,7 +85,9 @@ const SHAPES_REMEMBERED: usize = 8;
 const TABLES_REMEMBERED: usize = 8;
 
 /// Which guarded table (if any) a statement's lookup names, as the guard's
-/// table set of `version` said.
+/// table set of `version` said. It keeps the table's position in that set,
+/// not the table: an idle session keeps no filter alive, and a lookup takes
+/// no reference count another thread also writes.
 pub(super) struct TableMemo {
     /// The statement (a classified fingerprint); held, so its address is
     /// not reused by another while remembered.
@@ -88,9 +95,17 @@ pub(super) struct TableMemo {
     version: u64,
     /// The session's schema it was resolved in, when it names none.
     session_schema: Option<Box<str>>,
-    /// Weak: an idle session must not keep a replaced table's filter (and
-    /// its share of the memory budget) alive.
-    table: Option<Weak<TableGuard>>,
+    /// None: not a guarded table.
+    table: Option<MemoTable>,
+}
+
+struct MemoTable {
+    /// In the table set of the memo's version ([`sluice_guard::Tables::at`]).
+    position: usize,
+    name: Box<str>,
+    /// The lookup's condition on the table's key column (an index into its
+    /// conjuncts); None: it has none.
+    conjunct: Option<usize>,
 }
 
 /// A shape the session found in [`crate::answers::Answers`].
@@ -155,52 +170,83 @@ impl Session {
         values: Values<'_>,
         plan: &Plan,
     ) -> Result<Asked, End> {
-        let Some(shape) = facts.ast.lookup.as_ref() else {
-            return Ok(Asked::NotGuarded);
-        };
-        let Some(table) = self.guarded_table(facts, shape) else {
-            return Ok(Asked::NotGuarded);
+        // Everything up to "certainly absent" is decided without awaiting
+        // (the lookups it passes, most of them, build no further future).
+        let (memo, decision) = match self.decide(facts, &values, plan) {
+            Decision::NotGuarded => return Ok(Asked::NotGuarded),
+            Decision::Pass {
+                memo,
+                reason,
+                capture,
+            } => (memo, Err((reason, capture))),
+            Decision::Absent {
+                memo,
+                table,
+                applied,
+                columns,
+            } => {
+                let verdict = self.consistent(facts, &table, &applied, plan.requirement).await;
+                match verdict {
+                    GuardVerdict::Answer => (memo, Ok(columns)),
+                    GuardVerdict::Pass(reason) => (memo, Err((reason, None))),
+                }
+            }
         };
         let started = self.command_started;
-        match self.decide(facts, shape, &table, &values, plan).await {
-            Decision::Answer(columns) => {
-                self.answer_empty(facts, &columns).await?;
-                self.metrics.guard(table.name(), None);
+        if let Ok(columns) = &decision {
+            self.answer_empty(facts, columns).await?;
+        }
+        let name = self
+            .guard_tables
+            .get(memo)
+            .and_then(|m| m.table.as_ref())
+            .map(|t| &t.name);
+        match decision {
+            Ok(_) => {
+                if let Some(name) = name {
+                    self.metrics.guard(name, None);
+                }
                 self.metrics
                     .query("guard", "guard", facts.kind().label(), started.elapsed());
                 Ok(Asked::Answered)
             }
-            Decision::Pass { reason, capture } => {
+            Err((reason, capture)) => {
+                let name = name.map_or("", |n| n);
                 tracing::debug!(
                     conn_id = self.id,
-                    table = table.name(),
+                    table = name,
                     reason,
                     "lookup passed to the database"
                 );
-                self.metrics.guard(table.name(), Some(reason));
-                let shape = capture.map(|text| OwnedShape {
-                    text,
-                    charset: charsets(&mut self.guard_charsets, &self.desired.vars)
-                        .result()
-                        .map(str::to_string),
-                    binary: matches!(values, Values::Binary { .. }),
-                    generation: table.ddl_generation(),
-                    structure_at: table.structure_at(),
+                self.metrics.guard(name, Some(reason));
+                let capture = capture.map(|(table, text)| {
+                    let shape = OwnedShape {
+                        text,
+                        charset: charsets(&mut self.guard_charsets, &self.desired.vars)
+                            .result()
+                            .map(str::to_string),
+                        binary: matches!(values, Values::Binary { .. }),
+                        generation: table.ddl_generation(),
+                        structure_at: table.structure_at(),
+                    };
+                    (table, shape)
                 });
                 Ok(Asked::Pass(FollowUp {
-                    table,
-                    shape,
+                    memo,
+                    facts: Arc::as_ptr(facts) as usize,
+                    capture,
                     maybe_present: reason == guard_pass::MAYBE_PRESENT,
                 }))
             }
         }
     }
 
-    /// The guarded table a lookup names (None: not guarded), remembered per
-    /// statement: most statements repeat, and the guard's own lookup takes
-    /// a snapshot load, a walk over its tables and name comparisons.
-    fn guarded_table(&mut self, facts: &Arc<Facts>, shape: &LookupShape) -> Option<Arc<TableGuard>> {
-        let version = self.shared.guard.tables_version();
+    /// The entry of the session's table memo for a lookup (None: the guard
+    /// has no tables): most statements repeat, and finding the table takes
+    /// a walk over the guard's tables, name comparisons and a walk over the
+    /// lookup's conditions.
+    fn guarded_table(&mut self, facts: &Arc<Facts>, shape: &LookupShape, tables: &Tables) -> Option<usize> {
+        let version = tables.version();
         // Never a table (the guard is off): nothing to look up or remember,
         // so a session with many statements allocates no memo entries.
         if version == 0 {
@@ -216,28 +262,28 @@ impl Session {
                 && m.version == version
                 && m.session_schema.as_deref() == session_schema
         });
-        if let Some(i) = found {
-            match &self.guard_tables[i].table {
-                None => return None,
-                Some(weak) => match weak.upgrade() {
-                    Some(table) => return Some(table),
-                    // The guard let go of it (which also bumps the version).
-                    None => {
-                        self.guard_tables.remove(i);
-                    }
-                },
-            }
+        if found.is_some() {
+            return found;
         }
         let schema = shape.schema.as_deref().or(session_schema)?;
-        let table = self.shared.guard.table(schema, &shape.table);
+        let table = tables.position(schema, &shape.table).and_then(|position| {
+            let table = tables.at(position)?;
+            Some(MemoTable {
+                position,
+                name: table.name().into(),
+                conjunct: shape
+                    .conjuncts
+                    .iter()
+                    .position(|c| c.is_column(table.key_column())),
+            })
+        });
         let memo = TableMemo {
             facts: facts.clone(),
             version,
             session_schema: session_schema.map(Into::into),
-            table: table.as_ref().map(Arc::downgrade),
+            table,
         };
-        remember(&mut self.guard_tables, memo, TABLES_REMEMBERED);
-        table
+        Some(remember(&mut self.guard_tables, memo, TABLES_REMEMBERED))
     }
 
     /// After a passed lookup ran: keep its metadata, count a false positive.
@@ -249,10 +295,16 @@ impl Session {
             return;
         }
         if follow.maybe_present && outcome.result_set && outcome.rows == 0 {
-            metrics::counter!("sluice_guard_false_positives_total", "table" => follow.table.name().to_string())
-                .increment(1);
+            let memo = self.guard_tables.get(follow.memo);
+            if let Some(t) = memo
+                .filter(|m| Arc::as_ptr(&m.facts) as usize == follow.facts)
+                .and_then(|m| m.table.as_ref())
+            {
+                metrics::counter!("sluice_guard_false_positives_total", "table" => t.name.to_string())
+                    .increment(1);
+            }
         }
-        let (Some(shape), Some(columns)) = (follow.shape, outcome.columns.clone()) else {
+        let (Some((table, shape)), Some(columns)) = (follow.capture, outcome.columns.clone()) else {
             return;
         };
         // A replica that has not applied the table's last DDL (or the
@@ -274,7 +326,7 @@ impl Session {
         self.shared.answers.put(
             &ShapeKey {
                 text: &shape.text,
-                table: follow.table.name(),
+                table: table.name(),
                 charset: [&shape.charset[0], &shape.charset[1]],
                 binary: shape.binary,
                 generation: shape.generation,
@@ -283,34 +335,53 @@ impl Session {
         );
     }
 
-    async fn decide(
-        &mut self,
-        facts: &Facts,
-        shape: &LookupShape,
-        table: &Arc<TableGuard>,
-        values: &Values<'_>,
-        plan: &Plan,
-    ) -> Decision {
+    /// Everything the guard decides before the consistency check, which
+    /// only a lookup of keys certainly absent needs.
+    fn decide(&mut self, facts: &Arc<Facts>, values: &Values<'_>, plan: &Plan) -> Decision {
+        let Some(shape) = facts.ast.lookup.as_ref() else {
+            return Decision::NotGuarded;
+        };
+        let tables = self.shared.guard.tables();
+        let Some(memo) = self.guarded_table(facts, shape, &tables) else {
+            return Decision::NotGuarded;
+        };
+        let Some((position, conjunct)) = self
+            .guard_tables
+            .get(memo)
+            .and_then(|m| m.table.as_ref())
+            .map(|t| (t.position, t.conjunct))
+        else {
+            return Decision::NotGuarded;
+        };
+        // The memo's version is the snapshot's: the position is this table.
+        let Some(table) = tables.at(position) else {
+            return Decision::NotGuarded;
+        };
+        let pass = |reason| Decision::Pass {
+            memo,
+            reason,
+            capture: None,
+        };
         // The plan says whether the read is the guard's at all (reads that
         // must go to the primary never are).
         if let Some(reason) = plan.guard_pass() {
-            return Decision::pass(reason);
+            return pass(reason);
         }
-        let Some(conjunct) = shape.conjuncts.iter().find(|c| c.is_column(table.key_column())) else {
-            return Decision::pass(guard_pass::NO_KEY_CONDITION);
+        let Some(conjunct) = conjunct.and_then(|c| shape.conjuncts.get(c)) else {
+            return pass(guard_pass::NO_KEY_CONDITION);
         };
         // The position first, then readiness, then the filter: a table is
         // marked not ready before the position of the event that broke it
         // is published, so a stale filter is never read as a fresh one.
-        let guard_applied = self.shared.guard.applied();
+        let applied = self.shared.guard.applied();
         if !table.ready() {
             // No capture: the shape text is not computed yet.
-            return Decision::pass(guard_pass::NOT_READY);
+            return pass(guard_pass::NOT_READY);
         }
         if let Values::Binary { payload, .. } = values {
             // A cursor's result comes through COM_STMT_FETCH.
             if payload.get(5).is_some_and(|flags| *flags != 0) {
-                return Decision::pass(guard_pass::CURSOR);
+                return pass(guard_pass::CURSOR);
             }
         }
         // Every key the lookup names, as the filter holds them.
@@ -324,7 +395,7 @@ impl Session {
             &mut self.guard_key,
         ) {
             Ok(maybe) => maybe,
-            Err(reason) => return Decision::pass(reason),
+            Err(reason) => return pass(reason),
         };
         let fingerprint = match &self.digest.key {
             DigestKey::Text(hash) => *hash,
@@ -336,7 +407,7 @@ impl Session {
         // its shape (most lookups of a table whose keys exist). At worst a
         // capture is skipped and made by the next absent key's pass.
         if maybe && self.guard_memo.iter().any(|m| m.fingerprint == fingerprint) {
-            return Decision::pass(guard_pass::MAYBE_PRESENT);
+            return pass(guard_pass::MAYBE_PRESENT);
         }
         let key = ShapeKey {
             text: shape_text(shape, conjunct, values, &mut self.guard_text),
@@ -358,24 +429,25 @@ impl Session {
                 found
             }
         };
-        if maybe {
-            return Decision::Pass {
-                reason: guard_pass::MAYBE_PRESENT,
-                capture: columns.is_none().then(|| key.text.to_vec()),
-            };
-        }
         let Some(columns) = columns else {
             return Decision::Pass {
-                reason: guard_pass::NO_METADATA,
-                capture: Some(key.text.to_vec()),
+                memo,
+                reason: if maybe {
+                    guard_pass::MAYBE_PRESENT
+                } else {
+                    guard_pass::NO_METADATA
+                },
+                capture: Some((table.clone(), key.text.to_vec())),
             };
         };
-        match self
-            .consistent(facts, table, &guard_applied, plan.requirement)
-            .await
-        {
-            GuardVerdict::Answer => Decision::Answer(columns),
-            GuardVerdict::Pass(reason) => Decision::pass(reason),
+        if maybe {
+            return pass(guard_pass::MAYBE_PRESENT);
+        }
+        Decision::Absent {
+            memo,
+            table: table.clone(),
+            applied,
+            columns,
         }
     }
 
@@ -468,12 +540,14 @@ impl Session {
     }
 }
 
-/// Adds `item` to a session's short memo list, the oldest out at `max`.
-fn remember<T>(list: &mut Vec<T>, item: T, max: usize) {
+/// Adds `item` to a session's short memo list, the oldest out at `max`;
+/// returns its index.
+fn remember<T>(list: &mut Vec<T>, item: T, max: usize) -> usize {
     if list.len() >= max && !list.is_empty() {
         list.remove(0);
     }
     list.push(item);
+    list.len() - 1
 }
 
 /// The session's charsets as the guard needs them, worked out once per set
@@ -518,22 +592,25 @@ fn charsets<'a>(memo: &'a mut Option<Charsets>, vars: &Vars) -> &'a Charsets {
     memo.get_or_insert_with(|| Charsets::of(vars))
 }
 
+/// What [`Session::decide`] found; `memo` is the lookup's entry in the
+/// session's table memo.
 enum Decision {
-    Answer(Arc<[Bytes]>),
-    /// `capture`: the shape text to keep the result's metadata under.
+    NotGuarded,
+    /// `capture`: the table and the shape text to keep the result's
+    /// metadata under.
     Pass {
+        memo: usize,
         reason: &'static str,
-        capture: Option<Vec<u8>>,
+        capture: Option<(Arc<TableGuard>, Vec<u8>)>,
     },
-}
-
-impl Decision {
-    fn pass(reason: &'static str) -> Decision {
-        Decision::Pass {
-            reason,
-            capture: None,
-        }
-    }
+    /// Every key is certainly absent from the filter, which held every key
+    /// up to `applied`: answered if that covers what the read needs.
+    Absent {
+        memo: usize,
+        table: Arc<TableGuard>,
+        applied: arc_swap::Guard<Arc<GtidPos>>,
+        columns: Arc<[Bytes]>,
+    },
 }
 
 /// Probes every key value of `conjunct` against the filter: Ok(true) when
