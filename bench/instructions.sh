@@ -20,7 +20,8 @@
 #   on them, read_your_writes = "off"; own topology only), BENCH_GUARD (0 | 1: the
 #   empty-key guard on sbtest1..4 by id; sysbench looks up present ids, so this is the
 #   guard's cost on lookups it passes; only with BENCH_ROUTING=split, where the guard
-#   may answer: under primary_only it passes every lookup at once), BENCH_WORKLOAD
+#   may answer: under primary_only it passes every lookup at once), BENCH_GUARD_SKIP_AFTER
+#   (unset = Sluice's guard.skip_after_found; 0 = the filter checks every lookup), BENCH_WORKLOAD
 #   (point_select | connect: bench/connect_per_query.php with 4 workers, each
 #   iteration a login, one text point select and COM_QUIT; counted over
 #   BENCH_CONNECT_SECONDS (10) after 3 s of warm-up, per connection).
@@ -82,6 +83,10 @@ for i in "${!replicas[@]}"; do
 done
 if [[ ${BENCH_GUARD:-0} == 1 ]]; then
   extra+=$'\n[guard]\nserver_id = 5152\nrebuild_interval_ms = 0\n'
+  # BENCH_GUARD_SKIP_AFTER=0: the filter checks every lookup (default: Sluice's
+  # guard.skip_after_found, which stops checking most lookups of a statement
+  # whose lookups keep finding rows).
+  [[ -z ${BENCH_GUARD_SKIP_AFTER:-} ]] || extra+="skip_after_found = $BENCH_GUARD_SKIP_AFTER"$'\n'
   for t in 1 2 3 4; do
     extra+=$(printf '\n[[guard.tables]]\ntable = "sluice_test.sbtest%d"\nkey = "id"\n' "$t")
   done

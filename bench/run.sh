@@ -61,6 +61,8 @@
 #   that shows how far apart two identical instances measure),
 #   BENCH_GUARD_SWAP (guard suite; 0; 1 = the two instances trade listen ports and start
 #   order, so a run with and a run without it cancel whatever favours one of the two),
+#   BENCH_GUARD_SKIP_AFTER (guard suite; unset = Sluice's guard.skip_after_found; 0 = the
+#   filter checks every lookup, also those of statements whose lookups keep finding rows),
 #   BENCH_WORKER_THREADS (every Sluice's server.worker_threads; 0 = one per core, the
 #   default; 1 = Tokio's current-thread scheduler).
 set -euo pipefail
@@ -322,6 +324,8 @@ server_ticks() {
 guard_config() {
   local t
   printf '\n[guard]\nserver_id = 5151\nrebuild_interval_ms = 0\n'
+  # BENCH_GUARD_SKIP_AFTER=0: check every lookup against the filter.
+  [[ -z ${BENCH_GUARD_SKIP_AFTER:-} ]] || printf 'skip_after_found = %s\n' "$BENCH_GUARD_SKIP_AFTER"
   for ((t = 1; t <= tables; t++)); do
     printf '\n[[guard.tables]]\ntable = "sluice_test.sbtest%d"\nkey = "id"\nfalse_positive_rate = %s\n' \
       "$t" "${BENCH_GUARD_FPR:-0.01}"

@@ -479,6 +479,14 @@ pub struct GuardConfig {
     /// briefly needs room for two filters of a table).
     #[serde(default = "default_guard_memory")]
     pub max_memory_mb: u64,
+    /// Once this many lookups of one statement in a row on a connection
+    /// found their row, the guard checks only one in `skip_check_one_in`
+    /// of them (0 = check every lookup): a filter that filters nothing
+    /// costs only a little. A lookup that finds no row ends the streak.
+    #[serde(default = "default_guard_skip_after")]
+    pub skip_after_found: u32,
+    #[serde(default = "default_guard_skip_one_in")]
+    pub skip_check_one_in: u32,
     /// The binlog stream registers as a replica with this server_id; it
     /// must differ from every server's and every other Sluice instance's.
     /// Default (filled in by validation): derived from
@@ -502,6 +510,8 @@ impl Default for GuardConfig {
             tables: Vec::new(),
             rebuild_interval_ms: default_guard_rebuild(),
             max_memory_mb: default_guard_memory(),
+            skip_after_found: default_guard_skip_after(),
+            skip_check_one_in: default_guard_skip_one_in(),
             server_id: None,
         }
     }
@@ -616,6 +626,12 @@ fn default_guard_rebuild() -> u64 {
 }
 fn default_guard_memory() -> u64 {
     256
+}
+fn default_guard_skip_after() -> u32 {
+    256
+}
+fn default_guard_skip_one_in() -> u32 {
+    16
 }
 /// A number for the instance name (FNV-1a, stable across releases): the
 /// key of this instance's heartbeat row.

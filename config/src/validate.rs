@@ -392,6 +392,12 @@ fn validate_guard(guard: &crate::GuardConfig) -> Result<(), ConfigError> {
     if guard.max_memory_mb == 0 {
         return Err(ConfigError::at("guard.max_memory_mb", "must be at least 1"));
     }
+    if guard.skip_check_one_in == 0 {
+        return Err(ConfigError::at(
+            "guard.skip_check_one_in",
+            "must be at least 1 (1 = check every lookup; to never skip, set guard.skip_after_found = 0)",
+        ));
+    }
     let mut seen = HashSet::new();
     for (i, table) in guard.tables.iter().enumerate() {
         let key = format!("guard.tables[{i}]");
@@ -580,6 +586,17 @@ role = "replica"
         let bad = EXAMPLE.replace("acquire_timeout_ms", "acquire_timeout");
         let err = Config::parse(&bad).unwrap_err();
         assert!(err.to_string().contains("acquire_timeout"), "{err}");
+    }
+
+    #[test]
+    fn guard_skip_settings_default_and_a_zero_one_in_is_named() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!((c.guard.skip_after_found, c.guard.skip_check_one_in), (256, 16));
+        let bad = format!("{EXAMPLE}\n[guard]\nskip_check_one_in = 0\n");
+        let err = Config::parse(&bad).unwrap_err();
+        assert_eq!(err.key, "guard.skip_check_one_in");
+        let never = format!("{EXAMPLE}\n[guard]\nskip_after_found = 0\n");
+        assert_eq!(Config::parse(&never).unwrap().guard.skip_after_found, 0);
     }
 
     #[test]

@@ -156,6 +156,12 @@ impl SessionMetrics {
     /// A lookup of a guarded table: answered by the guard (`reason` None)
     /// or passed to the database for `reason`.
     pub fn guard(&mut self, table: &str, reason: Option<&'static str>) {
+        self.guard_counter(table, reason).increment();
+    }
+
+    /// The counter [`SessionMetrics::guard`] bumps, for a caller that
+    /// bumps it often and keeps it.
+    pub fn guard_counter(&mut self, table: &str, reason: Option<&'static str>) -> &Arc<Striped> {
         let cached = &mut self.guard;
         let i = match cached
             .iter()
@@ -186,7 +192,7 @@ impl SessionMetrics {
                 cached.len() - 1
             }
         };
-        cached[i].2.increment();
+        &cached[i].2
     }
 
     pub fn query(&mut self, backend: &str, route: &'static str, kind: &'static str, took: Duration) {

@@ -389,8 +389,12 @@ pub mod guard_pass {
     pub const NO_METADATA: &str = "no_metadata";
     /// `universal` read-your-writes could not learn the primary's position.
     pub const PRIMARY_POSITION_UNKNOWN: &str = "primary_position_unknown";
+    /// The statement's recent lookups on this connection all found their
+    /// row: not checked ([`super::GuardStreak`]).
+    pub const RECENTLY_FOUND: &str = "recently_found";
 
     pub const ALL: &[&str] = &[
+        RECENTLY_FOUND,
         PRIMARY_ROUTE,
         NO_KEY_CONDITION,
         CURSOR,
@@ -406,6 +410,48 @@ pub mod guard_pass {
         LAG_UNKNOWN,
         LAGGING,
     ];
+}
+
+/// Whether a statement's next lookup on a connection is worth checking
+/// against the guard's filter. A filter that filters nothing is skipped, as
+/// databases skip a runtime filter that does not pay: once `after` lookups
+/// of the statement in a row found their row, only one in `one_in` is
+/// checked, until a lookup finds no row (an absent key the guard could
+/// have answered, or a false positive) or the guard answers one. Passing a
+/// lookup to the database is always safe; this trades the guard's cost on
+/// keys that exist against letting through, per connection and statement,
+/// the first absent keys of a flood until one reaches the database.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GuardStreak {
+    /// Lookups in a row that found their row.
+    found: u32,
+    /// Lookups since the streak reached `after`.
+    since: u32,
+}
+
+impl GuardStreak {
+    /// Whether to check this lookup (`after` = 0: every lookup).
+    pub fn check(&mut self, after: u32, one_in: u32) -> bool {
+        if after == 0 || self.found < after {
+            return true;
+        }
+        self.since = self.since.wrapping_add(1);
+        self.since % one_in.max(1) == 0
+    }
+
+    /// A lookup of the statement ran on a backend: whether it found a row.
+    pub fn ran(&mut self, found_a_row: bool) {
+        if found_a_row {
+            self.found = self.found.saturating_add(1);
+        } else {
+            *self = GuardStreak::default();
+        }
+    }
+
+    /// The guard answered a lookup of the statement: its keys are absent.
+    pub fn answered(&mut self) {
+        *self = GuardStreak::default();
+    }
 }
 
 /// The guard's consistency contract: it answers only when it is never
@@ -649,6 +695,45 @@ pub fn after_write(
             WriteNote::Window { counted: true }
         }
         (ReadYourWrites::Off | ReadYourWrites::PrimaryWindow, _) => WriteNote::Window { counted: false },
+    }
+}
+
+#[cfg(test)]
+mod streak_tests {
+    use super::GuardStreak;
+
+    #[test]
+    fn every_lookup_is_checked_until_the_streak_of_found_rows_is_long() {
+        let mut s = GuardStreak::default();
+        for _ in 0..4 {
+            assert!(s.check(4, 8));
+            s.ran(true);
+        }
+        // Now one in eight.
+        let checked = (0..64).filter(|_| s.check(4, 8)).count();
+        assert_eq!(checked, 8);
+    }
+
+    #[test]
+    fn a_lookup_that_finds_no_row_or_an_answer_brings_the_checks_back() {
+        let mut s = GuardStreak::default();
+        (0..10).for_each(|_| s.ran(true));
+        assert!(!s.check(10, 16), "relaxed");
+        s.ran(false);
+        assert!(s.check(10, 16), "an empty result: checked again");
+        (0..10).for_each(|_| s.ran(true));
+        assert!(!s.check(10, 16));
+        s.answered();
+        assert!(s.check(10, 16), "the guard answered: checked again");
+    }
+
+    #[test]
+    fn after_zero_checks_every_lookup_and_one_in_one_checks_every_lookup() {
+        let mut s = GuardStreak::default();
+        (0..1000).for_each(|_| s.ran(true));
+        assert!((0..100).all(|_| s.check(0, 16)));
+        assert!((0..100).all(|_| s.check(10, 1)));
+        assert!((0..100).all(|_| s.check(10, 0)), "0 is read as 1");
     }
 }
 

@@ -929,3 +929,105 @@ async fn a_guarded_table_comes_and_goes_with_a_reload() {
     c.disconnect().await.ok();
     primary.disconnect().await.ok();
 }
+
+/// Once a statement's lookups on a connection keep finding their rows,
+/// the guard checks only one in `guard.skip_check_one_in` of them (counted
+/// as passed, `recently_found`); the first lookup that finds no row brings
+/// every lookup back to the filter, so the next absent key is answered.
+/// Every answer is the row the server has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_that_keep_finding_rows_are_checked_one_in_n() {
+    let primary = primary_after(
+        "DROP TABLE IF EXISTS guard_skip;
+             CREATE TABLE guard_skip (id INT PRIMARY KEY, v INT);
+             INSERT INTO guard_skip SELECT seq, seq * 10 FROM seq_1_to_100;",
+    )
+    .await;
+    let mut opts = options(4108, &[("guard_skip", "id")], "read_your_writes = \"off\"");
+    opts.extra = opts.extra.replace(
+        "rebuild_interval_ms = 0\n",
+        "rebuild_interval_ms = 0\nskip_after_found = 20\nskip_check_one_in = 4\n",
+    );
+    let s = Sluice::start_with(opts);
+    wait_state(&s, "guard_skip", "ready").await;
+    let mut c = Conn::new(s.opts()).await.expect("sluice");
+    let skipped = || passed(&s, "guard_skip", "recently_found");
+    let answered = || counts(&s, "guard_skip").0;
+    // Answered, or passed for any reason but the streak's.
+    let checked = || {
+        let (answered, passed) = counts(&s, "guard_skip");
+        answered + passed - skipped()
+    };
+    for prepared in [false, true] {
+        let lookup = async |c: &mut Conn, id: i64| -> Option<i64> {
+            if prepared {
+                c.exec_first("SELECT v FROM guard_skip WHERE id = ?", (id,))
+                    .await
+                    .expect("lookup")
+            } else {
+                c.query_first(format!("SELECT v FROM guard_skip WHERE id = {id}"))
+                    .await
+                    .expect("lookup")
+            }
+        };
+        // The shape runs once (the guard learns its metadata), then an
+        // absent key is answered.
+        let mut first_answer = false;
+        for _ in 0..50 {
+            let before = answered();
+            assert_eq!(lookup(&mut c, 500).await, None);
+            if answered() > before {
+                first_answer = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(first_answer, "an absent key is answered (prepared: {prepared})");
+
+        // 20 lookups in a row that find their row: each checked.
+        let before = skipped();
+        for id in 1..=20 {
+            assert_eq!(lookup(&mut c, id).await, Some(id * 10));
+        }
+        assert_eq!(skipped(), before, "every lookup checked until the streak is 20");
+        // Then one in four is checked.
+        for id in 21..=60 {
+            assert_eq!(lookup(&mut c, id).await, Some(id * 10));
+        }
+        assert_eq!(
+            skipped() - before,
+            30.0,
+            "three in four of 40 lookups not checked"
+        );
+
+        // A checked lookup the guard answers ends the streak: three more
+        // found rows go unchecked, the fourth lookup (an absent key) is
+        // checked, and from then on every lookup is.
+        for id in 61..=63 {
+            assert_eq!(lookup(&mut c, id).await, Some(id * 10));
+        }
+        assert_eq!(skipped() - before, 33.0);
+        let (skipped_before, checked_before) = (skipped(), checked());
+        for id in 1000..1010 {
+            assert_eq!(lookup(&mut c, id).await, None);
+        }
+        assert_eq!(skipped(), skipped_before, "every absent key checked");
+        assert_eq!(checked() - checked_before, 10.0);
+
+        // An absent key let through unchecked ends it too: after a new
+        // streak of 20, one found row and one absent key go unchecked (the
+        // database finds no row), and the next nine are checked.
+        for id in 1..=21 {
+            assert_eq!(lookup(&mut c, id).await, Some(id * 10));
+        }
+        let (skipped_before, checked_before) = (skipped(), checked());
+        for id in 1000..1010 {
+            assert_eq!(lookup(&mut c, id).await, None);
+        }
+        assert_eq!(skipped() - skipped_before, 1.0, "one absent key let through");
+        assert_eq!(checked() - checked_before, 9.0, "then each checked");
+    }
+    assert!(answered() >= 2.0, "the guard answered absent keys");
+    c.disconnect().await.ok();
+    primary.disconnect().await.ok();
+}

@@ -11,6 +11,7 @@
 use super::digest::DigestKey;
 use super::{End, Session};
 use crate::answers::ShapeKey;
+use crate::metrics::striped::Striped;
 use bytes::Bytes;
 use sluice_guard::{TableGuard, Tables};
 use sluice_pool::Vars;
@@ -18,7 +19,7 @@ use sluice_protocol::consts::CapabilityFlags as Caps;
 use sluice_protocol::packets;
 use sluice_router::diagnostics::Ended;
 use sluice_router::lookup::{KeyConjunct, KeyValues, LookupShape};
-use sluice_router::plan::{self, GuardInput, GuardVerdict, ReadTarget, guard_pass};
+use sluice_router::plan::{self, GuardInput, GuardStreak, GuardVerdict, ReadTarget, guard_pass};
 use sluice_router::probe::{probe_literal, probe_param, reason};
 use sluice_router::{Facts, GtidPos, Plan};
 use std::ops::Range;
@@ -97,6 +98,11 @@ pub(super) struct TableMemo {
     session_schema: Option<Box<str>>,
     /// None: not a guarded table.
     table: Option<MemoTable>,
+    /// Whether its lookups are worth checking (they keep finding rows).
+    streak: GuardStreak,
+    /// `sluice_guard_passed_total{reason="recently_found"}` of its table,
+    /// kept once its lookups are skipped.
+    skipped: Option<Arc<Striped>>,
 }
 
 struct MemoTable {
@@ -174,6 +180,14 @@ impl Session {
         // (the lookups it passes, most of them, build no further future).
         let (memo, decision) = match self.decide(facts, &values, plan) {
             Decision::NotGuarded => return Ok(Asked::NotGuarded),
+            Decision::Skip { memo } => {
+                return Ok(Asked::Pass(FollowUp {
+                    memo,
+                    facts: Arc::as_ptr(facts) as usize,
+                    capture: None,
+                    maybe_present: false,
+                }));
+            }
             Decision::Pass {
                 memo,
                 reason,
@@ -195,6 +209,10 @@ impl Session {
         let started = self.command_started;
         if let Ok(columns) = &decision {
             self.answer_empty(facts, columns).await?;
+            // Its keys are absent: every lookup of it is checked again.
+            if let Some(m) = self.guard_tables.get_mut(memo) {
+                m.streak.answered();
+            }
         }
         let name = self
             .guard_tables
@@ -241,30 +259,30 @@ impl Session {
         }
     }
 
-    /// The entry of the session's table memo for a lookup (None: the guard
-    /// has no tables): most statements repeat, and finding the table takes
-    /// a walk over the guard's tables, name comparisons and a walk over the
-    /// lookup's conditions.
-    fn guarded_table(&mut self, facts: &Arc<Facts>, shape: &LookupShape, tables: &Tables) -> Option<usize> {
-        let version = tables.version();
-        // Never a table (the guard is off): nothing to look up or remember,
-        // so a session with many statements allocates no memo entries.
-        if version == 0 {
-            return None;
-        }
+    /// The entry of the session's table memo for a lookup under the table
+    /// set's `version`, if the session has one: most statements repeat, and
+    /// finding the table takes a walk over the guard's tables, name
+    /// comparisons and a walk over the lookup's conditions.
+    fn find_memo(&self, facts: &Arc<Facts>, shape: &LookupShape, version: u64) -> Option<usize> {
         // The session's schema counts only when the statement names none.
         let session_schema = match shape.schema {
             Some(_) => None,
             None => Some(self.desired.schema.as_deref()?),
         };
-        let found = self.guard_tables.iter().position(|m| {
+        self.guard_tables.iter().position(|m| {
             Arc::ptr_eq(&m.facts, facts)
                 && m.version == version
                 && m.session_schema.as_deref() == session_schema
-        });
-        if found.is_some() {
-            return found;
-        }
+        })
+    }
+
+    /// Looks the lookup's table up in `tables` and remembers it (None: no
+    /// schema to look in).
+    fn add_memo(&mut self, facts: &Arc<Facts>, shape: &LookupShape, tables: &Tables) -> Option<usize> {
+        let session_schema = match shape.schema {
+            Some(_) => None,
+            None => Some(self.desired.schema.as_deref()?),
+        };
         let schema = shape.schema.as_deref().or(session_schema)?;
         let table = tables.position(schema, &shape.table).and_then(|position| {
             let table = tables.at(position)?;
@@ -279,9 +297,11 @@ impl Session {
         });
         let memo = TableMemo {
             facts: facts.clone(),
-            version,
+            version: tables.version(),
             session_schema: session_schema.map(Into::into),
             table,
+            streak: GuardStreak::default(),
+            skipped: None,
         };
         Some(remember(&mut self.guard_tables, memo, TABLES_REMEMBERED))
     }
@@ -294,14 +314,19 @@ impl Session {
         if outcome.ended_with_error {
             return;
         }
-        if follow.maybe_present && outcome.result_set && outcome.rows == 0 {
-            let memo = self.guard_tables.get(follow.memo);
-            if let Some(t) = memo
-                .filter(|m| Arc::as_ptr(&m.facts) as usize == follow.facts)
-                .and_then(|m| m.table.as_ref())
-            {
-                metrics::counter!("sluice_guard_false_positives_total", "table" => t.name.to_string())
-                    .increment(1);
+        let memo = self
+            .guard_tables
+            .get_mut(follow.memo)
+            .filter(|m| Arc::as_ptr(&m.facts) as usize == follow.facts);
+        if let Some(m) = memo {
+            if outcome.result_set {
+                m.streak.ran(outcome.rows > 0);
+            }
+            if follow.maybe_present && outcome.result_set && outcome.rows == 0 {
+                if let Some(t) = &m.table {
+                    metrics::counter!("sluice_guard_false_positives_total", "table" => t.name.to_string())
+                        .increment(1);
+                }
             }
         }
         let (Some((table, shape)), Some(columns)) = (follow.capture, outcome.columns.clone()) else {
@@ -341,9 +366,48 @@ impl Session {
         let Some(shape) = facts.ast.lookup.as_ref() else {
             return Decision::NotGuarded;
         };
-        let tables = self.shared.guard.tables();
-        let Some(memo) = self.guarded_table(facts, shape, &tables) else {
+        let version = self.shared.guard.tables_version();
+        // Never a table (the guard is off): nothing to look up or remember,
+        // so a session with many statements allocates no memo entries.
+        if version == 0 {
             return Decision::NotGuarded;
+        }
+        let found = self.find_memo(facts, shape, version);
+        if let Some(memo) = found {
+            let (after, one_in) = (
+                self.config.guard.skip_after_found,
+                self.config.guard.skip_check_one_in,
+            );
+            let m = &mut self.guard_tables[memo];
+            let Some(table) = &m.table else {
+                return Decision::NotGuarded;
+            };
+            // The plan's reasons first: they say why the guard is never
+            // asked, whatever the streak.
+            if plan.guard_pass().is_none() && !m.streak.check(after, one_in) {
+                let counter = match &m.skipped {
+                    Some(c) => c,
+                    None => {
+                        let c = self
+                            .metrics
+                            .guard_counter(&table.name, Some(guard_pass::RECENTLY_FOUND))
+                            .clone();
+                        m.skipped.insert(c)
+                    }
+                };
+                counter.increment();
+                return Decision::Skip { memo };
+            }
+        }
+        let tables = self.shared.guard.tables();
+        // A memo of the snapshot's own version (the set may have changed
+        // since the version was read).
+        let memo = match found.filter(|&m| self.guard_tables[m].version == tables.version()) {
+            Some(memo) => memo,
+            None => match self.add_memo(facts, shape, &tables) {
+                Some(memo) => memo,
+                None => return Decision::NotGuarded,
+            },
         };
         let Some((position, conjunct)) = self
             .guard_tables
@@ -596,6 +660,11 @@ fn charsets<'a>(memo: &'a mut Option<Charsets>, vars: &Vars) -> &'a Charsets {
 /// session's table memo.
 enum Decision {
     NotGuarded,
+    /// Its recent lookups found their rows: passed without asking the
+    /// filter ([`GuardStreak`]), already counted.
+    Skip {
+        memo: usize,
+    },
     /// `capture`: the table and the shape text to keep the result's
     /// metadata under.
     Pass {
