@@ -7,6 +7,9 @@ order); the two are combined by their geometric mean. The interval is a bootstra
 over the rounds (resampled with replacement), 90 %.
 
     bench/guard_ab.py GUARD.md AA.md GUARD_SWAPPED.md AA_SWAPPED.md
+
+Each argument may list several sittings' files of the same kind, joined with commas
+(GUARD1.md,GUARD2.md ...): their rounds are pooled.
 """
 import random
 import re
@@ -14,13 +17,15 @@ import statistics
 import sys
 
 
-def rounds(path):
-    """Each workload's per-round ratios, as listed below run.sh's table."""
+def rounds(paths):
+    """Each workload's per-round ratios, as listed below run.sh's table, pooled over
+    the comma-separated files in `paths`."""
     found = {}
-    for line in open(path, encoding="utf-8"):
-        m = re.match(r"- (\w+): ([0-9. ]+)$", line.strip())
-        if m:
-            found[m.group(1)] = [float(x) for x in m.group(2).split()]
+    for path in paths.split(","):
+        for line in open(path, encoding="utf-8"):
+            m = re.match(r"- (\w+): ([0-9. ]+)$", line.strip())
+            if m:
+                found.setdefault(m.group(1), []).extend(float(x) for x in m.group(2).split())
     return found
 
 

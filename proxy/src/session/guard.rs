@@ -264,11 +264,7 @@ impl Session {
     /// finding the table takes a walk over the guard's tables, name
     /// comparisons and a walk over the lookup's conditions.
     fn find_memo(&self, facts: &Arc<Facts>, shape: &LookupShape, version: u64) -> Option<usize> {
-        // The session's schema counts only when the statement names none.
-        let session_schema = match shape.schema {
-            Some(_) => None,
-            None => Some(self.desired.schema.as_deref()?),
-        };
+        let session_schema = self.schema_for(shape)?;
         self.guard_tables.iter().position(|m| {
             Arc::ptr_eq(&m.facts, facts)
                 && m.version == version
@@ -276,13 +272,19 @@ impl Session {
         })
     }
 
+    /// The session's schema where the lookup names none (Some(None): it
+    /// names one; None: neither has one, so there is no table to look in).
+    fn schema_for(&self, shape: &LookupShape) -> Option<Option<&str>> {
+        match shape.schema {
+            Some(_) => Some(None),
+            None => Some(Some(self.desired.schema.as_deref()?)),
+        }
+    }
+
     /// Looks the lookup's table up in `tables` and remembers it (None: no
     /// schema to look in).
     fn add_memo(&mut self, facts: &Arc<Facts>, shape: &LookupShape, tables: &Tables) -> Option<usize> {
-        let session_schema = match shape.schema {
-            Some(_) => None,
-            None => Some(self.desired.schema.as_deref()?),
-        };
+        let session_schema = self.schema_for(shape)?;
         let schema = shape.schema.as_deref().or(session_schema)?;
         let table = tables.position(schema, &shape.table).and_then(|position| {
             let table = tables.at(position)?;
