@@ -444,3 +444,69 @@ impl Drop for Guard {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::Budget;
+
+    fn table(name: &str) -> Arc<TableGuard> {
+        let config = GuardTableConfig {
+            table: name.to_string(),
+            key: "id".to_string(),
+            false_positive_rate: 0.01,
+            expected_keys: None,
+        };
+        let budget = Arc::new(Budget::default());
+        Arc::new(TableGuard {
+            ctl: Arc::new(TableCtl::new(config)),
+            column: KeyColumn {
+                name: "id".to_string(),
+                ordinal: 0,
+                kind: KeyKind::Integer {
+                    unsigned: false,
+                    bytes: 4,
+                },
+                nullable: false,
+                index: "PRIMARY".to_string(),
+            },
+            filter: Arc::new(Filter::new(100, 0.01, &budget, 1 << 20).expect("a small filter fits")),
+            ready: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    /// A set of `n` tables app.t0 .. app.t{n-1}, as the guard publishes it.
+    fn tables(n: usize) -> Tables {
+        let shared = Shared::new();
+        shared.change_tables(|_| {
+            (0..n)
+                .map(|i| (format!("app.t{i}"), table(&format!("app.t{i}"))))
+                .collect()
+        });
+        Tables(shared.tables.load())
+    }
+
+    #[test]
+    fn a_position_names_its_table_in_small_and_large_sets() {
+        // Up to 16 tables are compared in place, more are searched by key.
+        for n in [3, 40] {
+            let set = tables(n);
+            assert_eq!(set.version(), 1);
+            for i in 0..n {
+                let at = set
+                    .position("app", &format!("t{i}"))
+                    .expect("a guarded table is found");
+                assert_eq!(
+                    set.at(at).map(|t| t.name().to_string()),
+                    Some(format!("app.t{i}"))
+                );
+                // Names compare ASCII-case-insensitively.
+                assert_eq!(set.position("APP", &format!("T{i}")), Some(at), "{n} tables");
+            }
+            assert_eq!(set.position("app", "missing"), None);
+            assert_eq!(set.position("other", "t1"), None);
+            assert!(set.at(n).is_none());
+        }
+        assert_eq!(tables(0).position("app", "t0"), None);
+    }
+}
