@@ -1,15 +1,27 @@
-# Shared by the point-select benchmarks (bench/cpu.sh, bench/concurrent.sh,
-# bench/digests.sh, bench/pool_size.sh, bench/profile.sh): a work
+# Shared by the point-select benchmarks (bench/cpu.sh, bench/connect_cpu.sh,
+# bench/concurrent.sh, bench/digests.sh, bench/pool_size.sh, bench/profile.sh): a work
 # directory cleaned up on exit with every started process, the database (the topology's
 # own, or SLUICE_BENCH_PRIMARY), and sysbench oltp_point_select against an address.
-# Source it from the repository root after setting BENCH_TIME; call bench_init NAME, then
-# bench_database.
+# Source it from the repository root after setting BENCH_TIME (or call bench_defaults);
+# call bench_init NAME, then bench_database.
 
 # shellcheck source=scripts/topology.sh
 source scripts/topology.sh
 
 tables=4
 table_size=10000
+
+# Defaults of the knobs the CPU benchmarks share (call it from the repository root):
+# BENCH_TIME (10 s per run), BENCH_ROUNDS (3), BENCH_THREADS (16), SLUICE_BIN
+# (target/dist/sluice) and SLUICE_PORT_BASE (13306); $root is the repository.
+bench_defaults() {
+  root=$(pwd -P)
+  BENCH_TIME=${BENCH_TIME:-10}
+  BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+  BENCH_THREADS=${BENCH_THREADS:-16}
+  SLUICE_BIN=${SLUICE_BIN:-$root/target/dist/sluice}
+  export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
+}
 
 # A work directory ($work), PIDs to kill ($pids) and SIGSTOPped PIDs to continue
 # ($stopped) on exit; log() prefixes NAME.

@@ -12,18 +12,13 @@
 #   SLUICE_BIN, BENCH_OUT (bench/results-connect-cpu-DATE.md), BENCH_WORKER_THREADS.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-root=$(pwd -P)
-BENCH_TIME=${BENCH_TIME:-10}
-BENCH_ROUNDS=${BENCH_ROUNDS:-3}
-BENCH_THREADS=${BENCH_THREADS:-16}
-SLUICE_BIN=${SLUICE_BIN:-$root/target/dist/sluice}
+# shellcheck source=bench/common.sh
+source bench/common.sh
+bench_defaults
 out=${BENCH_OUT:-$root/bench/results-connect-cpu-$(date +%F).md}
-export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
 haproxy_addr=127.0.0.1:16045
 sluice_addr=127.0.0.1:6045
 sluice_admin=127.0.0.1:9045
-# shellcheck source=bench/common.sh
-source bench/common.sh
 bench_init connect-cpu
 [[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --profile dist --bin sluice)"; exit 1; }
 bench_database

@@ -13,18 +13,13 @@
 #   Sluice builds' server.worker_threads, default 0 = one per core).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-root=$(pwd -P)
-BENCH_TIME=${BENCH_TIME:-10}
-BENCH_ROUNDS=${BENCH_ROUNDS:-3}
-BENCH_THREADS=${BENCH_THREADS:-16}
-SLUICE_BIN=${SLUICE_BIN:-$root/target/dist/sluice}
+# shellcheck source=bench/common.sh
+source bench/common.sh
+bench_defaults
 out=${BENCH_OUT:-$root/bench/results-cpu-$(date +%F).md}
-export SLUICE_PORT_BASE=${SLUICE_PORT_BASE:-13306}
 haproxy_addr=127.0.0.1:16043
 sluice_addr=127.0.0.1:6043
 sluice_admin=127.0.0.1:9043
-# shellcheck source=bench/common.sh
-source bench/common.sh
 bench_init cpu
 [[ -x $SLUICE_BIN ]] || { log "no sluice binary at $SLUICE_BIN (cargo build --profile dist --bin sluice)"; exit 1; }
 bench_database
