@@ -8,8 +8,10 @@
 #
 #   bench/connect_cpu.sh                          # starts its own topology (SLUICE_PORT_BASE..+2)
 #   SLUICE_BENCH_PRIMARY=127.0.0.1:13306 bench/connect_cpu.sh
+#   SLUICE_BIN_BEFORE=/path/to/old/sluice bench/connect_cpu.sh   # also an older build, interleaved
 # Knobs: BENCH_TIME (10 s per run), BENCH_ROUNDS (3), BENCH_THREADS (16 PHP workers),
-#   SLUICE_BIN, BENCH_OUT (bench/results-connect-cpu-DATE.md), BENCH_WORKER_THREADS.
+#   SLUICE_BIN, SLUICE_BIN_BEFORE, BENCH_OUT (bench/results-connect-cpu-DATE.md),
+#   BENCH_WORKER_THREADS.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=bench/common.sh
@@ -33,7 +35,15 @@ sluice_config "$sluice_addr" "$sluice_admin" "${BENCH_WORKER_THREADS:-0}" >"$wor
 pids+=($!)
 pid_of[sluice]=$!
 endpoints=(direct haproxy sluice)
-for e in haproxy sluice; do
+if [[ -n ${SLUICE_BIN_BEFORE:-} ]]; then
+  addr_of[sluice-before]=127.0.0.1:6046
+  sluice_config "${addr_of[sluice-before]}" 127.0.0.1:9046 "${BENCH_WORKER_THREADS:-0}" >"$work/sluice-before.toml"
+  "$SLUICE_BIN_BEFORE" --config "$work/sluice-before.toml" >"$work/sluice-before.log" 2>&1 &
+  pids+=($!)
+  pid_of[sluice-before]=$!
+  endpoints=(direct haproxy sluice-before sluice)
+fi
+for e in "${endpoints[@]:1}"; do
   wait_port "${addr_of[$e]}" || { log "$e did not start"; exit 1; }
 done
 
@@ -72,7 +82,7 @@ col() { awk -F'\t' -v e="$1" -v c="$2" '$1 == e {print $c}' "$work/results.tsv" 
   echo
   echo "bench/connect_per_query.php (PHP PDO: login, one point select, disconnect), $BENCH_THREADS" \
     "workers, ${BENCH_TIME} s per run, median of $BENCH_ROUNDS interleaved rounds; sluice at commit" \
-    "$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (dirty)') (primary_only," \
+    "$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (dirty)')${SLUICE_BIN_BEFORE:+ (sluice-before: $SLUICE_BIN_BEFORE)} (primary_only," \
     "worker_threads = ${BENCH_WORKER_THREADS:-0}); $(nproc) cores. µs of CPU per connection:" \
     "machine = busy time of all cores (/proc/stat), MariaDB = the primary mariadbd's user + sys," \
     "proxy = the proxy process's user / sys, rest = machine less the two (the PHP workers," \

@@ -238,8 +238,9 @@ fn run(path: &std::path::Path) -> ExitCode {
     raise_fd_limit();
     // 1: everything on one thread, on Tokio's current-thread scheduler.
     // Otherwise (0: one per CPU core) client sessions run on worker threads
-    // with a current-thread runtime each (`workers`), and the acceptor, the
-    // admin endpoint and the background tasks on this thread's own.
+    // with a current-thread runtime each (`workers`), which also accept
+    // them, and the admin endpoint and the background tasks on this
+    // thread's own.
     let threads = match config.server.worker_threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,

@@ -1,13 +1,15 @@
 //! Accepting clients: bind, enforce `max_client_connections` (1040 before
-//! the handshake, as MySQL does), and start a session per client.
+//! the handshake, as MySQL does), and start a session per client (the
+//! worker threads accept, see [`crate::workers`]).
 
 use crate::shared::Shared;
-use crate::workers::Workers;
+use crate::workers::{Accepted, Placer, Workers};
 use crate::{admin, errors, metrics, profile, readiness, reload, session, systemd};
 use anyhow::Context;
 use sluice_config::Config;
 use sluice_protocol::PacketStream;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -85,6 +87,15 @@ pub async fn serve_on(
             "serving before the primary's version is known; clients see a default one until it is"
         );
     }
+    let (stop_accepting, accepting) = tokio::sync::watch::channel(false);
+    let on_client = {
+        let shared = shared.clone();
+        move |placer: &Placer, client: Accepted| start_session(&shared, placer, client)
+    };
+    let acceptors = Acceptors {
+        stop: stop_accepting,
+        tasks: workers.accept(listener.into_std()?, accepting, on_client)?,
+    };
     tracing::info!(%listen, admin = %admin_listen, "sluice {} ready", env!("CARGO_PKG_VERSION"));
     shared.readiness.accepting();
 
@@ -93,34 +104,6 @@ pub async fn serve_on(
     let mut stops_open = true;
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                match shared.admit_client() {
-                    Some(guard) => {
-                        let shared = shared.clone();
-                        workers.spawn(stream, move |stream| session::run(shared, stream, peer, guard));
-                    }
-                    None => {
-                        ::metrics::counter!("sluice_client_connections_rejected_total", "cause" => "max_client_connections").increment(1);
-                        ::metrics::counter!("sluice_errors_total", "cause" => "max_client_connections").increment(1);
-                        let max = shared.config.load().server.max_client_connections;
-                        tokio::spawn(async move {
-                            let mut client = PacketStream::new(stream);
-                            let _ = client.send(0, &errors::too_many_connections(max)).await;
-                            client.shutdown().await;
-                        });
-                    }
-                }
-            }
             request = stops.recv(), if stops_open => {
                 let reason = match request {
                     Some(reason) => reason,
@@ -132,13 +115,13 @@ pub async fn serve_on(
                 };
                 if let Some((_, first)) = draining {
                     tracing::info!(signal = reason, "{reason} again: skipping the rest of the drain delay");
-                    return shut_down(&shared, listener, first).await;
+                    return shut_down(&shared, acceptors, first).await;
                 }
                 let delay = Duration::from_millis(shared.config.load().server.drain_delay_ms);
                 shared.readiness.drain();
                 systemd::stopping();
                 if delay.is_zero() {
-                    return shut_down(&shared, listener, reason).await;
+                    return shut_down(&shared, acceptors, reason).await;
                 }
                 tracing::info!(
                     signal = reason,
@@ -150,8 +133,49 @@ pub async fn serve_on(
             () = sleep_until(draining.map(|(until, _)| until)), if draining.is_some() => {
                 let reason = draining.map_or("stop", |(_, reason)| reason);
                 tracing::info!("drain delay over");
-                return shut_down(&shared, listener, reason).await;
+                return shut_down(&shared, acceptors, reason).await;
             }
+        }
+    }
+}
+
+/// A client an acceptor took: admitted (`server.max_client_connections`),
+/// its session started on a worker; or refused with error 1040.
+fn start_session(shared: &Arc<Shared>, placer: &Placer, client: Accepted) {
+    let _ = client.stream.set_nodelay(true);
+    let peer = client.peer;
+    match shared.admit_client() {
+        Some(guard) => {
+            let shared = shared.clone();
+            placer.spawn(client, move |stream| session::run(shared, stream, peer, guard));
+        }
+        None => {
+            ::metrics::counter!("sluice_client_connections_rejected_total", "cause" => "max_client_connections").increment(1);
+            ::metrics::counter!("sluice_errors_total", "cause" => "max_client_connections").increment(1);
+            let max = shared.config.load().server.max_client_connections;
+            let stream = client.stream;
+            tokio::spawn(async move {
+                let mut client = PacketStream::new(stream);
+                let _ = client.send(0, &errors::too_many_connections(max)).await;
+                client.shutdown().await;
+            });
+        }
+    }
+}
+
+/// The tasks accepting clients, and how to stop them.
+struct Acceptors {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Acceptors {
+    /// Stops accepting: once every acceptor has ended, the listening socket
+    /// is closed and new connections are refused.
+    async fn close(self) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            let _ = task.await;
         }
     }
 }
@@ -183,8 +207,8 @@ pub fn warn_unwarmable_users(config: &Config) {
 /// Graceful shutdown: stop accepting, let running statements and open
 /// transactions finish (idle clients are told and closed at once), then
 /// close the pools. Gives up waiting after `server.shutdown_timeout_ms`.
-async fn shut_down(shared: &Shared, listener: TcpListener, signal: &str) -> anyhow::Result<()> {
-    drop(listener);
+async fn shut_down(shared: &Shared, acceptors: Acceptors, signal: &str) -> anyhow::Result<()> {
+    acceptors.close().await;
     let limit = Duration::from_millis(shared.config.load().server.shutdown_timeout_ms);
     tracing::info!(
         signal,
