@@ -70,6 +70,32 @@ pub struct BackendConn<S = BackendStream> {
     pub executing_defs: Option<crate::ColumnDefs>,
     /// The worker thread it was opened on (its socket's runtime).
     pub home: usize,
+    /// Says goodbye (COM_QUIT) when the connection is dropped and not
+    /// [`broken`](Self::broken): set for the pool's own connections.
+    goodbye: Option<fn(&mut PacketStream<S>)>,
+}
+
+impl<S> Drop for BackendConn<S> {
+    /// A connection closed between commands (replaced, shrunk away, at
+    /// shutdown) quits like a client that is done: the server then ends
+    /// the session quietly instead of counting an aborted client
+    /// (`Aborted_clients`) and logging "Aborted connection ... (Got an
+    /// error reading communication packets)" for each one.
+    fn drop(&mut self) {
+        if let (false, Some(goodbye)) = (self.broken, self.goodbye) {
+            goodbye(&mut self.stream);
+        }
+    }
+}
+
+/// COM_QUIT, written only if the socket takes it at once and nothing is
+/// half-written before it (a command cut off mid-packet would swallow
+/// these bytes). The server reads it after whatever it is still answering.
+fn say_goodbye(stream: &mut PacketStream<BackendStream>) {
+    const QUIT: [u8; 5] = [1, 0, 0, 0, com::QUIT];
+    if stream.pending_write() == 0 {
+        stream.io_mut().send_now(&QUIT);
+    }
 }
 
 /// A statement ready to execute on a connection: its id there and the
@@ -104,6 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
             pseudo_thread_id_refused: false,
             executing_defs: None,
             home: crate::home::worker(),
+            goodbye: None,
         }
     }
 
@@ -117,6 +144,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
 }
 
 impl BackendConn {
+    /// Quit with COM_QUIT when dropped between commands (see the `Drop` impl).
+    pub(crate) fn quit_on_drop(&mut self) {
+        self.goodbye = Some(say_goodbye);
+    }
+
     /// Turns on session-state tracking (so OK packets report schema and
     /// variable changes) and records the session's starting state.
     pub(crate) async fn setup(&mut self) -> Result<(), BackendError> {

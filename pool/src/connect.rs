@@ -239,6 +239,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
         auth_plugin: plugin,
     };
     let mut conn = BackendConn::new(stream, info, SessionState::default());
+    conn.quit_on_drop();
     conn.setup().await?;
     Ok(conn)
 }

@@ -26,6 +26,42 @@ impl BackendStream {
             BackendStream::Tls(tls) => tls.get_ref().0,
         }
     }
+
+    /// Writes `bytes` as far as the socket takes them now, without waiting
+    /// (a goodbye on close); over TLS followed by the close_notify alert.
+    pub fn send_now(&mut self, bytes: &[u8]) {
+        match self {
+            BackendStream::Plain(tcp) => {
+                let _ = tcp.try_write(bytes);
+            }
+            BackendStream::Tls(tls) => {
+                let (tcp, session) = tls.get_mut();
+                if std::io::Write::write_all(&mut session.writer(), bytes).is_err() {
+                    return;
+                }
+                session.send_close_notify();
+                let mut socket = NowWriter(tcp);
+                while session.wants_write() {
+                    if !matches!(session.write_tls(&mut socket), Ok(n) if n > 0) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `std::io::Write` over a socket's non-blocking `try_write`.
+struct NowWriter<'a>(&'a TcpStream);
+
+impl io::Write for NowWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl AsyncRead for BackendStream {

@@ -24,6 +24,11 @@ impl Node {
         }
     }
 
+    /// The server's error log so far (empty if it cannot be read).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+
     pub fn pid(&self) -> Option<i32> {
         std::fs::read_to_string(self.dir.join("mariadbd.pid"))
             .ok()?

@@ -1,12 +1,14 @@
 //! Pool lifecycle settings and timeouts: `pool.min_idle` keeps connections
 //! warm, `pool.max_lifetime_ms` replaces old ones, `pool.max_queue` refuses
 //! at once, `routing.query_timeout_ms` kills a long statement, and
-//! `server.client_idle_timeout_ms` disconnects an idle client.
+//! `server.client_idle_timeout_ms` disconnects an idle client. Backend
+//! connections Sluice closes on purpose quit with COM_QUIT.
 
 use mysql_async::Conn;
 use mysql_async::prelude::*;
+use sluice_tests::node::Node;
 use sluice_tests::raw::{RawClient, err_code};
-use sluice_tests::{Sluice, SluiceOptions, metric_sum, pool_sizes};
+use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, metric_sum, pool_sizes};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -32,6 +34,83 @@ async fn min_idle_keeps_connections_and_max_lifetime_replaces_them() {
         "connections older than max_lifetime_ms were replaced"
     );
     c.query_drop("DO 2").await.expect("clients never notice");
+}
+
+/// The real id of the backend connection `c`'s statements run on (inside a
+/// transaction, so the next statement runs there too): the query finds its
+/// own row in the server's process list by a marker in its text.
+async fn backend_id(c: &mut Conn, marker: &str) -> u64 {
+    let sql = format!(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{marker}%' AND COMMAND = 'Query'"
+    );
+    c.query_first(sql).await.unwrap().expect("the query sees itself")
+}
+
+/// Waits until the primary no longer has connection `id`.
+async fn wait_gone(id: u64) {
+    let mut direct = Conn::new(direct_opts(&Topology::from_env().primary))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n: Option<u64> = direct
+            .query_first(format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {id}"
+            ))
+            .await
+            .unwrap();
+        if n == Some(0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "backend connection {id} still open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn backend_connections_closed_on_purpose_quit_cleanly() {
+    let mut s = Sluice::start_with(SluiceOptions {
+        routing_mode: "primary_only",
+        pool_extra: "max_lifetime_ms = 1000".into(),
+        ..SluiceOptions::default()
+    });
+    let marker = format!("goodbye-{}", s.port);
+    let primary = Node::new("primary", &Topology::from_env().primary);
+    let aborted = |id: u64| primary.error_log().contains(&format!("Aborted connection {id} "));
+
+    // Replaced for its age (pool.max_lifetime_ms).
+    let mut c = Conn::new(s.opts()).await.unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    let old = backend_id(&mut c, &marker).await;
+    c.query_drop("COMMIT").await.unwrap();
+    wait_gone(old).await;
+    assert!(
+        metric_sum(
+            &s.metrics(),
+            "sluice_pool_connections_replaced_total",
+            &["reason=\"max_lifetime\""]
+        ) > 0.0
+    );
+    assert!(
+        !aborted(old),
+        "connection {old}, replaced for its age, quit with COM_QUIT"
+    );
+
+    // Closed at shutdown.
+    c.query_drop("BEGIN").await.unwrap();
+    let last = backend_id(&mut c, &marker).await;
+    c.query_drop("COMMIT").await.unwrap();
+    drop(c);
+    s.signal(libc::SIGTERM);
+    let exited = tokio::task::spawn_blocking(move || s.wait_exit(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(exited.is_some_and(|st| st.success()), "{exited:?}");
+    wait_gone(last).await;
+    assert!(
+        !aborted(last),
+        "connection {last}, closed at shutdown, quit with COM_QUIT"
+    );
 }
 
 #[tokio::test]
