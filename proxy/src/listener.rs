@@ -230,6 +230,7 @@ async fn shut_down(shared: &Shared, acceptors: Acceptors, signal: &str) -> anyho
         );
     }
     shared.pools.close();
+    shared.monitor.stop(Duration::from_secs(1)).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -76,7 +76,15 @@ async fn backend_connections_closed_on_purpose_quit_cleanly() {
     });
     let marker = format!("goodbye-{}", s.port);
     let primary = Node::new("primary", &Topology::from_env().primary);
-    let aborted = |id: u64| primary.error_log().contains(&format!("Aborted connection {id} "));
+    // Only what the server logs from now on: a restarted server (the fault
+    // tests restart it) gives out the same ids again.
+    let logged_before = primary.error_log().len();
+    let aborted = |id: u64| {
+        let log = primary.error_log();
+        log.get(logged_before..)
+            .unwrap_or(&log)
+            .contains(&format!("Aborted connection {id} "))
+    };
 
     // Replaced for its age (pool.max_lifetime_ms).
     let mut c = Conn::new(s.opts()).await.unwrap();
@@ -96,21 +104,75 @@ async fn backend_connections_closed_on_purpose_quit_cleanly() {
         "connection {old}, replaced for its age, quit with COM_QUIT"
     );
 
-    // Closed at shutdown.
+    // Closed at shutdown: the pooled one and the monitor's (probe and
+    // heartbeat writer), every connection Sluice has to the primary.
     c.query_drop("BEGIN").await.unwrap();
     let last = backend_id(&mut c, &marker).await;
     c.query_drop("COMMIT").await.unwrap();
     drop(c);
+    let open = connections_of(s.pid(), primary_port()).await;
+    assert!(open.contains(&last), "{last} is among {open:?}");
+    assert!(
+        open.len() >= 3,
+        "pooled, probe and heartbeat connections: {open:?}"
+    );
     s.signal(libc::SIGTERM);
     let exited = tokio::task::spawn_blocking(move || s.wait_exit(Duration::from_secs(20)))
         .await
         .unwrap();
     assert!(exited.is_some_and(|st| st.success()), "{exited:?}");
-    wait_gone(last).await;
-    assert!(
-        !aborted(last),
-        "connection {last}, closed at shutdown, quit with COM_QUIT"
-    );
+    for id in open {
+        wait_gone(id).await;
+        assert!(
+            !aborted(id),
+            "connection {id}, closed at shutdown, quit with COM_QUIT"
+        );
+    }
+}
+
+fn primary_port() -> u16 {
+    sluice_tests::port_of(&Topology::from_env().primary)
+}
+
+/// The primary's ids of the connections process `pid` has open to `port`:
+/// its sockets (`/proc/PID/fd`) matched by inode in `/proc/net/tcp`, whose
+/// local ports the server's process list shows as `HOST`.
+async fn connections_of(pid: u32, port: u16) -> Vec<u64> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let hex_port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap_or(""), 16).ok();
+    let local_ports: Vec<u16> = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, remote, inode) = (f.get(1)?, f.get(2)?, f.get(9)?);
+            (hex_port(remote)? == port && inodes.contains(*inode)).then(|| hex_port(local))?
+        })
+        .collect();
+    let mut direct = Conn::new(direct_opts(&Topology::from_env().primary))
+        .await
+        .unwrap();
+    let rows: Vec<(u64, String)> = direct
+        .query("SELECT ID, HOST FROM information_schema.PROCESSLIST")
+        .await
+        .unwrap();
+    rows.into_iter()
+        .filter(|(_, host)| {
+            host.rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_some_and(|p| local_ports.contains(&p))
+        })
+        .map(|(id, _)| id)
+        .collect()
 }
 
 #[tokio::test]

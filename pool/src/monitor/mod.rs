@@ -99,6 +99,10 @@ pub struct Monitor {
     changed: tokio::sync::watch::Sender<u64>,
     written: Mutex<Written>,
     updating: Mutex<()>,
+    /// Set when Sluice stops: the tasks close their connections and end.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Monitor tasks running (supervisor, probes, heartbeat writer).
+    running: tokio::sync::watch::Sender<usize>,
 }
 
 impl Monitor {
@@ -108,6 +112,8 @@ impl Monitor {
             changed: tokio::sync::watch::Sender::new(0),
             written: Mutex::new(Written::default()),
             updating: Mutex::new(()),
+            stopping: tokio::sync::watch::Sender::new(false),
+            running: tokio::sync::watch::Sender::new(0),
         });
         let writer = writer_state(config, &Backends::default());
         monitor.view.store(Arc::new(View {
@@ -133,6 +139,31 @@ impl Monitor {
         }
         tokio::spawn(supervise(self.clone(), config.clone()));
         tokio::spawn(write_heartbeats(self.clone(), config));
+    }
+
+    /// Stops the monitor (shutdown): each task closes its connection with
+    /// COM_QUIT, so the servers log no aborted connection for it. Waits at
+    /// most `limit` (a probe in flight to a frozen server is cut off).
+    pub async fn stop(&self, limit: Duration) {
+        self.stopping.send_replace(true);
+        let mut running = self.running.subscribe();
+        let _ = tokio::time::timeout(limit, running.wait_for(|n| *n == 0)).await;
+    }
+
+    /// Counts a task as running until the returned guard is dropped.
+    fn run(self: &Arc<Self>) -> Running {
+        self.running.send_modify(|n| *n += 1);
+        Running(self.clone())
+    }
+
+    /// Sleeps until `until`: false when Sluice stops first (or had stopped).
+    async fn rest_until(&self, until: Instant) -> bool {
+        let mut stopping = self.stopping.subscribe();
+        let slept = tokio::select! {
+            () = tokio::time::sleep_until(until.into()) => true,
+            _ = stopping.wait_for(|s| *s) => false,
+        };
+        slept && !*stopping.borrow()
     }
 
     /// Folds one probe's result into the view.
@@ -358,8 +389,25 @@ fn export(name: &str, health: &Health, previous: &Health) {
     }
 }
 
+/// A running monitor task (see [`Monitor::stop`]).
+struct Running(Arc<Monitor>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Closes a monitor connection with COM_QUIT (bounded: the server may be gone).
+async fn close(conn: Option<mysql_async::Conn>) {
+    if let Some(conn) = conn {
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.disconnect()).await;
+    }
+}
+
 /// Keeps one probe task per configured backend, following reloads.
 async fn supervise(monitor: Arc<Monitor>, config: ConfigSource) {
+    let _running = monitor.run();
     let mut tasks: HashMap<String, (String, tokio::task::JoinHandle<()>)> = HashMap::new();
     loop {
         let current = config();
@@ -386,11 +434,15 @@ async fn supervise(monitor: Arc<Monitor>, config: ConfigSource) {
                 tasks.insert(backend.name.clone(), (backend.address.clone(), task));
             }
         }
-        tokio::time::sleep(Duration::from_millis(current.monitor.interval_ms.min(1000))).await;
+        let pause = Duration::from_millis(current.monitor.interval_ms.min(1000));
+        if !monitor.rest_until(Instant::now() + pause).await {
+            return;
+        }
     }
 }
 
 async fn watch_backend(monitor: Arc<Monitor>, config: ConfigSource, name: String, address: String) {
+    let _running = monitor.run();
     let mut conn: Option<mysql_async::Conn> = None;
     let mut conn_tls = sluice_config::BackendTls::default();
     loop {
@@ -431,12 +483,15 @@ async fn watch_backend(monitor: Arc<Monitor>, config: ConfigSource, name: String
             Ok(_) => {}
         }
         monitor.record(&current, &name, observed);
-        tokio::time::sleep_until((started + interval).into()).await;
+        if !monitor.rest_until(started + interval).await {
+            return close(conn).await;
+        }
     }
 }
 
 /// Writes heartbeats to the current writer.
 async fn write_heartbeats(monitor: Arc<Monitor>, config: ConfigSource) {
+    let _running = monitor.run();
     let mut conn: Option<(String, mysql_async::Conn)> = None;
     let mut table_ready = false;
     let mut failing = false;
@@ -509,7 +564,9 @@ async fn write_heartbeats(monitor: Arc<Monitor>, config: ConfigSource) {
                 }
             }
         }
-        tokio::time::sleep_until((started + interval).into()).await;
+        if !monitor.rest_until(started + interval).await {
+            return close(conn.map(|(_, c)| c)).await;
+        }
     }
 }
 
