@@ -20,19 +20,26 @@ async fn min_idle_keeps_connections_and_max_lifetime_replaces_them() {
     });
     let mut c = Conn::new(s.opts()).await.unwrap();
     c.query_drop("DO 1").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let status = s.http_get("/status").unwrap();
-    let largest = pool_sizes(&status).into_iter().max().unwrap_or(0);
-    assert!(largest >= 3, "min_idle connections are open: {status}");
-    let replaced = metric_sum(
-        &s.metrics(),
-        "sluice_pool_connections_replaced_total",
-        &["reason=\"max_lifetime\""],
-    );
-    assert!(
-        replaced > 0.0,
-        "connections older than max_lifetime_ms were replaced"
-    );
+    // Both happen within a few housekeeping sweeps (500 ms each).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = s.http_get("/status").unwrap_or_default();
+        let largest = pool_sizes(&status).into_iter().max().unwrap_or(0);
+        let replaced = metric_sum(
+            &s.metrics(),
+            "sluice_pool_connections_replaced_total",
+            &["reason=\"max_lifetime\""],
+        );
+        if largest >= 3 && replaced > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "min_idle connections are open ({largest}) and connections older than \
+             max_lifetime_ms were replaced ({replaced}): {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.query_drop("DO 2").await.expect("clients never notice");
 }
 
@@ -190,7 +197,11 @@ async fn full_queue_is_refused_at_once() {
         .await
         .unwrap();
     queued.stream.send(0, b"\x03SELECT 1").await.unwrap(); // waits in the queue
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_sum(&s.metrics(), "sluice_pool_waiting", &[]) < 1.0 {
+        assert!(Instant::now() < deadline, "the statement queues for the pool");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut refused = RawClient::connect_without_schema(s.port, "app", "app")
         .await
         .unwrap();
