@@ -170,7 +170,8 @@ async fn build(shared: &Arc<Shared>, ctl: &Arc<TableCtl>) -> Result<(), Failed> 
         Ok(Err(why)) => return Err(Failed::Refused(why)),
         Err(e) => return Err(transient(e)),
     };
-    drop(conn);
+    // COM_QUIT: the server logs no aborted connection for the scan's.
+    conn.disconnect().await.ok();
     if !scanned.snapshot.covers(&applied_before) {
         return Err(Failed::Transient(format!(
             "the scan's snapshot {} on {address} is behind the binlog stream's position {applied_before}: \
