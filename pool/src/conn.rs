@@ -92,6 +92,7 @@ impl<S> Drop for BackendConn<S> {
 /// half-written before it (a command cut off mid-packet would swallow
 /// these bytes). The server reads it after whatever it is still answering.
 fn say_goodbye(stream: &mut PacketStream<BackendStream>) {
+    // One packet: a 1-byte payload, sequence id 0.
     const QUIT: [u8; 5] = [1, 0, 0, 0, com::QUIT];
     if stream.pending_write() == 0 {
         stream.io_mut().send_now(&QUIT);

@@ -87,15 +87,15 @@ pub async fn serve_on(
             "serving before the primary's version is known; clients see a default one until it is"
         );
     }
-    let (stop_accepting, accepting) = tokio::sync::watch::channel(false);
     let on_client = {
         let shared = shared.clone();
         move |placer: &Placer, client: Accepted| start_session(&shared, placer, client)
     };
-    let acceptors = Acceptors {
-        stop: stop_accepting,
-        tasks: workers.accept(listener.into_std()?, accepting, on_client)?,
-    };
+    // The acceptors end when shutdown begins (`shared.shutdown`).
+    let acceptors = listener
+        .into_std()
+        .and_then(|listener| workers.accept(listener, shared.shutdown.subscribe(), on_client))
+        .with_context(|| format!("cannot accept clients on {listen} from the worker threads"))?;
     tracing::info!(%listen, admin = %admin_listen, "sluice {} ready", env!("CARGO_PKG_VERSION"));
     shared.readiness.accepting();
 
@@ -163,23 +163,6 @@ fn start_session(shared: &Arc<Shared>, placer: &Placer, client: Accepted) {
     }
 }
 
-/// The tasks accepting clients, and how to stop them.
-struct Acceptors {
-    stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Acceptors {
-    /// Stops accepting: once every acceptor has ended, the listening socket
-    /// is closed and new connections are refused.
-    async fn close(self) {
-        self.stop.send_replace(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
-}
-
 /// Sleeps until `until` (forever when None).
 async fn sleep_until(until: Option<tokio::time::Instant>) {
     match until {
@@ -207,8 +190,17 @@ pub fn warn_unwarmable_users(config: &Config) {
 /// Graceful shutdown: stop accepting, let running statements and open
 /// transactions finish (idle clients are told and closed at once), then
 /// close the pools. Gives up waiting after `server.shutdown_timeout_ms`.
-async fn shut_down(shared: &Shared, acceptors: Acceptors, signal: &str) -> anyhow::Result<()> {
-    acceptors.close().await;
+async fn shut_down(
+    shared: &Shared,
+    acceptors: Vec<tokio::task::JoinHandle<()>>,
+    signal: &str,
+) -> anyhow::Result<()> {
+    // The acceptors end on the flag; once all have, the listening socket is
+    // closed and new connections are refused.
+    shared.shutdown.send_replace(true);
+    for acceptor in acceptors {
+        let _ = acceptor.await;
+    }
     let limit = Duration::from_millis(shared.config.load().server.shutdown_timeout_ms);
     tracing::info!(
         signal,
@@ -216,7 +208,6 @@ async fn shut_down(shared: &Shared, acceptors: Acceptors, signal: &str) -> anyho
         "shutting down; waiting up to {} ms for clients",
         limit.as_millis()
     );
-    shared.shutdown.send_replace(true);
     // Sessions waiting for a command check the flag when woken.
     shared.clients_by_id.wake_all();
     let deadline = tokio::time::Instant::now() + limit;

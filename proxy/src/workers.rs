@@ -118,7 +118,7 @@ impl Workers {
         self.placer.sessions.clone()
     }
 
-    /// Accepts clients from `listener` until `stop` changes (or its sender
+    /// Accepts clients from `listener` until `stop` is true (or its sender
     /// is dropped): on every worker thread, each with a duplicate of the
     /// socket registered with its own runtime, or without worker threads on
     /// the caller's runtime. `on_client` gets each connection on the thread
@@ -178,7 +178,7 @@ async fn accept_loop<C>(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.changed() => return,
+            _ = stop.wait_for(|stop| *stop) => return,
         };
         match accepted {
             Ok((stream, peer)) => on_client(&placer, Accepted { stream, peer, worker }),
