@@ -91,12 +91,19 @@ impl<S> Drop for BackendConn<S> {
 /// COM_QUIT, written only if the socket takes it at once and nothing is
 /// half-written before it (a command cut off mid-packet would swallow
 /// these bytes). The server reads it after whatever it is still answering.
+/// A goodbye that cannot go out is counted: the server then logs the
+/// connection as aborted.
 fn say_goodbye(stream: &mut PacketStream<BackendStream>) {
     // One packet: a 1-byte payload, sequence id 0.
     const QUIT: [u8; 5] = [1, 0, 0, 0, com::QUIT];
-    if stream.pending_write() == 0 {
-        stream.io_mut().send_now(&QUIT);
-    }
+    let unsent = if stream.pending_write() != 0 {
+        "half_written"
+    } else if !stream.io_mut().send_now(&QUIT) {
+        "socket_full"
+    } else {
+        return;
+    };
+    metrics::counter!("sluice_backend_quit_unsent_total", "reason" => unsent).increment(1);
 }
 
 /// A statement ready to execute on a connection: its id there and the

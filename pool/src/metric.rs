@@ -19,6 +19,13 @@ pub fn describe() {
         "Pooled backend connections closed (left their pool), by backend"
     );
     describe_counter!(
+        "sluice_backend_quit_unsent_total",
+        Unit::Count,
+        "Backend connections closed without COM_QUIT although Sluice meant to say it (the \
+         server logs them as aborted), by reason (half_written: a command was cut off \
+         mid-packet; socket_full: the socket or TLS layer did not take it at once)"
+    );
+    describe_counter!(
         "sluice_pool_keepalive_pings_total",
         Unit::Count,
         "Pings sent on pooled connections idle past the keepalive interval, by backend"

@@ -29,23 +29,23 @@ impl BackendStream {
 
     /// Writes `bytes` as far as the socket takes them now, without waiting
     /// (a goodbye on close); over TLS followed by the close_notify alert.
-    pub fn send_now(&mut self, bytes: &[u8]) {
+    /// True when all of it went out.
+    pub fn send_now(&mut self, bytes: &[u8]) -> bool {
         match self {
-            BackendStream::Plain(tcp) => {
-                let _ = tcp.try_write(bytes);
-            }
+            BackendStream::Plain(tcp) => matches!(tcp.try_write(bytes), Ok(n) if n == bytes.len()),
             BackendStream::Tls(tls) => {
                 let (tcp, session) = tls.get_mut();
                 if std::io::Write::write_all(&mut session.writer(), bytes).is_err() {
-                    return;
+                    return false;
                 }
                 session.send_close_notify();
                 let mut socket = NowWriter(tcp);
                 while session.wants_write() {
                     if !matches!(session.write_tls(&mut socket), Ok(n) if n > 0) {
-                        return;
+                        return false;
                     }
                 }
+                true
             }
         }
     }

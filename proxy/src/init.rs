@@ -254,6 +254,9 @@ async fn discover(primary: &str, user: &str, password: &str) -> anyhow::Result<D
         }
     }
     replicas.sort_by(|a, b| (a.server_id, &a.host, a.port).cmp(&(b.server_id, &b.host, b.port)));
+    // COM_QUIT, so the server does not log an aborted connection; a failure
+    // here changes nothing about what was found.
+    let _ = conn.disconnect().await;
     Ok(Discovery {
         server_id,
         version,

@@ -516,6 +516,67 @@ pub async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> boo
     }
 }
 
+/// Waits (up to 15 s) until a statement whose text is exactly `sql` runs on
+/// one of the topology's three servers: a client's statement has reached the
+/// database, on whichever server its route chose. Give the statement a text
+/// no other test uses (tests run at once).
+pub async fn wait_until_running(sql: &str) {
+    use mysql_async::prelude::Queryable;
+    let topo = Topology::from_env();
+    let mut servers = Vec::new();
+    for addr in [&topo.primary, &topo.replica1, &topo.replica2] {
+        let conn = mysql_async::Conn::new(direct_opts(addr)).await;
+        servers.push(conn.unwrap_or_else(|e| panic!("direct connection to {addr}: {e}")));
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    'poll: loop {
+        for server in &mut servers {
+            let n: Option<u64> = server
+                .exec_first(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = ?",
+                    (sql,),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("process list: {e}"));
+            if n.unwrap_or(0) > 0 {
+                break 'poll;
+            }
+        }
+        assert!(Instant::now() < deadline, "`{sql}` never reached a server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for server in servers {
+        let _ = server.disconnect().await;
+    }
+}
+
+/// Waits (up to 15 s, `MASTER_GTID_WAIT`) until both replicas have applied
+/// everything the primary had written when it was called.
+pub async fn replicas_caught_up() {
+    use mysql_async::prelude::Queryable;
+    let topo = Topology::from_env();
+    let mut primary = mysql_async::Conn::new(direct_opts(&topo.primary))
+        .await
+        .expect("direct connection to the primary");
+    let pos: String = primary
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .expect("@@gtid_binlog_pos")
+        .unwrap_or_default();
+    let _ = primary.disconnect().await;
+    for addr in [&topo.replica1, &topo.replica2] {
+        let mut replica = mysql_async::Conn::new(direct_opts(addr))
+            .await
+            .unwrap_or_else(|e| panic!("direct connection to {addr}: {e}"));
+        let waited: Option<i64> = replica
+            .exec_first("SELECT MASTER_GTID_WAIT(?, 15)", (&pos,))
+            .await
+            .unwrap_or_else(|e| panic!("MASTER_GTID_WAIT on {addr}: {e}"));
+        assert_eq!(waited, Some(0), "{addr} did not apply {pos} within 15 s");
+        let _ = replica.disconnect().await;
+    }
+}
+
 /// Per replication domain, the MariaDB GTID position `have` has applied at
 /// least `need`'s sequence number (the test's own reading of the text, so it
 /// does not trust Sluice's).

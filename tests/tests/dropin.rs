@@ -276,12 +276,16 @@ async fn connection_id_and_kill_name_the_client() {
         assert_ne!(killer.id(), id);
 
         // KILL QUERY stops the statement, not the connection.
-        let sleeper = tokio::spawn(async move {
-            let started = Instant::now();
-            let r = victim.query_drop("SELECT SLEEP(20)").await;
-            (victim, r, started.elapsed())
+        let sleep = format!("SELECT SLEEP(20) AS dropin_kill_{mode}");
+        let sleeper = tokio::spawn({
+            let sleep = sleep.clone();
+            async move {
+                let started = Instant::now();
+                let r = victim.query_drop(sleep).await;
+                (victim, r, started.elapsed())
+            }
         });
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        sluice_tests::wait_until_running(&sleep).await;
         killer.query_drop(format!("KILL QUERY {id}")).await.unwrap();
         let (mut victim, r, took) = sleeper.await.unwrap();
         let err = r.expect_err("the statement was killed");

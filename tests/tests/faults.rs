@@ -49,7 +49,31 @@ async fn idle_clients_survive_wait_timeout() {
     let mut direct = Conn::new(direct_opts(&Topology::from_env().primary))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Until the server closes the idle direct connection for wait_timeout:
+    // every pooled connection was last used before it was opened, so each
+    // one has idled as long, and only Sluice's keepalive saved it.
+    let direct_id = direct.id();
+    let mut watcher = Conn::new(direct_opts(&Topology::from_env().primary))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Option<u64> = watcher
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ?",
+                (direct_id,),
+            )
+            .await
+            .unwrap();
+        if left == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never closed the idle direct connection"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let direct_result = direct.query_drop("SELECT 1").await;
     for c in &mut clients {
         let id: Option<u32> = c
@@ -298,7 +322,7 @@ async fn table_lock_starving_the_pool_gives_pool_exhausted() {
         .await
         .unwrap();
     b.stream.send(0, b"\x03SELECT * FROM fault_lock").await.unwrap(); // blocks on connection 2
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    sluice_tests::wait_until_running("SELECT * FROM fault_lock").await;
     let mut c = RawClient::connect_without_schema(s.port, "app", "app")
         .await
         .unwrap();

@@ -24,7 +24,16 @@ async fn metrics_are_served_and_move() {
             .unwrap();
     }
     let _ = c.query_drop("SELECT * FROM no_such_table_x").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await; // pool gauges sample every second
+    // The pool gauges are sampled every second.
+    sluice_tests::wait_until(
+        "the pool gauges are sampled",
+        std::time::Duration::from_secs(10),
+        || {
+            s.metrics()
+                .contains("sluice_pool_connections{backend=\"primary\",state=\"active\"}")
+        },
+    )
+    .await;
     let m = s.metrics();
     assert!(metric_sum(&m, "sluice_client_connections", &[]) >= 1.0, "{m}");
     assert!(metric_sum(&m, "sluice_client_connections_accepted_total", &[]) >= 1.0);

@@ -203,7 +203,11 @@ async fn sigterm_lets_an_open_transaction_commit() {
     a.query_drop("BEGIN").await.unwrap();
     a.query_drop("INSERT INTO ops_term VALUES (1)").await.unwrap();
     s.signal(libc::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let port = s.port;
+    sluice_tests::wait_until("the listening socket is closed", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    })
+    .await;
     // New clients are no longer accepted; idle ones are told and closed.
     assert!(
         Conn::new(s.opts()).await.is_err(),

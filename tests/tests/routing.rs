@@ -33,8 +33,8 @@ async fn setup_table(c: &mut Conn) {
         .await
         .unwrap();
     c.query_drop("INSERT IGNORE INTO rt VALUES (1, 0)").await.unwrap();
-    // Let the replicas catch up before reading from them.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The replicas have the row before anything reads it from them.
+    sluice_tests::replicas_caught_up().await;
 }
 
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn previous_statement_state_is_read_where_it_was_made() {
             .unwrap();
         assert_eq!(id, expected, "LAST_INSERT_ID() is right on server {sid}");
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sluice_tests::replicas_caught_up().await;
     let _: Vec<u64> = c
         .query("SELECT SQL_CALC_FOUND_ROWS id FROM rt_ai LIMIT 1")
         .await
@@ -254,21 +254,24 @@ async fn read_your_writes_window_sends_reads_to_the_primary() {
     let s = Sluice::start(); // default: read_your_writes = "primary_window"
     let mut c = Conn::new(s.opts()).await.unwrap();
     setup_table(&mut c).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await; // setup wrote too
-    assert!(is_replica(
-        server_id(&mut c, "SELECT @@server_id FROM rt WHERE id = 1").await
-    ));
+    // The setup wrote too: its window passes first.
+    reads_reach_a_replica(&mut c, "reads reach a replica after the setup's window").await;
     c.query_drop("UPDATE rt SET sid = 7 WHERE id = 1").await.unwrap();
     assert_eq!(
         server_id(&mut c, "SELECT @@server_id FROM rt WHERE id = 1").await,
         PRIMARY,
         "reads right after a write see the primary"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-    assert!(
-        is_replica(server_id(&mut c, "SELECT @@server_id FROM rt WHERE id = 1").await),
-        "and go back to replicas after the window"
-    );
+    reads_reach_a_replica(&mut c, "reads go back to replicas after the window").await;
+}
+
+/// Reads until one is answered by a replica (up to 10 s).
+async fn reads_reach_a_replica(c: &mut Conn, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !is_replica(server_id(c, "SELECT @@server_id FROM rt WHERE id = 1").await) {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -324,7 +327,7 @@ async fn for_update_lock_waits_and_get_lock_between_clients() {
         b.query_drop("COMMIT").await.unwrap();
         (v, b)
     });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    sluice_tests::wait_until_running("SELECT v FROM rt_lock WHERE id = 1 FOR UPDATE").await;
     assert!(
         !waiter.is_finished(),
         "the second locking read waits for the first transaction"

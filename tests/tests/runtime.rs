@@ -11,29 +11,12 @@
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
-use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts};
+use sluice_tests::{Sluice, SluiceOptions};
 use std::time::Duration;
 
 /// The sleeping statement of the test with `worker_threads`.
 fn sleep_sql(worker_threads: usize) -> String {
     format!("SELECT SLEEP(30) AS runtime_test_sleep{worker_threads}")
-}
-
-/// Whether a server (a read may run on any) is running `sql`.
-async fn sleeping(servers: &mut [Conn], sql: &str) -> bool {
-    for server in servers {
-        let n: Option<u64> = server
-            .exec_first(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = ?",
-                (sql,),
-            )
-            .await
-            .unwrap();
-        if n.unwrap_or(0) > 0 {
-            return true;
-        }
-    }
-    false
 }
 
 #[tokio::test]
@@ -64,23 +47,13 @@ async fn serves_everyone_while_a_statement_runs(worker_threads: usize, log_says:
     assert!(s.log().contains(log_says), "{log_says}: {}", s.log());
     // Its own table: the two tests run at once.
     let table = format!("runtime_t{worker_threads}");
-    let topo = Topology::from_env();
-    let mut servers = Vec::new();
-    for addr in [&topo.primary, &topo.replica1, &topo.replica2] {
-        servers.push(Conn::new(direct_opts(addr)).await.unwrap());
-    }
     let mut victim = Conn::new(s.opts()).await.unwrap();
     let id = victim.id();
     let sleeper = tokio::spawn(async move {
         let r = victim.query_drop(sleep_sql(worker_threads)).await;
         (victim, r)
     });
-    let mut waited = 0;
-    while !sleeping(&mut servers, &sleep_sql(worker_threads)).await {
-        waited += 1;
-        assert!(waited < 300, "the sleeping statement never reached the server");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sluice_tests::wait_until_running(&sleep_sql(worker_threads)).await;
 
     // Served while the statement runs on the same thread's runtime.
     let mut other = Conn::new(s.opts()).await.unwrap();
