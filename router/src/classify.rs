@@ -104,6 +104,10 @@ pub struct Statement {
     pub reads_connection_id: bool,
     /// Leaves state for the next statement to read (SQL_CALC_FOUND_ROWS).
     pub feeds_next: bool,
+    /// `SET TRANSACTION ...` without SESSION or GLOBAL, anywhere in the
+    /// text: characteristics for the connection's next transaction only,
+    /// which no tracked variable reports and no reset of Sluice's replays.
+    pub sets_next_transaction: bool,
     /// `/* sluice:... */` hint, if any.
     pub hint: Option<String>,
 }
@@ -126,7 +130,12 @@ pub fn classify(sql: &str) -> Statement {
     let mut reads_last_insert_id = false;
     let mut reads_connection_id = false;
     let mut feeds_next = false;
+    let mut sets_next_transaction = false;
     let mut first = true;
+    // A statement starts here (the text's start, or after a `;`), and the
+    // word before, if it started one, was SET.
+    let mut at_start = true;
+    let mut set_started = false;
     let mut prev_word: Option<&str> = None;
     let mut pending_function: Option<&str> = None;
 
@@ -142,7 +151,13 @@ pub fn classify(sql: &str) -> Statement {
                     }
                 }
                 let mut buf = [0u8; 24];
-                match upper(w, &mut buf) {
+                let word = upper(w, &mut buf);
+                if set_started && word == "TRANSACTION" {
+                    sets_next_transaction = true;
+                }
+                set_started = at_start && word == "SET";
+                at_start = false;
+                match word {
                     "TEMPORARY" if kind == Kind::Ddl => pin = stronger(pin, PinReason::TemporaryTable),
                     "TABLES" | "TABLE" if kind == Kind::Lock && prev_is(prev_word, "LOCK") => {
                         pin = stronger(pin, PinReason::LockTables)
@@ -186,6 +201,10 @@ pub fn classify(sql: &str) -> Statement {
             }
             Token::Assign | Token::Punct(_) | Token::Quoted => {}
         }
+        if !matches!(token, Token::Hint(_)) {
+            at_start = matches!(token, Token::Punct(b';'));
+            set_started = false;
+        }
         pending_function = None;
         if first && !matches!(token, Token::Hint(_) | Token::Punct(b'(')) {
             first = false;
@@ -199,6 +218,7 @@ pub fn classify(sql: &str) -> Statement {
         reads_last_insert_id,
         reads_connection_id,
         feeds_next,
+        sets_next_transaction,
         hint,
     }
 }
@@ -279,6 +299,23 @@ mod tests {
         assert_eq!(classify("start transaction").kind, Kind::Begin);
         assert_eq!(classify("(SELECT 1) UNION (SELECT 2)").kind, Kind::Select);
         assert_eq!(classify("").kind, Kind::Empty);
+    }
+
+    #[test]
+    fn one_shot_set_transaction_is_seen_anywhere_in_the_text() {
+        let next = |sql: &str| classify(sql).sets_next_transaction;
+        assert!(next("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"));
+        assert!(next("set transaction read only"));
+        assert!(next("/* c */ SET /* sluice:primary */ TRANSACTION READ WRITE"));
+        assert!(next("SELECT 1; SET TRANSACTION READ ONLY"));
+        // Session and global characteristics are variables Sluice tracks.
+        assert!(!next("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"));
+        assert!(!next("SET GLOBAL TRANSACTION READ ONLY"));
+        // A column or a string named so is not the statement.
+        assert!(!next("UPDATE t SET transaction = 1"));
+        assert!(!next("INSERT INTO t SET transaction = 1"));
+        assert!(!next("SELECT 'SET TRANSACTION READ ONLY'"));
+        assert!(!next("SET @transaction = 1"));
     }
 
     #[test]

@@ -579,6 +579,12 @@ pub enum HoldReason {
     Pinned(PinReason),
     /// `pool.mode = "session"`: one backend connection for the client's life.
     Session,
+    /// A one-shot `SET TRANSACTION` set the characteristics of the
+    /// connection's next transaction: the client keeps the connection until
+    /// a transaction after it ends (the server has then forgotten them), or
+    /// until it leaves (the connection is reset), so they apply to the
+    /// client's own next transaction and never to another client's.
+    NextTransaction,
     /// Checked out for the statement running now; back to the pool after
     /// it (what a later statement may read of it, Sluice captured).
     Statement,
@@ -625,18 +631,27 @@ pub struct HoldInput {
     pub autocommit_off: bool,
     /// `pool.mode = "session"`.
     pub session_mode: bool,
+    /// A one-shot `SET TRANSACTION` was pending on the connection before
+    /// this statement.
+    pub next_transaction_pending: bool,
+    /// This statement's text has a one-shot `SET TRANSACTION` (whatever
+    /// its outcome: a failed one only holds the connection a little longer).
+    pub sets_next_transaction: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold {
     /// A transaction is open on the connection.
     pub in_transaction: bool,
+    /// A one-shot `SET TRANSACTION` is still pending on the connection.
+    pub next_transaction_pending: bool,
     /// Why the client keeps the connection; None gives it back to the pool.
     pub keep: Option<HoldReason>,
 }
 
 /// Whether the client keeps its connection after a statement: pins first,
-/// then session mode, then an open transaction.
+/// then session mode, then an open transaction, then a pending one-shot
+/// `SET TRANSACTION`.
 pub fn hold_after(input: HoldInput) -> Hold {
     let in_transaction = match input.in_trans_flag {
         Some(open) => open,
@@ -645,16 +660,29 @@ pub fn hold_after(input: HoldInput) -> Hold {
         // the failed statement may have opened one.
         None => input.was_in_transaction || input.saw_in_transaction || input.autocommit_off,
     };
+    // A one-shot SET TRANSACTION is only accepted outside a transaction, so
+    // any transaction that ends while it is pending came after it and used
+    // it up. An autocommit statement may use it up too (one that touches a
+    // transactional table), but nothing says so: it stays pending.
+    let transaction_ended = (input.was_in_transaction || input.saw_in_transaction) && !in_transaction;
+    let next_transaction_pending =
+        input.sets_next_transaction || (input.next_transaction_pending && !transaction_ended);
     let keep = if let Some(reason) = input.pinned {
         Some(HoldReason::Pinned(reason))
     } else if input.session_mode {
         Some(HoldReason::Session)
     } else if in_transaction {
         Some(HoldReason::Transaction)
+    } else if next_transaction_pending {
+        Some(HoldReason::NextTransaction)
     } else {
         None
     };
-    Hold { in_transaction, keep }
+    Hold {
+        in_transaction,
+        next_transaction_pending,
+        keep,
+    }
 }
 
 /// What a statement that ran on the writer leaves for read-your-writes.
@@ -1351,6 +1379,8 @@ mod tests {
             saw_in_transaction: false,
             autocommit_off: false,
             session_mode: false,
+            next_transaction_pending: false,
+            sets_next_transaction: false,
         };
         assert_eq!(hold_after(base).keep, None);
         let open = HoldInput {
@@ -1396,6 +1426,98 @@ mod tests {
             assert!(hold.in_transaction);
             assert_eq!(hold.keep, Some(HoldReason::Transaction));
         }
+    }
+
+    #[test]
+    fn a_one_shot_set_transaction_holds_the_connection_until_a_transaction_ends() {
+        let idle = HoldInput {
+            pinned: None,
+            in_trans_flag: Some(false),
+            was_in_transaction: false,
+            saw_in_transaction: false,
+            autocommit_off: false,
+            session_mode: false,
+            next_transaction_pending: false,
+            sets_next_transaction: false,
+        };
+        // SET TRANSACTION ISOLATION LEVEL ...: kept, pending; even if it
+        // failed (an ERR says nothing of it).
+        let set = HoldInput {
+            sets_next_transaction: true,
+            ..idle
+        };
+        for input in [
+            set,
+            HoldInput {
+                in_trans_flag: None,
+                ..set
+            },
+        ] {
+            let hold = hold_after(input);
+            assert!(hold.next_transaction_pending);
+            assert_eq!(hold.keep, Some(HoldReason::NextTransaction));
+        }
+        let pending = HoldInput {
+            next_transaction_pending: true,
+            ..idle
+        };
+        // Statements outside a transaction (SELECT 1, SET @a, an autocommit
+        // write) may or may not have used it up: still kept.
+        assert_eq!(hold_after(pending).keep, Some(HoldReason::NextTransaction));
+        assert_eq!(
+            hold_after(HoldInput {
+                in_trans_flag: None,
+                ..pending
+            })
+            .keep,
+            Some(HoldReason::NextTransaction)
+        );
+        // BEGIN: the transaction hold; still pending until it ends.
+        let begun = hold_after(HoldInput {
+            in_trans_flag: Some(true),
+            ..pending
+        });
+        assert_eq!(begun.keep, Some(HoldReason::Transaction));
+        assert!(begun.next_transaction_pending);
+        // COMMIT / ROLLBACK, or a multi-statement that opened and closed
+        // one: used up, back to the pool.
+        for ended in [
+            HoldInput {
+                was_in_transaction: true,
+                ..pending
+            },
+            HoldInput {
+                saw_in_transaction: true,
+                ..pending
+            },
+        ] {
+            let hold = hold_after(ended);
+            assert!(!hold.next_transaction_pending);
+            assert_eq!(hold.keep, None);
+        }
+        // A failed statement inside the transaction: it stays open.
+        let failed_inside = hold_after(HoldInput {
+            was_in_transaction: true,
+            in_trans_flag: None,
+            ..pending
+        });
+        assert!(failed_inside.next_transaction_pending);
+        // A SET TRANSACTION after a transaction ended in the same
+        // multi-statement is pending.
+        let set_after_commit = hold_after(HoldInput {
+            saw_in_transaction: true,
+            ..set
+        });
+        assert!(set_after_commit.next_transaction_pending);
+        // Pins and session mode come first.
+        let pinned = HoldInput {
+            pinned: Some(PinReason::TemporaryTable),
+            ..set
+        };
+        assert_eq!(
+            hold_after(pinned).keep,
+            Some(HoldReason::Pinned(PinReason::TemporaryTable))
+        );
     }
 
     #[test]

@@ -276,3 +276,104 @@ async fn follow_up_reads_stay_right_after_a_pause() {
     });
     join_all(clients).await;
 }
+
+/// What a client sees of one-shot `SET TRANSACTION` (characteristics of
+/// the connection's next transaction only), connecting with `opts`; `other`
+/// writes between two reads of a transaction (always directly, so a small
+/// pool never makes it wait for the client's held connection).
+async fn next_transaction_transcript(opts: mysql_async::Opts, other: &mut Conn) -> Vec<String> {
+    fn said<T>(r: Result<T, mysql_async::Error>) -> String {
+        match r {
+            Ok(_) => "ok".into(),
+            Err(mysql_async::Error::Server(e)) => format!("error {}", e.code),
+            Err(e) => format!("failed: {e}"),
+        }
+    }
+    const WRITE: &str = "UPDATE next_trx SET v = v + 1 WHERE id = 1";
+    const READ: &str = "SELECT v FROM next_trx WHERE id = 1";
+    let mut seen = Vec::new();
+    let mut a = Conn::new(opts.clone()).await.unwrap();
+    // READ ONLY applies to the next transaction, then no more.
+    seen.push(said(a.query_drop("SET TRANSACTION READ ONLY").await));
+    seen.push(said(a.query_drop("START TRANSACTION").await));
+    seen.push(said(a.query_drop(WRITE).await));
+    seen.push(said(a.query_drop("ROLLBACK").await));
+    seen.push(said(a.query_drop(WRITE).await));
+    // The isolation level: READ COMMITTED sees another client's commit
+    // within the transaction; the next transaction is REPEATABLE READ again.
+    seen.push(said(
+        a.query_drop("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await,
+    ));
+    for _ in 0..2 {
+        a.query_drop("START TRANSACTION").await.unwrap();
+        let before: Option<i64> = a.query_first(READ).await.unwrap();
+        other.query_drop(WRITE).await.unwrap();
+        let after: Option<i64> = a.query_first(READ).await.unwrap();
+        a.query_drop("COMMIT").await.unwrap();
+        seen.push(format!("saw the other write: {}", before != after));
+    }
+    // A statement that touches an InnoDB table uses it up (on the server,
+    // and so through Sluice, wherever reads go).
+    seen.push(said(a.query_drop("SET TRANSACTION READ ONLY").await));
+    seen.push(said(a.query_drop("SELECT 1").await));
+    seen.push(said(a.query_drop(READ).await));
+    seen.push(said(a.query_drop(WRITE).await));
+    // Left pending by a client that goes away: nobody else's.
+    seen.push(said(a.query_drop("SET TRANSACTION READ ONLY").await));
+    a.disconnect().await.unwrap();
+    for _ in 0..3 {
+        let mut b = Conn::new(opts.clone()).await.unwrap();
+        seen.push(said(b.query_drop(WRITE).await));
+        seen.push(said(b.query_drop("START TRANSACTION").await));
+        seen.push(said(b.query_drop(WRITE).await));
+        seen.push(said(b.query_drop("COMMIT").await));
+        b.disconnect().await.unwrap();
+    }
+    seen
+}
+
+#[tokio::test]
+async fn set_transaction_applies_to_the_clients_next_transaction_only() {
+    let topo = sluice_tests::Topology::from_env();
+    let mut other = Conn::new(sluice_tests::direct_opts(&topo.primary)).await.unwrap();
+    other
+        .query_drop(
+            "CREATE TABLE IF NOT EXISTS sluice_test.next_trx (id INT PRIMARY KEY, v INT) ENGINE=InnoDB",
+        )
+        .await
+        .unwrap();
+    other
+        .query_drop("INSERT IGNORE INTO sluice_test.next_trx VALUES (1, 0)")
+        .await
+        .unwrap();
+    other.query_drop("USE sluice_test").await.unwrap();
+    sluice_tests::replicas_caught_up().await;
+    let direct = next_transaction_transcript(
+        mysql_async::OptsBuilder::from_opts(sluice_tests::direct_opts(&topo.primary))
+            .db_name(Some("sluice_test"))
+            .into(),
+        &mut other,
+    )
+    .await;
+    assert!(
+        direct.contains(&"error 1792".to_string()),
+        "the server refuses a write in a READ ONLY transaction: {direct:?}"
+    );
+    // One connection per backend: a client that comes after another gets
+    // the connection it left.
+    for mode in ["primary_only", "split"] {
+        let s = Sluice::start_with(SluiceOptions {
+            max_connections_per_backend: 1,
+            routing_mode: mode,
+            ..SluiceOptions::default()
+        });
+        let through = next_transaction_transcript(s.opts(), &mut other).await;
+        assert_eq!(through, direct, "{mode}: what the client sees through Sluice");
+        let m = s.metrics();
+        assert!(
+            metric_sum(&m, "sluice_next_transaction_holds_total", &[]) >= 3.0,
+            "{mode}: {m}"
+        );
+    }
+}

@@ -131,6 +131,12 @@ fn statements() {
          cursor, untracked_state)"
     );
     describe_counter!(
+        "sluice_next_transaction_holds_total",
+        Unit::Count,
+        "Clients that kept their backend connection after a one-shot SET TRANSACTION (the \
+         next transaction's characteristics) until a later transaction ended or they left"
+    );
+    describe_counter!(
         "sluice_state_read_backs_total",
         Unit::Count,
         "Session state read back from the server after a statement, by what \

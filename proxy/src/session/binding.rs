@@ -32,6 +32,8 @@ pub(super) struct Binding {
     /// The server's IN_TRANS flag after the client's last statement (also
     /// while pinned or in `pool.mode = "session"`).
     pub in_transaction: bool,
+    /// A one-shot `SET TRANSACTION` is pending on the held connection.
+    pub next_transaction: bool,
     /// The client's prepared statements (Sluice's ids).
     pub statements: ClientStatements,
 }
@@ -48,11 +50,12 @@ impl Binding {
         self.held.as_ref().map(|h| h.reason)
     }
 
-    /// Bound by a transaction or a pin (not just `pool.mode = "session"`).
-    pub fn in_transaction_or_pinned(&self) -> bool {
+    /// Bound by state only its connection has: a transaction, a pin or a
+    /// pending one-shot `SET TRANSACTION` (not just `pool.mode = "session"`).
+    pub fn holds_state(&self) -> bool {
         matches!(
             self.reason(),
-            Some(HoldReason::Transaction | HoldReason::Pinned(_))
+            Some(HoldReason::Transaction | HoldReason::Pinned(_) | HoldReason::NextTransaction)
         )
     }
 
@@ -91,6 +94,10 @@ impl Binding {
     /// Applies [`sluice_router::plan::hold_after`]'s decision.
     pub fn apply(&mut self, hold: Hold) {
         self.in_transaction = hold.in_transaction;
+        if hold.next_transaction_pending && !self.next_transaction {
+            metrics::counter!("sluice_next_transaction_holds_total").increment(1);
+        }
+        self.next_transaction = hold.next_transaction_pending;
         match (hold.keep, self.held.as_mut()) {
             (Some(reason), Some(held)) => held.reason = reason,
             (None, _) => self.held = None, // back to the pool
@@ -107,6 +114,7 @@ impl Binding {
         // Whatever was pinned or open on it is gone.
         self.pinned = None;
         self.cursor_open = false;
+        self.next_transaction = false;
     }
 
     /// Gives the held connection back, first resetting state that must not
@@ -114,6 +122,7 @@ impl Binding {
     pub async fn release(&mut self, conn_id: u32) {
         self.pinned = None;
         self.cursor_open = false;
+        self.next_transaction = false;
         let Some(mut held) = self.held.take() else { return };
         if held.reason == HoldReason::Statement {
             return;

@@ -483,8 +483,8 @@ impl Session {
                     "reading back session state failed: {e}"
                 );
                 metrics::counter!("sluice_errors_total", "cause" => "state_read_back").increment(1);
-                let bound = self.binding.in_transaction_or_pinned()
-                    || outcome.status.is_some_and(|st| st & status::IN_TRANS != 0);
+                let bound =
+                    self.binding.holds_state() || outcome.status.is_some_and(|st| st & status::IN_TRANS != 0);
                 self.binding.drop_broken();
                 if bound {
                     // Its transaction or pinned state died with the
@@ -561,6 +561,8 @@ impl Session {
             saw_in_transaction: outcome.saw_in_transaction,
             autocommit_off,
             session_mode: self.config.pool.mode == PoolMode::Session,
+            next_transaction_pending: self.binding.next_transaction,
+            sets_next_transaction: work.facts.is_some_and(|f| f.lexical.sets_next_transaction),
         });
         self.binding.apply(hold);
     }

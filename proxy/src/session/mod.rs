@@ -353,7 +353,7 @@ impl Session {
         let idle_deadline =
             (idle_limit > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(idle_limit));
         loop {
-            let bound = self.binding.in_transaction_or_pinned();
+            let bound = self.binding.holds_state();
             if self.shared.shutting_down() && !bound {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "server shutdown"));
             }
