@@ -108,6 +108,12 @@ pub struct Statement {
     /// text: characteristics for the connection's next transaction only,
     /// which no tracked variable reports and no reset of Sluice's replays.
     pub sets_next_transaction: bool,
+    /// Reads the server's `read_only` setting (`@@read_only`,
+    /// `@@GLOBAL.read_only`, `super_read_only`, `innodb_read_only`). It
+    /// differs between the primary and its replicas, and applications ask
+    /// it to learn whether they may write (MediaWiki does before every
+    /// write), so the primary answers it.
+    pub reads_read_only: bool,
     /// `/* sluice:... */` hint, if any.
     pub hint: Option<String>,
 }
@@ -131,6 +137,7 @@ pub fn classify(sql: &str) -> Statement {
     let mut reads_connection_id = false;
     let mut feeds_next = false;
     let mut sets_next_transaction = false;
+    let mut reads_read_only = false;
     let mut first = true;
     // A statement starts here (the text's start, or after a `;`), and the
     // word before, if it started one, was SET.
@@ -198,6 +205,15 @@ pub fn classify(sql: &str) -> Statement {
                 ) {
                     needs_previous = true;
                 }
+                // `name` is bare after @@session. / @@local.; a user
+                // variable keeps its single `@`.
+                let var = name
+                    .strip_prefix("@@global.")
+                    .or_else(|| name.strip_prefix("@@"))
+                    .unwrap_or(name);
+                if matches!(var, "read_only" | "super_read_only" | "innodb_read_only") {
+                    reads_read_only = true;
+                }
             }
             Token::Assign | Token::Punct(_) | Token::Quoted => {}
         }
@@ -219,6 +235,7 @@ pub fn classify(sql: &str) -> Statement {
         reads_connection_id,
         feeds_next,
         sets_next_transaction,
+        reads_read_only,
         hint,
     }
 }
@@ -316,6 +333,19 @@ mod tests {
         assert!(!next("INSERT INTO t SET transaction = 1"));
         assert!(!next("SELECT 'SET TRANSACTION READ ONLY'"));
         assert!(!next("SET @transaction = 1"));
+    }
+
+    #[test]
+    fn reads_of_the_read_only_setting_are_seen() {
+        let asks = |sql: &str| classify(sql).reads_read_only;
+        assert!(asks("SELECT @@GLOBAL.read_only AS Value"));
+        assert!(asks("select @@read_only"));
+        assert!(asks("SELECT @@global.super_read_only, @@innodb_read_only"));
+        assert!(asks("SELECT 1, @@session.read_only"));
+        assert!(!asks("SELECT @@tx_read_only, @@transaction_read_only"));
+        assert!(!asks("SELECT @read_only"));
+        assert!(!asks("SELECT read_only FROM t"));
+        assert!(!asks("SELECT '@@read_only'"));
     }
 
     #[test]

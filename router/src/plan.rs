@@ -188,6 +188,10 @@ pub fn route(input: RouteInput<'_>) -> Route {
     if hint == Some("primary") || input.mode == RoutingMode::PrimaryOnly || input.autocommit_off {
         return Route::Primary;
     }
+    // "May I write?" has the primary's answer: a replica says read_only = 1.
+    if lexical.reads_read_only && hint != Some("replica") {
+        return Route::Primary;
+    }
     if input.recent_write && hint != Some("replica") {
         return Route::Primary;
     }
@@ -932,6 +936,22 @@ mod tests {
         ] {
             assert_eq!(split(sql), Route::Primary, "{sql}");
         }
+    }
+
+    #[test]
+    fn the_read_only_setting_is_the_primarys() {
+        for sql in [
+            "SELECT @@GLOBAL.read_only AS Value",
+            "SELECT @@read_only",
+            "SELECT @@global.super_read_only",
+            "SELECT @@innodb_read_only, @@version",
+        ] {
+            assert_eq!(split(sql), Route::Primary, "{sql}");
+        }
+        // Other settings of no table are any server's; a hint still wins.
+        assert_eq!(split("SELECT @@tx_read_only"), Route::Replica);
+        assert_eq!(split("SELECT @@server_id"), Route::Replica);
+        assert_eq!(split("SELECT /* sluice:replica */ @@read_only"), Route::Replica);
     }
 
     #[test]

@@ -347,3 +347,33 @@ async fn for_update_lock_waits_and_get_lock_between_clients() {
     let now: Option<i32> = b.query_first("SELECT GET_LOCK('rt_named', 1)").await.unwrap();
     assert_eq!(now, Some(1));
 }
+
+#[tokio::test]
+async fn may_i_write_is_answered_by_the_primary() {
+    // MediaWiki asks this before every write and refuses to write on 1.
+    const ASK: &str = "SELECT @@GLOBAL.read_only AS Value";
+    let topo = sluice_tests::Topology::from_env();
+    let mut said = Vec::new();
+    for addr in [&topo.primary, &topo.replica1, &topo.replica2] {
+        let mut direct = Conn::new(sluice_tests::direct_opts(addr)).await.unwrap();
+        said.push(direct.query_first::<u8, _>(ASK).await.unwrap());
+    }
+    assert_eq!(said, [Some(0), Some(1), Some(1)], "the topology's servers");
+    let s = split_off();
+    let mut c = Conn::new(s.opts()).await.unwrap();
+    for _ in 0..6 {
+        let through: Option<u8> = c.query_first(ASK).await.unwrap();
+        assert_eq!(
+            through, said[0],
+            "the primary's answer, as a server would give it"
+        );
+        let (read_only, sid): (u8, u32) = c
+            .query_first("SELECT @@read_only, @@server_id")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((read_only, sid), (0, PRIMARY));
+        // Other reads of no table still spread to the replicas.
+        assert!(is_replica(server_id(&mut c, "SELECT @@server_id").await));
+    }
+}
