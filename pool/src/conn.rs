@@ -21,7 +21,10 @@ pub struct ServerInfo {
     pub capabilities: CapabilityFlags,
     /// Everything the server offered.
     pub server_capabilities: CapabilityFlags,
+    /// MariaDB's extended capabilities negotiated for this connection.
     pub mariadb_capabilities: MariadbCapabilities,
+    /// Every extended capability the server offered (empty for MySQL).
+    pub server_mariadb_capabilities: MariadbCapabilities,
     pub default_collation: u8,
     /// The handshake's nonce and auth plugin (COM_CHANGE_USER scrambles
     /// with them).

@@ -51,8 +51,12 @@ pub const BACKEND_CAPABILITIES: Caps = Caps::from_bits_truncate(
 ///   `sql_mode` (`mariadb --ignore-spaces`, an ODBC option).
 /// - `CLIENT_INTERACTIVE`: the session's `wait_timeout` is the server's
 ///   `interactive_timeout` (the `mariadb` CLI at a terminal).
+/// - MariaDB's `MARIADB_CLIENT_EXTENDED_METADATA`: every column definition
+///   carries the column's extended type (`json`, `uuid`, ...), which drivers
+///   such as mysql2 read to decode JSON; clients without it cannot parse
+///   such definitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SessionCaps(Caps);
+pub struct SessionCaps(Caps, MariadbCapabilities);
 
 impl SessionCaps {
     const MULTI: Caps = Caps::from_bits_truncate(
@@ -66,17 +70,25 @@ impl SessionCaps {
         Caps::CLIENT_FOUND_ROWS.bits() | Caps::CLIENT_IGNORE_SPACE.bits() | Caps::CLIENT_INTERACTIVE.bits(),
     );
 
+    const MARIADB: MariadbCapabilities = MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA;
+
     /// What every current driver's clients share: all three multi-bits.
-    pub const DRIVER: SessionCaps = SessionCaps(Self::MULTI);
+    pub const DRIVER: SessionCaps = SessionCaps(Self::MULTI, MariadbCapabilities::empty());
 
     /// The bits a client's connections need, from its handshake.
-    pub fn of_client(caps: Caps) -> SessionCaps {
+    pub fn of_client(caps: Caps, mariadb: MariadbCapabilities) -> SessionCaps {
         let multi = if caps.contains(Self::RESULTS) {
             Self::MULTI
         } else {
             caps & Self::MULTI
         };
-        SessionCaps(multi | (caps & Self::SESSION))
+        SessionCaps(multi | (caps & Self::SESSION), mariadb & Self::MARIADB)
+    }
+
+    /// Column definitions carry MariaDB's extended type information.
+    pub fn extended_metadata(self) -> bool {
+        self.1
+            .contains(MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA)
     }
 
     /// The capabilities to ask of a server that offers `server_caps`, from
@@ -99,6 +111,7 @@ impl SessionCaps {
         .into_iter()
         .filter(|(bit, _)| self.0.contains(*bit))
         .map(|(_, name)| name)
+        .chain(self.extended_metadata().then_some("MARIADB_EXTENDED_METADATA"))
         .collect()
     }
 }
@@ -147,17 +160,23 @@ impl BackendConn {
 pub fn negotiate(handshake: &HandshakePacket<'_>) -> (Caps, MariadbCapabilities) {
     let server_caps = handshake.capabilities();
     let mut caps = BACKEND_CAPABILITIES & server_caps;
-    let mariadb_caps = if server_caps.contains(Caps::CLIENT_LONG_PASSWORD) {
-        MariadbCapabilities::empty()
-    } else {
-        handshake.mariadb_ext_capabilities()
-            & (MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
-                | MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA)
-    };
+    let mariadb_caps = offered_mariadb(handshake)
+        & (MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
+            | MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA);
     if !mariadb_caps.is_empty() {
         caps.remove(Caps::CLIENT_LONG_PASSWORD);
     }
     (caps, mariadb_caps)
+}
+
+/// MariaDB's extended capabilities a server offers: none unless it
+/// cleared CLIENT_MYSQL (MySQL sets it and uses those bytes otherwise).
+fn offered_mariadb(handshake: &HandshakePacket<'_>) -> MariadbCapabilities {
+    if handshake.capabilities().contains(Caps::CLIENT_LONG_PASSWORD) {
+        MariadbCapabilities::empty()
+    } else {
+        handshake.mariadb_ext_capabilities()
+    }
 }
 
 async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendError> {
@@ -176,8 +195,26 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
     let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
         .map_err(|e| BackendError::protocol(format!("bad server handshake: {e}")))?;
     let server_caps = handshake.capabilities();
-    let (caps, mariadb_caps) = negotiate(&handshake);
+    let (caps, mut mariadb_caps) = negotiate(&handshake);
     let caps = target.session_caps.apply(caps, server_caps);
+    let offered = offered_mariadb(&handshake);
+    if target.session_caps.extended_metadata() {
+        // Definitions without the extended type would be unreadable to the
+        // clients of this pool: no connection rather than a wrong one.
+        if !offered.contains(MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA) {
+            return Err(BackendError::protocol(
+                "the server lacks MARIADB_CLIENT_EXTENDED_METADATA (MariaDB 10.5 and later have it), which \
+                 clients of this pool use",
+            ));
+        }
+        mariadb_caps |= MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA;
+    }
+    // Extended capabilities are announced by clearing CLIENT_MYSQL.
+    let caps = if mariadb_caps.is_empty() {
+        caps
+    } else {
+        caps - Caps::CLIENT_LONG_PASSWORD
+    };
     if !caps.contains(Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_SECURE_CONNECTION | Caps::CLIENT_PLUGIN_AUTH) {
         return Err(BackendError::protocol(
             "server lacks PROTOCOL_41 / SECURE_CONNECTION / PLUGIN_AUTH",
@@ -234,6 +271,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
         capabilities: caps,
         server_capabilities: server_caps,
         mariadb_capabilities: mariadb_caps,
+        server_mariadb_capabilities: offered,
         default_collation: handshake.default_collation(),
         nonce,
         auth_plugin: plugin,
@@ -329,9 +367,15 @@ mod tests {
     #[test]
     fn driver_clients_share_the_full_set() {
         let driver = Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS;
-        assert_eq!(SessionCaps::of_client(driver), SessionCaps::DRIVER);
         assert_eq!(
-            SessionCaps::of_client(driver | Caps::CLIENT_MULTI_STATEMENTS | Caps::CLIENT_LOCAL_FILES),
+            SessionCaps::of_client(driver, MariadbCapabilities::empty()),
+            SessionCaps::DRIVER
+        );
+        assert_eq!(
+            SessionCaps::of_client(
+                driver | Caps::CLIENT_MULTI_STATEMENTS | Caps::CLIENT_LOCAL_FILES,
+                MariadbCapabilities::empty()
+            ),
             SessionCaps::DRIVER
         );
         assert_eq!(
@@ -342,17 +386,36 @@ mod tests {
 
     #[test]
     fn other_clients_get_exactly_their_multi_bits() {
-        let old = SessionCaps::of_client(Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_MULTI_STATEMENTS);
+        let old = SessionCaps::of_client(
+            Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_MULTI_STATEMENTS,
+            MariadbCapabilities::empty(),
+        );
         assert_ne!(old, SessionCaps::DRIVER);
         let caps = old.apply(BACKEND_CAPABILITIES, SERVER);
         assert!(caps.contains(Caps::CLIENT_MULTI_STATEMENTS));
         assert!(!caps.intersects(Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS));
         // Everything else Sluice asks for stays.
         assert!(caps.contains(Caps::CLIENT_SESSION_TRACK | Caps::CLIENT_PLUGIN_AUTH));
-        let text_only =
-            SessionCaps::of_client(Caps::CLIENT_MULTI_RESULTS).apply(BACKEND_CAPABILITIES, SERVER);
+        let text_only = SessionCaps::of_client(Caps::CLIENT_MULTI_RESULTS, MariadbCapabilities::empty())
+            .apply(BACKEND_CAPABILITIES, SERVER);
         assert!(text_only.contains(Caps::CLIENT_MULTI_RESULTS));
         assert!(!text_only.intersects(Caps::CLIENT_MULTI_STATEMENTS | Caps::CLIENT_PS_MULTI_RESULTS));
+    }
+
+    #[test]
+    fn extended_metadata_keys_a_pool_of_its_own() {
+        let driver = Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS;
+        let all = MariadbCapabilities::all();
+        let ext = SessionCaps::of_client(driver, all);
+        assert_ne!(ext, SessionCaps::DRIVER);
+        assert!(ext.extended_metadata());
+        assert!(!SessionCaps::DRIVER.extended_metadata());
+        // Only that bit: bulk operations and the metadata cache are the
+        // same for every pooled connection.
+        let bulk = MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
+            | MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA;
+        assert_eq!(SessionCaps::of_client(driver, bulk), SessionCaps::DRIVER);
+        assert!(ext.names().contains(&"MARIADB_EXTENDED_METADATA"));
     }
 
     #[test]
@@ -360,6 +423,7 @@ mod tests {
         let driver = Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS;
         let cli = SessionCaps::of_client(
             driver | Caps::CLIENT_INTERACTIVE | Caps::CLIENT_IGNORE_SPACE | Caps::CLIENT_FOUND_ROWS,
+            MariadbCapabilities::empty(),
         );
         assert_ne!(cli, SessionCaps::DRIVER);
         let caps = cli.apply(BACKEND_CAPABILITIES, SERVER);
@@ -392,7 +456,10 @@ mod tests {
     #[test]
     fn applying_never_adds_a_multi_bit_the_server_lacks() {
         let negotiated = BACKEND_CAPABILITIES - Caps::CLIENT_PS_MULTI_RESULTS;
-        let all = SessionCaps::of_client(Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS);
+        let all = SessionCaps::of_client(
+            Caps::CLIENT_MULTI_RESULTS | Caps::CLIENT_PS_MULTI_RESULTS,
+            MariadbCapabilities::empty(),
+        );
         assert!(
             !all.apply(negotiated, SERVER)
                 .contains(Caps::CLIENT_PS_MULTI_RESULTS)

@@ -25,6 +25,9 @@ pub struct ShapeKey<'a> {
     pub charset: [&'a str; 2],
     /// COM_STMT_EXECUTE (binary rows) rather than COM_QUERY.
     pub binary: bool,
+    /// The definitions carry MariaDB's extended type information (the
+    /// client asked for `MARIADB_CLIENT_EXTENDED_METADATA`).
+    pub extended: bool,
     /// The guarded table's DDL generation when the metadata was seen.
     pub generation: u64,
 }
@@ -36,6 +39,7 @@ impl ShapeKey<'_> {
         self.table.hash(&mut h);
         self.charset.hash(&mut h);
         self.binary.hash(&mut h);
+        self.extended.hash(&mut h);
         self.generation.hash(&mut h);
         h.finish()
     }
@@ -46,6 +50,7 @@ struct Entry {
     table: Box<str>,
     charset: [Box<str>; 2],
     binary: bool,
+    extended: bool,
     generation: u64,
     /// The column count packet, then one packet per column definition.
     columns: Arc<[Bytes]>,
@@ -58,6 +63,7 @@ impl Entry {
             && *self.charset[0] == *key.charset[0]
             && *self.charset[1] == *key.charset[1]
             && self.binary == key.binary
+            && self.extended == key.extended
             && self.generation == key.generation
     }
 }
@@ -107,6 +113,7 @@ impl Answers {
             table: key.table.into(),
             charset: key.charset.map(Into::into),
             binary: key.binary,
+            extended: key.extended,
             generation: key.generation,
             columns: columns.into(),
         };
@@ -124,6 +131,7 @@ mod tests {
             table: "app.t",
             charset: [charset, "utf8mb4_general_ci"],
             binary: false,
+            extended: false,
             generation,
         }
     }

@@ -110,9 +110,12 @@ pub async fn accept(
     // The metadata cache is offered when the primary has it; replicas may
     // not (a rolling upgrade): the relay translates between a client that
     // caches and a server that does not, and back.
+    // Extended metadata is offered when the primary has it: a client that
+    // takes it gets pooled connections that negotiated it too.
     let mariadb_caps = profile.mariadb_capabilities
         & (MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
-            | MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA);
+            | MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA
+            | MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA);
     if !mariadb_caps.is_empty() {
         // MariaDB signals extended capabilities by clearing CLIENT_MYSQL.
         caps.remove(Caps::CLIENT_LONG_PASSWORD);

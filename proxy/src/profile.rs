@@ -109,7 +109,8 @@ async fn learn(shared: &Shared) -> Result<ServerProfile, String> {
     Ok(ServerProfile {
         version: info.version.clone(),
         capabilities: info.server_capabilities,
-        mariadb_capabilities: info.mariadb_capabilities,
+        mariadb_capabilities: info.mariadb_capabilities
+            | (info.server_mariadb_capabilities & MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA),
         default_collation: info.default_collation,
         collations: Arc::new(collations),
         learned: true,

@@ -15,7 +15,7 @@
 use mysql_async::prelude::Queryable;
 use mysql_common::constants::CapabilityFlags as Caps;
 use sluice_protocol::Packet;
-use sluice_protocol::consts::status;
+use sluice_protocol::consts::{MariadbCapabilities as Mcaps, status};
 use sluice_protocol::packets::{self, read_lenenc_int};
 use sluice_tests::raw::{DRIVER_CAPS, RawClient};
 use sluice_tests::{Sluice, Topology, direct_opts, port_of, sql_now};
@@ -106,7 +106,13 @@ async fn prepare(c: &mut RawClient, sql: &str) -> (Vec<Vec<u8>>, u32) {
 }
 
 async fn run_script(port: u16, caps: Caps, script: &[Step]) -> Vec<Vec<Vec<u8>>> {
-    let mut c = RawClient::connect(port, "app", "app", caps).await.expect("login");
+    run_script_mariadb(port, caps, Mcaps::empty(), script).await
+}
+
+async fn run_script_mariadb(port: u16, caps: Caps, mcaps: Mcaps, script: &[Step]) -> Vec<Vec<Vec<u8>>> {
+    let mut c = RawClient::connect_mariadb(port, caps, mcaps)
+        .await
+        .expect("login");
     let mut transcript = Vec::new();
     for step in script {
         match step {
@@ -254,4 +260,60 @@ async fn ignore_space_and_interactive_sessions_match_the_server() {
         answers[0], answers[2],
         "INTERACTIVE changed nothing on the server"
     );
+}
+
+const EXTENDED_SCRIPT: &[Step] = &[
+    Step::Text("SELECT id, doc, u, n FROM ext_meta ORDER BY id"),
+    Step::Prepared("SELECT id, doc, u, n FROM ext_meta ORDER BY id"),
+    Step::Prepared("SELECT id, doc, u, n FROM ext_meta ORDER BY id"),
+    // Sluice answers SHOW WARNINGS itself, with the server's definitions.
+    Step::Text("SELECT CAST('x1' AS INT) AS w"),
+    Step::Text("SHOW WARNINGS"),
+    Step::Text("SELECT CAST('x2' AS INT) AS w"),
+    Step::Prepared("SHOW WARNINGS"),
+    Step::Text("SELECT 1"),
+];
+
+/// MariaDB's extended metadata: each column definition carries the
+/// extended type (`json`, `uuid`), which mysql2 and MariaDB's own
+/// connectors read (mysql2 decodes JSON only with it). The definitions must
+/// be the server's, and a client without the capability must still get
+/// definitions without it.
+#[tokio::test]
+async fn extended_metadata_clients_get_the_servers_definitions() {
+    let topo = Topology::from_env();
+    sql_now(
+        &topo.primary,
+        "CREATE OR REPLACE TABLE sluice_test.ext_meta (id INT PRIMARY KEY, doc JSON, u UUID, n VARCHAR(10)); \
+         INSERT INTO sluice_test.ext_meta VALUES (1, '{\"a\": [1, 2]}', UUID(), 'x'), (2, NULL, NULL, NULL)",
+    );
+    sluice_tests::replicas_caught_up().await;
+    let s = Sluice::start();
+    let ext = Mcaps::MARIADB_CLIENT_EXTENDED_METADATA;
+    let cache = Mcaps::MARIADB_CLIENT_CACHE_METADATA;
+    let mut seen_json = false;
+    for (name, mcaps) in [
+        ("extended metadata", ext),
+        ("extended metadata and the metadata cache", ext | cache),
+        ("neither", Mcaps::empty()),
+        ("the metadata cache only", cache),
+    ] {
+        let direct = run_script_mariadb(port_of(&topo.primary), DRIVER_CAPS, mcaps, EXTENDED_SCRIPT).await;
+        let through = run_script_mariadb(s.port, DRIVER_CAPS, mcaps, EXTENDED_SCRIPT).await;
+        for (i, (d, t)) in direct.iter().zip(&through).enumerate() {
+            assert_eq!(d, t, "{name}: answer {i} differs from the server's");
+        }
+        assert_eq!(direct.len(), through.len(), "{name}");
+        let says_json = direct
+            .iter()
+            .flatten()
+            .any(|p| p.windows(6).any(|w| w == b"\x01\x04json"));
+        assert_eq!(
+            says_json,
+            mcaps.contains(ext),
+            "{name}: the server's own definitions"
+        );
+        seen_json |= says_json;
+    }
+    assert!(seen_json, "the script tests what it claims");
 }

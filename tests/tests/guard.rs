@@ -346,11 +346,14 @@ async fn a_guarded_answer_is_the_servers_own_bytes() {
     wait_state(&s, "guard_bytes", "ready").await;
     let sql = b"\x03SELECT id, name AS who, at, amount FROM guard_bytes WHERE id = 42";
     let cache = Mcaps::MARIADB_CLIENT_CACHE_METADATA;
+    let ext = Mcaps::MARIADB_CLIENT_EXTENDED_METADATA;
     for (caps, mcaps) in [
         (Caps::empty(), Mcaps::empty()),
         (Caps::CLIENT_DEPRECATE_EOF, Mcaps::empty()),
         (Caps::empty(), cache),
         (Caps::CLIENT_DEPRECATE_EOF, cache),
+        (Caps::empty(), ext),
+        (Caps::CLIENT_DEPRECATE_EOF, ext | cache),
     ] {
         let mut direct = RawClient::connect_mariadb(t.primary_port(), caps, mcaps)
             .await

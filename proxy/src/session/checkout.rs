@@ -136,7 +136,14 @@ impl Session {
         let key = PoolKey {
             backend: backend.name.to_string(),
             user: self.user.clone(),
-            session_caps: sluice_pool::SessionCaps::of_client(self.caps),
+            session_caps: sluice_pool::SessionCaps::of_client(
+                self.caps,
+                if self.extended_metadata {
+                    sluice_protocol::consts::MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA
+                } else {
+                    sluice_protocol::consts::MariadbCapabilities::empty()
+                },
+            ),
             attrs: self.attrs.clone(),
         };
         let pool = Arc::new(

@@ -160,7 +160,13 @@ impl Session {
         if !deprecate_eof {
             queue(&mut self.client, &packets::eof(0, status));
         }
-        let types: Vec<u8> = self.diagnostics.columns.iter().map(|c| column_type(c)).collect();
+        let extended = self.extended_metadata;
+        let types: Vec<u8> = self
+            .diagnostics
+            .columns
+            .iter()
+            .map(|c| column_type(c, extended))
+            .collect();
         for row in &rows {
             let p = if binary {
                 binary_row(row, &types)
@@ -223,10 +229,11 @@ fn binary_row(row: &[Option<String>], types: &[u8]) -> Vec<u8> {
     p
 }
 
-/// The type byte of a column definition packet.
-fn column_type(def: &[u8]) -> u8 {
+/// The type byte of a column definition packet; `extended`: it carries
+/// MariaDB's extended type information after the names.
+fn column_type(def: &[u8], extended: bool) -> u8 {
     let mut pos = 0;
-    for _ in 0..6 {
+    for _ in 0..6 + usize::from(extended) {
         if packets::read_lenenc_bytes(def, &mut pos).is_none() {
             return 253;
         }

@@ -123,6 +123,7 @@ pub(super) struct ShapeMemo {
     table: Box<str>,
     charset: [Box<str>; 2],
     binary: bool,
+    extended: bool,
     generation: u64,
     columns: Arc<[Bytes]>,
 }
@@ -135,6 +136,7 @@ impl ShapeMemo {
             table: key.table.into(),
             charset: key.charset.map(Into::into),
             binary: key.binary,
+            extended: key.extended,
             generation: key.generation,
             columns,
         }
@@ -146,6 +148,7 @@ impl ShapeMemo {
             && *self.charset[0] == *key.charset[0]
             && *self.charset[1] == *key.charset[1]
             && self.binary == key.binary
+            && self.extended == key.extended
             && self.generation == key.generation
     }
 }
@@ -356,6 +359,7 @@ impl Session {
                 table: table.name(),
                 charset: [&shape.charset[0], &shape.charset[1]],
                 binary: shape.binary,
+                extended: self.extended_metadata,
                 generation: shape.generation,
             },
             columns,
@@ -480,6 +484,7 @@ impl Session {
             table: table.name(),
             charset: charsets.result(),
             binary: matches!(values, Values::Binary { .. }),
+            extended: self.extended_metadata,
             generation: table.ddl_generation(),
         };
         // A client repeating its few shapes (the flood this is for) finds

@@ -149,6 +149,10 @@ struct Session {
     /// carry a "metadata follows" byte, and it keeps each prepared
     /// statement's definitions between executes.
     caches_metadata: bool,
+    /// The client negotiated MariaDB's extended metadata: its column
+    /// definitions carry the extended type (`json`, ...), so it gets
+    /// connections that send them (its own pool).
+    extended_metadata: bool,
     /// What opens this client's backend connections (its user's password,
     /// or the token its login proved for a `password_hash` user).
     credential: sluice_pool::Credential,
@@ -231,6 +235,9 @@ impl Session {
             caches_metadata: hello
                 .mariadb_capabilities
                 .contains(sluice_protocol::consts::MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA),
+            extended_metadata: hello
+                .mariadb_capabilities
+                .contains(sluice_protocol::consts::MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA),
             credential: hello.credential,
             user: hello.user,
             peer_host,

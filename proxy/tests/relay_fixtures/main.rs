@@ -114,6 +114,7 @@ fn server_info(version: &str, caps: Caps) -> ServerInfo {
         capabilities: caps,
         server_capabilities: caps,
         mariadb_capabilities: MariadbCapabilities::empty(),
+        server_mariadb_capabilities: MariadbCapabilities::empty(),
         default_collation: 45,
         nonce: Vec::new(),
         auth_plugin: AuthPlugin::MysqlNativePassword,
