@@ -105,8 +105,9 @@ pub struct Statement {
     /// Leaves state for the next statement to read (SQL_CALC_FOUND_ROWS).
     pub feeds_next: bool,
     /// `SET TRANSACTION ...` without SESSION or GLOBAL, anywhere in the
-    /// text: characteristics for the connection's next transaction only,
-    /// which no tracked variable reports and no reset of Sluice's replays.
+    /// text: characteristics for the connection's next transaction only.
+    /// No tracked variable reports them, so Sluice cannot replay them on
+    /// another connection: the client keeps this one (`plan::hold_after`).
     pub sets_next_transaction: bool,
     /// Reads the server's `read_only` setting (`@@read_only`,
     /// `@@GLOBAL.read_only`, `super_read_only`, `innodb_read_only`). It
