@@ -705,6 +705,30 @@ pub enum WriteNote {
     Window { counted: bool },
 }
 
+/// Whether to read `@@last_gtid` back after a statement, because its GTID
+/// could not arrive with it: a write that answered with rows (`INSERT ...
+/// RETURNING`, or a multi-statement ending in a SELECT) ends with an EOF,
+/// which carries no session state. Only when the write committed (no
+/// transaction is open after it: inside one, the GTID comes with the
+/// COMMIT) and a GTID is what read-your-writes waits for (`gtid`,
+/// `global`). Without it the write would only start the primary window,
+/// and other connections' reads (`global`) would not wait for it.
+pub fn read_back_gtid(
+    on_writer: bool,
+    kind: Option<Kind>,
+    ran: bool,
+    ryw: ReadYourWrites,
+    ended_with_rows: bool,
+    gtid_seen: bool,
+    in_transaction: bool,
+) -> bool {
+    ended_with_rows
+        && !gtid_seen
+        && !in_transaction
+        && matches!(ryw, ReadYourWrites::Gtid | ReadYourWrites::Global)
+        && after_write(on_writer, kind, ran, ryw, false) == WriteNote::Window { counted: true }
+}
+
 /// `kind` None: a command that is not a statement (writes nothing). `ran`:
 /// the statement executed (not a COM_STMT_PREPARE or a fetch).
 pub fn after_write(
@@ -1571,5 +1595,45 @@ mod tests {
         );
         assert_eq!(after_write(true, None, true, Gtid, true), WriteNote::Nothing);
         assert_eq!(after_write(true, update, false, Gtid, true), WriteNote::Nothing);
+    }
+
+    #[test]
+    fn a_write_that_answered_with_rows_has_its_gtid_read_back() {
+        use ReadYourWrites::*;
+        let insert = Some(Kind::Insert);
+        // INSERT ... RETURNING on the writer, autocommit, gtid or global.
+        assert!(read_back_gtid(true, insert, true, Gtid, true, false, false));
+        assert!(read_back_gtid(
+            true,
+            Some(Kind::Delete),
+            true,
+            Global,
+            true,
+            false,
+            false
+        ));
+        // Not when the GTID came with it, the answer was an OK, a
+        // transaction is still open, it ran on a replica, it wrote nothing,
+        // or the mode waits for no GTID.
+        assert!(!read_back_gtid(true, insert, true, Gtid, true, true, false));
+        assert!(!read_back_gtid(true, insert, true, Gtid, false, false, false));
+        assert!(!read_back_gtid(true, insert, true, Gtid, true, false, true));
+        assert!(!read_back_gtid(false, insert, true, Gtid, true, false, false));
+        assert!(!read_back_gtid(
+            true,
+            Some(Kind::Select),
+            true,
+            Gtid,
+            true,
+            false,
+            false
+        ));
+        assert!(!read_back_gtid(true, insert, false, Gtid, true, false, false));
+        for ryw in [Universal, PrimaryWindow, Off] {
+            assert!(
+                !read_back_gtid(true, insert, true, ryw, true, false, false),
+                "{ryw:?}"
+            );
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Reading back, on the connection that ran a statement, the session state
 //! the server changed without reporting it in full, so it follows the
 //! client to its next connection instead of pinning it: the connection
-//! charset after `SET NAMES` (which reports no collation), and user
-//! variables set by `SELECT ... INTO @v`, `SET @a := expr` or a procedure.
+//! charset after `SET NAMES` (which reports no collation), user variables
+//! set by `SELECT ... INTO @v`, `SET @a := expr` or a procedure, and the
+//! GTID of a write that answered with rows (`INSERT ... RETURNING`).
 
 use super::Session;
 use super::execute::Work;
@@ -10,10 +11,13 @@ use crate::relay::Outcome;
 use sluice_pool::BackendError;
 
 /// What the read-back captured.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Captured {
     /// The client's user variables now match the server's.
     pub user_vars: bool,
+    /// `@@last_gtid` after a write whose answer could not carry it
+    /// ([`sluice_router::plan::read_back_gtid`]).
+    pub last_gtid: Option<String>,
 }
 
 impl Session {
@@ -28,6 +32,24 @@ impl Session {
         let Some(held) = self.binding.held.as_mut() else {
             return Ok(captured);
         };
+        if sluice_router::plan::read_back_gtid(
+            held.role == sluice_config::Role::Primary,
+            work.facts.map(|f| f.kind()),
+            work.ran(),
+            self.config.routing.read_your_writes,
+            outcome.result_set,
+            outcome.last_gtid.is_some(),
+            outcome
+                .status
+                .is_none_or(|st| st & sluice_protocol::consts::status::IN_TRANS != 0),
+        ) {
+            let rows = Box::pin(held.conn.query_rows("SELECT @@last_gtid")).await?;
+            captured.last_gtid = rows
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next().flatten());
+            metrics::counter!("sluice_state_read_backs_total", "what" => "last_gtid").increment(1);
+        }
         if outcome.connection_charset_unsure {
             let (charset, collation) = Box::pin(held.conn.read_back_connection_charset()).await?;
             self.desired.set_connection_charset(charset, collation);

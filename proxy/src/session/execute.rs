@@ -33,6 +33,13 @@ pub(super) struct Work<'a> {
     pub capture_columns: bool,
 }
 
+impl Work<'_> {
+    /// The statement executed (not a COM_STMT_PREPARE or a fetch).
+    pub fn ran(&self) -> bool {
+        !matches!(self.outgoing, Outgoing::Prepare { .. }) && self.label != "COM_STMT_FETCH"
+    }
+}
+
 /// What the command did, for the caller.
 #[derive(Default)]
 pub(super) struct Done {
@@ -519,8 +526,12 @@ impl Session {
         let Some(held) = self.binding.held.as_ref() else {
             return;
         };
-        let ran = !matches!(work.outgoing, Outgoing::Prepare { .. }) && work.label != "COM_STMT_FETCH";
-        let gtid = outcome.last_gtid.as_deref().and_then(GtidPos::parse);
+        let ran = work.ran();
+        let gtid = outcome
+            .last_gtid
+            .as_deref()
+            .or(captured.last_gtid.as_deref())
+            .and_then(GtidPos::parse);
         let ryw = self.config.routing.read_your_writes;
         let note = plan::after_write(
             held.role == Role::Primary,
