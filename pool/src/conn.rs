@@ -512,31 +512,36 @@ impl BackendConn {
     ) -> Result<Result<Prepared, Vec<u8>>, BackendError> {
         let caches = self.caches_metadata();
         let vars = &self.state.vars;
-        match self.statements.get(sql) {
-            Some(stmt)
-                if !caches
-                    || stmt
-                        .defs_vars
-                        .as_ref()
-                        .is_none_or(|v| same_result_charsets(v, vars)) =>
+        if let Some(stmt) = self.statements.get(sql) {
+            let stale = if stmt.schema != self.state.schema {
+                // Its table names were resolved in another schema (a client
+                // in another database prepared it): it would run on that
+                // schema's tables.
+                Some("schema")
+            } else if caches
+                && !stmt
+                    .defs_vars
+                    .as_ref()
+                    .is_none_or(|v| same_result_charsets(v, vars))
             {
+                // Its definitions were sent under other result charsets:
+                // a skip would mean those. Prepared again, the server
+                // sends them as they are now.
+                Some("result_charsets")
+            } else {
+                None
+            };
+            let Some(reason) = stale else {
                 self.executing_defs = stmt.column_defs.clone();
                 return Ok(Ok(Prepared {
                     id: stmt.id,
                     types: stmt.types.clone(),
                 }));
+            };
+            if let Some(id) = self.statements.remove(sql) {
+                metrics::counter!("sluice_statements_reprepared_total", "reason" => reason).increment(1);
+                self.send_command(&sluice_protocol::statement::close(id)).await?;
             }
-            Some(_) => {
-                // Its definitions were sent under other result charsets:
-                // a skip would mean those. Prepared again, the server
-                // sends them as they are now.
-                if let Some(id) = self.statements.remove(sql) {
-                    metrics::counter!("sluice_statements_reprepared_total", "reason" => "result_charsets")
-                        .increment(1);
-                    self.send_command(&sluice_protocol::statement::close(id)).await?;
-                }
-            }
-            None => {}
         }
         self.make_room(capacity).await?;
         let mut p = vec![com::STMT_PREPARE];
@@ -592,6 +597,7 @@ impl BackendConn {
             types: None,
             column_defs,
             defs_vars,
+            schema: self.state.schema.clone(),
         })
     }
 

@@ -41,7 +41,8 @@ pub fn describe() {
         Unit::Count,
         "Backend statements closed and prepared again before an execute, by reason \
          (result_charsets: their recorded column definitions were sent under other result \
-         charsets than the connection has now)"
+         charsets than the connection has now; schema: prepared under another default schema, \
+         in which the server resolved their table names)"
     );
     describe_counter!(
         "sluice_schema_resets_total",

@@ -32,6 +32,10 @@ pub struct BackendStatement {
     /// The definitions depend on `character_set_results`, which the
     /// server's "did they change?" check ignores.
     pub defs_vars: Option<crate::Vars>,
+    /// The connection's default schema when it was prepared: the server
+    /// resolved its unqualified table names in that schema for good, so a
+    /// client in another schema must not run it.
+    pub schema: Option<String>,
 }
 
 #[derive(Debug)]
@@ -59,8 +63,12 @@ impl StatementCache {
     /// Adds a statement; returns the ids of statements evicted to stay
     /// within `capacity` (the caller closes them on the server).
     pub fn insert(&mut self, sql: Arc<str>, statement: BackendStatement, capacity: usize) -> Vec<u32> {
-        self.lru.put(sql, statement);
         let mut evicted = Vec::new();
+        // One prepared in another schema is replaced: close it too.
+        let id = statement.id;
+        if let Some(old) = self.lru.put(sql, statement).filter(|old| old.id != id) {
+            evicted.push(old.id);
+        }
         while self.lru.len() > capacity.max(1) {
             if let Some((_, old)) = self.lru.pop_lru() {
                 evicted.push(old.id);
@@ -121,6 +129,7 @@ mod tests {
             types: None,
             column_defs: None,
             defs_vars: None,
+            schema: None,
         }
     }
 

@@ -665,6 +665,7 @@ where
             types: None,
             defs_vars: (!column_defs.is_empty()).then(|| self.backend.state.vars.clone()),
             column_defs: (!column_defs.is_empty()).then(|| std::sync::Arc::new(column_defs)),
+            schema: self.backend.state.schema.clone(),
         }));
         Ok(())
     }

@@ -252,3 +252,157 @@ async fn large_results_stream_in_bounded_memory() {
         "peak RSS {hwm_kb} kB: the result was buffered, not streamed"
     );
 }
+
+/// MariaDB's clients (Node's `mariadb`, Connector/C behind Python's
+/// `mariadb`) pipeline an execute right behind its prepare, naming the
+/// statement 0xFFFFFFFF: "the one just prepared". Sends prepare, execute,
+/// a failing prepare and an execute of "the one just prepared" again, all
+/// before reading; returns what came back (statement ids masked).
+async fn prepare_then_execute_last(port: u16) -> Vec<String> {
+    let mut c = RawClient::connect(port, "app", "app", Caps::CLIENT_MULTI_RESULTS)
+        .await
+        .unwrap();
+    // SELECT ? + 1 with one BIGINT parameter, 41.
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&u32::MAX.to_le_bytes());
+    exec.push(0); // no cursor
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    exec.push(0); // null bitmap
+    exec.push(1); // types follow
+    exec.extend_from_slice(&[0x08, 0x00]);
+    exec.extend_from_slice(&41i64.to_le_bytes());
+    for packet in [
+        b"\x16SELECT ? + 1 AS answer".to_vec(),
+        exec.clone(),
+        b"\x16SELECT ? + FROM nowhere".to_vec(),
+        exec,
+    ] {
+        c.stream.send(0, &packet).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        // The prepare's answer.
+        let ok = c.stream.read_packet().await.unwrap();
+        if ok.payload[0] == 0xff {
+            seen.push(format!("prepare error {:?}", err_code(&ok.payload)));
+        } else {
+            let columns = u16::from_le_bytes([ok.payload[5], ok.payload[6]]);
+            let params = u16::from_le_bytes([ok.payload[7], ok.payload[8]]);
+            for n in [params, columns] {
+                if n > 0 {
+                    c.read_until(is_eof).await.unwrap();
+                }
+            }
+            seen.push(format!("prepared: {columns} columns, {params} parameters"));
+        }
+        // The execute's answer.
+        let first = c.stream.read_packet().await.unwrap();
+        if first.payload[0] == 0xff {
+            seen.push(format!("execute error {:?}", err_code(&first.payload)));
+            continue;
+        }
+        c.read_until(is_eof).await.unwrap(); // definitions
+        let rows = c.read_until(is_eof).await.unwrap();
+        let values: Vec<Vec<u8>> = rows[..rows.len() - 1]
+            .iter()
+            .map(|r| r.payload.to_vec())
+            .collect();
+        seen.push(format!("rows {values:?}"));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn an_execute_may_name_the_statement_just_prepared() {
+    let t = sluice_tests::Topology::from_env();
+    let direct = prepare_then_execute_last(t.primary_port()).await;
+    assert!(
+        direct[1].starts_with("rows") && direct[3].starts_with("execute error"),
+        "the server runs the statement just prepared, and none after a failed prepare: {direct:?}"
+    );
+    for mode in ["primary_only", "split"] {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            ..SluiceOptions::default()
+        });
+        assert_eq!(prepare_then_execute_last(s.port).await, direct, "{mode}");
+    }
+}
+
+/// The server resolves a prepared statement's table names in the schema
+/// that was current when it was prepared. Two clients in two databases
+/// running the same text over one backend connection must each reach
+/// their own tables.
+#[tokio::test]
+async fn prepared_statements_run_in_each_clients_own_schema() {
+    let t = sluice_tests::Topology::from_env();
+    let mut setup = mysql_async::Conn::new(sluice_tests::direct_opts(&t.primary))
+        .await
+        .unwrap();
+    for db in ["stmt_db_a", "stmt_db_b"] {
+        setup
+            .query_drop(format!(
+                "CREATE DATABASE IF NOT EXISTS {db}; CREATE OR REPLACE TABLE {db}.t (v VARCHAR(20))"
+            ))
+            .await
+            .unwrap();
+    }
+    sluice_tests::replicas_caught_up().await;
+    let in_db = |opts: mysql_async::Opts, db: &str| -> mysql_async::Opts {
+        mysql_async::OptsBuilder::from_opts(opts).db_name(Some(db)).into()
+    };
+    for mode in ["primary_only", "split"] {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 1,
+            routing_extra: "read_your_writes = \"primary_window\"".into(),
+            ..SluiceOptions::default()
+        });
+        let mut a = mysql_async::Conn::new(in_db(s.opts(), "stmt_db_a"))
+            .await
+            .unwrap();
+        let mut b = mysql_async::Conn::new(in_db(s.opts(), "stmt_db_b"))
+            .await
+            .unwrap();
+        for round in 0..3 {
+            for (c, me) in [(&mut a, "a"), (&mut b, "b")] {
+                c.exec_drop("INSERT INTO t VALUES (?)", (format!("{mode}-{me}-{round}"),))
+                    .await
+                    .unwrap();
+                let schema: Option<String> = c.exec_first("SELECT DATABASE()", ()).await.unwrap();
+                assert_eq!(schema.as_deref(), Some(format!("stmt_db_{me}").as_str()));
+            }
+        }
+        for (db, me) in [("stmt_db_a", "a"), ("stmt_db_b", "b")] {
+            let rows: Vec<String> = setup
+                .query(format!("SELECT v FROM {db}.t WHERE v LIKE '{mode}-%' ORDER BY v"))
+                .await
+                .unwrap();
+            let want: Vec<String> = (0..3).map(|r| format!("{mode}-{me}-{r}")).collect();
+            assert_eq!(
+                rows, want,
+                "{mode}: each client's prepared INSERT wrote its own {db}.t"
+            );
+        }
+        // Reads too (on the primary, within the write window), taking turns.
+        for turn in 0..4 {
+            let (c, me) = if turn % 2 == 0 {
+                (&mut a, "a")
+            } else {
+                (&mut b, "b")
+            };
+            let first: Option<String> = c
+                .exec_first(
+                    "SELECT v FROM t WHERE v LIKE ? ORDER BY v LIMIT 1",
+                    (format!("{mode}-%"),),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                first,
+                Some(format!("{mode}-{me}-0")),
+                "{mode}: {me} read its own table"
+            );
+        }
+    }
+}

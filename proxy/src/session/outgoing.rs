@@ -114,7 +114,13 @@ pub(super) async fn remember(
     stmt: BackendStatement,
     capacity: usize,
 ) -> Result<(), BackendError> {
-    if conn.statements.contains(sql) {
+    // The connection already has it, prepared in the same schema: keep
+    // that one (one in another schema is replaced).
+    if conn
+        .statements
+        .peek_mut(sql)
+        .is_some_and(|held| held.schema == stmt.schema)
+    {
         return conn.send_command(&statement::close(stmt.id)).await;
     }
     conn.remember_statement(sql.clone(), stmt, capacity).await

@@ -52,11 +52,30 @@ pub(super) struct ClientStatements {
     /// foldhash rather than SipHash.
     map: HashMap<u32, ClientStatement, foldhash::fast::RandomState>,
     next_id: u32,
+    /// The statement the client prepared last, if that prepare succeeded:
+    /// MariaDB's clients may name it as id 0xFFFFFFFF (pipelining an
+    /// execute right behind its prepare, before they know the id).
+    last_prepared: Option<u32>,
 }
+
+/// The statement id that means "the one just prepared".
+const LAST_PREPARED: u32 = u32::MAX;
 
 impl ClientStatements {
     pub fn clear(&mut self) {
         self.map.clear();
+        self.last_prepared = None;
+    }
+
+    /// The id a statement command names, with 0xFFFFFFFF taken as the
+    /// statement prepared last (still 0xFFFFFFFF, which is nobody's, when
+    /// there is none, so the client gets the server's unknown-statement
+    /// error).
+    fn id_in(&self, payload: &[u8]) -> u32 {
+        match statement_id(payload) {
+            LAST_PREPARED => self.last_prepared.unwrap_or(LAST_PREPARED),
+            id => id,
+        }
     }
 
     fn allocate(&mut self) -> u32 {
@@ -118,7 +137,10 @@ impl Session {
                 plan,
             )
             .await?;
-        if let Some(stmt) = done.outcome.and_then(|o| o.prepared) {
+        let prepared = done.outcome.and_then(|o| o.prepared);
+        // As on the server, a failed prepare leaves no "last statement".
+        self.binding.statements.last_prepared = prepared.is_some().then_some(client_id);
+        if let Some(stmt) = prepared {
             let shape_checked = match (&facts.ast.lookup, &literals) {
                 (Some(shape), Some(literals)) => Some(
                     shape
@@ -156,7 +178,7 @@ impl Session {
     }
 
     async fn execute_prepared(&mut self, payload: Bytes) -> Result<(), End> {
-        let id = statement_id(&payload);
+        let id = self.binding.statements.id_in(&payload);
         let command = com::name(payload[0]);
         let max_packet = self.config.server.max_packet_bytes;
         let Some(stmt) = self.binding.statements.map.get_mut(&id) else {
@@ -294,7 +316,7 @@ impl Session {
     /// executing connection.
     pub(super) fn send_long_data(&mut self, payload: &[u8]) -> Result<(), End> {
         let max_packet = self.config.server.max_packet_bytes;
-        let id = statement_id(payload);
+        let id = self.binding.statements.id_in(payload);
         if let (Some(stmt), Some(rest)) = (self.binding.statements.map.get_mut(&id), payload.get(5..)) {
             if rest.len() < 2 {
                 return Ok(());
@@ -315,7 +337,7 @@ impl Session {
     }
 
     pub(super) async fn reset_statement(&mut self, payload: &Bytes) -> Result<(), End> {
-        let id = statement_id(payload);
+        let id = self.binding.statements.id_in(payload);
         let Some(stmt) = self.binding.statements.map.get_mut(&id) else {
             return self
                 .reply(&errors::unknown_statement(id, "mysqld_stmt_reset"))
@@ -348,12 +370,17 @@ impl Session {
     /// COM_STMT_CLOSE has no response. Backend statements stay cached on
     /// their connections for other clients with the same text.
     pub(super) fn close_statement(&mut self, payload: &[u8]) -> Result<(), End> {
-        self.binding.statements.map.remove(&statement_id(payload));
+        let statements = &mut self.binding.statements;
+        let id = statements.id_in(payload);
+        statements.map.remove(&id);
+        if statements.last_prepared == Some(id) {
+            statements.last_prepared = None;
+        }
         Ok(())
     }
 
     pub(super) async fn fetch(&mut self, payload: Bytes) -> Result<(), End> {
-        let id = statement_id(&payload);
+        let id = self.binding.statements.id_in(&payload);
         let sql = self.binding.statements.map.get(&id).map(|s| s.sql.clone());
         let on_cursor = self.binding.cursor_open && self.binding.bound();
         let Some(sql) = sql.filter(|_| on_cursor) else {

@@ -639,6 +639,7 @@ async fn prepare_shows_the_client_its_statement_id() {
                         )),
                         // The session the relay saw (the fixture's default).
                         defs_vars: Some(sluice_pool::Vars::default()),
+                        schema: None,
                     })),
                     ..Outcome::default()
                 },
@@ -678,6 +679,7 @@ async fn prepare_with_parameters_only() {
                         types: None,
                         column_defs: None,
                         defs_vars: None,
+                        schema: None,
                     })),
                     ..Outcome::default()
                 },
