@@ -418,6 +418,42 @@ impl BackendConn {
         Ok((charset, collation))
     }
 
+    /// Reads session variables back after a change the server did not
+    /// report (`SET @@name = ...`), in the tracker's format (that of SHOW
+    /// VARIABLES, which `information_schema.SESSION_VARIABLES` shares), and
+    /// records them. Returns them by lower-case name.
+    pub async fn read_back_variables(
+        &mut self,
+        names: &[String],
+    ) -> Result<Vec<(String, String)>, BackendError> {
+        // Names come from the lexer: letters, digits and `_` only here.
+        let list: Vec<String> = names
+            .iter()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .map(|n| format!("'{}'", n.to_ascii_uppercase()))
+            .collect();
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.SESSION_VARIABLES \
+             WHERE VARIABLE_NAME IN ({})",
+            list.join(",")
+        );
+        let read: Vec<(String, String)> = self
+            .query_rows(&sql)
+            .await?
+            .into_iter()
+            .filter_map(|row| {
+                let mut row = row.into_iter();
+                let name = row.next().flatten()?.to_ascii_lowercase();
+                Some((name, row.next().flatten().unwrap_or_default()))
+            })
+            .collect();
+        self.state.record_vars(&read);
+        Ok(read)
+    }
+
     /// Every user variable of this session as a literal that recreates it
     /// with its type (integer, decimal, double, string in its charset), from
     /// MariaDB's `information_schema.USER_VARIABLES`. `Ok(None)` when the

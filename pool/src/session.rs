@@ -113,6 +113,18 @@ impl SessionState {
         out
     }
 
+    /// Records session variables read back from the server, as a tracker
+    /// report of them would (Sluice's own tracking settings are skipped).
+    pub fn record_vars(&mut self, read: &[(String, String)]) {
+        self.vars.update(|vars| {
+            for (name, value) in read {
+                if !NOT_REPLAYED.contains(&name.as_str()) {
+                    vars.insert(name.clone(), value.clone());
+                }
+            }
+        });
+    }
+
     /// Records the connection charset and collation read back from the
     /// server after a change that reported only one of them.
     pub fn set_connection_charset(&mut self, charset: String, collation: String) {

@@ -115,6 +115,11 @@ pub struct Statement {
     /// it to learn whether they may write (MediaWiki does before every
     /// write), so the primary answers it.
     pub reads_read_only: bool,
+    /// Session variables a `SET` assigns as `@@name` (no scope), lower
+    /// case. The server sets them for the session but does not report them
+    /// through session tracking (it tracks `SET name`, `SET SESSION name`
+    /// and `@@session.name`), so Sluice reads them back.
+    pub unscoped_sets: Vec<String>,
     /// `/* sluice:... */` hint, if any.
     pub hint: Option<String>,
 }
@@ -139,6 +144,7 @@ pub fn classify(sql: &str) -> Statement {
     let mut feeds_next = false;
     let mut sets_next_transaction = false;
     let mut reads_read_only = false;
+    let mut unscoped_sets = Vec::new();
     let mut first = true;
     // A statement starts here (the text's start, or after a `;`), and the
     // word before, if it started one, was SET.
@@ -196,6 +202,14 @@ pub fn classify(sql: &str) -> Statement {
                     pin = pin.or(Some(PinReason::UserVariable));
                 }
                 let lower = v.to_ascii_lowercase();
+                if kind == Kind::Set
+                    && !lower.contains('.')
+                    && lower.len() > 2
+                    && lower.starts_with("@@")
+                    && matches!(tokens.peek(), Some(Token::Assign | Token::Punct(b'=')))
+                {
+                    unscoped_sets.push(lower[2..].to_string());
+                }
                 let name = lower
                     .strip_prefix("@@session.")
                     .or_else(|| lower.strip_prefix("@@local."))
@@ -237,6 +251,7 @@ pub fn classify(sql: &str) -> Statement {
         feeds_next,
         sets_next_transaction,
         reads_read_only,
+        unscoped_sets,
         hint,
     }
 }
@@ -347,6 +362,21 @@ mod tests {
         assert!(!asks("SELECT @read_only"));
         assert!(!asks("SELECT read_only FROM t"));
         assert!(!asks("SELECT '@@read_only'"));
+    }
+
+    #[test]
+    fn unscoped_system_variable_assignments_are_listed() {
+        let sets = |sql: &str| classify(sql).unscoped_sets;
+        assert_eq!(sets("SET @@time_zone = '+05:00'"), ["time_zone"]);
+        assert_eq!(
+            sets("SET @@SQL_MODE='ANSI', @@session.wait_timeout = 5, @@Max_Statement_Time := 2"),
+            ["sql_mode", "max_statement_time"]
+        );
+        assert!(sets("SET time_zone = '+05:00'").is_empty());
+        assert!(sets("SET @@session.time_zone = '+05:00'").is_empty());
+        assert!(sets("SET @@global.max_connections = 10").is_empty());
+        assert!(sets("SET @v = @@time_zone").is_empty());
+        assert!(sets("SELECT @@time_zone = '+05:00'").is_empty());
     }
 
     #[test]

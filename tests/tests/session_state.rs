@@ -377,3 +377,59 @@ async fn set_transaction_applies_to_the_clients_next_transaction_only() {
         );
     }
 }
+
+/// `SET @@name = value` (no scope) sets the session's variable, but the
+/// server's session tracking does not report it (it does `SET name`,
+/// `SET SESSION name` and `@@session.name`): the client must still keep
+/// it on every connection, and the next client must not inherit it.
+#[tokio::test]
+async fn unscoped_at_at_assignments_follow_the_client_and_never_leak() {
+    for mode in ["primary_only", "split"] {
+        let s = Sluice::start_with(SluiceOptions {
+            max_connections_per_backend: 1,
+            routing_mode: mode,
+            ..SluiceOptions::default()
+        });
+        for (i, form) in [
+            "SET @@time_zone = '+05:00'",
+            "SET time_zone = '+05:00'",
+            "SET @@session.time_zone = '+05:00'",
+            "SET @@time_zone = '+05:00', @@sql_mode = 'ANSI_QUOTES'",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut a = Conn::new(s.opts()).await.unwrap();
+            a.query_drop(form).await.unwrap();
+            for _ in 0..4 {
+                // Reads of no table: on a replica in split mode.
+                let tz: Option<String> = a.query_first("SELECT @@time_zone").await.unwrap();
+                assert_eq!(
+                    tz.as_deref(),
+                    Some("+05:00"),
+                    "{mode}: `{form}`: the client keeps it"
+                );
+            }
+            a.disconnect().await.unwrap();
+            let mut b = Conn::new(s.opts()).await.unwrap();
+            let (tz, sql_mode): (String, String) = b
+                .query_first("SELECT @@time_zone, @@sql_mode")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(tz, "SYSTEM", "{mode}: `{form}`: the next client starts clean");
+            assert_ne!(sql_mode, "ANSI_QUOTES", "{mode}: `{form}`");
+            b.disconnect().await.unwrap();
+            if i == 0 {
+                let m = s.metrics();
+                assert!(
+                    metric_sum(
+                        &m,
+                        "sluice_state_read_backs_total",
+                        &["what=\"system_variables\""]
+                    ) >= 1.0
+                );
+            }
+        }
+    }
+}

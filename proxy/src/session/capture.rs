@@ -2,7 +2,8 @@
 //! the server changed without reporting it in full, so it follows the
 //! client to its next connection instead of pinning it: the connection
 //! charset after `SET NAMES` (which reports no collation), user variables
-//! set by `SELECT ... INTO @v`, `SET @a := expr` or a procedure, and the
+//! set by `SELECT ... INTO @v`, `SET @a := expr` or a procedure, session
+//! variables set as `@@name` (which the server does not report), and the
 //! GTID of a write that answered with rows (`INSERT ... RETURNING`).
 
 use super::Session;
@@ -49,6 +50,13 @@ impl Session {
                 .next()
                 .and_then(|r| r.into_iter().next().flatten());
             metrics::counter!("sluice_state_read_backs_total", "what" => "last_gtid").increment(1);
+        }
+        // `SET @@name = ...` changed the session without a tracker report.
+        let unscoped = work.facts.map_or(&[][..], |f| &f.lexical.unscoped_sets[..]);
+        if !unscoped.is_empty() && !outcome.ended_with_error {
+            let read = Box::pin(held.conn.read_back_variables(unscoped)).await?;
+            self.desired.record_vars(&read);
+            metrics::counter!("sluice_state_read_backs_total", "what" => "system_variables").increment(1);
         }
         if outcome.connection_charset_unsure {
             let (charset, collation) = Box::pin(held.conn.read_back_connection_charset()).await?;
