@@ -209,3 +209,49 @@ async fn ping_reset_change_user_and_init_db() {
         .await;
     assert!(bad.is_err(), "wrong password on change user is refused");
 }
+
+/// A refused COM_CHANGE_USER (a wrong password, or a schema that does not
+/// exist) leaves the connection open, as the previous user, reset, in the
+/// schema it was in: the same answers directly and through Sluice.
+async fn refused_change_user_transcript(opts: mysql_async::Opts) -> Vec<String> {
+    let mut c = mysql_async::Conn::new(opts).await.unwrap();
+    let mut seen = Vec::new();
+    let state = "SELECT CONCAT_WS(' ', IFNULL(@x, 'no @x'), @@time_zone, DATABASE(), CURRENT_USER())";
+    for attempt in [
+        mysql_async::ChangeUserOpts::default()
+            .with_user(Some("app".into()))
+            .with_pass(Some("wrong".into())),
+        mysql_async::ChangeUserOpts::default()
+            .with_user(Some("app".into()))
+            .with_pass(Some("app".into()))
+            .with_db_name(Some("no_such_db_for_change_user".into())),
+    ] {
+        c.query_drop("SET @x = 5, time_zone = '+03:00'").await.unwrap();
+        seen.push(match c.change_user(attempt).await {
+            Ok(()) => "changed".to_string(),
+            Err(mysql_async::Error::Server(e)) => format!("error {}", e.code),
+            Err(e) => format!("failed: {e}"),
+        });
+        let now: Result<Option<String>, _> = c.query_first(state).await;
+        seen.push(match now {
+            Ok(v) => v.unwrap_or_default(),
+            Err(e) => format!("failed: {e}"),
+        });
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_refused_change_user_keeps_the_previous_user() {
+    let t = sluice_tests::Topology::from_env();
+    let direct_opts: mysql_async::Opts =
+        mysql_async::OptsBuilder::from_opts(sluice_tests::direct_opts(&t.primary))
+            .db_name(Some("sluice_test"))
+            .into();
+    let direct = refused_change_user_transcript(direct_opts).await;
+    assert_eq!(direct[0], "error 1045", "{direct:?}");
+    assert_eq!(direct[2], "error 1049", "{direct:?}");
+    let s = Sluice::start();
+    let through = refused_change_user_transcript(s.opts()).await;
+    assert_eq!(through, direct);
+}

@@ -35,11 +35,7 @@ impl Session {
         self.binding.statements.clear();
         self.diagnostics = Default::default();
         self.binding.in_transaction = false;
-        let schema = self.desired.schema.take();
-        self.desired = SessionState {
-            schema,
-            ..(*self.initial).clone()
-        };
+        self.reset_state_keeping_schema();
         self.reply_ok().await
     }
 
@@ -54,15 +50,23 @@ impl Session {
         )
         .await
         .map_err(|_| End::ClientGone)?;
-        let Some(changed) = changed else {
-            return Err(End::ClientGone);
-        };
+        // The server resets the session whether or not the change succeeds.
         self.binding.release(self.id).await;
         self.binding.statements.clear();
         self.diagnostics = Default::default();
         self.binding.in_transaction = false;
-        self.user = changed.user;
-        self.credential = changed.credential;
+        let Some(changed) = changed else {
+            // Refused, and told so: as on the server, the connection stays
+            // the previous user's, reset, in its schema.
+            self.reset_state_keeping_schema();
+            return Ok(());
+        };
+        let schema_before = self.desired.schema.clone();
+        let previous = (
+            std::mem::replace(&mut self.user, changed.user),
+            std::mem::replace(&mut self.credential, changed.credential),
+            self.initial.clone(),
+        );
         self.slot.set_user(&self.user);
         self.pools.clear();
         let profile = self.shared.profile.load_full();
@@ -72,10 +76,48 @@ impl Session {
         }
         initial.schema = changed.schema.clone();
         self.desired = (*self.initial).clone();
+        // A schema that does not exist fails the change, as on the server
+        // (error 1049), and the previous user stays.
+        let refusal = match changed.schema {
+            Some(_) => match self.check_schema().await {
+                Ok(None) => None,
+                Ok(Some(err)) => Some(err),
+                Err(e) => {
+                    metrics::counter!("sluice_errors_total", "cause" => e.cause()).increment(1);
+                    Some(errors::acquire(&e))
+                }
+            },
+            None => None,
+        };
+        if let Some(err) = refusal {
+            (self.user, self.credential, self.initial) = previous;
+            self.slot.set_user(&self.user);
+            self.pools.clear();
+            self.desired = SessionState {
+                schema: schema_before,
+                ..(*self.initial).clone()
+            };
+            return self
+                .client
+                .send(changed.next_seq, &err)
+                .await
+                .map(|_| ())
+                .map_err(|_| End::ClientGone);
+        }
         self.client
             .send(changed.next_seq, &packets::ok(0, 0, self.client_status(), 0))
             .await
             .map(|_| ())
             .map_err(|_| End::ClientGone)
+    }
+
+    /// The client's session as after a reset: its initial state, in the
+    /// schema it is in now.
+    fn reset_state_keeping_schema(&mut self) {
+        let schema = self.desired.schema.take();
+        self.desired = SessionState {
+            schema,
+            ..(*self.initial).clone()
+        };
     }
 }
