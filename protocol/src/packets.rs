@@ -145,6 +145,54 @@ pub fn ok_for_client_without_session_track(ok: &OkInfo<'_>, header: u8) -> Vec<u
     out
 }
 
+/// Re-encodes an OK packet for a client that asked for session tracking,
+/// keeping only the session-state entries `keep` accepts (what the
+/// client's own tracking settings would have reported: Sluice's backend
+/// connections track more). None when every entry is kept: the packet goes
+/// as it is. With none left, the SESSION_STATE_CHANGED flag is cleared
+/// too, as the server sends it.
+pub fn ok_keeping_session_state(
+    ok: &OkInfo<'_>,
+    header: u8,
+    keep: impl Fn(&StateChange<'_>) -> bool,
+) -> Option<Vec<u8>> {
+    if ok.session_state.is_empty() {
+        return None;
+    }
+    let mut kept = Vec::new();
+    let mut dropped = false;
+    let mut pos = 0;
+    while pos < ok.session_state.len() {
+        let start = pos;
+        pos += 1;
+        read_lenenc_bytes(ok.session_state, &mut pos)?;
+        let entry = &ok.session_state[start..pos];
+        match state_changes(entry).next() {
+            Some(change) if keep(&change) => kept.extend_from_slice(entry),
+            _ => dropped = true,
+        }
+    }
+    if !dropped {
+        return None;
+    }
+    let mut out = Vec::with_capacity(16 + ok.info.len() + kept.len());
+    out.push(header);
+    put_lenenc_int(&mut out, ok.affected_rows);
+    put_lenenc_int(&mut out, ok.last_insert_id);
+    let status = if kept.is_empty() {
+        ok.status & !status::SESSION_STATE_CHANGED
+    } else {
+        ok.status
+    };
+    out.extend_from_slice(&status.to_le_bytes());
+    out.extend_from_slice(&ok.warnings.to_le_bytes());
+    put_lenenc_bytes(&mut out, ok.info);
+    if !kept.is_empty() {
+        put_lenenc_bytes(&mut out, &kept);
+    }
+    Some(out)
+}
+
 /// One entry of the session-state-change block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateChange<'a> {
@@ -328,6 +376,20 @@ mod tests {
         );
         let plain = ok_for_client_without_session_track(&ok, OK_HEADER);
         assert_eq!(plain, vec![0, 1, 7, 2, 0, 0, 0]);
+
+        // For a session-tracking client: only the entries it would get.
+        assert_eq!(ok_keeping_session_state(&ok, OK_HEADER, |_| true), None);
+        let schema_only =
+            ok_keeping_session_state(&ok, OK_HEADER, |c| matches!(c, StateChange::Schema(_))).unwrap();
+        let kept = parse_ok(&schema_only).unwrap();
+        assert_eq!(kept.status, ok.status);
+        assert_eq!(
+            state_changes(kept.session_state).collect::<Vec<_>>(),
+            vec![StateChange::Schema(b"db")]
+        );
+        let none = ok_keeping_session_state(&ok, OK_HEADER, |_| false).unwrap();
+        // Flag cleared, the (empty) info still length-encoded, no block.
+        assert_eq!(none, vec![0, 1, 7, 2, 0, 0, 0, 0]);
         let with_info = OkInfo {
             info: b"Records: 1",
             ..ok

@@ -444,7 +444,10 @@ where
             self.desired.last_insert_id = ok.last_insert_id;
         }
         if self.client_caps.contains(Caps::CLIENT_SESSION_TRACK) {
-            self.send(&p.payload).await?;
+            match packets::ok_keeping_session_state(&ok, p.payload[0], client_tracks) {
+                None => self.send(&p.payload).await?,
+                Some(fewer) => self.send(&fewer).await?,
+            }
         } else {
             let header = p.payload[0];
             self.send(&packets::ok_for_client_without_session_track(&ok, header))
@@ -742,5 +745,29 @@ where
         }
         self.backend.stream.flush().await.map_err(backend_err)?;
         Ok(true)
+    }
+}
+
+/// What a client's own session tracking reports, with the server's
+/// defaults (`session_track_schema=ON`, `session_track_state_change=OFF`,
+/// `session_track_system_variables` the list below): Sluice's backend
+/// connections track every variable and every state change, and a driver
+/// that reads the block (Node's `mariadb`) must get only what the server
+/// would have sent it. A client that changes its own `session_track_*`
+/// settings still gets these.
+fn client_tracks(change: &packets::StateChange<'_>) -> bool {
+    const DEFAULT_TRACKED: [&[u8]; 5] = [
+        b"autocommit",
+        b"character_set_client",
+        b"character_set_connection",
+        b"character_set_results",
+        b"time_zone",
+    ];
+    match change {
+        packets::StateChange::Schema(_) => true,
+        packets::StateChange::SystemVariable { name, .. } => {
+            DEFAULT_TRACKED.iter().any(|t| t.eq_ignore_ascii_case(name))
+        }
+        _ => false,
     }
 }
