@@ -755,7 +755,7 @@ where
 /// that reads the block (Node's `mariadb`) must get only what the server
 /// would have sent it. A client that changes its own `session_track_*`
 /// settings still gets these.
-fn client_tracks(change: &packets::StateChange<'_>) -> bool {
+pub fn client_tracks(change: &packets::StateChange<'_>) -> bool {
     const DEFAULT_TRACKED: [&[u8]; 5] = [
         b"autocommit",
         b"character_set_client",

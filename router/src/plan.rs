@@ -1414,9 +1414,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn what_the_client_keeps() {
-        let base = HoldInput {
+    /// After an autocommit statement: nothing pending, nothing pinned.
+    fn idle_hold() -> HoldInput {
+        HoldInput {
             pinned: None,
             in_trans_flag: Some(false),
             was_in_transaction: false,
@@ -1425,7 +1425,12 @@ mod tests {
             session_mode: false,
             next_transaction_pending: false,
             sets_next_transaction: false,
-        };
+        }
+    }
+
+    #[test]
+    fn what_the_client_keeps() {
+        let base = idle_hold();
         assert_eq!(hold_after(base).keep, None);
         let open = HoldInput {
             in_trans_flag: Some(true),
@@ -1474,16 +1479,7 @@ mod tests {
 
     #[test]
     fn a_one_shot_set_transaction_holds_the_connection_until_a_transaction_ends() {
-        let idle = HoldInput {
-            pinned: None,
-            in_trans_flag: Some(false),
-            was_in_transaction: false,
-            saw_in_transaction: false,
-            autocommit_off: false,
-            session_mode: false,
-            next_transaction_pending: false,
-            sets_next_transaction: false,
-        };
+        let idle = idle_hold();
         // SET TRANSACTION ISOLATION LEVEL ...: kept, pending; even if it
         // failed (an ERR says nothing of it).
         let set = HoldInput {

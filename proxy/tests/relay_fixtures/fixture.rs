@@ -338,6 +338,48 @@ impl View {
             .collect()
     }
 
+    /// What a client with this view's capabilities is to get for each of
+    /// the server's segments: the server's bytes, except that the final OK
+    /// of a session-tracking client keeps only the entries its own
+    /// session's tracking would report (`relay::client_tracks`; checked
+    /// against a live server by
+    /// `client_caps::session_tracking_clients_get_the_servers_state_blocks`).
+    /// The capture set up full tracking, as Sluice's backend connections do.
+    pub fn server_for_client(&self) -> Vec<Vec<u8>> {
+        self.server()
+            .into_iter()
+            .map(|segment| {
+                let (packets, rest) = split_packets(segment);
+                let Some((last, before)) = packets.split_last() else {
+                    return segment.to_vec();
+                };
+                let payload = &last[4..];
+                let fewer = self
+                    .caps
+                    .contains(Caps::CLIENT_SESSION_TRACK)
+                    .then(|| sluice_protocol::packets::parse_ok(payload))
+                    .flatten()
+                    .filter(|_| matches!(payload.first(), Some(0x00 | 0xfe)))
+                    .and_then(|ok| {
+                        sluice_protocol::packets::ok_keeping_session_state(
+                            &ok,
+                            payload[0],
+                            sluice_proxy::relay::client_tracks,
+                        )
+                    });
+                let Some(fewer) = fewer else {
+                    return segment.to_vec();
+                };
+                let mut out: Vec<u8> = before.concat();
+                let len = fewer.len();
+                out.extend_from_slice(&[len as u8, (len >> 8) as u8, (len >> 16) as u8, last[3]]);
+                out.extend_from_slice(&fewer);
+                out.extend_from_slice(rest);
+                out
+            })
+            .collect()
+    }
+
     /// The bytes client -> server, in order (commands, LOCAL INFILE data).
     pub fn client(&self) -> Vec<&[u8]> {
         self.segments

@@ -272,7 +272,7 @@ async fn relay_as(fx: &Fixture, client_view: &str, exchanges: &[Exchange], feed:
     assert_bytes(
         &format!("{} [{client_view}] {feed:?}: client bytes", fx.name),
         &played.client,
-        &concat(view.server()),
+        &view.server_for_client().concat(),
     );
     assert_bytes(
         &format!("{} {feed:?}: server bytes", fx.name),
@@ -525,7 +525,7 @@ async fn local_infile_round_trip() {
                 )
                 .await;
                 let what = format!("seq {seq} [{client_view}] {feed:?}");
-                let ok = renumber(view.server()[1], seq.wrapping_add(1 + data_packets));
+                let ok = renumber(&view.server_for_client()[1], seq.wrapping_add(1 + data_packets));
                 assert_bytes(
                     &format!("{what}: client bytes"),
                     &played.client,
@@ -571,7 +571,11 @@ async fn local_infile_refused_for_client_without_local_files() {
             feed,
         )
         .await;
-        assert_bytes("client bytes", &played.client, &concat(client.server()));
+        assert_bytes(
+            "client bytes",
+            &played.client,
+            &client.server_for_client().concat(),
+        );
         // The command, then the empty packet (sequence id 2).
         assert_bytes("server bytes", &played.server, &concat(backend.client()));
         assert_eq!(backend.client()[1], [0, 0, 0, 2]);
