@@ -148,9 +148,23 @@ pub struct Exchange<'a> {
 
 impl Exchange<'_> {
     /// Sends one packet and reads the client's answer.
+    /// An answer out of sequence (a client that gave up the exchange and
+    /// sent a command instead) ends the connection, as on the server: it
+    /// is not taken for the answer.
     async fn round(&mut self, payload: &[u8]) -> io::Result<Vec<u8>> {
         self.client.send(self.seq, payload).await?;
         let answer = self.client.read_packet().await?;
+        let expected = self.seq.wrapping_add(1);
+        if answer.seq != expected {
+            let _ = self
+                .client
+                .send(expected, &crate::errors::packets_out_of_order())
+                .await;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "authentication answer out of sequence",
+            ));
+        }
         self.seq = answer.seq.wrapping_add(1);
         Ok(answer.payload.to_vec())
     }
