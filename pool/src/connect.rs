@@ -155,14 +155,16 @@ impl BackendConn {
 /// the client then clears too): bulk operations, and the metadata cache,
 /// so the server need not build and send an execute's column definitions
 /// when they did not change (the relay restores them for clients that do
-/// not cache). Shared with the relay's fixture capture,
-/// so captured traffic is what a pooled connection sees.
-pub fn negotiate(handshake: &HandshakePacket<'_>) -> (Caps, MariadbCapabilities) {
+/// not cache); and extended metadata where `session_caps` (the pool's
+/// clients) need it. Shared with the relay's fixture capture, so captured
+/// traffic is what a pooled connection sees.
+pub fn negotiate(handshake: &HandshakePacket<'_>, session_caps: SessionCaps) -> (Caps, MariadbCapabilities) {
     let server_caps = handshake.capabilities();
     let mut caps = BACKEND_CAPABILITIES & server_caps;
     let mariadb_caps = offered_mariadb(handshake)
         & (MariadbCapabilities::MARIADB_CLIENT_STMT_BULK_OPERATIONS
-            | MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA);
+            | MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA
+            | session_caps.1);
     if !mariadb_caps.is_empty() {
         caps.remove(Caps::CLIENT_LONG_PASSWORD);
     }
@@ -195,26 +197,16 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
     let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting.payload))
         .map_err(|e| BackendError::protocol(format!("bad server handshake: {e}")))?;
     let server_caps = handshake.capabilities();
-    let (caps, mut mariadb_caps) = negotiate(&handshake);
+    let (caps, mariadb_caps) = negotiate(&handshake, target.session_caps);
     let caps = target.session_caps.apply(caps, server_caps);
-    let offered = offered_mariadb(&handshake);
-    if target.session_caps.extended_metadata() {
-        // Definitions without the extended type would be unreadable to the
-        // clients of this pool: no connection rather than a wrong one.
-        if !offered.contains(MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA) {
-            return Err(BackendError::protocol(
-                "the server lacks MARIADB_CLIENT_EXTENDED_METADATA (MariaDB 10.5 and later have it), which \
-                 clients of this pool use",
-            ));
-        }
-        mariadb_caps |= MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA;
+    // Definitions without the extended type would be unreadable to the
+    // clients of this pool: no connection rather than a wrong one.
+    if !mariadb_caps.contains(target.session_caps.1) {
+        return Err(BackendError::protocol(
+            "the server lacks MARIADB_CLIENT_EXTENDED_METADATA (MariaDB 10.5 and later have it), which \
+             clients of this pool use",
+        ));
     }
-    // Extended capabilities are announced by clearing CLIENT_MYSQL.
-    let caps = if mariadb_caps.is_empty() {
-        caps
-    } else {
-        caps - Caps::CLIENT_LONG_PASSWORD
-    };
     if !caps.contains(Caps::CLIENT_PROTOCOL_41 | Caps::CLIENT_SECURE_CONNECTION | Caps::CLIENT_PLUGIN_AUTH) {
         return Err(BackendError::protocol(
             "server lacks PROTOCOL_41 / SECURE_CONNECTION / PLUGIN_AUTH",
@@ -271,7 +263,7 @@ async fn connect_inner(target: &ConnectTarget) -> Result<BackendConn, BackendErr
         capabilities: caps,
         server_capabilities: server_caps,
         mariadb_capabilities: mariadb_caps,
-        server_mariadb_capabilities: offered,
+        server_mariadb_capabilities: offered_mariadb(&handshake),
         default_collation: handshake.default_collation(),
         nonce,
         auth_plugin: plugin,

@@ -156,6 +156,12 @@ impl Exchange<'_> {
         let answer = self.client.read_packet().await?;
         let expected = self.seq.wrapping_add(1);
         if answer.seq != expected {
+            tracing::info!(
+                expected,
+                got = answer.seq,
+                "closing client: authentication answer out of sequence"
+            );
+            metrics::counter!("sluice_errors_total", "cause" => "out_of_order").increment(1);
             let _ = self
                 .client
                 .send(expected, &crate::errors::packets_out_of_order())

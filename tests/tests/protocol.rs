@@ -218,8 +218,9 @@ async fn refused_change_user_transcript(opts: mysql_async::Opts) -> Vec<String> 
     let mut seen = Vec::new();
     let state = "SELECT CONCAT_WS(' ', IFNULL(@x, 'no @x'), @@time_zone, DATABASE(), CURRENT_USER())";
     for attempt in [
+        // Another user with a wrong password: the connection stays app's.
         mysql_async::ChangeUserOpts::default()
-            .with_user(Some("app".into()))
+            .with_user(Some("other".into()))
             .with_pass(Some("wrong".into())),
         mysql_async::ChangeUserOpts::default()
             .with_user(Some("app".into()))
@@ -243,6 +244,7 @@ async fn refused_change_user_transcript(opts: mysql_async::Opts) -> Vec<String> 
 
 #[tokio::test]
 async fn a_refused_change_user_keeps_the_previous_user() {
+    sluice_tests::ensure_other_user().await;
     let t = sluice_tests::Topology::from_env();
     let direct_opts: mysql_async::Opts =
         mysql_async::OptsBuilder::from_opts(sluice_tests::direct_opts(&t.primary))
@@ -251,6 +253,10 @@ async fn a_refused_change_user_keeps_the_previous_user() {
     let direct = refused_change_user_transcript(direct_opts).await;
     assert_eq!(direct[0], "error 1045", "{direct:?}");
     assert_eq!(direct[2], "error 1049", "{direct:?}");
+    assert!(
+        direct[1].ends_with("app@%"),
+        "still the previous user: {direct:?}"
+    );
     let s = Sluice::start();
     let through = refused_change_user_transcript(s.opts()).await;
     assert_eq!(through, direct);

@@ -80,32 +80,28 @@ impl Session {
         // (error 1049), and the previous user stays.
         let refusal = match changed.schema {
             Some(_) => match self.check_schema().await {
-                Ok(None) => None,
-                Ok(Some(err)) => Some(err),
+                Ok(refused) => refused,
                 Err(e) => {
+                    tracing::warn!(conn_id = self.id, "checking the schema of a COM_CHANGE_USER: {e}");
                     metrics::counter!("sluice_errors_total", "cause" => e.cause()).increment(1);
                     Some(errors::acquire(&e))
                 }
             },
             None => None,
         };
-        if let Some(err) = refusal {
-            (self.user, self.credential, self.initial) = previous;
-            self.slot.set_user(&self.user);
-            self.pools.clear();
-            self.desired = SessionState {
-                schema: schema_before,
-                ..(*self.initial).clone()
-            };
-            return self
-                .client
-                .send(changed.next_seq, &err)
-                .await
-                .map(|_| ())
-                .map_err(|_| End::ClientGone);
-        }
+        let answer = match refusal {
+            Some(err) => {
+                (self.user, self.credential, self.initial) = previous;
+                self.slot.set_user(&self.user);
+                self.pools.clear();
+                self.desired.schema = schema_before;
+                self.reset_state_keeping_schema();
+                err
+            }
+            None => packets::ok(0, 0, self.client_status(), 0),
+        };
         self.client
-            .send(changed.next_seq, &packets::ok(0, 0, self.client_status(), 0))
+            .send(changed.next_seq, &answer)
             .await
             .map(|_| ())
             .map_err(|_| End::ClientGone)

@@ -199,7 +199,7 @@ async fn connect(addr: &str, kind: ViewKind) -> Result<(TcpStream, String, Caps)
     let (seq, greeting) = read_packet(&mut conn).await?;
     let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting)).map_err(|e| e.to_string())?;
     let server_caps = handshake.capabilities();
-    let (caps, mariadb_caps) = sluice_pool::negotiate(&handshake);
+    let (caps, mariadb_caps) = sluice_pool::negotiate(&handshake, sluice_pool::SessionCaps::DRIVER);
     // The fixtures are replayed to a relay that negotiated no MariaDB
     // capabilities (`server_info`): without the metadata cache, so column
     // counts carry no "metadata follows" byte. The cache's translation is
