@@ -9,23 +9,22 @@
 use super::Session;
 use super::execute::Work;
 use crate::relay::Outcome;
+use sluice_config::ReadYourWrites;
 use sluice_pool::BackendError;
 
 /// What the read-back captured.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Captured {
     /// The client's user variables now match the server's.
     pub user_vars: bool,
-    /// `@@last_gtid` after a write whose answer could not carry it
-    /// ([`sluice_router::plan::read_back_gtid`]).
-    pub last_gtid: Option<String>,
 }
 
 impl Session {
-    /// Runs the read-backs `outcome` calls for on the held connection.
+    /// Runs the read-backs `outcome` calls for on the held connection; a
+    /// GTID read back goes into `outcome` as if the answer had carried it.
     pub(super) async fn capture(
         &mut self,
-        outcome: &Outcome,
+        outcome: &mut Outcome,
         work: &Work<'_>,
     ) -> Result<Captured, BackendError> {
         let mut captured = Captured::default();
@@ -33,19 +32,26 @@ impl Session {
         let Some(held) = self.binding.held.as_mut() else {
             return Ok(captured);
         };
-        if sluice_router::plan::read_back_gtid(
-            held.role == sluice_config::Role::Primary,
-            work.facts.map(|f| f.kind()),
-            work.ran(),
-            self.config.routing.read_your_writes,
-            outcome.result_set,
-            outcome.last_gtid.is_some(),
-            outcome
-                .status
-                .is_none_or(|st| st & sluice_protocol::consts::status::IN_TRANS != 0),
-        ) {
+        // The rule's cheapest conditions first, so that statements in other
+        // modes and answers that carried a GTID cost no more than this.
+        let ryw = self.config.routing.read_your_writes;
+        if outcome.result_set
+            && outcome.last_gtid.is_none()
+            && matches!(ryw, ReadYourWrites::Gtid | ReadYourWrites::Global)
+            && sluice_router::plan::read_back_gtid(
+                held.role == sluice_config::Role::Primary,
+                work.facts.map(|f| f.kind()),
+                work.ran(),
+                ryw,
+                outcome.result_set,
+                outcome.last_gtid.is_some(),
+                outcome
+                    .status
+                    .is_none_or(|st| st & sluice_protocol::consts::status::IN_TRANS != 0),
+            )
+        {
             let rows = Box::pin(held.conn.query_rows("SELECT @@last_gtid")).await?;
-            captured.last_gtid = rows
+            outcome.last_gtid = rows
                 .into_iter()
                 .next()
                 .and_then(|r| r.into_iter().next().flatten());

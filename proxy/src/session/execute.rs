@@ -465,7 +465,12 @@ impl Session {
 
     /// The command completed: remember a prepared statement, capture what
     /// must follow the client, and apply what it keeps.
-    async fn finish(&mut self, work: &Work<'_>, outcome: Outcome, backend: &Backend) -> Result<Step, End> {
+    async fn finish(
+        &mut self,
+        work: &Work<'_>,
+        mut outcome: Outcome,
+        backend: &Backend,
+    ) -> Result<Step, End> {
         if let (Some(stmt), Outgoing::Prepare { sql, .. }) = (&outcome.prepared, &work.outgoing) {
             let capacity = self.config.pool.max_prepared_per_connection;
             if let Some(conn) = self.binding.conn() {
@@ -479,7 +484,7 @@ impl Session {
                 }
             }
         }
-        let captured = match self.capture(&outcome, work).await {
+        let captured = match self.capture(&mut outcome, work).await {
             Ok(captured) => captured,
             Err(e) => {
                 // The client has its answer; only the state that should
@@ -527,11 +532,7 @@ impl Session {
             return;
         };
         let ran = work.ran();
-        let gtid = outcome
-            .last_gtid
-            .as_deref()
-            .or(captured.last_gtid.as_deref())
-            .and_then(GtidPos::parse);
+        let gtid = outcome.last_gtid.as_deref().and_then(GtidPos::parse);
         let ryw = self.config.routing.read_your_writes;
         let note = plan::after_write(
             held.role == Role::Primary,
