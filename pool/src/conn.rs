@@ -183,6 +183,12 @@ impl BackendConn {
             vars.insert("character_set_connection".into(), get(1));
             vars.insert("character_set_results".into(), get(2));
             vars.insert("collation_connection".into(), get(3));
+            // Right after a handshake, change-user or reset, the results
+            // carry the connection's collation.
+            vars.insert(
+                crate::session::RESULTS_COLLATION.into(),
+                format!("{} {}", get(2), get(3)),
+            );
         });
         self.wait_timeout_secs = get(4).parse().unwrap_or(28_800);
         self.state.multi_statements = self
@@ -405,17 +411,36 @@ impl BackendConn {
     }
 
     /// Reads the connection charset and collation back after a change that
-    /// reported only one of them, and records them.
-    pub async fn read_back_connection_charset(&mut self) -> Result<(String, String), BackendError> {
-        let rows = self
-            .query_rows("SELECT @@character_set_connection, @@collation_connection")
+    /// reported only one of them, and the results collation (the id in the
+    /// answer's column definitions, named by `collation`: id → (charset,
+    /// collation)), and records them.
+    pub async fn read_back_connection_charset(
+        &mut self,
+        collation: impl Fn(u16) -> Option<(String, String)>,
+    ) -> Result<(String, String, Option<String>), BackendError> {
+        let (columns, rows) = self
+            .query_result(
+                "SELECT @@character_set_connection, @@collation_connection, \
+                 @@character_set_results IS NULL",
+            )
             .await?;
         let row = rows.first().ok_or_else(|| BackendError::protocol("no row"))?;
         let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        let (charset, collation) = (get(0), get(1));
+        let (charset, connection_collation) = (get(0), get(1));
+        let extended = self
+            .info
+            .mariadb_capabilities
+            .contains(MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA);
+        // Without a results charset, definitions carry the values' own.
+        let results = (get(2) == "0")
+            .then(|| columns.first())
+            .flatten()
+            .and_then(|def| packets::column_charset(def, extended))
+            .and_then(collation)
+            .map(|(charset, collation)| format!("{charset} {collation}"));
         self.state
-            .set_connection_charset(charset.clone(), collation.clone());
-        Ok((charset, collation))
+            .set_connection_charset(charset.clone(), connection_collation.clone(), results.clone());
+        Ok((charset, connection_collation, results))
     }
 
     /// Reads session variables back after a change the server did not
@@ -704,6 +729,7 @@ pub fn query_packet(sql: &str) -> Vec<u8> {
 fn same_result_charsets(a: &crate::Vars, b: &crate::Vars) -> bool {
     a.same(b)
         || [
+            crate::session::RESULTS_COLLATION,
             "character_set_results",
             "character_set_client",
             "collation_connection",

@@ -37,7 +37,7 @@ pub use home::{OFF_WORKERS, set_worker, worker};
 pub use limit::{AdaptiveLimit, LimitParams};
 pub use local::Local;
 pub use manager::{BackendPool, ConnectAttrs, PoolKey, PoolSettings, PoolStatus, Pooled, Pools, discard};
-pub use session::{SessionState, charset_vars};
+pub use session::{RESULTS_COLLATION, SessionState, charset_vars};
 pub use statements::{BackendStatement, ColumnDefs, StatementCache};
 pub use stream::BackendStream;
 pub use tls::BackendTls;

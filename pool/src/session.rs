@@ -58,13 +58,23 @@ const ORDER_FIRST: &[&str] = &[
     "collation_connection",
 ];
 
+/// The collation `character_set_results` carries, kept among the variables
+/// under a name no real variable has, as `charset collation`. The server
+/// hides it (`@@character_set_results` shows only the charset) but sends
+/// its id in every result column's definition: a handshake or `SET NAMES x
+/// COLLATE y` sets it to y, `SET character_set_results = x` to x's default.
+/// Absent when the results charset is NULL or the collation is unknown.
+/// Replayed with `SET NAMES`, the only statement that sets it.
+pub const RESULTS_COLLATION: &str = "results collation";
+
 /// The variables a client's handshake charset sets.
-pub fn charset_vars(charset: &str, collation: &str) -> [(String, String); 4] {
+pub fn charset_vars(charset: &str, collation: &str) -> [(String, String); 5] {
     [
         ("character_set_client".into(), charset.into()),
         ("character_set_connection".into(), charset.into()),
         ("character_set_results".into(), charset.into()),
         ("collation_connection".into(), collation.into()),
+        (RESULTS_COLLATION.into(), format!("{charset} {collation}")),
     ]
 }
 
@@ -77,7 +87,8 @@ pub struct Absorbed {
     pub untracked_change: bool,
     /// One of `character_set_connection` / `collation_connection` changed
     /// without the other being reported (`SET NAMES` reports no collation),
-    /// though setting one changes both: read them back.
+    /// though setting one changes both, or `character_set_results` changed
+    /// (its hidden collation): read them back.
     pub connection_charset_unsure: bool,
 }
 
@@ -86,13 +97,14 @@ impl SessionState {
     pub fn absorb(&mut self, block: &[u8]) -> Absorbed {
         let mut out = Absorbed::default();
         let mut state_changed = false;
-        let (mut charset, mut collation) = (false, false);
+        let (mut charset, mut collation, mut results) = (false, false, false);
         for change in state_changes(block) {
             match change {
                 StateChange::SystemVariable { name, value } => {
                     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
                     charset |= name == "character_set_connection";
                     collation |= name == "collation_connection";
+                    results |= name == "character_set_results";
                     if NOT_REPLAYED.contains(&name.as_str()) {
                         continue;
                     }
@@ -109,7 +121,14 @@ impl SessionState {
             }
         }
         out.untracked_change = state_changed && !out.schema_or_vars_changed;
-        out.connection_charset_unsure = charset != collation;
+        out.connection_charset_unsure = charset != collation || results;
+        if results {
+            // Until read back: absent replays the charset, whose default
+            // collation is what a plain `SET character_set_results` gives.
+            self.vars.update(|vars| {
+                vars.remove(RESULTS_COLLATION);
+            });
+        }
         out
     }
 
@@ -126,11 +145,16 @@ impl SessionState {
     }
 
     /// Records the connection charset and collation read back from the
-    /// server after a change that reported only one of them.
-    pub fn set_connection_charset(&mut self, charset: String, collation: String) {
+    /// server after a change that reported only one of them, and the
+    /// results collation ([`RESULTS_COLLATION`]'s format; None: unknown).
+    pub fn set_connection_charset(&mut self, charset: String, collation: String, results: Option<String>) {
         self.vars.update(|vars| {
             vars.insert("character_set_connection".into(), charset);
             vars.insert("collation_connection".into(), collation);
+            match results {
+                Some(results) => vars.insert(RESULTS_COLLATION.into(), results),
+                None => vars.remove(RESULTS_COLLATION),
+            };
         });
     }
 
@@ -143,16 +167,34 @@ impl SessionState {
         }
         let mut assignments: Vec<String> = Vec::new();
         let changed = |name: &str| desired.vars.get(name) != self.vars.get(name);
-        for name in ORDER_FIRST.iter().copied().filter(|n| changed(n)) {
+        // The results collation: `SET NAMES` sets it, and the charset
+        // variables after it (all four, since NAMES changed them) put the
+        // rest back; none wanted: setting the results charset clears it.
+        let names = match desired.vars.get(RESULTS_COLLATION) {
+            Some(pair) if changed(RESULTS_COLLATION) => pair.split_once(' '),
+            _ => None,
+        };
+        if let Some((charset, collation)) = names {
+            assignments.push(format!(
+                "NAMES {} COLLATE {}",
+                sql_value(charset),
+                sql_value(collation)
+            ));
+        }
+        let forced = |name: &str| match name {
+            "character_set_results" => changed(RESULTS_COLLATION) && names.is_none(),
+            _ => names.is_some() && name != "character_set_results",
+        };
+        for name in ORDER_FIRST.iter().copied().filter(|n| changed(n) || forced(n)) {
             if let Some(value) = desired.vars.get(name) {
-                assignments.push(format!("@@session.{name}={}", sql_value(value)));
+                assignments.push(format!("@@session.{name}={}", variable_value(name, value)));
             }
         }
         for (name, value) in desired.vars.iter() {
             if ORDER_FIRST.contains(&name.as_str()) || !changed(name) || !is_identifier(name) {
                 continue;
             }
-            assignments.push(format!("@@session.{name}={}", sql_value(value)));
+            assignments.push(format!("@@session.{name}={}", variable_value(name, value)));
         }
         for name in self.vars.keys() {
             if !desired.vars.contains_key(name) && is_identifier(name) {
@@ -219,6 +261,16 @@ fn user_variable(name: &str) -> String {
 
 fn is_identifier(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A variable's value as SQL. The server reports a charset variable set to
+/// NULL (`SET character_set_results = NULL`: results sent unconverted) as
+/// empty, and no charset is named ''.
+fn variable_value(name: &str, value: &str) -> String {
+    if value.is_empty() && name.starts_with("character_set_") {
+        return "NULL".into();
+    }
+    sql_value(value)
 }
 
 /// A variable value as SQL: numbers bare, everything else a quoted string.
@@ -325,6 +377,60 @@ mod tests {
         ]);
         let sql = conn.set_statement_towards(&client).unwrap();
         assert!(sql.find("character_set_connection").unwrap() < sql.find("collation_connection").unwrap());
+    }
+
+    #[test]
+    fn the_results_collation_is_set_with_names_and_the_charsets_put_back() {
+        let conn: Vec<(String, String)> = charset_vars("utf8mb4", "utf8mb4_general_ci").into();
+        let conn = SessionState {
+            vars: conn.into_iter().collect(),
+            ..Default::default()
+        };
+        let mut client = conn.clone();
+        client
+            .vars
+            .insert(RESULTS_COLLATION.into(), "utf8mb4 utf8mb4_unicode_ci".into());
+        client.vars.insert("character_set_client".into(), "latin1".into());
+        assert_eq!(
+            conn.set_statement_towards(&client).unwrap(),
+            "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci', @@session.character_set_client='latin1', \
+             @@session.character_set_connection='utf8mb4', @@session.collation_connection='utf8mb4_general_ci'"
+        );
+        // Back to the charset's default (as `SET character_set_results`
+        // leaves it): setting the results charset does it.
+        let mut plain = conn.clone();
+        plain.vars.update(|vars| {
+            vars.remove(RESULTS_COLLATION);
+        });
+        assert_eq!(
+            client.set_statement_towards(&plain).unwrap(),
+            "SET @@session.character_set_client='utf8mb4', @@session.character_set_results='utf8mb4'"
+        );
+    }
+
+    #[test]
+    fn a_charset_variable_reported_empty_is_null() {
+        let conn = state(&[("character_set_results", "utf8mb4")]);
+        let client = state(&[("character_set_results", ""), ("sql_mode", "")]);
+        assert_eq!(
+            conn.set_statement_towards(&client).unwrap(),
+            "SET @@session.character_set_results=NULL, @@session.sql_mode=''"
+        );
+    }
+
+    #[test]
+    fn a_results_charset_change_leaves_its_collation_to_be_read_back() {
+        use sluice_protocol::packets::put_lenenc_bytes;
+        let mut var = Vec::new();
+        put_lenenc_bytes(&mut var, b"character_set_results");
+        put_lenenc_bytes(&mut var, b"latin1");
+        let mut block = vec![0];
+        put_lenenc_bytes(&mut block, &var);
+        let mut s = SessionState::default();
+        s.vars
+            .insert(RESULTS_COLLATION.into(), "utf8mb4 utf8mb4_unicode_ci".into());
+        assert!(s.absorb(&block).connection_charset_unsure);
+        assert_eq!(s.vars.get(RESULTS_COLLATION), None);
     }
 
     #[test]

@@ -308,6 +308,29 @@ pub fn put_lenenc_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// Where a column definition's fixed-length fields start (after catalog,
+/// schema, table, original table, name and original name, and MariaDB's
+/// extended type information when the connection asked for it).
+pub fn column_def_fixed_fields(def: &[u8], extended: bool) -> Option<usize> {
+    let mut pos = 0;
+    for _ in 0..6 + usize::from(extended) {
+        read_lenenc_bytes(def, &mut pos)?;
+    }
+    // The fixed fields' length byte, then charset (2), length (4), type.
+    (def.len() > pos + 1 + 2 + 4).then_some(pos + 1)
+}
+
+/// A column definition's character set field: the collation id of the
+/// result as sent (for a string column, that of `character_set_results`).
+pub fn column_charset(def: &[u8], extended: bool) -> Option<u16> {
+    column_def_fixed_fields(def, extended).map(|at| le16(def, at))
+}
+
+/// A column definition's type byte.
+pub fn column_type(def: &[u8], extended: bool) -> Option<u8> {
+    column_def_fixed_fields(def, extended).and_then(|at| def.get(at + 6).copied())
+}
+
 /// Decodes a text-protocol row into optional strings (for Sluice's own
 /// control queries; client rows are never decoded).
 pub fn parse_text_row(payload: &[u8]) -> Option<Vec<Option<String>>> {

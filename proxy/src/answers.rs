@@ -20,9 +20,9 @@ pub struct ShapeKey<'a> {
     pub text: &'a [u8],
     /// The guarded table, `schema.table`.
     pub table: &'a str,
-    /// `character_set_results` and `collation_connection`, as the session
-    /// has them.
-    pub charset: [&'a str; 2],
+    /// `character_set_results`, `collation_connection` and the results
+    /// collation, as the session has them.
+    pub charset: [&'a str; 3],
     /// COM_STMT_EXECUTE (binary rows) rather than COM_QUERY.
     pub binary: bool,
     /// The definitions carry MariaDB's extended type information (the
@@ -48,7 +48,7 @@ impl ShapeKey<'_> {
 struct Entry {
     text: Box<[u8]>,
     table: Box<str>,
-    charset: [Box<str>; 2],
+    charset: [Box<str>; 3],
     binary: bool,
     extended: bool,
     generation: u64,
@@ -60,8 +60,7 @@ impl Entry {
     fn matches(&self, key: &ShapeKey<'_>) -> bool {
         *self.text == *key.text
             && *self.table == *key.table
-            && *self.charset[0] == *key.charset[0]
-            && *self.charset[1] == *key.charset[1]
+            && self.charset.iter().zip(key.charset).all(|(a, b)| **a == *b)
             && self.binary == key.binary
             && self.extended == key.extended
             && self.generation == key.generation
@@ -129,7 +128,7 @@ mod tests {
         ShapeKey {
             text,
             table: "app.t",
-            charset: [charset, "utf8mb4_general_ci"],
+            charset: [charset, "utf8mb4_general_ci", "utf8mb4 utf8mb4_general_ci"],
             binary: false,
             extended: false,
             generation,

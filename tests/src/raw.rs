@@ -47,6 +47,25 @@ impl RawClient {
         Self::login(port, "app", "app", extra_caps, mariadb_caps, Some("sluice_test")).await
     }
 
+    /// Connects as a driver does whose handshake names `collation` (mysql2
+    /// sends 224, utf8mb4_unicode_ci) and sends no `SET NAMES` after.
+    pub async fn connect_with_collation(
+        port: u16,
+        extra_caps: Caps,
+        collation: u8,
+    ) -> anyhow::Result<RawClient> {
+        Self::login_as(
+            port,
+            "app",
+            "app",
+            extra_caps,
+            MariadbCapabilities::empty(),
+            Some("sluice_test"),
+            Some(collation),
+        )
+        .await
+    }
+
     /// Logs in without a schema, with a driver's multi-result bits: its
     /// statements share the pool of real drivers' clients (the bits are
     /// part of Sluice's pool key).
@@ -69,6 +88,19 @@ impl RawClient {
         extra_caps: Caps,
         mariadb_caps: MariadbCapabilities,
         schema: Option<&str>,
+    ) -> anyhow::Result<RawClient> {
+        Self::login_as(port, user, password, extra_caps, mariadb_caps, schema, None).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn login_as(
+        port: u16,
+        user: &str,
+        password: &str,
+        extra_caps: Caps,
+        mariadb_caps: MariadbCapabilities,
+        schema: Option<&str>,
+        collation: Option<u8>,
     ) -> anyhow::Result<RawClient> {
         let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
         let mut stream = PacketStream::new(tcp);
@@ -99,6 +131,10 @@ impl RawClient {
         .with_mariadb_ext_capabilities(mariadb_caps);
         let mut buf = Vec::new();
         resp.serialize(&mut buf);
+        if let Some(collation) = collation {
+            // After the capabilities (4 bytes) and the maximum packet size (4).
+            buf[8] = collation;
+        }
         stream.send(1, &buf).await?;
         let reply = stream.read_packet().await?;
         anyhow::ensure!(

@@ -18,7 +18,7 @@ use sluice_protocol::Packet;
 use sluice_protocol::consts::{MariadbCapabilities as Mcaps, status};
 use sluice_protocol::packets::{self, read_lenenc_int};
 use sluice_tests::raw::{DRIVER_CAPS, RawClient};
-use sluice_tests::{Sluice, Topology, direct_opts, port_of, sql_now};
+use sluice_tests::{Sluice, SluiceOptions, Topology, direct_opts, port_of, sql_now};
 
 /// One step of the script: a text command, or a prepare and execute.
 enum Step {
@@ -389,4 +389,107 @@ fn status_of_ok_bytes(p: &[u8]) -> u16 {
     let _ = read_lenenc_int(p, &mut pos);
     let _ = read_lenenc_int(p, &mut pos);
     packets::le16(p, pos)
+}
+
+/// One client's step in [`RESULTS_COLLATION_SCRIPT`]: 0 is the client that
+/// logged in with utf8mb4_unicode_ci (224), 1 the one with the server's
+/// utf8mb4_general_ci (45).
+const RESULTS_COLLATION_SCRIPT: &[(usize, Step)] = &[
+    (0, Step::Text("SELECT 'abc' AS s, n FROM coll_t")),
+    (1, Step::Text("SELECT 'abc' AS s, n FROM coll_t")),
+    (0, Step::Prepared("SELECT n, 'x' AS s FROM coll_t")),
+    (1, Step::Prepared("SELECT n, 'x' AS s FROM coll_t")),
+    (0, Step::Text("SET NAMES latin1")),
+    (1, Step::Text("SELECT 'abc' AS s, n FROM coll_t")),
+    (0, Step::Text("SELECT 'abc' AS s, n FROM coll_t")),
+    (0, Step::Text("SET NAMES utf8mb4 COLLATE utf8mb4_bin")),
+    (1, Step::Text("SET collation_connection = utf8mb4_unicode_ci")),
+    (0, Step::Text("SELECT 'abc' AS s, n FROM coll_t")),
+    (1, Step::Text("SELECT 'abc' AS s, n FROM coll_t")),
+    (0, Step::Text("SET character_set_results = utf8mb4")),
+    (0, Step::Prepared("SELECT n, 'x' AS s FROM coll_t")),
+    (1, Step::Text("SET CHARACTER SET latin1")),
+    (0, Step::Text("SELECT 'abc' AS s, n FROM coll_t")),
+    (1, Step::Text("SELECT 'abc' AS s, n FROM coll_t")),
+    (
+        1,
+        Step::Text("SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci, character_set_results = latin1"),
+    ),
+    (0, Step::Text("SELECT 'abc' AS s, n FROM coll_t")),
+    (1, Step::Text("SELECT 'abc' AS s, n FROM coll_t")),
+    (1, Step::Text("SET character_set_results = NULL")),
+    (0, Step::Text("SELECT 'abc' AS s, n FROM coll_t")),
+    (1, Step::Text("SELECT 'abc' AS s, n FROM coll_t")),
+];
+
+/// Runs [`RESULTS_COLLATION_SCRIPT`] with two clients on `port`.
+async fn run_collation_script(port: u16) -> Vec<Vec<Vec<u8>>> {
+    let mut clients = [
+        RawClient::connect_with_collation(port, DRIVER_CAPS, 224)
+            .await
+            .expect("login"),
+        RawClient::connect_with_collation(port, DRIVER_CAPS, 45)
+            .await
+            .expect("login"),
+    ];
+    let mut transcript = Vec::new();
+    for (who, step) in RESULTS_COLLATION_SCRIPT {
+        let c = &mut clients[*who];
+        match step {
+            Step::Text(sql) => {
+                let mut cmd = vec![0x03];
+                cmd.extend_from_slice(sql.as_bytes());
+                c.stream.send(0, &cmd).await.expect("send");
+                transcript.push(response(c).await);
+            }
+            Step::Prepared(sql) => {
+                let (answer, id) = prepare(c, sql).await;
+                transcript.push(answer);
+                let mut exec = vec![0x17];
+                exec.extend_from_slice(&id.to_le_bytes());
+                exec.push(0);
+                exec.extend_from_slice(&1u32.to_le_bytes());
+                c.stream.send(0, &exec).await.expect("send");
+                transcript.push(response(c).await);
+            }
+        }
+    }
+    transcript
+}
+
+/// A result column's definition names the collation the session's results
+/// are sent in, a hidden part of the session: a handshake with collation
+/// 224 (mysql2's default, utf8mb4_unicode_ci) or `SET NAMES x COLLATE y`
+/// sets it, and `@@character_set_results` shows only the charset. Two such
+/// clients sharing one backend connection get the definitions their own
+/// sessions would get from the server (mysql2's clients saw 45).
+#[tokio::test]
+async fn result_columns_carry_the_clients_own_collation() {
+    let topo = Topology::from_env();
+    sql_now(
+        &topo.primary,
+        "CREATE OR REPLACE TABLE sluice_test.coll_t (n VARCHAR(10)); INSERT INTO sluice_test.coll_t VALUES ('é')",
+    );
+    sluice_tests::replicas_caught_up().await;
+    for mode in ["primary_only", "split"] {
+        let s = Sluice::start_with(SluiceOptions {
+            max_connections_per_backend: 1,
+            routing_mode: mode,
+            ..SluiceOptions::default()
+        });
+        let direct = run_collation_script(port_of(&topo.primary)).await;
+        let through = run_collation_script(s.port).await;
+        for (i, (d, t)) in direct.iter().zip(&through).enumerate() {
+            assert_eq!(d, t, "{mode}: answer {i} differs from the server's");
+        }
+        assert_eq!(direct.len(), through.len(), "{mode}");
+        let charset_of_first_column =
+            |answer: &Vec<Vec<u8>>| packets::column_charset(&answer[1], false).expect("a column definition");
+        assert_eq!(
+            charset_of_first_column(&direct[0]),
+            224,
+            "the server's own answer"
+        );
+        assert_eq!(charset_of_first_column(&direct[1]), 45, "the server's own answer");
+    }
 }

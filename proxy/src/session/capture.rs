@@ -65,8 +65,11 @@ impl Session {
             metrics::counter!("sluice_state_read_backs_total", "what" => "system_variables").increment(1);
         }
         if outcome.connection_charset_unsure {
-            let (charset, collation) = Box::pin(held.conn.read_back_connection_charset()).await?;
-            self.desired.set_connection_charset(charset, collation);
+            let profile = self.shared.profile.load();
+            let names = |id| super::collation_names(id, &profile);
+            let (charset, collation, results) =
+                Box::pin(held.conn.read_back_connection_charset(names)).await?;
+            self.desired.set_connection_charset(charset, collation, results);
         }
         let writes_user_vars = work
             .facts

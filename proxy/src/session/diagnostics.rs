@@ -232,14 +232,7 @@ fn binary_row(row: &[Option<String>], types: &[u8]) -> Vec<u8> {
 /// The type byte of a column definition packet; `extended`: it carries
 /// MariaDB's extended type information after the names.
 fn column_type(def: &[u8], extended: bool) -> u8 {
-    let mut pos = 0;
-    for _ in 0..6 + usize::from(extended) {
-        if packets::read_lenenc_bytes(def, &mut pos).is_none() {
-            return 253;
-        }
-    }
-    // Length of the fixed fields, charset (2), column length (4), then type.
-    def.get(pos + 1 + 2 + 4).copied().unwrap_or(253)
+    packets::column_type(def, extended).unwrap_or(253)
 }
 
 /// How a read of diagnostics is served.

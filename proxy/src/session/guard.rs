@@ -121,7 +121,7 @@ pub(super) struct ShapeMemo {
     fingerprint: u64,
     text: Vec<u8>,
     table: Box<str>,
-    charset: [Box<str>; 2],
+    charset: [Box<str>; 3],
     binary: bool,
     extended: bool,
     generation: u64,
@@ -145,8 +145,7 @@ impl ShapeMemo {
     fn matches(&self, key: &ShapeKey<'_>) -> bool {
         self.text == key.text
             && *self.table == *key.table
-            && *self.charset[0] == *key.charset[0]
-            && *self.charset[1] == *key.charset[1]
+            && self.charset.iter().zip(key.charset).all(|(a, b)| **a == *b)
             && self.binary == key.binary
             && self.extended == key.extended
             && self.generation == key.generation
@@ -156,7 +155,7 @@ impl ShapeMemo {
 /// The metadata key of a passed lookup, kept until its result arrives.
 struct OwnedShape {
     text: Vec<u8>,
-    charset: [String; 2],
+    charset: [String; 3],
     binary: bool,
     generation: u64,
     /// Where the table's structure was established: only a backend known
@@ -357,7 +356,7 @@ impl Session {
             &ShapeKey {
                 text: &shape.text,
                 table: table.name(),
-                charset: [&shape.charset[0], &shape.charset[1]],
+                charset: [&shape.charset[0], &shape.charset[1], &shape.charset[2]],
                 binary: shape.binary,
                 extended: self.extended_metadata,
                 generation: shape.generation,
@@ -630,7 +629,7 @@ pub(super) struct Charsets {
     /// column has, so its string keys are passed through.
     connection: Box<str>,
     /// What the result's column definitions depend on in the session.
-    result: [Box<str>; 2],
+    result: [Box<str>; 3],
 }
 
 impl Charsets {
@@ -648,12 +647,13 @@ impl Charsets {
             result: [
                 var("character_set_results").into(),
                 var("collation_connection").into(),
+                var(sluice_pool::RESULTS_COLLATION).into(),
             ],
         }
     }
 
-    fn result(&self) -> [&str; 2] {
-        [&self.result[0], &self.result[1]]
+    fn result(&self) -> [&str; 3] {
+        [&self.result[0], &self.result[1], &self.result[2]]
     }
 }
 

@@ -537,22 +537,22 @@ fn initial_vars(collation: u16, profile: &Arc<ServerProfile>) -> Vars {
 /// Charset variables for a handshake collation id, as the server sets
 /// them: a collation the server does not know (MySQL 8's 255 on MariaDB)
 /// gives the server's default, as `thd_init_client_charset` does.
-fn charset_vars_for(collation: u16, profile: &ServerProfile) -> [(String, String); 4] {
+fn charset_vars_for(collation: u16, profile: &ServerProfile) -> [(String, String); 5] {
+    let (charset, name) = collation_names(collation, profile)
+        .or_else(|| collation_names(u16::from(profile.default_collation), profile))
+        .unwrap_or_else(|| ("utf8mb4".into(), "utf8mb4_general_ci".into()));
+    charset_vars(&charset, &name)
+}
+
+/// A collation id's (charset, collation) names: the server's own list once
+/// learned, else mysql_common's table of MySQL's ids.
+pub(crate) fn collation_names(id: u16, profile: &ServerProfile) -> Option<(String, String)> {
     if !profile.collations.is_empty() {
-        let known = profile
-            .collations
-            .get(&collation)
-            .or_else(|| profile.collations.get(&u16::from(profile.default_collation)));
-        if let Some((charset, name)) = known {
-            return charset_vars(charset, name);
-        }
+        return profile.collations.get(&id).cloned();
     }
-    let id = CollationId::from(collation);
-    let id = if id == CollationId::UNKNOWN_COLLATION_ID {
-        CollationId::from(u16::from(profile.default_collation))
-    } else {
-        id
-    };
-    let c = Collation::from(id);
-    charset_vars(c.charset(), c.collation())
+    let id = CollationId::from(id);
+    (id != CollationId::UNKNOWN_COLLATION_ID).then(|| {
+        let c = Collation::from(id);
+        (c.charset().to_string(), c.collation().to_string())
+    })
 }
