@@ -120,6 +120,11 @@ pub struct Statement {
     /// through session tracking (it tracks `SET name`, `SET SESSION name`
     /// and `@@session.name`), so Sluice reads them back.
     pub unscoped_sets: Vec<String>,
+    /// A `COMMIT` / `ROLLBACK` that says whether the server closes the
+    /// connection after it: `RELEASE` (true), `NO RELEASE`, `AND CHAIN` or
+    /// `ROLLBACK TO` a savepoint (false). None: the session's
+    /// `completion_type` decides (`plan::releases_connection`).
+    pub release: Option<bool>,
     /// `/* sluice:... */` hint, if any.
     pub hint: Option<String>,
 }
@@ -145,6 +150,7 @@ pub fn classify(sql: &str) -> Statement {
     let mut sets_next_transaction = false;
     let mut reads_read_only = false;
     let mut unscoped_sets = Vec::new();
+    let mut release = None;
     let mut first = true;
     // A statement starts here (the text's start, or after a `;`), and the
     // word before, if it started one, was SET.
@@ -178,6 +184,13 @@ pub fn classify(sql: &str) -> Statement {
                     }
                     "HANDLER" if prev_word.is_none() => pin = stronger(pin, PinReason::Handler),
                     "SQL_CALC_FOUND_ROWS" => feeds_next = true,
+                    "RELEASE" if matches!(kind, Kind::Commit | Kind::Rollback) => {
+                        release = Some(!prev_is(prev_word, "NO"))
+                    }
+                    "CHAIN" if matches!(kind, Kind::Commit | Kind::Rollback) && !prev_is(prev_word, "NO") => {
+                        release = Some(false)
+                    }
+                    "TO" if kind == Kind::Rollback => release = Some(false),
                     "WARNINGS" | "ERRORS" if kind == Kind::Show => needs_previous = true,
                     _ => {}
                 }
@@ -252,6 +265,7 @@ pub fn classify(sql: &str) -> Statement {
         sets_next_transaction,
         reads_read_only,
         unscoped_sets,
+        release,
         hint,
     }
 }

@@ -729,6 +729,17 @@ pub fn read_back_gtid(
         && after_write(on_writer, kind, ran, ryw, false) == WriteNote::Window { counted: true }
 }
 
+/// Whether the server closed the connection after the statement answered
+/// OK: `COMMIT RELEASE` / `ROLLBACK RELEASE`, or a plain `COMMIT` /
+/// `ROLLBACK` when the session's `completion_type` is `RELEASE` (2).
+/// Sluice then closes the client too, as the server would have, and the
+/// backend connection is not pooled again.
+pub fn releases_connection(kind: Option<Kind>, release: Option<bool>, completion_type: Option<&str>) -> bool {
+    matches!(kind, Some(Kind::Commit | Kind::Rollback))
+        && release
+            .unwrap_or_else(|| completion_type.is_some_and(|c| c.eq_ignore_ascii_case("RELEASE") || c == "2"))
+}
+
 /// `kind` None: a command that is not a statement (writes nothing). `ran`:
 /// the statement executed (not a COM_STMT_PREPARE or a fetch).
 pub fn after_write(
@@ -1594,6 +1605,27 @@ mod tests {
     }
 
     #[test]
+    fn commit_release_and_completion_type_release_close_the_connection() {
+        use crate::classify::classify;
+        let releases = |sql: &str, completion_type: Option<&str>| {
+            let c = classify(sql);
+            releases_connection(Some(c.kind), c.release, completion_type)
+        };
+        assert!(releases("COMMIT RELEASE", None));
+        assert!(releases("rollback work release", None));
+        assert!(releases("COMMIT AND NO CHAIN RELEASE", None));
+        assert!(!releases("COMMIT NO RELEASE", None));
+        assert!(!releases("COMMIT", None));
+        assert!(!releases("COMMIT", Some("NO_CHAIN")));
+        assert!(releases("COMMIT", Some("RELEASE")));
+        assert!(releases("ROLLBACK", Some("RELEASE")));
+        assert!(!releases("COMMIT NO RELEASE", Some("RELEASE")));
+        assert!(!releases("COMMIT AND CHAIN", Some("RELEASE")));
+        assert!(!releases("ROLLBACK TO SAVEPOINT s", Some("RELEASE")));
+        assert!(!releases("RELEASE SAVEPOINT s", Some("RELEASE")));
+        assert!(!releases("SELECT 1", Some("RELEASE")));
+    }
+
     fn a_write_that_answered_with_rows_has_its_gtid_read_back() {
         use ReadYourWrites::*;
         let insert = Some(Kind::Insert);

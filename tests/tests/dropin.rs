@@ -624,3 +624,99 @@ async fn mariadb_cli_show_warnings_while_others_are_busy() {
         assert_eq!(through, direct, "{mode}");
     }
 }
+
+/// What a client sees around a statement that may end its session: the
+/// statement's result, then whether the connection still answers.
+async fn release_transcript(opts: Opts, setup: &str, end: &str, value: u32) -> (String, String) {
+    let mut c = Conn::new(opts).await.expect("connect");
+    c.query_drop(setup).await.expect("setup");
+    c.query_drop("BEGIN").await.expect("begin");
+    c.query_drop(format!("INSERT INTO dropin_release VALUES ({value})"))
+        .await
+        .expect("insert");
+    let ended = match c.query_drop(end).await {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("error {:?}", server_code(&e)),
+    };
+    let next = match c.query_drop("SELECT 1").await {
+        Ok(()) => "still connected".to_string(),
+        Err(mysql_async::Error::Server(e)) => format!("server error {}", e.code),
+        Err(_) => "disconnected".to_string(),
+    };
+    (ended, next)
+}
+
+/// `COMMIT RELEASE`, `ROLLBACK RELEASE` and a plain `COMMIT` under
+/// `completion_type = RELEASE` make the server close the connection after
+/// its OK. Through Sluice the client is closed too (it used to keep going
+/// on another connection, its session silently gone), and the closed
+/// backend connection never goes back to the pool (the next clients'
+/// logins failed on it).
+#[tokio::test]
+async fn commit_release_closes_the_connection_as_the_server_does() {
+    let topo = Topology::from_env();
+    let direct = direct_opts(&topo.primary);
+    let mut admin = Conn::new(direct.clone()).await.expect("direct");
+    admin
+        .query_drop("CREATE OR REPLACE TABLE sluice_test.dropin_release (v INT PRIMARY KEY)")
+        .await
+        .expect("create");
+    let variants = [
+        ("SET @x = 1", "COMMIT RELEASE", true),
+        ("SET @x = 1", "ROLLBACK WORK RELEASE", false),
+        ("SET completion_type = 'RELEASE'", "COMMIT", true),
+        ("SET completion_type = 2", "ROLLBACK", false),
+        ("SET completion_type = 'RELEASE'", "COMMIT NO RELEASE", true),
+    ];
+    let mut value = 0;
+    for mode in MODES {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 1,
+            ..SluiceOptions::default()
+        });
+        for (setup, end, commits) in variants {
+            value += 2;
+            let expected = release_transcript(direct.clone(), setup, end, value).await;
+            let through = release_transcript(s.opts(), setup, end, value + 1).await;
+            assert_eq!(through, expected, "{mode}: {setup}; {end}");
+            let kept: Vec<u32> = admin
+                .query(format!(
+                    "SELECT v FROM sluice_test.dropin_release WHERE v IN ({value}, {}) ORDER BY v",
+                    value + 1
+                ))
+                .await
+                .expect("read back");
+            let want = if commits {
+                vec![value, value + 1]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(kept, want, "{mode}: {end} committed as on the server");
+            // The backend connection the server closed is not handed out.
+            for i in 0..3 {
+                let mut c = Conn::new(s.opts())
+                    .await
+                    .unwrap_or_else(|e| panic!("{mode}: login {i} after {end}: {e}"));
+                let one: Option<u8> = c.query_first("SELECT 1").await.expect("select");
+                assert_eq!(one, Some(1));
+                c.disconnect().await.expect("disconnect");
+            }
+        }
+        assert!(
+            metric_sum(
+                &s.metrics(),
+                "sluice_client_connections_closed_total",
+                &["cause=\"release\""]
+            ) >= 4.0,
+            "{mode}: counted"
+        );
+    }
+    assert_eq!(
+        release_transcript(direct, "SET @x = 1", "COMMIT RELEASE", 1000)
+            .await
+            .1,
+        "disconnected",
+        "the script tests what it claims"
+    );
+}

@@ -95,7 +95,7 @@ fn clients() {
         "sluice_client_connections_closed_total",
         Unit::Count,
         "Client connections Sluice closed, by cause (idle_timeout, shutdown, killed, \
-         handshake_timeout, read_timeout, write_timeout)"
+         handshake_timeout, read_timeout, write_timeout, release)"
     );
     describe_counter!(
         "sluice_client_tls_handshakes_total",

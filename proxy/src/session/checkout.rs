@@ -84,29 +84,43 @@ impl Session {
     pub(super) async fn check_schema(&mut self) -> Result<Option<Vec<u8>>, AcquireError> {
         let writer_known = matches!(self.shared.monitor.view().writer, WriterState::Backend(_));
         let plan = plan::plan_schema_check(writer_known, self.config.routing.read_your_writes);
-        self.check_out(plan.route, plan.requirement, None).await?;
-        let Some(held) = self.binding.held.as_mut() else {
-            return Ok(None);
-        };
-        let applied = held
-            .conn
-            .apply(&self.desired, false, false, held.pool.target())
-            .await;
-        match applied {
-            Ok(answer) => {
-                // Back to the pool: nothing follows up on it.
-                self.binding.held = None;
-                Ok(answer)
-            }
-            Err(e) => {
-                let backend = held.backend.name.to_string();
-                let address = held.backend.address.to_string();
-                self.binding.drop_broken();
-                Err(AcquireError::Unreachable {
-                    backend,
-                    address,
-                    reason: format!("connection failed while restoring the session: {e}"),
-                })
+        let mut attempt = 0;
+        loop {
+            self.check_out(plan.route, plan.requirement, None).await?;
+            let Some(held) = self.binding.held.as_mut() else {
+                return Ok(None);
+            };
+            let applied = held
+                .conn
+                .apply(&self.desired, false, false, held.pool.target())
+                .await;
+            match applied {
+                Ok(answer) => {
+                    // Back to the pool: nothing follows up on it.
+                    self.binding.held = None;
+                    return Ok(answer);
+                }
+                Err(e) => {
+                    let backend = held.backend.name.to_string();
+                    let address = held.backend.address.to_string();
+                    self.binding.drop_broken();
+                    // A pooled connection the server has closed since
+                    // (`COMMIT RELEASE`, `wait_timeout`): try another.
+                    attempt += 1;
+                    if plan::on_lost_before_send(plan.route, true, attempt).is_some() {
+                        tracing::info!(
+                            conn_id = self.id,
+                            backend,
+                            "backend connection failed checking the schema ({e}); retrying"
+                        );
+                        continue;
+                    }
+                    return Err(AcquireError::Unreachable {
+                        backend,
+                        address,
+                        reason: format!("connection failed while restoring the session: {e}"),
+                    });
+                }
             }
         }
     }

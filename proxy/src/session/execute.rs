@@ -528,6 +528,20 @@ impl Session {
                 }
             }
         }
+        let releases = !outcome.ended_with_error
+            && work.ran()
+            && work.facts.is_some_and(|f| {
+                plan::releases_connection(
+                    Some(f.kind()),
+                    f.lexical.release,
+                    self.desired.vars.get("completion_type").map(String::as_str),
+                )
+            });
+        if releases {
+            // The server closes this connection after its OK: it never
+            // goes back to the pool, and the client is closed next.
+            self.released = true;
+        }
         let Some(held) = self.binding.held.as_ref() else {
             return;
         };
@@ -577,5 +591,8 @@ impl Session {
             sets_next_transaction: work.facts.is_some_and(|f| f.lexical.sets_next_transaction),
         });
         self.binding.apply(hold);
+        if self.released {
+            self.binding.drop_broken();
+        }
     }
 }

@@ -75,6 +75,8 @@ const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 enum End {
     Quit,
     ClientGone,
+    /// The server closed the session after `COMMIT RELEASE`.
+    Released,
 }
 
 pub async fn run(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard: ClientGuard) {
@@ -206,6 +208,10 @@ struct Session {
     /// When the current command arrived: the one clock reading its
     /// digest, duration metric and pool checkout share.
     command_started: Instant,
+    /// A `COMMIT RELEASE` (or `completion_type = RELEASE`) ended the
+    /// session: the server closed its connection, and the client's closes
+    /// after the answer.
+    released: bool,
 }
 
 impl Session {
@@ -265,6 +271,7 @@ impl Session {
             digest: Default::default(),
             metrics: SessionMetrics::default(),
             command_started: Instant::now(),
+            released: false,
         }
     }
 
@@ -341,6 +348,15 @@ impl Session {
             };
             if let Err(end) = result {
                 return end;
+            }
+            if self.released {
+                tracing::info!(
+                    conn_id = self.id,
+                    "closing a client whose COMMIT or ROLLBACK released the connection"
+                );
+                metrics::counter!("sluice_client_connections_closed_total", "cause" => "release")
+                    .increment(1);
+                return End::Released;
             }
         }
     }
@@ -477,7 +493,7 @@ impl Session {
 
     async fn close(mut self, end: End) {
         self.binding.release(self.id).await;
-        if matches!(end, End::Quit) {
+        if matches!(end, End::Quit | End::Released) {
             if self.client.get_ref().is_tls() {
                 // TLS owes the client its close_notify.
                 self.client.shutdown().await;
