@@ -1626,6 +1626,7 @@ mod tests {
         assert!(!releases("SELECT 1", Some("RELEASE")));
     }
 
+    #[test]
     fn a_write_that_answered_with_rows_has_its_gtid_read_back() {
         use ReadYourWrites::*;
         let insert = Some(Kind::Insert);
