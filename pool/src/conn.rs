@@ -326,7 +326,7 @@ impl BackendConn {
         let foreign_id = state.connection_id != 0 && state.connection_id != desired.connection_id;
         state.schema == desired.schema
             && state.multi_statements == desired.multi_statements
-            && !with_connection_id
+            && (!with_connection_id || state.connection_id == desired.connection_id)
             && !foreign_id
             && (!with_last_insert_id || state.last_insert_id == desired.last_insert_id)
             && state.vars == desired.vars
@@ -354,7 +354,11 @@ impl BackendConn {
         // BINLOG REPLAY); refused once, it is not tried again on this
         // connection, and the backend's own id is reported (counted).
         let foreign = self.state.connection_id != 0 && self.state.connection_id != desired.connection_id;
-        if (with_connection_id || foreign) && !self.pseudo_thread_id_refused && desired.connection_id != 0 {
+        if (with_connection_id || foreign)
+            && !self.pseudo_thread_id_refused
+            && desired.connection_id != 0
+            && self.state.connection_id != desired.connection_id
+        {
             let sql = format!("SET @@session.pseudo_thread_id={}", desired.connection_id);
             match self.simple_command(&query_packet(&sql)).await? {
                 CommandOutcome::Ok { .. } => self.state.connection_id = desired.connection_id,

@@ -102,6 +102,11 @@ pub struct Statement {
     pub reads_last_insert_id: bool,
     /// Calls CONNECTION_ID(), which must return the client's own id.
     pub reads_connection_id: bool,
+    /// May create a temporary table: says TEMPORARY anywhere, or runs
+    /// other statements (CALL, EXECUTE). The server files temporary tables
+    /// under `pseudo_thread_id`, which Sluice sets to the client's id for
+    /// CONNECTION_ID(): such a statement runs under that id from the start.
+    pub may_create_temporary_table: bool,
     /// Leaves state for the next statement to read (SQL_CALC_FOUND_ROWS).
     pub feeds_next: bool,
     /// `SET TRANSACTION ...` without SESSION or GLOBAL, anywhere in the
@@ -146,6 +151,7 @@ pub fn classify(sql: &str) -> Statement {
     let mut needs_previous = false;
     let mut reads_last_insert_id = false;
     let mut reads_connection_id = false;
+    let mut says_temporary = false;
     let mut feeds_next = false;
     let mut sets_next_transaction = false;
     let mut reads_read_only = false;
@@ -178,7 +184,12 @@ pub fn classify(sql: &str) -> Statement {
                 set_started = at_start && word == "SET";
                 at_start = false;
                 match word {
-                    "TEMPORARY" if kind == Kind::Ddl => pin = stronger(pin, PinReason::TemporaryTable),
+                    "TEMPORARY" => {
+                        says_temporary = true;
+                        if kind == Kind::Ddl {
+                            pin = stronger(pin, PinReason::TemporaryTable)
+                        }
+                    }
                     "TABLES" | "TABLE" if kind == Kind::Lock && prev_is(prev_word, "LOCK") => {
                         pin = stronger(pin, PinReason::LockTables)
                     }
@@ -261,6 +272,7 @@ pub fn classify(sql: &str) -> Statement {
         needs_previous,
         reads_last_insert_id,
         reads_connection_id,
+        may_create_temporary_table: says_temporary || matches!(kind, Kind::Call | Kind::Execute),
         feeds_next,
         sets_next_transaction,
         reads_read_only,

@@ -720,3 +720,59 @@ async fn commit_release_closes_the_connection_as_the_server_does() {
         "the script tests what it claims"
     );
 }
+
+/// The server files temporary tables under `pseudo_thread_id`, which
+/// CONNECTION_ID() returns and Sluice sets to the client's id: a temporary
+/// table made before a CONNECTION_ID() vanished after it (error 1146, and
+/// creating it again succeeded). Another client's CONNECTION_ID() on the
+/// same backend connection first, one connection per backend.
+#[tokio::test]
+async fn temporary_tables_survive_connection_id() {
+    let topo = Topology::from_env();
+    let mut admin = Conn::new(direct_opts(&topo.primary)).await.expect("direct");
+    admin
+        .query_drop(
+            "CREATE OR REPLACE PROCEDURE sluice_test.dropin_make_temp() \
+             CREATE TEMPORARY TABLE dropin_tproc (v INT)",
+        )
+        .await
+        .expect("procedure");
+    sluice_tests::replicas_caught_up().await;
+    let statements = [
+        "CREATE TEMPORARY TABLE dropin_tcid (v INT)",
+        "INSERT INTO dropin_tcid VALUES (1), (2)",
+        "SELECT CONNECTION_ID() > 0",
+        "SELECT COUNT(*) FROM dropin_tcid",
+        "CREATE TEMPORARY TABLE dropin_tcid (v INT)",
+        "CALL dropin_make_temp()",
+        "SELECT CONNECTION_ID() > 0",
+        "SELECT COUNT(*) FROM dropin_tproc",
+        "SELECT 1; CREATE TEMPORARY TABLE dropin_tmulti (v INT)",
+        "SELECT CONNECTION_ID() > 0",
+        "SELECT COUNT(*) FROM dropin_tmulti",
+        "SELECT COUNT(*) FROM dropin_tcid",
+    ];
+    let run = |opts: Opts| async move {
+        let mut other = Conn::new(opts.clone()).await.expect("connect");
+        let mut c = Conn::new(opts).await.expect("connect");
+        let own: Option<u32> = other.query_first("SELECT CONNECTION_ID()").await.expect("id");
+        assert_eq!(own, Some(other.id()));
+        let out = transcript(&mut c, &statements).await;
+        let id: Option<u32> = c.query_first("SELECT CONNECTION_ID()").await.expect("id");
+        assert_eq!(id, Some(c.id()), "CONNECTION_ID() is still the client's own");
+        out
+    };
+    let expected = run(direct_opts(&topo.primary)).await;
+    assert!(
+        expected[3].contains(r#"Bytes(\"2\")"#),
+        "the server kept the table: {expected:?}"
+    );
+    for mode in MODES {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 1,
+            ..SluiceOptions::default()
+        });
+        assert_eq!(run(s.opts()).await, expected, "{mode}");
+    }
+}

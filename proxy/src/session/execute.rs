@@ -286,7 +286,13 @@ impl Session {
     async fn connect_and_send(&mut self, work: &Work<'_>, plan: Plan) -> Result<Option<Step>, End> {
         let routed = plan.route;
         let with_last_insert_id = work.facts.is_some_and(|f| f.lexical.reads_last_insert_id);
-        let with_connection_id = work.facts.is_some_and(|f| f.lexical.reads_connection_id);
+        // CONNECTION_ID() returns pseudo_thread_id, set to the client's id
+        // for it, and for a statement that may create a temporary table:
+        // the server files temporary tables under pseudo_thread_id, so one
+        // made under another id would vanish when it changed.
+        let with_connection_id = work
+            .facts
+            .is_some_and(|f| f.lexical.reads_connection_id || f.lexical.may_create_temporary_table);
         let capacity = self.config.pool.max_prepared_per_connection;
         let mut attempt = 0;
         let mut route_now = routed;
