@@ -568,20 +568,23 @@ impl BackendConn {
 
     /// The server-side id of `sql` on this connection and the parameter
     /// types it last saw, preparing it first if needed (closing the least
-    /// recently used statement beyond `capacity`). `Ok(Err(payload))` is
-    /// the server's ERR for the prepare.
+    /// recently used statement beyond `capacity`). `schema`: the client's
+    /// default schema when it prepared the statement, where the server
+    /// resolves its table names for good, whatever the client's schema is
+    /// now (None: the connection's). `Ok(Err(payload))` is the server's
+    /// ERR for the prepare.
     pub async fn prepared(
         &mut self,
         sql: &std::sync::Arc<str>,
         capacity: usize,
+        schema: Option<&str>,
     ) -> Result<Result<Prepared, Vec<u8>>, BackendError> {
         let caches = self.caches_metadata();
         let vars = &self.state.vars;
         if let Some(stmt) = self.statements.get(sql) {
-            let stale = if stmt.schema != self.state.schema {
-                // Its table names were resolved in another schema (a client
-                // in another database prepared it): it would run on that
-                // schema's tables.
+            let stale = if stmt.schema.as_deref() != schema.or(self.state.schema.as_deref()) {
+                // Its table names were resolved in another schema: it
+                // would run on that schema's tables.
                 Some("schema")
             } else if caches
                 && !stmt
@@ -609,14 +612,37 @@ impl BackendConn {
             }
         }
         self.make_room(capacity).await?;
+        // Prepared in its schema, then the connection's is put back.
+        let current = self.state.schema.clone();
+        let away = schema.filter(|s| current.as_deref() != Some(*s));
+        if let Some(schema) = &away {
+            if let Err(refused) = self.init_db(schema).await? {
+                return Ok(Err(refused));
+            }
+        }
         let mut p = vec![com::STMT_PREPARE];
         p.extend_from_slice(sql.as_bytes());
         self.send_command(&p).await?;
         let ok = self.stream.read_packet().await?;
-        if ok.first_byte() == Some(ERR_HEADER) {
-            return Ok(Err(ok.payload.to_vec()));
+        let prepared = if ok.first_byte() == Some(ERR_HEADER) {
+            Err(ok.payload.to_vec())
+        } else {
+            Ok(self.read_prepare_ok(&ok.payload).await?)
+        };
+        if away.is_some() {
+            if let Some(back) = &current {
+                if let Err(refused) = self.init_db(back).await? {
+                    return Ok(Err(refused));
+                }
+            }
         }
-        let stmt = self.read_prepare_ok(&ok.payload).await?;
+        let mut stmt = match prepared {
+            Ok(stmt) => stmt,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if let Some(schema) = away {
+            stmt.schema = Some(schema.to_string());
+        }
         self.executing_defs = stmt.column_defs.clone();
         let prepared = Prepared {
             id: stmt.id,
@@ -624,6 +650,18 @@ impl BackendConn {
         };
         self.remember_statement(sql.clone(), stmt, capacity).await?;
         Ok(Ok(prepared))
+    }
+
+    /// COM_INIT_DB; `Ok(Err(payload))` is the server's refusal. The
+    /// connection's recorded schema follows.
+    async fn init_db(&mut self, schema: &str) -> Result<Result<(), Vec<u8>>, BackendError> {
+        let mut p = vec![com::INIT_DB];
+        p.extend_from_slice(schema.as_bytes());
+        if let CommandOutcome::Err { payload } = self.simple_command(&p).await? {
+            return Ok(Err(payload));
+        }
+        self.state.schema = Some(schema.to_string());
+        Ok(Ok(()))
     }
 
     /// Reads the rest of a COM_STMT_PREPARE response after its first

@@ -406,3 +406,73 @@ async fn prepared_statements_run_in_each_clients_own_schema() {
         }
     }
 }
+
+/// One client's view of statements prepared before it changed its schema.
+async fn prepared_then_schema_changed(opts: mysql_async::Opts, tag: &str) -> Vec<String> {
+    let opts: mysql_async::Opts = mysql_async::OptsBuilder::from_opts(opts)
+        .db_name(Some("stmt_db_a"))
+        .into();
+    let mut c = mysql_async::Conn::new(opts).await.unwrap();
+    let count = c.prep("SELECT COUNT(*) FROM t").await.unwrap();
+    let insert = c.prep("INSERT INTO t VALUES (?)").await.unwrap();
+    let database = c.prep("SELECT DATABASE()").await.unwrap();
+    let mut out = Vec::new();
+    let n: Option<u64> = c.exec_first(&count, ()).await.unwrap();
+    out.push(format!("count in a: {n:?}"));
+    c.query_drop("USE stmt_db_b").await.unwrap();
+    let n: Option<u64> = c.exec_first(&count, ()).await.unwrap();
+    out.push(format!("count after USE b: {n:?}"));
+    c.exec_drop(&insert, (format!("{tag}-after-use"),)).await.unwrap();
+    let db: Option<String> = c.exec_first(&database, ()).await.unwrap();
+    out.push(format!("DATABASE() prepared in a: {db:?}"));
+    let db: Option<String> = c.exec_first("SELECT DATABASE() AS now", ()).await.unwrap();
+    out.push(format!("DATABASE() prepared in b: {db:?}"));
+    out
+}
+
+/// The server resolves a prepared statement's names in the schema current
+/// when it was prepared, for good: after `USE b`, a statement prepared in
+/// `a` still reads and writes `a`'s tables (JDBC's `setCatalog` with
+/// server-side prepared statements). Through Sluice it ran in `b`.
+#[tokio::test]
+async fn a_prepared_statement_keeps_the_schema_it_was_prepared_in() {
+    let t = sluice_tests::Topology::from_env();
+    let mut setup = mysql_async::Conn::new(sluice_tests::direct_opts(&t.primary))
+        .await
+        .unwrap();
+    let reset = "CREATE DATABASE IF NOT EXISTS stmt_db_a; CREATE DATABASE IF NOT EXISTS stmt_db_b; \
+                 CREATE OR REPLACE TABLE stmt_db_a.t (v VARCHAR(40)); \
+                 CREATE OR REPLACE TABLE stmt_db_b.t (v VARCHAR(40)); \
+                 INSERT INTO stmt_db_a.t VALUES ('a1'); \
+                 INSERT INTO stmt_db_b.t VALUES ('b1'), ('b2'), ('b3')";
+    let rows_of = |db: &str| format!("SELECT v FROM {db}.t ORDER BY v");
+    setup.query_drop(reset).await.unwrap();
+    let expected = prepared_then_schema_changed(sluice_tests::direct_opts(&t.primary), "x").await;
+    let expected_rows: (Vec<String>, Vec<String>) = (
+        setup.query(rows_of("stmt_db_a")).await.unwrap(),
+        setup.query(rows_of("stmt_db_b")).await.unwrap(),
+    );
+    assert_eq!(
+        expected[1], "count after USE b: Some(1)",
+        "the server's own answer"
+    );
+    for mode in ["primary_only", "split"] {
+        setup.query_drop(reset).await.unwrap();
+        sluice_tests::replicas_caught_up().await;
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 1,
+            ..SluiceOptions::default()
+        });
+        let through = prepared_then_schema_changed(s.opts(), "x").await;
+        assert_eq!(through, expected, "{mode}");
+        let rows: (Vec<String>, Vec<String>) = (
+            setup.query(rows_of("stmt_db_a")).await.unwrap(),
+            setup.query(rows_of("stmt_db_b")).await.unwrap(),
+        );
+        assert_eq!(
+            rows, expected_rows,
+            "{mode}: the INSERT wrote where the server's did"
+        );
+    }
+}

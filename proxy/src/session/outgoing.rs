@@ -33,6 +33,8 @@ pub(super) enum Outgoing {
         /// client that caches metadata is sent them again only if the
         /// server's differ).
         client_defs: Option<ColumnDefs>,
+        /// The client's schema when it prepared the statement.
+        schema: Option<Arc<str>>,
     },
     /// COM_STMT_FETCH / COM_STMT_RESET on the held connection.
     ForStatement { sql: Arc<str>, packet: Bytes },
@@ -77,9 +79,11 @@ pub(super) async fn send(
             params,
             types,
             long_data,
+            schema,
             ..
         } => {
-            let stmt = match conn.prepared(sql, capacity).await.map_err(SendError::NotSent)? {
+            let prepared = conn.prepared(sql, capacity, schema.as_deref()).await;
+            let stmt = match prepared.map_err(SendError::NotSent)? {
                 Ok(stmt) => stmt,
                 Err(server_err) => return Ok(Some(server_err)),
             };

@@ -23,6 +23,10 @@ use std::sync::Arc;
 /// A statement as the client prepared it.
 pub(super) struct ClientStatement {
     pub sql: Arc<str>,
+    /// The client's default schema when it prepared the statement: the
+    /// server resolves its table names there for good, so every execute
+    /// runs a backend statement prepared in that schema.
+    pub schema: Option<Arc<str>>,
     /// The classifier's shared facts, through the session's own reference
     /// (cloned per execute).
     pub facts: Local<Facts>,
@@ -153,6 +157,7 @@ impl Session {
                 client_id,
                 ClientStatement {
                     sql,
+                    schema: self.desired.schema.as_deref().map(Arc::from),
                     facts: Local::new(facts),
                     params: stmt.params,
                     types: None,
@@ -238,6 +243,7 @@ impl Session {
             types: stmt.types.clone(),
             long_data: std::mem::take(&mut stmt.long_data),
             client_defs: stmt.column_defs.clone(),
+            schema: stmt.schema.clone(),
         };
         stmt.long_data_bytes = 0;
         let literals = stmt.literals.clone();
