@@ -59,6 +59,11 @@ pub struct BackendConn<S = BackendStream> {
     pub broken: bool,
     /// Server's `wait_timeout` for this session, in seconds.
     pub wait_timeout_secs: u64,
+    /// Values the login gave variables whose session default is not the
+    /// global value (`sql_mode` with CLIENT_IGNORE_SPACE, `wait_timeout`
+    /// with CLIENT_INTERACTIVE): what a variable another client changed
+    /// goes back to, where others go back to DEFAULT.
+    pub login_values: Vec<(String, String)>,
     /// Prepared statements on this connection, by SQL text.
     pub statements: StatementCache,
     pub created: Instant,
@@ -135,6 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
             last_io: Instant::now(),
             broken: false,
             wait_timeout_secs: 28_800,
+            login_values: Vec::new(),
             statements: StatementCache::default(),
             created: Instant::now(),
             jitter: 0.8 + rand::random::<f64>() * 0.2,
@@ -171,7 +177,7 @@ impl BackendConn {
         let rows = self
             .query_rows(
                 "SELECT @@character_set_client, @@character_set_connection, \
-                 @@character_set_results, @@collation_connection, @@wait_timeout",
+                 @@character_set_results, @@collation_connection, @@wait_timeout, @@sql_mode",
             )
             .await?;
         let row = rows
@@ -191,6 +197,7 @@ impl BackendConn {
             );
         });
         self.wait_timeout_secs = get(4).parse().unwrap_or(28_800);
+        self.login_values = vec![("wait_timeout".into(), get(4)), ("sql_mode".into(), get(5))];
         self.state.multi_statements = self
             .info
             .capabilities
@@ -392,7 +399,7 @@ impl BackendConn {
             }
             self.state.multi_statements = desired.multi_statements;
         }
-        let mut sql = self.state.set_statement_towards(desired);
+        let mut sql = self.state.set_statement_towards(desired, &self.login_values);
         let replay_id = with_last_insert_id && desired.last_insert_id != self.state.last_insert_id;
         if replay_id {
             let assignment = format!("@@session.last_insert_id={}", desired.last_insert_id);

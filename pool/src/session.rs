@@ -160,8 +160,13 @@ impl SessionState {
 
     /// The `SET` statement that turns this state's variables into
     /// `desired`'s, or None when they already match. Variables this side has
-    /// but `desired` does not go back to the server default.
-    pub fn set_statement_towards(&self, desired: &SessionState) -> Option<String> {
+    /// but `desired` does not go back to the value the connection's login
+    /// gave them: `login` where named, else the server default.
+    pub fn set_statement_towards(
+        &self,
+        desired: &SessionState,
+        login: &[(String, String)],
+    ) -> Option<String> {
         if self.vars == desired.vars && self.user_vars == desired.user_vars {
             return None;
         }
@@ -198,7 +203,12 @@ impl SessionState {
         }
         for name in self.vars.keys() {
             if !desired.vars.contains_key(name) && is_identifier(name) {
-                assignments.push(format!("@@session.{name}=DEFAULT"));
+                match login.iter().find(|(n, _)| n == name) {
+                    Some((_, value)) => {
+                        assignments.push(format!("@@session.{name}={}", variable_value(name, value)))
+                    }
+                    None => assignments.push(format!("@@session.{name}=DEFAULT")),
+                }
             }
         }
         // User variables hold literal SQL text already (quoted as written).
@@ -313,7 +323,7 @@ mod tests {
     #[test]
     fn no_statement_when_equal() {
         let a = state(&[("sql_mode", "ANSI")]);
-        assert_eq!(a.set_statement_towards(&a.clone()), None);
+        assert_eq!(a.set_statement_towards(&a.clone(), &[]), None);
     }
 
     #[test]
@@ -325,9 +335,22 @@ mod tests {
             ("wait_timeout", "30"),
         ]);
         assert_eq!(
-            conn.set_statement_towards(&client).unwrap(),
+            conn.set_statement_towards(&client, &[]).unwrap(),
             "SET @@session.character_set_client='latin1', @@session.sql_mode='it''s', \
              @@session.wait_timeout=30, @@session.time_zone=DEFAULT"
+        );
+    }
+
+    #[test]
+    fn a_variable_goes_back_to_the_value_the_login_gave_it() {
+        let conn = state(&[("sql_mode", "ANSI"), ("time_zone", "+01:00")]);
+        let login = [(
+            "sql_mode".to_string(),
+            "IGNORE_SPACE,STRICT_TRANS_TABLES".to_string(),
+        )];
+        assert_eq!(
+            conn.set_statement_towards(&state(&[]), &login).unwrap(),
+            "SET @@session.sql_mode='IGNORE_SPACE,STRICT_TRANS_TABLES', @@session.time_zone=DEFAULT"
         );
     }
 
@@ -338,7 +361,7 @@ mod tests {
         let mut client = state(&[]);
         client.user_vars.insert("v".into(), "'x'".into());
         assert_eq!(
-            conn.set_statement_towards(&client).unwrap(),
+            conn.set_statement_towards(&client, &[]).unwrap(),
             "SET @`v`='x', @`old`=NULL"
         );
     }
@@ -375,7 +398,7 @@ mod tests {
             ("collation_connection", "latin1_swedish_ci"),
             ("character_set_connection", "latin1"),
         ]);
-        let sql = conn.set_statement_towards(&client).unwrap();
+        let sql = conn.set_statement_towards(&client, &[]).unwrap();
         assert!(sql.find("character_set_connection").unwrap() < sql.find("collation_connection").unwrap());
     }
 
@@ -392,7 +415,7 @@ mod tests {
             .insert(RESULTS_COLLATION.into(), "utf8mb4 utf8mb4_unicode_ci".into());
         client.vars.insert("character_set_client".into(), "latin1".into());
         assert_eq!(
-            conn.set_statement_towards(&client).unwrap(),
+            conn.set_statement_towards(&client, &[]).unwrap(),
             "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci', @@session.character_set_client='latin1', \
              @@session.character_set_connection='utf8mb4', @@session.collation_connection='utf8mb4_general_ci'"
         );
@@ -403,7 +426,7 @@ mod tests {
             vars.remove(RESULTS_COLLATION);
         });
         assert_eq!(
-            client.set_statement_towards(&plain).unwrap(),
+            client.set_statement_towards(&plain, &[]).unwrap(),
             "SET @@session.character_set_client='utf8mb4', @@session.character_set_results='utf8mb4'"
         );
     }
@@ -413,7 +436,7 @@ mod tests {
         let conn = state(&[("character_set_results", "utf8mb4")]);
         let client = state(&[("character_set_results", ""), ("sql_mode", "")]);
         assert_eq!(
-            conn.set_statement_towards(&client).unwrap(),
+            conn.set_statement_towards(&client, &[]).unwrap(),
             "SET @@session.character_set_results=NULL, @@session.sql_mode=''"
         );
     }

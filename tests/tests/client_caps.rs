@@ -493,3 +493,46 @@ async fn result_columns_carry_the_clients_own_collation() {
         assert_eq!(charset_of_first_column(&direct[1]), 45, "the server's own answer");
     }
 }
+
+const CHANGES_SCRIPT: &[Step] = &[
+    Step::Text("SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')"),
+    Step::Text("SET wait_timeout = 100"),
+    Step::Text("SELECT @@session.sql_mode, @@session.wait_timeout"),
+];
+
+/// A variable another client changed on a pooled connection goes back to
+/// the value the login gave it, not to the global value: `sql_mode` keeps
+/// the IGNORE_SPACE a CLIENT_IGNORE_SPACE login adds (MariaDB Connector/J
+/// 2.7 always asks for it, then changes `sql_mode`: the next client's
+/// `COUNT (*)` failed with 1064), `wait_timeout` the interactive timeout.
+#[tokio::test]
+async fn a_variable_another_client_changed_goes_back_to_its_login_value() {
+    let topo = Topology::from_env();
+    let servers = [
+        topo.primary.as_str(),
+        topo.replica1.as_str(),
+        topo.replica2.as_str(),
+    ];
+    let old = set_interactive_timeout(&servers, None).await;
+    for mode in ["primary_only", "split"] {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 1,
+            ..SluiceOptions::default()
+        });
+        for (name, caps) in [
+            ("IGNORE_SPACE", DRIVER_CAPS | Caps::CLIENT_IGNORE_SPACE),
+            ("INTERACTIVE", DRIVER_CAPS | Caps::CLIENT_INTERACTIVE),
+        ] {
+            let mut answers = Vec::new();
+            for port in [port_of(&topo.primary), s.port] {
+                // The first client's changes stay on the only connection.
+                let changed = run_script(port, caps, CHANGES_SCRIPT).await;
+                let next = run_script(port, caps, SESSION_SCRIPT).await;
+                answers.push((changed, next));
+            }
+            assert_eq!(answers[1], answers[0], "{mode}, {name}: the server's answers");
+        }
+    }
+    set_interactive_timeout(&servers, Some(&old)).await;
+}
