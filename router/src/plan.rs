@@ -729,6 +729,14 @@ pub fn read_back_gtid(
         && after_write(on_writer, kind, ran, ryw, false) == WriteNote::Window { counted: true }
 }
 
+/// Whether to read `LAST_INSERT_ID()` back after a statement: an insert
+/// that answered with rows (`INSERT ... RETURNING`) sends no OK packet, so
+/// the id it generated did not arrive, and a later `LAST_INSERT_ID()` on
+/// another connection would be replayed with the one before.
+pub fn read_back_insert_id(kind: Option<Kind>, ran: bool, ended_with_rows: bool, failed: bool) -> bool {
+    ended_with_rows && ran && !failed && matches!(kind, Some(Kind::Insert | Kind::Replace))
+}
+
 /// Whether the server closed the connection after the statement answered
 /// OK: `COMMIT RELEASE` / `ROLLBACK RELEASE`, or a plain `COMMIT` /
 /// `ROLLBACK` when the session's `completion_type` is `RELEASE` (2).
@@ -1602,6 +1610,26 @@ mod tests {
         );
         assert_eq!(after_write(true, None, true, Gtid, true), WriteNote::Nothing);
         assert_eq!(after_write(true, update, false, Gtid, true), WriteNote::Nothing);
+    }
+
+    #[test]
+    fn an_insert_that_answered_with_rows_has_its_insert_id_read_back() {
+        assert!(read_back_insert_id(Some(Kind::Insert), true, true, false));
+        assert!(read_back_insert_id(Some(Kind::Replace), true, true, false));
+        assert!(
+            !read_back_insert_id(Some(Kind::Insert), true, false, false),
+            "its OK said"
+        );
+        assert!(
+            !read_back_insert_id(Some(Kind::Insert), false, true, false),
+            "a prepare"
+        );
+        assert!(
+            !read_back_insert_id(Some(Kind::Insert), true, true, true),
+            "failed"
+        );
+        assert!(!read_back_insert_id(Some(Kind::Delete), true, true, false));
+        assert!(!read_back_insert_id(Some(Kind::Select), true, true, false));
     }
 
     #[test]

@@ -776,3 +776,67 @@ async fn temporary_tables_survive_connection_id() {
         assert_eq!(run(s.opts()).await, expected, "{mode}");
     }
 }
+
+/// `INSERT ... RETURNING` answers with rows, not an OK packet, so the id it
+/// generated did not reach Sluice: a later `LAST_INSERT_ID()` on another
+/// backend connection (a read in split mode, or after another client used
+/// the only connection) was replayed with the id before it.
+#[tokio::test]
+async fn last_insert_id_follows_insert_returning() {
+    let topo = Topology::from_env();
+    let mut admin = Conn::new(direct_opts(&topo.primary)).await.expect("direct");
+    let run = |opts: Opts, table: String| async move {
+        let mut c = Conn::new(opts.clone()).await.expect("connect");
+        let mut other = Conn::new(opts).await.expect("connect");
+        let mut out = Vec::new();
+        for sql in [
+            format!("INSERT INTO {table} (v) VALUES ('plain')"),
+            format!("INSERT INTO {table} (v) VALUES ('returning') RETURNING id"),
+            "OTHER".to_string(),
+            "SELECT LAST_INSERT_ID()".to_string(),
+            format!("INSERT INTO {table} (v) VALUES ('two'), ('rows') RETURNING id, v"),
+            "OTHER".to_string(),
+            "SELECT LAST_INSERT_ID()".to_string(),
+            format!("INSERT INTO {table} (id, v) VALUES (500, 'explicit') RETURNING id"),
+            "SELECT LAST_INSERT_ID()".to_string(),
+        ] {
+            if sql == "OTHER" {
+                other
+                    .query_drop(format!("INSERT INTO {table}_other (v) VALUES ('other')"))
+                    .await
+                    .expect("other insert");
+                continue;
+            }
+            let rows: Vec<mysql_async::Row> = c.query(&sql).await.expect("statement");
+            let rows: Vec<Vec<String>> = rows
+                .into_iter()
+                .map(|r| r.unwrap().into_iter().map(|v| format!("{v:?}")).collect())
+                .collect();
+            out.push(format!("{sql} -> {rows:?}"));
+        }
+        out
+    };
+    let fresh = |table: &str| {
+        format!(
+            "CREATE OR REPLACE TABLE sluice_test.{table} (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT); \
+             CREATE OR REPLACE TABLE sluice_test.{table}_other (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT) \
+             AUTO_INCREMENT = 1000"
+        )
+    };
+    admin.query_drop(fresh("dropin_lii")).await.expect("create");
+    let expected = run(direct_opts(&topo.primary), "dropin_lii".into()).await;
+    assert!(
+        expected[2].contains(r#"Bytes(\"2\")"#),
+        "the server's own answer: {expected:?}"
+    );
+    for mode in MODES {
+        admin.query_drop(fresh("dropin_lii")).await.expect("create");
+        sluice_tests::replicas_caught_up().await;
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 1,
+            ..SluiceOptions::default()
+        });
+        assert_eq!(run(s.opts(), "dropin_lii".into()).await, expected, "{mode}");
+    }
+}

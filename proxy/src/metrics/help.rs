@@ -140,7 +140,7 @@ fn statements() {
         "sluice_state_read_backs_total",
         Unit::Count,
         "Session state read back from the server after a statement, by what \
-         (user_variables, user_variables_unavailable, system_variables, last_gtid)"
+         (user_variables, user_variables_unavailable, system_variables, last_gtid, last_insert_id)"
     );
     describe_counter!(
         "sluice_diagnostics_captured_total",

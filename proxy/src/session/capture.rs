@@ -4,7 +4,8 @@
 //! charset after `SET NAMES` (which reports no collation), user variables
 //! set by `SELECT ... INTO @v`, `SET @a := expr` or a procedure, session
 //! variables set as `@@name` (which the server does not report), and the
-//! GTID of a write that answered with rows (`INSERT ... RETURNING`).
+//! GTID and insert id of a write that answered with rows (`INSERT ...
+//! RETURNING`).
 
 use super::Session;
 use super::execute::Work;
@@ -35,7 +36,14 @@ impl Session {
         // The rule's cheapest conditions first, so that statements in other
         // modes and answers that carried a GTID cost no more than this.
         let ryw = self.config.routing.read_your_writes;
-        if outcome.result_set
+        let insert_id = outcome.result_set
+            && sluice_router::plan::read_back_insert_id(
+                work.facts.map(|f| f.kind()),
+                work.ran(),
+                outcome.result_set,
+                outcome.ended_with_error,
+            );
+        let gtid = outcome.result_set
             && outcome.last_gtid.is_none()
             && matches!(ryw, ReadYourWrites::Gtid | ReadYourWrites::Global)
             && sluice_router::plan::read_back_gtid(
@@ -48,14 +56,34 @@ impl Session {
                 outcome
                     .status
                     .is_none_or(|st| st & sluice_protocol::consts::status::IN_TRANS != 0),
-            )
-        {
-            let rows = Box::pin(held.conn.query_rows("SELECT @@last_gtid")).await?;
-            outcome.last_gtid = rows
+            );
+        if gtid || insert_id {
+            let sql = match (gtid, insert_id) {
+                (true, true) => "SELECT @@last_gtid, LAST_INSERT_ID()",
+                (true, false) => "SELECT @@last_gtid",
+                _ => "SELECT NULL, LAST_INSERT_ID()",
+            };
+            let row = Box::pin(held.conn.query_rows(sql))
+                .await?
                 .into_iter()
                 .next()
-                .and_then(|r| r.into_iter().next().flatten());
-            metrics::counter!("sluice_state_read_backs_total", "what" => "last_gtid").increment(1);
+                .unwrap_or_default();
+            if gtid {
+                outcome.last_gtid = row.first().cloned().flatten();
+                metrics::counter!("sluice_state_read_backs_total", "what" => "last_gtid").increment(1);
+            }
+            // A value the connection did not have before: the insert
+            // generated it (one it had was another statement's, perhaps
+            // another client's).
+            let id = row.get(1).cloned().flatten().and_then(|v| v.parse::<u64>().ok());
+            if let Some(id) = id.filter(|id| *id != 0 && *id != held.conn.state.last_insert_id) {
+                outcome.last_insert_id = id;
+                held.conn.state.last_insert_id = id;
+                self.desired.last_insert_id = id;
+            }
+            if insert_id {
+                metrics::counter!("sluice_state_read_backs_total", "what" => "last_insert_id").increment(1);
+            }
         }
         // `SET @@name = ...` changed the session without a tracker report.
         let unscoped = work.facts.map_or(&[][..], |f| &f.lexical.unscoped_sets[..]);
