@@ -159,8 +159,18 @@ pub fn kill_unsupported() -> Vec<u8> {
     err(
         1235,
         b"42000",
-        "This version of MariaDB doesn't yet support 'KILL USER / KILL QUERY ID through sluice' (use KILL [QUERY] <connection id>)",
+        "This version of MariaDB doesn't yet support 'KILL USER, KILL QUERY ID or KILL of an expression through sluice' (use KILL [QUERY] <connection id> or KILL [QUERY] CONNECTION_ID())",
     )
+}
+
+/// A `KILL QUERY` of the client's own connection: it interrupts itself.
+pub fn query_interrupted() -> Vec<u8> {
+    err(1317, b"70100", "Query execution was interrupted")
+}
+
+/// A `KILL` of the client's own connection, just before it is closed.
+pub fn connection_killed() -> Vec<u8> {
+    err(1927, b"70100", "Connection was killed")
 }
 
 /// A KILL sent as a prepared statement: Sluice answers KILL itself, from

@@ -9,6 +9,8 @@ use crate::lexer::{Lexer, Token};
 pub enum Kill {
     /// `KILL [HARD|SOFT] [CONNECTION|QUERY] id`.
     Thread { id: u64, query_only: bool },
+    /// `KILL [QUERY] CONNECTION_ID()`: the client's own connection.
+    Own { query_only: bool },
     /// `KILL ... USER name` or `KILL QUERY ID query_id`: not supported
     /// through Sluice (they would reach pooled connections of others).
     Unsupported,
@@ -36,16 +38,20 @@ pub fn parse_kill(sql: &str) -> Option<Kill> {
             next = words.next();
         }
     }
-    let id = match next {
-        Some(Token::Word(w)) => w.parse::<u64>().ok(),
+    let target = match next {
+        Some(Token::Word(w)) if w.eq_ignore_ascii_case("CONNECTION_ID") => {
+            let call = (words.next(), words.next());
+            (call == (Some(Token::Punct(b'(')), Some(Token::Punct(b')')))).then_some(Kill::Own { query_only })
+        }
+        Some(Token::Word(w)) => w.parse::<u64>().ok().map(|id| Kill::Thread { id, query_only }),
         _ => None,
     };
     let mut rest = words.next();
     if rest == Some(Token::Punct(b';')) {
         rest = words.next();
     }
-    match (id, rest) {
-        (Some(id), None) => Some(Kill::Thread { id, query_only }),
+    match (target, rest) {
+        (Some(kill), None) => Some(kill),
         _ => Some(Kill::Unsupported),
     }
 }
@@ -95,6 +101,15 @@ mod tests {
         assert_eq!(parse_kill("KILL 9"), thread(9, false));
         assert_eq!(parse_kill("kill connection 9"), thread(9, false));
         assert_eq!(parse_kill("KILL QUERY 12;"), thread(12, true));
+        assert_eq!(
+            parse_kill("KILL QUERY CONNECTION_ID()"),
+            Some(Kill::Own { query_only: true })
+        );
+        assert_eq!(
+            parse_kill("kill connection_id ( )"),
+            Some(Kill::Own { query_only: false })
+        );
+        assert_eq!(parse_kill("KILL CONNECTION_ID() + 1"), Some(Kill::Unsupported));
         assert_eq!(parse_kill("KILL HARD QUERY 12"), thread(12, true));
         assert_eq!(parse_kill("/* c */ KILL SOFT 3"), thread(3, false));
         assert_eq!(parse_kill("KILL USER app"), Some(Kill::Unsupported));

@@ -840,3 +840,89 @@ async fn last_insert_id_follows_insert_returning() {
         assert_eq!(run(s.opts(), "dropin_lii".into()).await, expected, "{mode}");
     }
 }
+
+/// What KILLs of one's own connection and COM_PROCESS_KILL (mysqli's
+/// `kill()`) answer, and whether the killed connections live on.
+async fn kill_transcript(opts: Opts) -> Vec<String> {
+    let mut out = Vec::new();
+    let outcome = |r: Result<(), mysql_async::Error>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(mysql_async::Error::Server(e)) => format!("error {} {}", e.code, e.message),
+        Err(_) => "disconnected".to_string(),
+    };
+    for kill in [
+        "KILL QUERY CONNECTION_ID()",
+        "KILL QUERY {own}",
+        "KILL CONNECTION_ID()",
+        "KILL {own}",
+    ] {
+        let mut c = Conn::new(opts.clone()).await.expect("connect");
+        let sql = kill.replace("{own}", &c.id().to_string());
+        out.push(format!("{kill}: {}", outcome(c.query_drop(sql).await)));
+        out.push(format!("then: {}", outcome(c.query_drop("SELECT 1").await)));
+    }
+    // COM_PROCESS_KILL of another connection, of an unknown id, then of
+    // the killer's own.
+    let mut victim = Conn::new(opts.clone()).await.expect("connect");
+    let (host, port) = (opts.ip_or_hostname().to_string(), opts.tcp_port());
+    assert_eq!(host, "127.0.0.1");
+    let mut killer = RawClient::connect(port, "app", "app", Caps::empty())
+        .await
+        .expect("raw");
+    let process_kill = |id: u32| {
+        let mut p = vec![0x0c];
+        p.extend_from_slice(&id.to_le_bytes());
+        p
+    };
+    let answer = |p: &sluice_protocol::Packet| match err_code(&p.payload) {
+        Some(code) => format!("error {code}"),
+        None => format!("first byte {:?}", p.payload.first()),
+    };
+    let p = killer.command(&process_kill(victim.id())).await.expect("kill");
+    out.push(format!("COM_PROCESS_KILL victim: {}", answer(&p)));
+    out.push(format!(
+        "victim then: {}",
+        outcome(victim.query_drop("SELECT 1").await)
+    ));
+    let p = killer.command(&process_kill(99_999_999)).await.expect("kill");
+    out.push(format!("COM_PROCESS_KILL unknown: {}", answer(&p)));
+    let own: Vec<u32> = {
+        let p = killer.command(b"\x03SELECT CONNECTION_ID()").await.expect("id");
+        assert_eq!(p.payload.first(), Some(&1));
+        let rows = killer
+            .read_until(|p| p.payload.first() == Some(&0xfe))
+            .await
+            .expect("defs");
+        assert!(!rows.is_empty());
+        let row = killer
+            .read_until(|p| p.payload.first() == Some(&0xfe))
+            .await
+            .expect("row");
+        row.first()
+            .map(|r| String::from_utf8_lossy(&r.payload[1..]).parse().expect("an id"))
+            .into_iter()
+            .collect()
+    };
+    let p = killer.command(&process_kill(own[0])).await.expect("kill");
+    out.push(format!("COM_PROCESS_KILL own: {}", answer(&p)));
+    out
+}
+
+/// KILL of the client's own connection interrupts the KILL itself (1317
+/// for KILL QUERY, 1927 then a closed connection for KILL CONNECTION), as
+/// on the server (Sluice answered OK); `CONNECTION_ID()` names it; and
+/// COM_PROCESS_KILL, which mysqli's `kill()` sends, kills a client (it was
+/// refused as an unknown command).
+#[tokio::test]
+async fn kills_of_ones_own_connection_and_com_process_kill() {
+    let topo = Topology::from_env();
+    let expected = kill_transcript(direct_opts(&topo.primary)).await;
+    assert!(
+        expected.contains(&"victim then: disconnected".to_string()),
+        "{expected:?}"
+    );
+    for mode in MODES {
+        let s = start(mode);
+        assert_eq!(kill_transcript(s.opts()).await, expected, "{mode}");
+    }
+}

@@ -20,10 +20,25 @@ impl Session {
     pub(super) async fn kill(&mut self, kill: Kill) -> Result<(), End> {
         let count =
             |cause: &'static str| metrics::counter!("sluice_errors_total", "cause" => cause).increment(1);
-        let Kill::Thread { id, query_only } = kill else {
-            count("kill_refused");
-            return self.reply(&errors::kill_unsupported()).await;
+        let (id, query_only) = match kill {
+            Kill::Thread { id, query_only } => (id, query_only),
+            Kill::Own { query_only } => (u64::from(self.id), query_only),
+            Kill::Unsupported => {
+                count("kill_refused");
+                return self.reply(&errors::kill_unsupported()).await;
+            }
         };
+        if id == u64::from(self.id) {
+            // As on the server: the KILL interrupts itself, and a KILL
+            // CONNECTION then closes the connection.
+            metrics::counter!("sluice_kills_total", "kind" => if query_only { "query" } else { "connection" })
+                .increment(1);
+            if query_only {
+                return self.reply(&errors::query_interrupted()).await;
+            }
+            self.slot.kill();
+            return self.reply(&errors::connection_killed()).await;
+        }
         let Some(target) = self.shared.clients_by_id.get(id) else {
             count("kill_unknown_thread");
             return self.reply(&errors::unknown_thread(id)).await;
