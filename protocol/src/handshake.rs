@@ -12,6 +12,8 @@ use crate::packets::{read_lenenc_bytes, read_lenenc_int};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HandshakeResponse41 {
     pub capabilities: Caps,
+    /// Every capability the client set, offered or not.
+    pub asked: Caps,
     pub max_packet: u32,
     pub collation: u8,
     /// MariaDB's extended capabilities (bytes 28..32 of the filler), when
@@ -148,6 +150,7 @@ pub fn parse_handshake_response(
     }
     Ok(HandshakeResponse41 {
         capabilities: caps,
+        asked: client_caps,
         max_packet,
         collation,
         mariadb_capabilities,

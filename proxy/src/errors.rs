@@ -163,6 +163,17 @@ pub fn kill_unsupported() -> Vec<u8> {
     )
 }
 
+/// A client that asked for the compressed protocol, which Sluice does not
+/// offer (mysqlnd asks even so when told to compress).
+pub fn compression_unsupported() -> Vec<u8> {
+    err(
+        1043,
+        b"08S01",
+        "Bad handshake: sluice does not support the compressed protocol; connect without compression \
+         (MYSQLI_CLIENT_COMPRESS, PDO::MYSQL_ATTR_COMPRESS, --compress)",
+    )
+}
+
 /// A `KILL QUERY` of the client's own connection: it interrupts itself.
 pub fn query_interrupted() -> Vec<u8> {
     err(1317, b"70100", "Query execution was interrupted")

@@ -185,6 +185,14 @@ pub async fn accept(
             return Err(HandshakeError::Refused("malformed handshake response"));
         }
     };
+    if response.asked.contains(Caps::CLIENT_COMPRESS) && !caps.contains(Caps::CLIENT_COMPRESS) {
+        // Sluice does not offer compression, yet mysqlnd asks for it when
+        // told to and then compresses: refuse now, with the reason, rather
+        // than misread its packets.
+        metrics::counter!("sluice_errors_total", "cause" => "compression_requested").increment(1);
+        client.send(seq, &errors::compression_unsupported()).await?;
+        return Err(HandshakeError::Refused("client asked for compression"));
+    }
     let client_caps = response.capabilities & caps;
     let user = String::from_utf8_lossy(&response.user).into_owned();
     let config = shared.config.load_full();

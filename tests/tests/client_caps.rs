@@ -536,3 +536,27 @@ async fn a_variable_another_client_changed_goes_back_to_its_login_value() {
     }
     set_interactive_timeout(&servers, Some(&old)).await;
 }
+
+/// Sluice does not offer the compressed protocol, yet mysqlnd asks for it
+/// when told to (MYSQLI_CLIENT_COMPRESS, PDO::MYSQL_ATTR_COMPRESS) and then
+/// compresses: such a login is refused at once with the reason (it hung
+/// for 30 s on the first query, then failed with "gone away"), and other
+/// clients are unaffected.
+#[tokio::test]
+async fn a_client_asking_for_compression_is_told_it_is_not_offered() {
+    let s = Sluice::start();
+    let refused = RawClient::connect(s.port, "app", "app", DRIVER_CAPS | Caps::CLIENT_COMPRESS).await;
+    let message = match refused {
+        Ok(_) => panic!("a compressing client was let in"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message.contains("compressed protocol"), "{message}");
+    let mut c = mysql_async::Conn::new(s.opts()).await.expect("others connect");
+    let one: Option<u8> = c.query_first("SELECT 1").await.expect("and run");
+    assert_eq!(one, Some(1));
+    let m = s.metrics();
+    assert_eq!(
+        sluice_tests::metric_sum(&m, "sluice_errors_total", &["cause=\"compression_requested\""]),
+        1.0
+    );
+}
