@@ -44,6 +44,9 @@ pub struct Outcome {
     /// Server status flags of the final OK/EOF; None after an ERR.
     pub status: Option<u16>,
     pub warnings: u16,
+    /// Some result of the response raised warnings (an earlier statement
+    /// of a multi-statement, whose warnings the last may not clear).
+    pub saw_warnings: bool,
     pub affected_rows: u64,
     pub last_insert_id: u64,
     /// The server reported session state Sluice cannot replay.
@@ -412,6 +415,7 @@ where
         self.outcome.rows = moved.rows;
         self.outcome.status = Some(moved.status);
         self.outcome.warnings = moved.warnings;
+        self.outcome.saw_warnings |= moved.warnings > 0;
         true
     }
 
@@ -437,6 +441,7 @@ where
         self.outcome.status = Some(ok.status);
         self.outcome.saw_in_transaction |= ok.status & status::IN_TRANS != 0;
         self.outcome.warnings = ok.warnings;
+        self.outcome.saw_warnings |= ok.warnings > 0;
         self.outcome.affected_rows = ok.affected_rows;
         if ok.last_insert_id != 0 {
             self.outcome.last_insert_id = ok.last_insert_id;
@@ -607,6 +612,7 @@ where
                 let (warnings, st) = packets::parse_eof(&row.payload);
                 self.outcome.status = Some(st);
                 self.outcome.warnings = warnings;
+                self.outcome.saw_warnings |= warnings > 0;
                 if self.deprecate_eof() {
                     self.send(&packets::ok_as_eof(warnings, st)).await?;
                 } else {

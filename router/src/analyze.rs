@@ -55,6 +55,15 @@ pub struct AstFacts {
     /// Safe to run on a replica.
     pub read_only: bool,
     pub tables: Vec<String>,
+    /// A derived table (`FROM (SELECT ...) x`) or a table function
+    /// (`JSON_TABLE`): MariaDB counts such a statement as using tables even
+    /// without a real one (it clears the warnings the previous statement
+    /// left); a subquery or UNION of no table does not count.
+    pub derived_tables: bool,
+    /// `DO expr, ...`, which sqlparser does not parse: its tables and
+    /// levels are those of `SELECT expr, ...` (for the diagnostics rule
+    /// only; it still counts as unparsed).
+    pub do_statement: bool,
     /// FOR UPDATE / FOR SHARE / LOCK IN SHARE MODE.
     pub locking: bool,
     /// SELECT ... INTO (variables or files).
@@ -75,10 +84,55 @@ pub struct AstFacts {
     pub reads_no_data: bool,
 }
 
+/// Finds derived tables and table functions (see
+/// [`AstFacts::derived_tables`]).
+struct DerivedTables;
+
+impl sqlparser::ast::Visitor for DerivedTables {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        match factor {
+            TableFactor::Derived { .. }
+            | TableFactor::JsonTable { .. }
+            | TableFactor::OpenJsonTable { .. }
+            | TableFactor::TableFunction { .. }
+            | TableFactor::Function { .. } => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+fn derived_tables(statement: &Statement) -> bool {
+    use sqlparser::ast::Visit;
+    statement.visit(&mut DerivedTables).is_break()
+}
+
+/// The facts of `DO ...` (see [`AstFacts::do_statement`]).
+fn do_statement(sql: &str) -> Option<AstFacts> {
+    let text = sql.trim_start();
+    let rest = text
+        .get(..3)
+        .filter(|w| w.eq_ignore_ascii_case("DO ") || w.eq_ignore_ascii_case("DO\t"))?;
+    let select = format!("SELECT {}", &text[rest.len()..]);
+    let mut statements = Parser::parse_sql(&MySqlDialect {}, &select).ok()?;
+    let statement = statements.pop().filter(|_| statements.is_empty())?;
+    let mut facts = AstFacts {
+        do_statement: true,
+        derived_tables: derived_tables(&statement),
+        ..AstFacts::default()
+    };
+    let _ = visit_relations(&statement, |name: &ObjectName| {
+        facts.tables.push(name.to_string());
+        ControlFlow::<()>::Continue(())
+    });
+    Some(facts)
+}
+
 pub fn analyze(sql: &str) -> AstFacts {
     let statements = match Parser::parse_sql(&MySqlDialect {}, sql) {
         Ok(s) => s,
-        Err(_) => return AstFacts::default(),
+        Err(_) => return do_statement(sql).unwrap_or_default(),
     };
     let mut facts = AstFacts {
         parsed: true,
@@ -94,6 +148,7 @@ pub fn analyze(sql: &str) -> AstFacts {
         facts.tables.push(name.to_string());
         ControlFlow::<()>::Continue(())
     });
+    facts.derived_tables = derived_tables(statement);
     let mut calls_function = false;
     let _ = visit_expressions(statement, |expr: &Expr| {
         if let Expr::Function(f) = expr {

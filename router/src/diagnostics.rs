@@ -61,18 +61,21 @@ impl Previous {
 }
 
 /// Whether a statement that raised no condition of its own clears the
-/// previous statement's (MariaDB clears them for statements that use
-/// tables; diagnostics statements never clear them).
+/// previous statement's. MariaDB clears them for statements that use
+/// tables, derived tables or table functions (not for a subquery or UNION
+/// of no table; `FROM DUAL` is no table); diagnostics statements never
+/// clear them.
 pub fn clears_conditions(facts: &Facts) -> bool {
     if facts.lexical.needs_previous && facts.kind() == Kind::Show {
         return false;
     }
-    if !facts.ast.parsed {
+    if !facts.ast.parsed && !facts.ast.do_statement {
         // Unknown: assume it used a table (the capture is then empty,
         // which is what most statements leave).
         return true;
     }
-    !facts.ast.tables.is_empty()
+    facts.ast.tables.iter().any(|t| !t.eq_ignore_ascii_case("dual"))
+        || facts.ast.derived_tables
         || matches!(
             facts.kind(),
             Kind::Insert
@@ -422,6 +425,21 @@ mod tests {
         assert!(!clears_conditions(&Facts::of("SET @x = 1")));
         assert!(!clears_conditions(&Facts::of("SHOW WARNINGS")));
         assert!(!clears_conditions(&Facts::of("SELECT @@warning_count")));
+        // MariaDB's rule: tables, derived tables, table functions.
+        assert!(clears_conditions(&Facts::of("SELECT * FROM (SELECT 1) x")));
+        assert!(clears_conditions(&Facts::of(
+            "WITH c AS (SELECT 1) SELECT * FROM c"
+        )));
+        assert!(clears_conditions(&Facts::of("SELECT (SELECT COUNT(*) FROM t)")));
+        assert!(!clears_conditions(&Facts::of("SELECT (SELECT 1)")));
+        assert!(!clears_conditions(&Facts::of("SELECT 1 UNION SELECT 2")));
+        assert!(!clears_conditions(&Facts::of("SET @a = (SELECT 1)")));
+        assert!(clears_conditions(&Facts::of(
+            "SELECT * FROM JSON_TABLE('[1]', '$[*]' COLUMNS (v INT PATH '$')) j"
+        )));
+        assert!(!clears_conditions(&Facts::of("SELECT 1 FROM DUAL")));
+        assert!(!clears_conditions(&Facts::of("DO 1")));
+        assert!(clears_conditions(&Facts::of("DO (SELECT COUNT(*) FROM t)")));
     }
 
     #[test]

@@ -926,3 +926,67 @@ async fn kills_of_ones_own_connection_and_com_process_kill() {
         assert_eq!(kill_transcript(s.opts()).await, expected, "{mode}");
     }
 }
+
+/// Which statements clear the warnings the previous one left is MariaDB's
+/// rule (statements using tables, derived tables or JSON_TABLE; not a
+/// subquery of no table, not `FROM DUAL`, not `DO 1`), and an
+/// earlier statement's warnings in a multi-statement stay when the last
+/// does not clear them. Another client runs on the only backend
+/// connection in between, so the answers come from Sluice's capture.
+#[tokio::test]
+async fn warnings_are_cleared_by_the_statements_that_clear_them_on_the_server() {
+    let topo = Topology::from_env();
+    let mut admin = Conn::new(direct_opts(&topo.primary)).await.expect("direct");
+    admin
+        .query_drop("CREATE OR REPLACE TABLE sluice_test.dropin_warn (v INT); INSERT INTO sluice_test.dropin_warn VALUES (1)")
+        .await
+        .expect("table");
+    sluice_tests::replicas_caught_up().await;
+    let middles = [
+        "SELECT * FROM (SELECT 1) x",
+        "SELECT COUNT(*) FROM (SELECT 1) x",
+        "SELECT (SELECT 1)",
+        "SELECT 1 UNION SELECT 2",
+        "WITH c AS (SELECT 1) SELECT * FROM c",
+        "SET @dropin_w = (SELECT COUNT(*) FROM dropin_warn)",
+        "SELECT * FROM JSON_TABLE('[1]', '$[*]' COLUMNS (v INT PATH '$')) j",
+        "SELECT 1 FROM DUAL",
+        "SELECT 1",
+        "DO 1",
+        "DO (SELECT COUNT(*) FROM dropin_warn)",
+        "SELECT v FROM dropin_warn",
+    ];
+    let run = |opts: Opts| async move {
+        let mut c = Conn::new(opts.clone()).await.expect("connect");
+        let mut other = Conn::new(opts).await.expect("connect");
+        let mut out = Vec::new();
+        for middle in middles {
+            c.query_drop("SELECT CAST('1x' AS INT)").await.expect("warning");
+            c.query_drop(middle).await.expect("middle");
+            other
+                .query_drop("SELECT v FROM dropin_warn")
+                .await
+                .expect("other");
+            out.extend(transcript(&mut c, &["SHOW WARNINGS", "SELECT @@warning_count"]).await);
+        }
+        c.query_drop("SELECT CAST('1x' AS INT); SELECT 5")
+            .await
+            .expect("multi");
+        other
+            .query_drop("SELECT v FROM dropin_warn")
+            .await
+            .expect("other");
+        out.extend(transcript(&mut c, &["SHOW WARNINGS", "SELECT @@warning_count"]).await);
+        out
+    };
+    let expected = run(direct_opts(&topo.primary)).await;
+    assert!(expected.iter().any(|l| l.contains("1292")), "{expected:?}");
+    for mode in MODES {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 1,
+            ..SluiceOptions::default()
+        });
+        assert_eq!(run(s.opts()).await, expected, "{mode}");
+    }
+}

@@ -46,17 +46,19 @@ impl Session {
             _ => None,
         };
         let diag = &mut self.diagnostics;
-        if outcome.warnings > 0 || outcome.ended_with_error {
+        if outcome.warnings > 0 || outcome.saw_warnings || outcome.ended_with_error {
             let (columns, rows) = Box::pin(held.conn.query_result("SHOW WARNINGS")).await?;
             metrics::counter!("sluice_diagnostics_captured_total").increment(1);
             let errors = rows
                 .iter()
                 .filter(|r| r.first().cloned().flatten().as_deref() == Some("Error"))
                 .count() as u64;
+            // After a multi-statement, what is left of earlier statements'
+            // warnings counts too.
             diag.previous.warning_count = if outcome.ended_with_error {
                 rows.len() as u64
             } else {
-                u64::from(outcome.warnings)
+                u64::from(outcome.warnings).max(rows.len() as u64)
             };
             diag.previous.error_count = errors;
             diag.columns = columns;
