@@ -109,6 +109,9 @@ pub struct Statement {
     pub may_create_temporary_table: bool,
     /// Leaves state for the next statement to read (SQL_CALC_FOUND_ROWS).
     pub feeds_next: bool,
+    /// Says SELECT anywhere (a query, or one inside an INSERT, CREATE, SET,
+    /// DO): whatever it ran sets `FOUND_ROWS()`.
+    pub mentions_select: bool,
     /// `SET TRANSACTION ...` without SESSION or GLOBAL, anywhere in the
     /// text: characteristics for the connection's next transaction only.
     /// No tracked variable reports them, so Sluice cannot replay them on
@@ -153,6 +156,7 @@ pub fn classify(sql: &str) -> Statement {
     let mut reads_connection_id = false;
     let mut says_temporary = false;
     let mut feeds_next = false;
+    let mut mentions_select = false;
     let mut sets_next_transaction = false;
     let mut reads_read_only = false;
     let mut unscoped_sets = Vec::new();
@@ -195,6 +199,7 @@ pub fn classify(sql: &str) -> Statement {
                     }
                     "HANDLER" if prev_word.is_none() => pin = stronger(pin, PinReason::Handler),
                     "SQL_CALC_FOUND_ROWS" => feeds_next = true,
+                    "SELECT" => mentions_select = true,
                     "RELEASE" if matches!(kind, Kind::Commit | Kind::Rollback) => {
                         release = Some(!prev_is(prev_word, "NO"))
                     }
@@ -274,6 +279,7 @@ pub fn classify(sql: &str) -> Statement {
         reads_connection_id,
         may_create_temporary_table: says_temporary || matches!(kind, Kind::Call | Kind::Execute),
         feeds_next,
+        mentions_select,
         sets_next_transaction,
         reads_read_only,
         unscoped_sets,

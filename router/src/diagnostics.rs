@@ -9,7 +9,8 @@
 //! - `ROW_COUNT()` is the affected rows of the last statement that ended
 //!   with OK, -1 after a result set or an error;
 //! - `FOUND_ROWS()` is the `SQL_CALC_FOUND_ROWS` total, else the rows of the
-//!   last result set.
+//!   last result set, else (a SELECT whose rows no client saw: `INSERT ...
+//!   SELECT`, `SELECT ... INTO`, a procedure's) read back from the server.
 //!
 //! Reads of them are answered from these values: SHOW WARNINGS/ERRORS by
 //! Sluice itself, the rest by substituting the value into the statement
@@ -58,6 +59,16 @@ impl Previous {
             ..self
         }
     }
+}
+
+/// Whether the statement may have set `FOUND_ROWS()` to something the
+/// relay did not see: a procedure (its last SELECT need not be the result
+/// the client got last), or a SELECT that sent no result set of its own
+/// (`INSERT ... SELECT`, `CREATE ... SELECT`, `SELECT ... INTO`, `SET @v =
+/// (SELECT ...)`, `DO (SELECT ...)`). It is then read back on the same
+/// connection.
+pub fn found_rows_unseen(facts: &Facts, ended_with_result_set: bool) -> bool {
+    facts.kind() == Kind::Call || (facts.lexical.mentions_select && !ended_with_result_set)
 }
 
 /// Whether a statement that raised no condition of its own clears the
@@ -414,6 +425,20 @@ mod tests {
         );
         assert_eq!(parse_show_diagnostics("SHOW WARNINGS; SELECT 1"), None);
         assert_eq!(parse_show_diagnostics("SHOW TABLES"), None);
+    }
+
+    #[test]
+    fn found_rows_the_relay_did_not_see_are_read_back() {
+        let unseen = |sql: &str, result_set: bool| found_rows_unseen(&Facts::of(sql), result_set);
+        assert!(unseen("INSERT INTO t SELECT * FROM u", false));
+        assert!(unseen("CREATE TEMPORARY TABLE t SELECT * FROM u LIMIT 4", false));
+        assert!(unseen("SELECT a INTO @x FROM t", false));
+        assert!(unseen("SET @q = (SELECT COUNT(*) FROM t)", false));
+        assert!(unseen("DO (SELECT COUNT(*) FROM t)", false));
+        assert!(unseen("CALL p()", true));
+        assert!(!unseen("SELECT * FROM t", true), "the relay counted its rows");
+        assert!(!unseen("UPDATE t SET a = 1", false));
+        assert!(!unseen("INSERT INTO t VALUES (1)", false));
     }
 
     #[test]

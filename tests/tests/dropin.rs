@@ -990,3 +990,85 @@ async fn warnings_are_cleared_by_the_statements_that_clear_them_on_the_server() 
         assert_eq!(run(s.opts()).await, expected, "{mode}");
     }
 }
+
+/// `FOUND_ROWS()` after statements whose SELECT sent the client no rows of
+/// its own (`INSERT ... SELECT`, `CREATE ... SELECT`, `SELECT ... INTO`,
+/// `SET @v = (SELECT ...)`, `DO (SELECT ...)`) and after a procedure whose
+/// last SELECT is not its last result set: the server's count, read back
+/// where it ran (Sluice gave the rows of the client's last result set).
+#[tokio::test]
+async fn found_rows_after_selects_the_client_did_not_see() {
+    let topo = Topology::from_env();
+    let mut admin = Conn::new(direct_opts(&topo.primary)).await.expect("direct");
+    admin
+        .query_drop(
+            "CREATE OR REPLACE TABLE sluice_test.dropin_fr (v INT); \
+             INSERT INTO sluice_test.dropin_fr VALUES (1),(2),(3),(4),(5),(6),(7),(8),(9); \
+             CREATE OR REPLACE TABLE sluice_test.dropin_fr_copy (v INT); \
+             CREATE OR REPLACE PROCEDURE sluice_test.dropin_fr_proc() \
+             BEGIN SELECT v FROM dropin_fr LIMIT 2; INSERT INTO dropin_fr_copy SELECT v FROM dropin_fr LIMIT 6; END",
+        )
+        .await
+        .expect("setup");
+    sluice_tests::replicas_caught_up().await;
+    let steps = [
+        "SELECT v FROM dropin_fr LIMIT 5",
+        "INSERT INTO dropin_fr_copy SELECT v FROM dropin_fr LIMIT 3",
+        "SELECT v FROM dropin_fr WHERE v = 3 INTO @dropin_fr_x",
+        "SET @dropin_fr_q = (SELECT COUNT(*) FROM dropin_fr)",
+        "DO (SELECT COUNT(*) FROM dropin_fr)",
+        "UPDATE dropin_fr SET v = v WHERE v < 0",
+    ];
+    let run = |opts: Opts| async move {
+        let mut c = Conn::new(opts.clone()).await.expect("connect");
+        let mut other = Conn::new(opts).await.expect("connect");
+        let mut out = Vec::new();
+        for step in steps {
+            c.query_drop("SELECT v FROM dropin_fr LIMIT 7")
+                .await
+                .expect("seven");
+            c.query_drop(step).await.expect("step");
+            other.query_drop("SELECT 1").await.expect("other");
+            out.extend(transcript(&mut c, &["SELECT FOUND_ROWS()"]).await);
+        }
+        // A procedure whose last result is not its last SELECT.
+        c.query_drop("SELECT v FROM dropin_fr LIMIT 7")
+            .await
+            .expect("seven");
+        c.query_iter("CALL dropin_fr_proc()")
+            .await
+            .expect("call")
+            .drop_result()
+            .await
+            .expect("results");
+        other.query_drop("SELECT 1").await.expect("other");
+        out.extend(transcript(&mut c, &["SELECT FOUND_ROWS()"]).await);
+        // Last: a temporary table pins the client to its connection.
+        c.query_drop("CREATE TEMPORARY TABLE dropin_fr_t SELECT v FROM dropin_fr LIMIT 4")
+            .await
+            .expect("create");
+        out.extend(transcript(&mut c, &["SELECT FOUND_ROWS()"]).await);
+        out
+    };
+    admin
+        .query_drop("DELETE FROM sluice_test.dropin_fr_copy")
+        .await
+        .expect("reset");
+    let expected = run(direct_opts(&topo.primary)).await;
+    assert!(
+        expected[1].contains(r#"Bytes(\"3\")"#),
+        "the server's own count: {expected:?}"
+    );
+    for mode in MODES {
+        admin
+            .query_drop("DELETE FROM sluice_test.dropin_fr_copy")
+            .await
+            .expect("reset");
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 1,
+            ..SluiceOptions::default()
+        });
+        assert_eq!(run(s.opts()).await, expected, "{mode}");
+    }
+}

@@ -37,7 +37,12 @@ impl Session {
             return Ok(());
         };
         let calc_found_rows = match work.facts {
-            Some(f) if f.lexical.feeds_next && !outcome.ended_with_error => {
+            Some(f)
+                if !outcome.ended_with_error
+                    && work.ran()
+                    && (f.lexical.feeds_next
+                        || sluice_router::diagnostics::found_rows_unseen(f, outcome.result_set)) =>
+            {
                 let rows = Box::pin(held.conn.query_rows("SELECT FOUND_ROWS()")).await?;
                 rows.first()
                     .and_then(|r| r.first().cloned().flatten())
