@@ -338,6 +338,7 @@ async fn warnings_of_the_final_eof() {
                 Outcome {
                     status: Some(AUTOCOMMIT),
                     warnings: 1,
+                    saw_warnings: true,
                     result_set: true,
                     rows: 1,
                     ..Outcome::default()
