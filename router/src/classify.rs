@@ -162,6 +162,8 @@ pub fn classify(sql: &str) -> Statement {
     let mut unscoped_sets = Vec::new();
     let mut release = None;
     let mut first = true;
+    // The statement's first word, for the locks FLUSH and BACKUP take.
+    let mut lead = "";
     // A statement starts here (the text's start, or after a `;`), and the
     // word before, if it started one, was SET.
     let mut at_start = true;
@@ -175,6 +177,13 @@ pub fn classify(sql: &str) -> Statement {
             Token::Word(w) => {
                 if first {
                     kind = first_keyword(w);
+                    lead = if w.eq_ignore_ascii_case("FLUSH") {
+                        "FLUSH"
+                    } else if w.eq_ignore_ascii_case("BACKUP") {
+                        "BACKUP"
+                    } else {
+                        ""
+                    };
                     first = false;
                     if kind == Kind::Prepare {
                         pin = stronger(pin, PinReason::SqlPrepare);
@@ -198,6 +207,18 @@ pub fn classify(sql: &str) -> Statement {
                         pin = stronger(pin, PinReason::LockTables)
                     }
                     "HANDLER" if prev_word.is_none() => pin = stronger(pin, PinReason::Handler),
+                    // FLUSH TABLES [t] WITH READ LOCK / FOR EXPORT, BACKUP
+                    // LOCK t / BACKUP STAGE: locks the session holds until
+                    // it releases them (a reset does).
+                    "LOCK" if lead == "FLUSH" && prev_is(prev_word, "READ") => {
+                        pin = stronger(pin, PinReason::LockTables)
+                    }
+                    "EXPORT" if lead == "FLUSH" && prev_is(prev_word, "FOR") => {
+                        pin = stronger(pin, PinReason::LockTables)
+                    }
+                    "LOCK" | "STAGE" if lead == "BACKUP" && prev_is(prev_word, "BACKUP") => {
+                        pin = stronger(pin, PinReason::LockTables)
+                    }
                     "SQL_CALC_FOUND_ROWS" => feeds_next = true,
                     "SELECT" => mentions_select = true,
                     "RELEASE" if matches!(kind, Kind::Commit | Kind::Rollback) => {
@@ -364,6 +385,22 @@ mod tests {
         assert_eq!(classify("start transaction").kind, Kind::Begin);
         assert_eq!(classify("(SELECT 1) UNION (SELECT 2)").kind, Kind::Select);
         assert_eq!(classify("").kind, Kind::Empty);
+    }
+
+    #[test]
+    fn flush_and_backup_locks_pin() {
+        for sql in [
+            "FLUSH TABLES WITH READ LOCK",
+            "flush tables t1, t2 with read lock",
+            "FLUSH TABLES t FOR EXPORT",
+            "BACKUP LOCK t",
+            "BACKUP STAGE START",
+        ] {
+            assert_eq!(pin(sql), Some(PinReason::LockTables), "{sql}");
+        }
+        assert_eq!(pin("FLUSH TABLES"), None);
+        assert_eq!(pin("FLUSH PRIVILEGES"), None);
+        assert_eq!(pin("SELECT 1 FROM t WHERE x = 'FLUSH'"), None);
     }
 
     #[test]

@@ -1072,3 +1072,63 @@ async fn found_rows_after_selects_the_client_did_not_see() {
         assert_eq!(run(s.opts()).await, expected, "{mode}");
     }
 }
+
+/// `FLUSH TABLES ... WITH READ LOCK`, `FLUSH TABLES t FOR EXPORT`, `BACKUP
+/// LOCK` and `BACKUP STAGE` take locks the session holds: the client is
+/// pinned like `LOCK TABLES`, and the locks end with it. They leaked: the
+/// next client on the connection got 1100, and the lock outlived its
+/// client (a global read lock blocked every writer on the server).
+#[tokio::test]
+async fn flush_and_backup_locks_stay_with_their_client() {
+    let topo = Topology::from_env();
+    let mut admin = Conn::new(direct_opts(&topo.primary)).await.expect("direct");
+    admin
+        .query_drop(
+            "CREATE OR REPLACE TABLE sluice_test.dropin_flush (v INT); \
+             CREATE OR REPLACE TABLE sluice_test.dropin_flush_other (v INT); \
+             INSERT INTO sluice_test.dropin_flush_other VALUES (1)",
+        )
+        .await
+        .expect("tables");
+    sluice_tests::replicas_caught_up().await;
+    for mode in MODES {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 2,
+            ..SluiceOptions::default()
+        });
+        for lock in [
+            "FLUSH TABLES dropin_flush WITH READ LOCK",
+            "FLUSH TABLES dropin_flush FOR EXPORT",
+            "BACKUP LOCK dropin_flush",
+            "FLUSH TABLES WITH READ LOCK",
+            "BACKUP STAGE START",
+        ] {
+            let mut locker = Conn::new(s.opts()).await.expect("connect");
+            locker.query_drop(lock).await.expect("lock");
+            // Others keep working on the other connection.
+            for _ in 0..3 {
+                let mut other = Conn::new(s.opts()).await.expect("connect");
+                let n: Option<u32> = other
+                    .query_first("SELECT COUNT(*) FROM dropin_flush_other")
+                    .await
+                    .unwrap_or_else(|e| panic!("{mode}: {lock}: another client: {e}"));
+                assert_eq!(n, Some(1));
+                other.disconnect().await.expect("disconnect");
+            }
+            locker.disconnect().await.expect("disconnect");
+            // The lock ended with its client.
+            let started = Instant::now();
+            let wrote = admin
+                .query_drop(
+                    "SET STATEMENT lock_wait_timeout = 5 FOR INSERT INTO sluice_test.dropin_flush VALUES (1)",
+                )
+                .await;
+            assert!(
+                wrote.is_ok(),
+                "{mode}: {lock} outlived its client: {wrote:?} after {:?}",
+                started.elapsed()
+            );
+        }
+    }
+}
