@@ -273,12 +273,25 @@ fn is_identifier(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// A variable's value as SQL. The server reports a charset variable set to
-/// NULL (`SET character_set_results = NULL`: results sent unconverted) as
-/// empty, and no charset is named ''.
+/// Variables the server reports as empty when they are NULL (`SET
+/// character_set_results = NULL`: results sent unconverted; a storage
+/// engine or path set to DEFAULT), where '' is no valid value.
+const NULL_WHEN_EMPTY: &[&str] = &[
+    "default_tmp_storage_engine",
+    "enforce_storage_engine",
+    "innodb_ft_user_stopword_table",
+    "innodb_tmpdir",
+];
+
+/// A variable's value as SQL: NULL for the variables reported empty when
+/// NULL, the keyword for `system_versioning_asof = DEFAULT` (reported as
+/// the word), else the value as a literal.
 fn variable_value(name: &str, value: &str) -> String {
-    if value.is_empty() && name.starts_with("character_set_") {
+    if value.is_empty() && (name.starts_with("character_set_") || NULL_WHEN_EMPTY.contains(&name)) {
         return "NULL".into();
+    }
+    if name == "system_versioning_asof" && value.eq_ignore_ascii_case("DEFAULT") {
+        return "DEFAULT".into();
     }
     sql_value(value)
 }
@@ -428,6 +441,21 @@ mod tests {
         assert_eq!(
             client.set_statement_towards(&plain, &[]).unwrap(),
             "SET @@session.character_set_client='utf8mb4', @@session.character_set_results='utf8mb4'"
+        );
+    }
+
+    #[test]
+    fn variables_reported_empty_when_null_are_replayed_as_null() {
+        let conn = state(&[]);
+        let client = state(&[
+            ("default_tmp_storage_engine", ""),
+            ("innodb_tmpdir", ""),
+            ("system_versioning_asof", "DEFAULT"),
+        ]);
+        assert_eq!(
+            conn.set_statement_towards(&client, &[]).unwrap(),
+            "SET @@session.default_tmp_storage_engine=NULL, @@session.innodb_tmpdir=NULL, \
+             @@session.system_versioning_asof=DEFAULT"
         );
     }
 

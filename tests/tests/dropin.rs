@@ -1132,3 +1132,46 @@ async fn flush_and_backup_locks_stay_with_their_client() {
         }
     }
 }
+
+/// Session variables whose value is NULL are reported empty by the server
+/// (and `system_versioning_asof = DEFAULT` as the word): replayed as
+/// written, the SET failed (1286 "Unknown storage engine ''") and every
+/// later statement of the client with it.
+#[tokio::test]
+async fn variables_set_to_null_follow_the_client() {
+    let topo = Topology::from_env();
+    let statements = [
+        "SET default_tmp_storage_engine = DEFAULT",
+        "SET enforce_storage_engine = DEFAULT",
+        "SET innodb_ft_user_stopword_table = DEFAULT",
+        "SET system_versioning_asof = DEFAULT",
+        "SET character_set_results = NULL",
+        "SET time_zone = '+02:00'",
+        "OTHER",
+        "SELECT @@default_tmp_storage_engine IS NULL, @@enforce_storage_engine IS NULL, \
+         @@innodb_ft_user_stopword_table IS NULL, @@system_versioning_asof, \
+         @@character_set_results IS NULL, @@time_zone",
+    ];
+    let run = |opts: Opts| async move {
+        let mut c = Conn::new(opts.clone()).await.expect("connect");
+        let mut other = Conn::new(opts).await.expect("connect");
+        let mut out = Vec::new();
+        for sql in statements {
+            if sql == "OTHER" {
+                other.query_drop("SELECT 1").await.expect("other");
+                continue;
+            }
+            out.extend(transcript(&mut c, &[sql]).await);
+        }
+        out
+    };
+    let expected = run(direct_opts(&topo.primary)).await;
+    for mode in MODES {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 1,
+            ..SluiceOptions::default()
+        });
+        assert_eq!(run(s.opts()).await, expected, "{mode}");
+    }
+}
