@@ -100,6 +100,9 @@ pub struct Statement {
     pub needs_previous: bool,
     /// Calls LAST_INSERT_ID(), which Sluice replays on any connection.
     pub reads_last_insert_id: bool,
+    /// Calls LAST_INSERT_ID(expr), which sets the value (reported by an
+    /// OK packet's insert id only when no result set answers it).
+    pub sets_last_insert_id: bool,
     /// Calls CONNECTION_ID(), which must return the client's own id.
     pub reads_connection_id: bool,
     /// May create a temporary table: says TEMPORARY anywhere, or runs
@@ -153,6 +156,7 @@ pub fn classify(sql: &str) -> Statement {
     let mut pin = None;
     let mut needs_previous = false;
     let mut reads_last_insert_id = false;
+    let mut sets_last_insert_id = false;
     let mut reads_connection_id = false;
     let mut says_temporary = false;
     let mut feeds_next = false;
@@ -240,7 +244,10 @@ pub fn classify(sql: &str) -> Statement {
                     let mut buf = [0u8; 24];
                     match upper(f, &mut buf) {
                         "GET_LOCK" => pin = stronger(pin, PinReason::UserLock),
-                        "LAST_INSERT_ID" => reads_last_insert_id = true,
+                        "LAST_INSERT_ID" => {
+                            reads_last_insert_id = true;
+                            sets_last_insert_id |= !matches!(tokens.peek(), Some(Token::Punct(b')')));
+                        }
                         "CONNECTION_ID" => reads_connection_id = true,
                         "FOUND_ROWS" | "ROW_COUNT" => needs_previous = true,
                         _ => {}
@@ -297,6 +304,7 @@ pub fn classify(sql: &str) -> Statement {
         pin,
         needs_previous,
         reads_last_insert_id,
+        sets_last_insert_id,
         reads_connection_id,
         may_create_temporary_table: says_temporary || matches!(kind, Kind::Call | Kind::Execute),
         feeds_next,
@@ -489,6 +497,9 @@ mod tests {
     #[test]
     fn reads_of_previous_statement_state() {
         assert!(classify("SELECT LAST_INSERT_ID()").reads_last_insert_id);
+        assert!(!classify("SELECT LAST_INSERT_ID()").sets_last_insert_id);
+        assert!(classify("SELECT LAST_INSERT_ID(42)").sets_last_insert_id);
+        assert!(classify("UPDATE t SET id = LAST_INSERT_ID(id + 1)").sets_last_insert_id);
         assert!(classify("select connection_id()").reads_connection_id);
         assert!(!classify("SELECT connection_id FROM t").reads_connection_id);
         assert!(!classify("SELECT LAST_INSERT_ID()").needs_previous);

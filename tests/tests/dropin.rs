@@ -1175,3 +1175,33 @@ async fn variables_set_to_null_follow_the_client() {
         assert_eq!(run(s.opts()).await, expected, "{mode}");
     }
 }
+
+/// `SELECT LAST_INSERT_ID(expr)` sets the client's value, and no OK packet
+/// reports it: read back, it follows the client (another client's value
+/// was returned, and a new client saw it instead of 0).
+#[tokio::test]
+async fn last_insert_id_set_by_an_expression_stays_with_its_client() {
+    let topo = Topology::from_env();
+    let run = |opts: Opts| async move {
+        let mut a = Conn::new(opts.clone()).await.expect("connect");
+        let mut b = Conn::new(opts.clone()).await.expect("connect");
+        let mut out = Vec::new();
+        out.extend(transcript(&mut a, &["SELECT LAST_INSERT_ID(77)"]).await);
+        out.extend(transcript(&mut b, &["SELECT LAST_INSERT_ID(55) AS b"]).await);
+        out.extend(transcript(&mut a, &["SELECT LAST_INSERT_ID(), @@identity"]).await);
+        out.extend(transcript(&mut b, &["SELECT LAST_INSERT_ID()"]).await);
+        drop(a);
+        let mut fresh = Conn::new(opts).await.expect("connect");
+        out.extend(transcript(&mut fresh, &["SELECT LAST_INSERT_ID()"]).await);
+        out
+    };
+    let expected = run(direct_opts(&topo.primary)).await;
+    for mode in MODES {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 1,
+            ..SluiceOptions::default()
+        });
+        assert_eq!(run(s.opts()).await, expected, "{mode}");
+    }
+}

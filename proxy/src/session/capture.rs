@@ -36,13 +36,20 @@ impl Session {
         // The rule's cheapest conditions first, so that statements in other
         // modes and answers that carried a GTID cost no more than this.
         let ryw = self.config.routing.read_your_writes;
-        let insert_id = outcome.result_set
-            && sluice_router::plan::read_back_insert_id(
-                work.facts.map(|f| f.kind()),
-                work.ran(),
-                outcome.result_set,
-                outcome.ended_with_error,
-            );
+        // LAST_INSERT_ID(expr) sets the value; an answer with rows (a
+        // SELECT, unlike an UPDATE's OK) does not carry it.
+        let set_explicitly = outcome.result_set
+            && !outcome.ended_with_error
+            && work.ran()
+            && work.facts.is_some_and(|f| f.lexical.sets_last_insert_id);
+        let insert_id = set_explicitly
+            || outcome.result_set
+                && sluice_router::plan::read_back_insert_id(
+                    work.facts.map(|f| f.kind()),
+                    work.ran(),
+                    outcome.result_set,
+                    outcome.ended_with_error,
+                );
         let gtid = outcome.result_set
             && outcome.last_gtid.is_none()
             && matches!(ryw, ReadYourWrites::Gtid | ReadYourWrites::Global)
@@ -76,7 +83,8 @@ impl Session {
             // generated it (one it had was another statement's, perhaps
             // another client's).
             let id = row.get(1).cloned().flatten().and_then(|v| v.parse::<u64>().ok());
-            if let Some(id) = id.filter(|id| *id != 0 && *id != held.conn.state.last_insert_id) {
+            let generated = |id: &u64| *id != 0 && *id != held.conn.state.last_insert_id;
+            if let Some(id) = id.filter(|id| set_explicitly || generated(id)) {
                 outcome.last_insert_id = id;
                 held.conn.state.last_insert_id = id;
                 self.desired.last_insert_id = id;
