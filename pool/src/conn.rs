@@ -517,6 +517,30 @@ impl BackendConn {
             );
             vars.insert(name.to_ascii_lowercase(), literal);
         }
+        // Strings again, exactly: the table's utf8 column loses bytes.
+        let strings: Vec<String> = vars
+            .iter()
+            .filter(|(_, literal)| literal.starts_with('_'))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !strings.is_empty() {
+            let columns: Vec<String> = strings
+                .iter()
+                .map(|name| {
+                    let v = format!("@`{}`", name.replace('`', "``"));
+                    format!("HEX({v}), CHARSET({v}), COLLATION({v})")
+                })
+                .collect();
+            let rows = self.query_rows(&format!("SELECT {}", columns.join(", "))).await?;
+            if let Some(row) = rows.first() {
+                for (i, name) in strings.iter().enumerate() {
+                    let get = |k: usize| row.get(3 * i + k).cloned().flatten().unwrap_or_default();
+                    if let Some(literal) = crate::session::user_string_literal(&get(0), &get(1), &get(2)) {
+                        vars.insert(name.clone(), literal);
+                    }
+                }
+            }
+        }
         self.state.user_vars = vars.clone();
         Ok(Some(vars))
     }

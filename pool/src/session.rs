@@ -263,6 +263,25 @@ pub fn user_variable_literal(hex_value: Option<&str>, var_type: &str, charset: &
     format!("_{charset} X'{hex}'")
 }
 
+/// A literal that recreates a string user variable exactly: its bytes
+/// (`HEX(@v)`, which keeps what `USER_VARIABLES` loses: bytes its utf8
+/// column cannot hold, binary values, values over 2048 bytes), in its
+/// charset and collation. None when the server's answer is not usable.
+pub fn user_string_literal(hex: &str, charset: &str, collation: &str) -> Option<String> {
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) || !is_identifier(charset) {
+        return None;
+    }
+    let value = if hex.is_empty() {
+        format!("_{charset}''")
+    } else {
+        format!("_{charset} X'{hex}'")
+    };
+    Some(match collation {
+        c if is_identifier(c) && c != "binary" => format!("{value} COLLATE {c}"),
+        _ => value,
+    })
+}
+
 /// A user variable's name as SQL: quoted, so any name the server accepts
 /// (`@a.b`, ``@`my-var` ``) is replayed as itself.
 fn user_variable(name: &str) -> String {
@@ -377,6 +396,24 @@ mod tests {
             conn.set_statement_towards(&client, &[]).unwrap(),
             "SET @`v`='x', @`old`=NULL"
         );
+    }
+
+    #[test]
+    fn string_user_variables_keep_their_bytes_charset_and_collation() {
+        assert_eq!(
+            user_string_literal("E9", "latin1", "latin1_swedish_ci").unwrap(),
+            "_latin1 X'E9' COLLATE latin1_swedish_ci"
+        );
+        assert_eq!(
+            user_string_literal("00FF", "binary", "binary").unwrap(),
+            "_binary X'00FF'"
+        );
+        assert_eq!(
+            user_string_literal("", "utf8mb4", "utf8mb4_bin").unwrap(),
+            "_utf8mb4'' COLLATE utf8mb4_bin"
+        );
+        assert_eq!(user_string_literal("0G", "utf8mb4", "utf8mb4_bin"), None);
+        assert_eq!(user_string_literal("41", "x; DROP", "utf8mb4_bin"), None);
     }
 
     #[test]

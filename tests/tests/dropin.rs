@@ -1205,3 +1205,51 @@ async fn last_insert_id_set_by_an_expression_stays_with_its_client() {
         assert_eq!(run(s.opts()).await, expected, "{mode}");
     }
 }
+
+/// String user variables the server computed are read back byte for byte
+/// with their charset and collation (`information_schema.USER_VARIABLES`
+/// alone, a utf8 column of 2048 characters, double-encoded latin1, turned
+/// binary values into their hex digits, 4-byte characters into '?', and
+/// cut long values).
+#[tokio::test]
+async fn user_variables_keep_their_bytes_charset_and_collation() {
+    let topo = Topology::from_env();
+    let statements = [
+        "SET @uv_a := _latin1'é'",
+        "SELECT X'00ff' INTO @uv_b",
+        "SET @uv_c := '😀'",
+        "SET @uv_d := REPEAT('x', 3000)",
+        "SET @uv_e := _utf8mb4'é' COLLATE utf8mb4_bin",
+        "SELECT CONVERT('é' USING ucs2) INTO @uv_f",
+        "SET @uv_g := -5 * 1",
+        "OTHER",
+        "SELECT HEX(@uv_a), CHARSET(@uv_a), COLLATION(@uv_a), HEX(@uv_b), CHARSET(@uv_b), \
+         HEX(@uv_c), LENGTH(@uv_d), COLLATION(@uv_e), HEX(@uv_f), CHARSET(@uv_f), @uv_g",
+    ];
+    let run = |opts: Opts| async move {
+        let mut c = Conn::new(opts.clone()).await.expect("connect");
+        let mut other = Conn::new(opts).await.expect("connect");
+        let mut out = Vec::new();
+        for sql in statements {
+            if sql == "OTHER" {
+                other.query_drop("SET @uv_a = 1, @uv_z = 2").await.expect("other");
+                continue;
+            }
+            out.extend(transcript(&mut c, &[sql]).await);
+        }
+        out
+    };
+    let expected = run(direct_opts(&topo.primary)).await;
+    assert!(
+        expected.last().is_some_and(|l| l.contains("F09F9880")),
+        "{expected:?}"
+    );
+    for mode in MODES {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 1,
+            ..SluiceOptions::default()
+        });
+        assert_eq!(run(s.opts()).await, expected, "{mode}");
+    }
+}
