@@ -112,6 +112,9 @@ pub struct Statement {
     pub may_create_temporary_table: bool,
     /// Leaves state for the next statement to read (SQL_CALC_FOUND_ROWS).
     pub feeds_next: bool,
+    /// Calls GET_LOCK, RELEASE_LOCK or RELEASE_ALL_LOCKS: the client's
+    /// user locks change (`user_locks`).
+    pub user_lock_calls: bool,
     /// Says SELECT anywhere (a query, or one inside an INSERT, CREATE, SET,
     /// DO): whatever it ran sets `FOUND_ROWS()`.
     pub mentions_select: bool,
@@ -161,6 +164,7 @@ pub fn classify(sql: &str) -> Statement {
     let mut says_temporary = false;
     let mut feeds_next = false;
     let mut mentions_select = false;
+    let mut user_lock_calls = false;
     let mut sets_next_transaction = false;
     let mut reads_read_only = false;
     let mut unscoped_sets = Vec::new();
@@ -243,7 +247,11 @@ pub fn classify(sql: &str) -> Statement {
                 if let Some(f) = pending_function {
                     let mut buf = [0u8; 24];
                     match upper(f, &mut buf) {
-                        "GET_LOCK" => pin = stronger(pin, PinReason::UserLock),
+                        "GET_LOCK" => {
+                            pin = stronger(pin, PinReason::UserLock);
+                            user_lock_calls = true;
+                        }
+                        "RELEASE_LOCK" | "RELEASE_ALL_LOCKS" => user_lock_calls = true,
                         "LAST_INSERT_ID" => {
                             reads_last_insert_id = true;
                             sets_last_insert_id |= !matches!(tokens.peek(), Some(Token::Punct(b')')));
@@ -287,7 +295,7 @@ pub fn classify(sql: &str) -> Statement {
                     reads_read_only = true;
                 }
             }
-            Token::Assign | Token::Punct(_) | Token::Quoted => {}
+            Token::Assign | Token::Punct(_) | Token::Quoted(_) => {}
         }
         if !matches!(token, Token::Hint(_)) {
             at_start = matches!(token, Token::Punct(b';'));
@@ -309,6 +317,7 @@ pub fn classify(sql: &str) -> Statement {
         may_create_temporary_table: says_temporary || matches!(kind, Kind::Call | Kind::Execute),
         feeds_next,
         mentions_select,
+        user_lock_calls,
         sets_next_transaction,
         reads_read_only,
         unscoped_sets,

@@ -15,8 +15,8 @@ pub enum Token<'a> {
     /// `:=`
     Assign,
     Punct(u8),
-    /// A quoted string or quoted identifier.
-    Quoted,
+    /// A quoted string or quoted identifier, quotes included.
+    Quoted(&'a str),
     /// A `/* sluice:... */` hint comment; the text after `sluice:`.
     Hint(&'a str),
 }
@@ -81,8 +81,9 @@ impl<'a> Iterator for Lexer<'a> {
                     }
                 }
                 b'\'' | b'"' | b'`' => {
+                    let start = self.pos;
                     self.skip_quoted(c);
-                    return Some(Token::Quoted);
+                    return Some(Token::Quoted(&self.sql[start..self.pos.min(self.sql.len())]));
                 }
                 b'@' => {
                     let start = self.pos;
@@ -145,7 +146,15 @@ mod tests {
     #[test]
     fn skips_comments_and_strings() {
         let t: Vec<_> = Lexer::new("/* x */ SELECT 'GET_LOCK(' -- c\n, `a b` # z").collect();
-        assert_eq!(t, vec![Word("SELECT"), Quoted, Punct(b','), Quoted]);
+        assert_eq!(
+            t,
+            vec![
+                Word("SELECT"),
+                Quoted("'GET_LOCK('"),
+                Punct(b','),
+                Quoted("`a b`")
+            ]
+        );
     }
 
     #[test]
@@ -170,9 +179,9 @@ mod tests {
                 Assign,
                 Variable("@@session.x"),
                 Punct(b','),
-                Quoted,
+                Quoted("'it''s'"),
                 Punct(b','),
-                Quoted
+                Quoted("\"q\\\"\"")
             ]
         );
     }

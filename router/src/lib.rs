@@ -21,6 +21,7 @@ pub mod lookup;
 pub mod plan;
 pub mod probe;
 mod scan;
+pub mod user_locks;
 pub mod writer;
 
 pub use balance::{Candidate, pick_replica};

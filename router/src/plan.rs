@@ -621,6 +621,21 @@ pub fn new_pin(facts: Option<&Facts>, literal_count: usize, left: Leftovers) -> 
         .or((left.untracked_change && !explained).then_some(PinReason::UntrackedState))
 }
 
+/// Whether a client pinned for its user locks (`GET_LOCK`) is unpinned
+/// after a statement that released some: only when it certainly holds none
+/// now and nothing else pinned it (a temporary table, a cursor, state the
+/// server reported that Sluice cannot replay). Its connection then goes
+/// back to the pool like any other (counted in
+/// `sluice_session_unpins_total`).
+pub fn unpin_after_release(
+    pinned: Option<PinReason>,
+    pinned_for_more: bool,
+    locks_none_held: bool,
+    released: bool,
+) -> bool {
+    pinned == Some(PinReason::UserLock) && !pinned_for_more && locks_none_held && released
+}
+
 /// The session after a statement, as [`hold_after`] needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct HoldInput {
@@ -1630,6 +1645,25 @@ mod tests {
         );
         assert!(!read_back_insert_id(Some(Kind::Delete), true, true, false));
         assert!(!read_back_insert_id(Some(Kind::Select), true, true, false));
+    }
+
+    #[test]
+    fn a_client_pinned_for_its_locks_is_unpinned_once_it_released_them_all() {
+        let lock = Some(PinReason::UserLock);
+        assert!(unpin_after_release(lock, false, true, true));
+        assert!(
+            !unpin_after_release(lock, false, false, true),
+            "a lock still held"
+        );
+        assert!(!unpin_after_release(lock, true, true, true), "pinned for more");
+        assert!(!unpin_after_release(lock, false, true, false), "nothing released");
+        assert!(!unpin_after_release(
+            Some(PinReason::TemporaryTable),
+            false,
+            true,
+            true
+        ));
+        assert!(!unpin_after_release(None, false, true, true));
     }
 
     #[test]

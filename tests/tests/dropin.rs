@@ -1253,3 +1253,95 @@ async fn user_variables_keep_their_bytes_charset_and_collation() {
         assert_eq!(run(s.opts()).await, expected, "{mode}");
     }
 }
+
+/// A client pinned only for its user locks shares connections again once
+/// it has released them all (ActiveRecord's advisory locks kept one
+/// backend connection each until they disconnected, and other clients got
+/// "pool exhausted"); a lock still held, or a name Sluice cannot read,
+/// keeps the pin, and the locks behave as on the server throughout.
+#[tokio::test]
+async fn releasing_every_user_lock_ends_the_pin() {
+    let topo = Topology::from_env();
+    for mode in MODES {
+        let s = Sluice::start_with(SluiceOptions {
+            routing_mode: mode,
+            max_connections_per_backend: 2,
+            acquire_timeout_ms: 500,
+            ..SluiceOptions::default()
+        });
+        let mut third = Conn::new(s.opts()).await.expect("connect");
+        let mut holders = Vec::new();
+        for i in 0..2 {
+            let mut c = Conn::new(s.opts()).await.expect("connect");
+            let got: Option<u8> = c
+                .query_first(format!("SELECT GET_LOCK('dropin_lock_{mode}_{i}', 0)"))
+                .await
+                .expect("lock");
+            assert_eq!(got, Some(1));
+            holders.push(c);
+        }
+        // Both connections are pinned: a third client waits in vain.
+        // (On the primary in both modes: the locks' connections are there.)
+        let on_primary = "/* sluice:primary */ SELECT 1";
+        let e = third
+            .query_drop(on_primary)
+            .await
+            .expect_err("no connection left");
+        assert_eq!(server_code(&e), Some(9001), "{mode}: {e}");
+        // Released, taken twice and released once, released fully.
+        let (a, b) = holders.split_at_mut(1);
+        let (a, b) = (&mut a[0], &mut b[0]);
+        a.query_drop(format!("DO RELEASE_LOCK('dropin_lock_{mode}_0')"))
+            .await
+            .expect("release");
+        b.query_drop(format!("SELECT GET_LOCK('dropin_lock_{mode}_1', 0)"))
+            .await
+            .expect("again");
+        b.query_drop(format!("SELECT RELEASE_LOCK('dropin_lock_{mode}_1')"))
+            .await
+            .expect("release once");
+        // One connection is free again; the other is still b's.
+        let one: Option<u8> = third.query_first(on_primary).await.expect("a connection is free");
+        assert_eq!(one, Some(1));
+        let mut direct = Conn::new(direct_opts(&topo.primary)).await.expect("direct");
+        let used: Option<u8> = direct
+            .query_first(format!("SELECT IS_USED_LOCK('dropin_lock_{mode}_1') IS NOT NULL"))
+            .await
+            .expect("check");
+        assert_eq!(used, Some(1), "{mode}: b still holds its lock, taken twice");
+        let free: Option<u8> = direct
+            .query_first(format!("SELECT IS_FREE_LOCK('dropin_lock_{mode}_0')"))
+            .await
+            .expect("check");
+        assert_eq!(free, Some(1), "{mode}: a's lock is free");
+        b.query_drop("SELECT RELEASE_ALL_LOCKS()")
+            .await
+            .expect("release all");
+        let free: Option<u8> = direct
+            .query_first(format!("SELECT IS_FREE_LOCK('dropin_lock_{mode}_1')"))
+            .await
+            .expect("check");
+        assert_eq!(free, Some(1));
+        // Both clients share the pool with the third now.
+        for c in [&mut *a, &mut *b, &mut third] {
+            let one: Option<u8> = c.query_first(on_primary).await.expect("shared");
+            assert_eq!(one, Some(1));
+        }
+        // An unreadable name keeps the pin after its release.
+        a.query_drop("SET @dropin_lock_name = 'dropin_lock_x'")
+            .await
+            .expect("set");
+        a.query_drop("DO GET_LOCK(@dropin_lock_name, 0)")
+            .await
+            .expect("lock");
+        a.query_drop("DO RELEASE_LOCK(@dropin_lock_name)")
+            .await
+            .expect("release");
+        let m = s.metrics();
+        assert_eq!(
+            metric_sum(&m, "sluice_session_unpins_total", &["reason=\"get_lock\""]),
+            2.0,
+            "{mode}: {m}"
+        );
+    }
+}

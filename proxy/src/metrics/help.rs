@@ -131,6 +131,12 @@ fn statements() {
          cursor, untracked_state)"
     );
     describe_counter!(
+        "sluice_session_unpins_total",
+        Unit::Count,
+        "Pinned client sessions that share connections again, by reason (get_lock: every \
+         user lock released, nothing else pinned them)"
+    );
+    describe_counter!(
         "sluice_next_transaction_holds_total",
         Unit::Count,
         "Clients that kept their backend connection after a one-shot SET TRANSACTION (the \

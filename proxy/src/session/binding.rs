@@ -9,6 +9,7 @@ use crate::topology::Backend;
 use sluice_config::Role;
 use sluice_pool::{BackendConn, BackendPool, Local, Pooled, discard};
 use sluice_router::plan::Hold;
+use sluice_router::user_locks::UserLocks;
 use sluice_router::{HoldReason, PinReason};
 use std::sync::Arc;
 
@@ -36,6 +37,11 @@ pub(super) struct Binding {
     pub next_transaction: bool,
     /// The client's prepared statements (Sluice's ids).
     pub statements: ClientStatements,
+    /// The user locks it may hold on the held connection.
+    pub user_locks: UserLocks,
+    /// Something other than user locks pinned it too: the pin stays when
+    /// the locks are released.
+    pub pinned_for_more: bool,
 }
 
 impl Binding {
@@ -113,6 +119,8 @@ impl Binding {
         }
         // Whatever was pinned or open on it is gone.
         self.pinned = None;
+        self.user_locks = UserLocks::default();
+        self.pinned_for_more = false;
         self.cursor_open = false;
         self.next_transaction = false;
     }
@@ -121,6 +129,8 @@ impl Binding {
     /// leak to the next client (open transaction, temporary tables, locks).
     pub async fn release(&mut self, conn_id: u32) {
         self.pinned = None;
+        self.user_locks = UserLocks::default();
+        self.pinned_for_more = false;
         self.cursor_open = false;
         self.next_transaction = false;
         let Some(mut held) = self.held.take() else { return };

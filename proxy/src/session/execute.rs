@@ -578,10 +578,45 @@ impl Session {
             untracked_change: outcome.untracked_change,
             user_vars_captured: captured.user_vars,
         };
-        if let Some(reason) = plan::new_pin(work.facts, literal_count, leftovers) {
+        let new_pin = plan::new_pin(work.facts, literal_count, leftovers);
+        if let Some(reason) = new_pin {
+            self.binding.pinned_for_more |= reason != sluice_router::PinReason::UserLock;
             if self.binding.pin(reason) {
                 tracing::debug!(reason = reason.label(), "client pinned to its backend connection");
                 metrics::counter!("sluice_session_pins_total", "reason" => reason.label()).increment(1);
+            }
+        }
+        self.binding.pinned_for_more |= outcome.cursor_opened;
+        if outcome.ended_with_error
+            && work
+                .facts
+                .is_some_and(|f| f.lexical.pin == Some(sluice_router::PinReason::UserLock))
+        {
+            // A failed statement may still have taken its locks.
+            self.binding.user_locks.mark_unknown();
+        } else if work.facts.is_some_and(|f| f.lexical.user_lock_calls) {
+            let ops = match &work.outgoing {
+                super::outgoing::Outgoing::Raw(packet)
+                    if packet.first() == Some(&sluice_protocol::consts::com::QUERY) =>
+                {
+                    sluice_router::user_locks::lock_ops(&String::from_utf8_lossy(&packet[1..]))
+                }
+                super::outgoing::Outgoing::Execute { sql, .. } => sluice_router::user_locks::lock_ops(sql),
+                _ => vec![sluice_router::user_locks::LockOp::Get(None)],
+            };
+            self.binding.user_locks.apply(&ops);
+            let released = ops
+                .iter()
+                .any(|op| !matches!(op, sluice_router::user_locks::LockOp::Get(_)));
+            if plan::unpin_after_release(
+                self.binding.pinned,
+                self.binding.pinned_for_more,
+                self.binding.user_locks.none_held(),
+                released,
+            ) {
+                tracing::debug!("client released its user locks: unpinned");
+                metrics::counter!("sluice_session_unpins_total", "reason" => "get_lock").increment(1);
+                self.binding.pinned = None;
             }
         }
         self.binding.cursor_open |= outcome.cursor_opened;
