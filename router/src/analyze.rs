@@ -267,15 +267,29 @@ fn analyze_set(set: &Set, facts: &mut AstFacts) {
     }
 }
 
-/// A literal, possibly negated: exactly one `?` in the fingerprint.
+/// A number, a plain string, a boolean or NULL, possibly negated: exactly
+/// one `?` in the fingerprint, replayed as written. Hex and bit strings
+/// (`X'00ff'`, `b'1'`) and the like are binary values the text would turn
+/// into characters: their variables are read back instead.
 fn is_literal(expr: &Expr) -> bool {
+    use sqlparser::ast::Value;
+    let plain = |e: &Expr| match e {
+        Expr::Value(v) => matches!(
+            v.value,
+            Value::Number(..)
+                | Value::SingleQuotedString(_)
+                | Value::DoubleQuotedString(_)
+                | Value::Boolean(_)
+                | Value::Null
+        ),
+        _ => false,
+    };
     match expr {
-        Expr::Value(_) => true,
         Expr::UnaryOp {
             op: UnaryOperator::Minus | UnaryOperator::Plus,
             expr,
-        } => matches!(expr.as_ref(), Expr::Value(_)),
-        _ => false,
+        } => plain(expr),
+        other => plain(other),
     }
 }
 

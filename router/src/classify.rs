@@ -294,6 +294,10 @@ pub fn classify(sql: &str) -> Statement {
                 if matches!(var, "read_only" | "super_read_only" | "innodb_read_only") {
                     reads_read_only = true;
                 }
+                // `@@identity` and `@@last_insert_id` are LAST_INSERT_ID().
+                if v.starts_with("@@") && matches!(var, "identity" | "last_insert_id") {
+                    reads_last_insert_id = true;
+                }
             }
             Token::Assign | Token::Punct(_) | Token::Quoted(_) => {}
         }
@@ -507,6 +511,9 @@ mod tests {
     fn reads_of_previous_statement_state() {
         assert!(classify("SELECT LAST_INSERT_ID()").reads_last_insert_id);
         assert!(!classify("SELECT LAST_INSERT_ID()").sets_last_insert_id);
+        assert!(classify("SELECT @@identity").reads_last_insert_id);
+        assert!(classify("SELECT @@session.last_insert_id").reads_last_insert_id);
+        assert!(!classify("SELECT @identity").reads_last_insert_id);
         assert!(classify("SELECT LAST_INSERT_ID(42)").sets_last_insert_id);
         assert!(classify("UPDATE t SET id = LAST_INSERT_ID(id + 1)").sets_last_insert_id);
         assert!(classify("select connection_id()").reads_connection_id);

@@ -1189,6 +1189,7 @@ async fn last_insert_id_set_by_an_expression_stays_with_its_client() {
         out.extend(transcript(&mut a, &["SELECT LAST_INSERT_ID(77)"]).await);
         out.extend(transcript(&mut b, &["SELECT LAST_INSERT_ID(55) AS b"]).await);
         out.extend(transcript(&mut a, &["SELECT LAST_INSERT_ID(), @@identity"]).await);
+        out.extend(transcript(&mut b, &["SELECT @@identity, @@last_insert_id"]).await);
         out.extend(transcript(&mut b, &["SELECT LAST_INSERT_ID()"]).await);
         drop(a);
         let mut fresh = Conn::new(opts).await.expect("connect");
@@ -1222,9 +1223,11 @@ async fn user_variables_keep_their_bytes_charset_and_collation() {
         "SET @uv_e := _utf8mb4'é' COLLATE utf8mb4_bin",
         "SELECT CONVERT('é' USING ucs2) INTO @uv_f",
         "SET @uv_g := -5 * 1",
+        "SET @uv_h = X'00ff', @uv_i = b'1', @uv_j = 'plain'",
         "OTHER",
         "SELECT HEX(@uv_a), CHARSET(@uv_a), COLLATION(@uv_a), HEX(@uv_b), CHARSET(@uv_b), \
-         HEX(@uv_c), LENGTH(@uv_d), COLLATION(@uv_e), HEX(@uv_f), CHARSET(@uv_f), @uv_g",
+         HEX(@uv_c), LENGTH(@uv_d), COLLATION(@uv_e), HEX(@uv_f), CHARSET(@uv_f), @uv_g, \
+         HEX(@uv_h), CHARSET(@uv_h), HEX(@uv_i), CHARSET(@uv_i), @uv_j",
     ];
     let run = |opts: Opts| async move {
         let mut c = Conn::new(opts.clone()).await.expect("connect");
