@@ -190,7 +190,14 @@ impl SessionState {
             "character_set_results" => changed(RESULTS_COLLATION) && names.is_none(),
             _ => names.is_some() && name != "character_set_results",
         };
-        for name in ORDER_FIRST.iter().copied().filter(|n| changed(n) || forced(n)) {
+        // NAMES set the results charset with its collation: setting it
+        // again would put the charset's default collation back.
+        let set_by_names = |name: &str| names.is_some() && name == "character_set_results";
+        for name in ORDER_FIRST
+            .iter()
+            .copied()
+            .filter(|n| (changed(n) || forced(n)) && !set_by_names(n))
+        {
             if let Some(value) = desired.vars.get(name) {
                 assignments.push(format!("@@session.{name}={}", variable_value(name, value)));
             }
@@ -469,6 +476,17 @@ mod tests {
             "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci', @@session.character_set_client='latin1', \
              @@session.character_set_connection='utf8mb4', @@session.collation_connection='utf8mb4_general_ci'"
         );
+        // Another results charset: NAMES sets it, nothing after it does.
+        let mut mb3 = client.clone();
+        mb3.vars
+            .insert(RESULTS_COLLATION.into(), "utf8mb3 utf8mb3_bin".into());
+        mb3.vars.insert("character_set_results".into(), "utf8mb3".into());
+        let sql = conn.set_statement_towards(&mb3, &[]).unwrap();
+        assert!(
+            sql.starts_with("SET NAMES 'utf8mb3' COLLATE 'utf8mb3_bin', "),
+            "{sql}"
+        );
+        assert!(!sql.contains("character_set_results"), "{sql}");
         // Back to the charset's default (as `SET character_set_results`
         // leaves it): setting the results charset does it.
         let mut plain = conn.clone();
