@@ -38,18 +38,23 @@ impl Session {
         let ryw = self.config.routing.read_your_writes;
         // LAST_INSERT_ID(expr) sets the value; an answer with rows (a
         // SELECT, unlike an UPDATE's OK) does not carry it.
-        let set_explicitly = outcome.result_set
+        // Flags of the statement first: a plain SELECT stops at them.
+        let set_explicitly = work.facts.is_some_and(|f| f.lexical.sets_last_insert_id)
+            && outcome.result_set
             && !outcome.ended_with_error
-            && work.ran()
-            && work.facts.is_some_and(|f| f.lexical.sets_last_insert_id);
+            && work.ran();
         let insert_id = set_explicitly
-            || outcome.result_set
-                && sluice_router::plan::read_back_insert_id(
-                    work.facts.map(|f| f.kind()),
-                    work.ran(),
-                    outcome.result_set,
-                    outcome.ended_with_error,
-                );
+            || work.facts.is_some_and(|f| {
+                matches!(
+                    f.kind(),
+                    sluice_router::Kind::Insert | sluice_router::Kind::Replace
+                )
+            }) && sluice_router::plan::read_back_insert_id(
+                work.facts.map(|f| f.kind()),
+                work.ran(),
+                outcome.result_set,
+                outcome.ended_with_error,
+            );
         let gtid = outcome.result_set
             && outcome.last_gtid.is_none()
             && matches!(ryw, ReadYourWrites::Gtid | ReadYourWrites::Global)

@@ -38,10 +38,10 @@ impl Session {
         };
         let calc_found_rows = match work.facts {
             Some(f)
-                if !outcome.ended_with_error
-                    && work.ran()
-                    && (f.lexical.feeds_next
-                        || sluice_router::diagnostics::found_rows_unseen(f, outcome.result_set)) =>
+                if (f.lexical.feeds_next
+                    || sluice_router::diagnostics::found_rows_unseen(f, outcome.result_set))
+                    && !outcome.ended_with_error
+                    && work.ran() =>
             {
                 let rows = Box::pin(held.conn.query_rows("SELECT FOUND_ROWS()")).await?;
                 rows.first()

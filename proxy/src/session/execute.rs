@@ -534,10 +534,14 @@ impl Session {
                 }
             }
         }
+        // Only a COMMIT or ROLLBACK looks the session's completion_type up.
         let releases = !outcome.ended_with_error
             && work.ran()
             && work.facts.is_some_and(|f| {
-                plan::releases_connection(
+                matches!(
+                    f.kind(),
+                    sluice_router::Kind::Commit | sluice_router::Kind::Rollback
+                ) && plan::releases_connection(
                     Some(f.kind()),
                     f.lexical.release,
                     self.desired.vars.get("completion_type").map(String::as_str),
