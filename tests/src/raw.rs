@@ -33,6 +33,7 @@ impl RawClient {
             extra_caps,
             MariadbCapabilities::empty(),
             Some("sluice_test"),
+            None,
         )
         .await
     }
@@ -44,7 +45,16 @@ impl RawClient {
         extra_caps: Caps,
         mariadb_caps: MariadbCapabilities,
     ) -> anyhow::Result<RawClient> {
-        Self::login(port, "app", "app", extra_caps, mariadb_caps, Some("sluice_test")).await
+        Self::login(
+            port,
+            "app",
+            "app",
+            extra_caps,
+            mariadb_caps,
+            Some("sluice_test"),
+            None,
+        )
+        .await
     }
 
     /// Connects as a driver does whose handshake names `collation` (mysql2
@@ -54,7 +64,7 @@ impl RawClient {
         extra_caps: Caps,
         collation: u8,
     ) -> anyhow::Result<RawClient> {
-        Self::login_as(
+        Self::login(
             port,
             "app",
             "app",
@@ -77,23 +87,14 @@ impl RawClient {
             DRIVER_CAPS,
             MariadbCapabilities::empty(),
             None,
+            None,
         )
         .await
     }
 
-    async fn login(
-        port: u16,
-        user: &str,
-        password: &str,
-        extra_caps: Caps,
-        mariadb_caps: MariadbCapabilities,
-        schema: Option<&str>,
-    ) -> anyhow::Result<RawClient> {
-        Self::login_as(port, user, password, extra_caps, mariadb_caps, schema, None).await
-    }
-
+    /// Logs in; `collation` None: mysql_common's default for the server.
     #[allow(clippy::too_many_arguments)]
-    async fn login_as(
+    async fn login(
         port: u16,
         user: &str,
         password: &str,

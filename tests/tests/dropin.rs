@@ -24,6 +24,28 @@ fn start(mode: &'static str) -> Sluice {
     })
 }
 
+/// Sluice with one connection per backend: clients take turns on it.
+fn one_connection(mode: &'static str) -> Sluice {
+    Sluice::start_with(SluiceOptions {
+        routing_mode: mode,
+        max_connections_per_backend: 1,
+        ..SluiceOptions::default()
+    })
+}
+
+/// Runs `run` through Sluice in both routing modes, one connection per
+/// backend, and compares each transcript with the server's, `expected`.
+async fn through_sluice_as_directly<F, Fut>(expected: &[String], run: F)
+where
+    F: Fn(Opts) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    for mode in MODES {
+        let s = one_connection(mode);
+        assert_eq!(run(s.opts()).await, expected, "{mode}");
+    }
+}
+
 fn as_user(s: &Sluice, user: &str, password: &str) -> OptsBuilder {
     OptsBuilder::from_opts(s.opts())
         .user(Some(user))
@@ -396,11 +418,7 @@ async fn connection_attributes_reach_the_server() {
 #[tokio::test]
 async fn a_client_without_a_schema_never_inherits_one() {
     for mode in MODES {
-        let s = Sluice::start_with(SluiceOptions {
-            routing_mode: mode,
-            max_connections_per_backend: 1,
-            ..SluiceOptions::default()
-        });
+        let s = one_connection(mode);
         let mut with = Conn::new(s.opts()).await.unwrap();
         let db: Option<String> = with.query_first("SELECT DATABASE()").await.unwrap();
         assert_eq!(db.as_deref(), Some("sluice_test"));
@@ -670,11 +688,7 @@ async fn commit_release_closes_the_connection_as_the_server_does() {
     ];
     let mut value = 0;
     for mode in MODES {
-        let s = Sluice::start_with(SluiceOptions {
-            routing_mode: mode,
-            max_connections_per_backend: 1,
-            ..SluiceOptions::default()
-        });
+        let s = one_connection(mode);
         for (setup, end, commits) in variants {
             value += 2;
             let expected = release_transcript(direct.clone(), setup, end, value).await;
@@ -767,14 +781,7 @@ async fn temporary_tables_survive_connection_id() {
         expected[3].contains(r#"Bytes(\"2\")"#),
         "the server kept the table: {expected:?}"
     );
-    for mode in MODES {
-        let s = Sluice::start_with(SluiceOptions {
-            routing_mode: mode,
-            max_connections_per_backend: 1,
-            ..SluiceOptions::default()
-        });
-        assert_eq!(run(s.opts()).await, expected, "{mode}");
-    }
+    through_sluice_as_directly(&expected, run).await;
 }
 
 /// `INSERT ... RETURNING` answers with rows, not an OK packet, so the id it
@@ -832,11 +839,7 @@ async fn last_insert_id_follows_insert_returning() {
     for mode in MODES {
         admin.query_drop(fresh("dropin_lii")).await.expect("create");
         sluice_tests::replicas_caught_up().await;
-        let s = Sluice::start_with(SluiceOptions {
-            routing_mode: mode,
-            max_connections_per_backend: 1,
-            ..SluiceOptions::default()
-        });
+        let s = one_connection(mode);
         assert_eq!(run(s.opts(), "dropin_lii".into()).await, expected, "{mode}");
     }
 }
@@ -981,14 +984,7 @@ async fn warnings_are_cleared_by_the_statements_that_clear_them_on_the_server() 
     };
     let expected = run(direct_opts(&topo.primary)).await;
     assert!(expected.iter().any(|l| l.contains("1292")), "{expected:?}");
-    for mode in MODES {
-        let s = Sluice::start_with(SluiceOptions {
-            routing_mode: mode,
-            max_connections_per_backend: 1,
-            ..SluiceOptions::default()
-        });
-        assert_eq!(run(s.opts()).await, expected, "{mode}");
-    }
+    through_sluice_as_directly(&expected, run).await;
 }
 
 /// `FOUND_ROWS()` after statements whose SELECT sent the client no rows of
@@ -1064,11 +1060,7 @@ async fn found_rows_after_selects_the_client_did_not_see() {
             .query_drop("DELETE FROM sluice_test.dropin_fr_copy")
             .await
             .expect("reset");
-        let s = Sluice::start_with(SluiceOptions {
-            routing_mode: mode,
-            max_connections_per_backend: 1,
-            ..SluiceOptions::default()
-        });
+        let s = one_connection(mode);
         assert_eq!(run(s.opts()).await, expected, "{mode}");
     }
 }
@@ -1166,14 +1158,7 @@ async fn variables_set_to_null_follow_the_client() {
         out
     };
     let expected = run(direct_opts(&topo.primary)).await;
-    for mode in MODES {
-        let s = Sluice::start_with(SluiceOptions {
-            routing_mode: mode,
-            max_connections_per_backend: 1,
-            ..SluiceOptions::default()
-        });
-        assert_eq!(run(s.opts()).await, expected, "{mode}");
-    }
+    through_sluice_as_directly(&expected, run).await;
 }
 
 /// `SELECT LAST_INSERT_ID(expr)` sets the client's value, and no OK packet
@@ -1197,14 +1182,7 @@ async fn last_insert_id_set_by_an_expression_stays_with_its_client() {
         out
     };
     let expected = run(direct_opts(&topo.primary)).await;
-    for mode in MODES {
-        let s = Sluice::start_with(SluiceOptions {
-            routing_mode: mode,
-            max_connections_per_backend: 1,
-            ..SluiceOptions::default()
-        });
-        assert_eq!(run(s.opts()).await, expected, "{mode}");
-    }
+    through_sluice_as_directly(&expected, run).await;
 }
 
 /// String user variables the server computed are read back byte for byte
@@ -1247,14 +1225,7 @@ async fn user_variables_keep_their_bytes_charset_and_collation() {
         expected.last().is_some_and(|l| l.contains("F09F9880")),
         "{expected:?}"
     );
-    for mode in MODES {
-        let s = Sluice::start_with(SluiceOptions {
-            routing_mode: mode,
-            max_connections_per_backend: 1,
-            ..SluiceOptions::default()
-        });
-        assert_eq!(run(s.opts()).await, expected, "{mode}");
-    }
+    through_sluice_as_directly(&expected, run).await;
 }
 
 /// A client pinned only for its user locks shares connections again once
