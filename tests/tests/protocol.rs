@@ -216,7 +216,9 @@ async fn ping_reset_change_user_and_init_db() {
 async fn refused_change_user_transcript(opts: mysql_async::Opts) -> Vec<String> {
     let mut c = mysql_async::Conn::new(opts).await.unwrap();
     let mut seen = Vec::new();
-    let state = "SELECT CONCAT_WS(' ', IFNULL(@x, 'no @x'), @@time_zone, DATABASE(), CURRENT_USER())";
+    // The charset too: the server drops the client's for its own.
+    let state = "SELECT CONCAT_WS(' ', IFNULL(@x, 'no @x'), @@time_zone, @@character_set_client, \
+                 @@collation_connection, DATABASE(), CURRENT_USER())";
     for attempt in [
         // Another user with a wrong password: the connection stays app's.
         mysql_async::ChangeUserOpts::default()

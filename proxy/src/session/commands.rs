@@ -58,7 +58,7 @@ impl Session {
         let Some(changed) = changed else {
             // Refused, and told so: as on the server, the connection stays
             // the previous user's, reset, in its schema.
-            self.reset_state_keeping_schema();
+            self.reset_after_refused_change_user();
             return Ok(());
         };
         let schema_before = self.desired.schema.clone();
@@ -95,7 +95,7 @@ impl Session {
                 self.slot.set_user(&self.user);
                 self.pools.clear();
                 self.desired.schema = schema_before;
-                self.reset_state_keeping_schema();
+                self.reset_after_refused_change_user();
                 err
             }
             None => packets::ok(0, 0, self.client_status(), 0),
@@ -105,6 +105,30 @@ impl Session {
             .await
             .map(|_| ())
             .map_err(|_| End::ClientGone)
+    }
+
+    /// The session after a refused COM_CHANGE_USER: reset, in its schema,
+    /// with the server's own charset (the server has dropped the client's
+    /// by then: a refused change leaves latin1 on a latin1 server, whatever
+    /// the handshake said).
+    fn reset_after_refused_change_user(&mut self) {
+        self.reset_state_keeping_schema();
+        let profile = self.shared.profile.load_full();
+        let server_charset = initial_vars(u16::from(profile.default_collation), &profile);
+        self.desired.vars.update(|vars| {
+            for name in [
+                "character_set_client",
+                "character_set_connection",
+                "character_set_results",
+                "collation_connection",
+                sluice_pool::RESULTS_COLLATION,
+            ] {
+                match server_charset.get(name) {
+                    Some(value) => vars.insert(name.to_string(), value.clone()),
+                    None => vars.remove(name),
+                };
+            }
+        });
     }
 
     /// The client's session as after a reset: its initial state, in the
