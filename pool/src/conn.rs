@@ -378,12 +378,9 @@ impl BackendConn {
         }
         if let Some(schema) = &desired.schema {
             if self.state.schema.as_ref() != Some(schema) {
-                let mut p = vec![com::INIT_DB];
-                p.extend_from_slice(schema.as_bytes());
-                if let CommandOutcome::Err { payload } = self.simple_command(&p).await? {
+                if let Err(payload) = self.init_db(schema).await? {
                     return Ok(Some(payload));
                 }
-                self.state.schema = Some(schema.clone());
             }
         }
         if desired.multi_statements != self.state.multi_statements {
@@ -660,20 +657,22 @@ impl BackendConn {
         } else {
             Ok(self.read_prepare_ok(&ok.payload).await?)
         };
-        if away.is_some() {
-            if let Some(back) = &current {
-                if let Err(refused) = self.init_db(back).await? {
-                    return Ok(Err(refused));
+        // (read_prepare_ok recorded the schema it was prepared in.)
+        if let (Some(_), Some(back)) = (away, &current) {
+            if let Err(refused) = self.init_db(back).await? {
+                // The client's own schema is gone: it gets the server's
+                // error, and the statement is not kept half-way.
+                if let Ok(stmt) = &prepared {
+                    self.send_command(&sluice_protocol::statement::close(stmt.id))
+                        .await?;
                 }
+                return Ok(Err(refused));
             }
         }
-        let mut stmt = match prepared {
+        let stmt = match prepared {
             Ok(stmt) => stmt,
             Err(refused) => return Ok(Err(refused)),
         };
-        if let Some(schema) = away {
-            stmt.schema = Some(schema.to_string());
-        }
         self.executing_defs = stmt.column_defs.clone();
         let prepared = Prepared {
             id: stmt.id,

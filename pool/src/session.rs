@@ -186,18 +186,17 @@ impl SessionState {
                 sql_value(collation)
             ));
         }
-        let forced = |name: &str| match name {
-            "character_set_results" => changed(RESULTS_COLLATION) && names.is_none(),
-            _ => names.is_some() && name != "character_set_results",
+        // After NAMES the other three are set again (NAMES changed them),
+        // and the results charset is NAMES's own: setting it again would
+        // put the charset's default collation back. Without NAMES, a
+        // results collation no longer wanted goes with the results charset.
+        let emit = |name: &str| match (name, names.is_some()) {
+            ("character_set_results", true) => false,
+            ("character_set_results", false) => changed(name) || changed(RESULTS_COLLATION),
+            (_, true) => true,
+            (_, false) => changed(name),
         };
-        // NAMES set the results charset with its collation: setting it
-        // again would put the charset's default collation back.
-        let set_by_names = |name: &str| names.is_some() && name == "character_set_results";
-        for name in ORDER_FIRST
-            .iter()
-            .copied()
-            .filter(|n| (changed(n) || forced(n)) && !set_by_names(n))
-        {
+        for name in ORDER_FIRST.iter().copied().filter(|n| emit(n)) {
             if let Some(value) = desired.vars.get(name) {
                 assignments.push(format!("@@session.{name}={}", variable_value(name, value)));
             }

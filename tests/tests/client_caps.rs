@@ -115,26 +115,32 @@ async fn run_script_mariadb(port: u16, caps: Caps, mcaps: Mcaps, script: &[Step]
         .expect("login");
     let mut transcript = Vec::new();
     for step in script {
-        match step {
-            Step::Text(sql) => {
-                let mut cmd = vec![0x03];
-                cmd.extend_from_slice(sql.as_bytes());
-                c.stream.send(0, &cmd).await.expect("send");
-                transcript.push(response(&mut c).await);
-            }
-            Step::Prepared(sql) => {
-                let (answer, id) = prepare(&mut c, sql).await;
-                transcript.push(answer);
-                let mut exec = vec![0x17];
-                exec.extend_from_slice(&id.to_le_bytes());
-                exec.push(0); // no cursor
-                exec.extend_from_slice(&1u32.to_le_bytes());
-                c.stream.send(0, &exec).await.expect("send");
-                transcript.push(response(&mut c).await);
-            }
-        }
+        run_step(&mut c, step, &mut transcript).await;
     }
     transcript
+}
+
+/// Runs one step, adding its answers (a prepared step: the prepare's, then
+/// the execute's) to `transcript`.
+async fn run_step(c: &mut RawClient, step: &Step, transcript: &mut Vec<Vec<Vec<u8>>>) {
+    match step {
+        Step::Text(sql) => {
+            let mut cmd = vec![0x03];
+            cmd.extend_from_slice(sql.as_bytes());
+            c.stream.send(0, &cmd).await.expect("send");
+            transcript.push(response(c).await);
+        }
+        Step::Prepared(sql) => {
+            let (answer, id) = prepare(c, sql).await;
+            transcript.push(answer);
+            let mut exec = vec![0x17];
+            exec.extend_from_slice(&id.to_le_bytes());
+            exec.push(0); // no cursor
+            exec.extend_from_slice(&1u32.to_le_bytes());
+            c.stream.send(0, &exec).await.expect("send");
+            transcript.push(response(c).await);
+        }
+    }
 }
 
 #[tokio::test]
@@ -437,25 +443,7 @@ async fn run_collation_script(port: u16) -> Vec<Vec<Vec<u8>>> {
     ];
     let mut transcript = Vec::new();
     for (who, step) in RESULTS_COLLATION_SCRIPT {
-        let c = &mut clients[*who];
-        match step {
-            Step::Text(sql) => {
-                let mut cmd = vec![0x03];
-                cmd.extend_from_slice(sql.as_bytes());
-                c.stream.send(0, &cmd).await.expect("send");
-                transcript.push(response(c).await);
-            }
-            Step::Prepared(sql) => {
-                let (answer, id) = prepare(c, sql).await;
-                transcript.push(answer);
-                let mut exec = vec![0x17];
-                exec.extend_from_slice(&id.to_le_bytes());
-                exec.push(0);
-                exec.extend_from_slice(&1u32.to_le_bytes());
-                c.stream.send(0, &exec).await.expect("send");
-                transcript.push(response(c).await);
-            }
-        }
+        run_step(&mut clients[*who], step, &mut transcript).await;
     }
     transcript
 }

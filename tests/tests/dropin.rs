@@ -1089,15 +1089,32 @@ async fn flush_and_backup_locks_stay_with_their_client() {
             max_connections_per_backend: 2,
             ..SluiceOptions::default()
         });
-        for lock in [
-            "FLUSH TABLES dropin_flush WITH READ LOCK",
-            "FLUSH TABLES dropin_flush FOR EXPORT",
-            "BACKUP LOCK dropin_flush",
-            "FLUSH TABLES WITH READ LOCK",
-            "BACKUP STAGE START",
+        // Each lock with a statement it blocks (run directly, so the lock
+        // is shown to be held, then shown to be gone) and its undoing.
+        let insert = "INSERT INTO sluice_test.dropin_flush VALUES (1)";
+        for (lock, blocked, undo) in [
+            ("FLUSH TABLES dropin_flush WITH READ LOCK", insert, None),
+            ("FLUSH TABLES dropin_flush FOR EXPORT", insert, None),
+            (
+                "BACKUP LOCK dropin_flush",
+                "ALTER TABLE sluice_test.dropin_flush COMMENT 'x'",
+                None,
+            ),
+            ("FLUSH TABLES WITH READ LOCK", insert, None),
+            (
+                "BACKUP STAGE START",
+                "BACKUP STAGE START",
+                Some("BACKUP STAGE END"),
+            ),
         ] {
             let mut locker = Conn::new(s.opts()).await.expect("connect");
             locker.query_drop(lock).await.expect("lock");
+            admin
+                .query_drop("SET SESSION lock_wait_timeout = 1")
+                .await
+                .expect("set");
+            let e = admin.query_drop(blocked).await.expect_err("the lock is held");
+            assert_eq!(server_code(&e), Some(1205), "{mode}: {lock}: {e}");
             // Others keep working on the other connection.
             for _ in 0..3 {
                 let mut other = Conn::new(s.opts()).await.expect("connect");
@@ -1110,17 +1127,20 @@ async fn flush_and_backup_locks_stay_with_their_client() {
             }
             locker.disconnect().await.expect("disconnect");
             // The lock ended with its client.
+            admin
+                .query_drop("SET SESSION lock_wait_timeout = 5")
+                .await
+                .expect("set");
             let started = Instant::now();
-            let wrote = admin
-                .query_drop(
-                    "SET STATEMENT lock_wait_timeout = 5 FOR INSERT INTO sluice_test.dropin_flush VALUES (1)",
-                )
-                .await;
+            let done = admin.query_drop(blocked).await;
             assert!(
-                wrote.is_ok(),
-                "{mode}: {lock} outlived its client: {wrote:?} after {:?}",
+                done.is_ok(),
+                "{mode}: {lock} outlived its client: {done:?} after {:?}",
                 started.elapsed()
             );
+            if let Some(undo) = undo {
+                admin.query_drop(undo).await.expect("undo");
+            }
         }
     }
 }

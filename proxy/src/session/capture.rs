@@ -33,24 +33,22 @@ impl Session {
         let Some(held) = self.binding.held.as_mut() else {
             return Ok(captured);
         };
-        // The rule's cheapest conditions first, so that statements in other
-        // modes and answers that carried a GTID cost no more than this.
+        // Each rule's cheapest conditions first (the statement's flags, the
+        // mode): a plain SELECT and answers that carried a GTID stop there.
         let ryw = self.config.routing.read_your_writes;
+        let kind = work.facts.map(|f| f.kind());
         // LAST_INSERT_ID(expr) sets the value; an answer with rows (a
         // SELECT, unlike an UPDATE's OK) does not carry it.
-        // Flags of the statement first: a plain SELECT stops at them.
         let set_explicitly = work.facts.is_some_and(|f| f.lexical.sets_last_insert_id)
             && outcome.result_set
             && !outcome.ended_with_error
             && work.ran();
         let insert_id = set_explicitly
-            || work.facts.is_some_and(|f| {
-                matches!(
-                    f.kind(),
-                    sluice_router::Kind::Insert | sluice_router::Kind::Replace
-                )
-            }) && sluice_router::plan::read_back_insert_id(
-                work.facts.map(|f| f.kind()),
+            || matches!(
+                kind,
+                Some(sluice_router::Kind::Insert | sluice_router::Kind::Replace)
+            ) && sluice_router::plan::read_back_insert_id(
+                kind,
                 work.ran(),
                 outcome.result_set,
                 outcome.ended_with_error,
@@ -60,7 +58,7 @@ impl Session {
             && matches!(ryw, ReadYourWrites::Gtid | ReadYourWrites::Global)
             && sluice_router::plan::read_back_gtid(
                 held.role == sluice_config::Role::Primary,
-                work.facts.map(|f| f.kind()),
+                kind,
                 work.ran(),
                 ryw,
                 outcome.result_set,

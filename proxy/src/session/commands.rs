@@ -3,7 +3,7 @@
 //! COM_CHANGE_USER (which reset the client's state and give back any held
 //! connection).
 
-use super::{End, Session, initial_vars};
+use super::{End, Session, charset_vars_for, initial_vars};
 use crate::errors;
 use crate::handshake;
 use sluice_pool::SessionState;
@@ -114,21 +114,8 @@ impl Session {
     fn reset_after_refused_change_user(&mut self) {
         self.reset_state_keeping_schema();
         let profile = self.shared.profile.load_full();
-        let server_charset = initial_vars(u16::from(profile.default_collation), &profile);
-        self.desired.vars.update(|vars| {
-            for name in [
-                "character_set_client",
-                "character_set_connection",
-                "character_set_results",
-                "collation_connection",
-                sluice_pool::RESULTS_COLLATION,
-            ] {
-                match server_charset.get(name) {
-                    Some(value) => vars.insert(name.to_string(), value.clone()),
-                    None => vars.remove(name),
-                };
-            }
-        });
+        let server_charset = charset_vars_for(u16::from(profile.default_collation), &profile);
+        self.desired.vars.update(|vars| vars.extend(server_charset));
     }
 
     /// The client's session as after a reset: its initial state, in the

@@ -591,37 +591,8 @@ impl Session {
             }
         }
         self.binding.pinned_for_more |= outcome.cursor_opened;
-        if outcome.ended_with_error
-            && work
-                .facts
-                .is_some_and(|f| f.lexical.pin == Some(sluice_router::PinReason::UserLock))
-        {
-            // A failed statement may still have taken its locks.
-            self.binding.user_locks.mark_unknown();
-        } else if work.facts.is_some_and(|f| f.lexical.user_lock_calls) {
-            let ops = match &work.outgoing {
-                super::outgoing::Outgoing::Raw(packet)
-                    if packet.first() == Some(&sluice_protocol::consts::com::QUERY) =>
-                {
-                    sluice_router::user_locks::lock_ops(&String::from_utf8_lossy(&packet[1..]))
-                }
-                super::outgoing::Outgoing::Execute { sql, .. } => sluice_router::user_locks::lock_ops(sql),
-                _ => vec![sluice_router::user_locks::LockOp::Get(None)],
-            };
-            self.binding.user_locks.apply(&ops);
-            let released = ops
-                .iter()
-                .any(|op| !matches!(op, sluice_router::user_locks::LockOp::Get(_)));
-            if plan::unpin_after_release(
-                self.binding.pinned,
-                self.binding.pinned_for_more,
-                self.binding.user_locks.none_held(),
-                released,
-            ) {
-                tracing::debug!("client released its user locks: unpinned");
-                metrics::counter!("sluice_session_unpins_total", "reason" => "get_lock").increment(1);
-                self.binding.pinned = None;
-            }
+        if work.ran() && work.facts.is_some_and(|f| f.lexical.user_lock_calls) {
+            self.track_user_locks(outcome, work);
         }
         self.binding.cursor_open |= outcome.cursor_opened;
         let autocommit_off = self.autocommit_off();
@@ -638,6 +609,37 @@ impl Session {
         self.binding.apply(hold);
         if self.released {
             self.binding.drop_broken();
+        }
+    }
+
+    /// Follows the user locks a statement took or released (names read
+    /// from its text), and unpins the client once it holds none and
+    /// nothing else pinned it.
+    fn track_user_locks(&mut self, outcome: &Outcome, work: &Work<'_>) {
+        use sluice_router::user_locks::{LockOp, lock_ops};
+        let ops = match &work.outgoing {
+            _ if outcome.ended_with_error => {
+                // A failed statement may still have taken its locks.
+                self.binding.user_locks.mark_unknown();
+                return;
+            }
+            Outgoing::Raw(packet) if packet.first() == Some(&sluice_protocol::consts::com::QUERY) => {
+                lock_ops(&String::from_utf8_lossy(&packet[1..]))
+            }
+            Outgoing::Execute { sql, .. } => lock_ops(sql),
+            _ => vec![LockOp::Get(None)],
+        };
+        self.binding.user_locks.apply(&ops);
+        let released = ops.iter().any(|op| !matches!(op, LockOp::Get(_)));
+        if plan::unpin_after_release(
+            self.binding.pinned,
+            self.binding.pinned_for_more,
+            self.binding.user_locks.none_held(),
+            released,
+        ) {
+            tracing::debug!("client released its user locks: unpinned");
+            metrics::counter!("sluice_session_unpins_total", "reason" => "get_lock").increment(1);
+            self.binding.pinned = None;
         }
     }
 }

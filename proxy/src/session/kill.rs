@@ -82,6 +82,22 @@ impl Session {
         self.reply_ok().await
     }
 
+    /// COM_PROCESS_KILL (mysqli's `kill()`): `KILL CONNECTION` of a 4-byte id.
+    pub(super) async fn process_kill(&mut self, payload: &[u8]) -> Result<(), End> {
+        let Some(&[a, b, c, d]) = payload.get(1..5).and_then(|id| <&[u8; 4]>::try_from(id).ok()) else {
+            metrics::counter!("sluice_errors_total", "cause" => "malformed_packet").increment(1);
+            return self
+                .reply(&errors::malformed_packet("COM_PROCESS_KILL without a 4-byte id"))
+                .await;
+        };
+        let id = u64::from(u32::from_le_bytes([a, b, c, d]));
+        self.kill(Kill::Thread {
+            id,
+            query_only: false,
+        })
+        .await
+    }
+
     /// Asks the server whether this client's account has SUPER or
     /// CONNECTION ADMIN. A refused query means no; no connection is an error.
     async fn may_kill_others(&mut self) -> Result<bool, AcquireError> {

@@ -341,21 +341,7 @@ impl Session {
                 com::STMT_RESET => Box::pin(self.reset_statement(&payload)).await,
                 com::STMT_CLOSE => self.close_statement(&payload),
                 com::STMT_FETCH => Box::pin(self.fetch(payload)).await,
-                // mysqli::kill(): KILL CONNECTION of a 4-byte id.
-                com::PROCESS_KILL => match payload.get(1..5) {
-                    Some(id) => {
-                        let id = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
-                        let kill = sluice_router::Kill::Thread {
-                            id: u64::from(id),
-                            query_only: false,
-                        };
-                        Box::pin(self.kill(kill)).await
-                    }
-                    None => {
-                        self.reply(&errors::malformed_packet("COM_PROCESS_KILL without a 4-byte id"))
-                            .await
-                    }
-                },
+                com::PROCESS_KILL => Box::pin(self.process_kill(&payload)).await,
                 other => {
                     metrics::counter!("sluice_errors_total", "cause" => "unsupported_command").increment(1);
                     self.reply(&errors::unsupported_command(other)).await
